@@ -1,0 +1,64 @@
+import ArgumentParser
+import NspawnKit
+
+struct Enable: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(abstract: "Start machines at boot (with machines.target).")
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Machine names.", transform: parseMachineName)
+    var names: [MachineName]
+
+    func validate() throws {
+        if names.isEmpty { throw ValidationError("give at least one machine name") }
+    }
+
+    func run() async throws {
+        try await changeEnablement(names, output: output) { try await MachineManager().enable($0) }
+    }
+}
+
+struct Disable: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(abstract: "Stop starting machines at boot.")
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Machine names.", transform: parseMachineName)
+    var names: [MachineName]
+
+    func validate() throws {
+        if names.isEmpty { throw ValidationError("give at least one machine name") }
+    }
+
+    func run() async throws {
+        try await changeEnablement(names, output: output) { try await MachineManager().disable($0) }
+    }
+}
+
+/// Unit-file changes touch shared symlinks (machines.target.wants), so names go one at a time.
+private func changeEnablement(
+    _ names: [MachineName], output: OutputOptions,
+    _ change: (MachineName) async throws -> [UnitFileChange]
+) async throws {
+    var all: [UnitFileChange] = []
+    var failures: [(name: String, error: NspawnError)] = []
+    for name in try uniqueNames(names) {
+        do {
+            all += try await change(name)
+        } catch let error as NspawnError {
+            failures.append((name.rawValue, error))
+        }
+    }
+    if output.json {
+        printOut(Renderer.json(all))
+    } else {
+        for change in all {
+            switch change.type {
+            case "symlink": writeStandardError("Created symlink \(change.path) → \(change.source).\n")
+            case "unlink": writeStandardError("Removed \"\(change.path)\".\n")
+            default: writeStandardError("\(change.type) \(change.path) \(change.source)\n")
+            }
+        }
+    }
+    if !failures.isEmpty { throw PartialFailure(failures: failures) }
+}

@@ -1,0 +1,31 @@
+import ArgumentParser
+import NspawnKit
+
+extension KillWhom: ExpressibleByArgument {}
+
+struct Kill: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(abstract: "Send a signal to machines' processes.")
+
+    @OptionGroup var output: OutputOptions
+
+    @Option(name: .shortAndLong, help: "Signal name or number (TERM, SIGHUP, 9, RTMIN+4).",
+            transform: { try UnixSignal(parsing: $0) })
+    var signal: UnixSignal = .term
+
+    @Option(help: "Signal only the leader, or all processes.")
+    var killWhom: KillWhom = .all
+
+    @Argument(help: "Machine names.", transform: parseMachineName)
+    var names: [MachineName]
+
+    func validate() throws {
+        if names.isEmpty { throw ValidationError("give at least one machine name") }
+    }
+
+    func run() async throws {
+        let manager = MachineManager()
+        let (signal, whom) = (signal, killWhom)
+        try await fanOut(try uniqueNames(names)) { try await manager.kill($0, signal: signal, whom: whom) }
+        if output.json { printOut(Renderer.json(names.map { ActionResult(name: $0.rawValue, result: "signalled \(signal)") })) }
+    }
+}

@@ -1,0 +1,31 @@
+import ArgumentParser
+import NspawnKit
+
+struct Remove: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        commandName: "remove",
+        abstract: "Remove images with their settings; refuses running machines unless --force.",
+        aliases: ["rm"])
+
+    @OptionGroup var output: OutputOptions
+
+    @Flag(name: .shortAndLong, help: "Stop a running machine first.")
+    var force = false
+
+    @Option(help: "With --force, seconds to wait for a clean shutdown.", transform: parseSeconds)
+    var timeout: Duration = .seconds(90)
+
+    @Argument(help: "Machine names.", transform: parseMachineName)
+    var names: [MachineName]
+
+    func validate() throws {
+        if names.isEmpty { throw ValidationError("give at least one machine name") }
+    }
+
+    func run() async throws {
+        let manager = MachineManager()
+        let (force, timeout) = (force, timeout)
+        try await fanOut(try uniqueNames(names)) { try await manager.remove($0, force: force, stopTimeout: timeout) }
+        if output.json { printOut(Renderer.json(names.map { ActionResult(name: $0.rawValue, result: "removed") })) }
+    }
+}

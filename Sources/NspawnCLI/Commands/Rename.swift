@@ -1,0 +1,58 @@
+import ArgumentParser
+import NspawnKit
+
+struct Rename: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(abstract: "Rename a stopped machine's image.")
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Current name.", transform: parseMachineName)
+    var name: MachineName
+
+    @Argument(help: "New name.", transform: parseMachineName)
+    var newName: MachineName
+
+    func run() async throws {
+        try await MachineManager().rename(name, to: newName)
+        if output.json { printOut(Renderer.json(ActionResult(name: newName.rawValue, result: "renamed from \(name)"))) }
+    }
+}
+
+struct Clone: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(abstract: "Copy an image under a new name.")
+
+    @OptionGroup var output: OutputOptions
+
+    @Flag(help: "Make the copy read-only.")
+    var readOnly = false
+
+    @Argument(help: "Source image.", transform: parseMachineName)
+    var name: MachineName
+
+    @Argument(help: "Name of the copy.", transform: parseMachineName)
+    var newName: MachineName
+
+    func run() async throws {
+        try await MachineManager().clone(name, to: newName, readOnly: readOnly)
+        if output.json { printOut(Renderer.json(ActionResult(name: newName.rawValue, result: "cloned from \(name)"))) }
+    }
+}
+
+struct ReadOnly: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        commandName: "read-only",
+        abstract: "Mark an image read-only, or writable again with 'no'.")
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Image name.", transform: parseMachineName)
+    var name: MachineName
+
+    @Argument(help: "yes or no.", transform: parseBool)
+    var value: Bool = true
+
+    func run() async throws {
+        try await MachineManager().setReadOnly(name, value)
+        if output.json { printOut(Renderer.json(ActionResult(name: name.rawValue, result: value ? "read-only" : "writable"))) }
+    }
+}

@@ -1,0 +1,35 @@
+import ArgumentParser
+import NspawnKit
+
+struct Start: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Start machines as systemd-nspawn@NAME.service and wait until they run.")
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Machine names.", transform: parseMachineName)
+    var names: [MachineName]
+
+    func validate() throws {
+        if names.isEmpty { throw ValidationError("give at least one machine name") }
+    }
+
+    func run() async throws {
+        let manager = MachineManager()
+        let statuses = StatusCollector()
+        try await fanOut(try uniqueNames(names)) { name in
+            await statuses.add(try await manager.start(name))
+        }
+        if output.json { printOut(Renderer.json(await statuses.sorted(by: names))) }
+    }
+}
+
+actor StatusCollector {
+    private var statuses: [MachineStatus] = []
+
+    func add(_ status: MachineStatus) { statuses.append(status) }
+
+    func sorted(by names: [MachineName]) -> [MachineStatus] {
+        names.compactMap { name in statuses.first { $0.name == name.rawValue } }
+    }
+}

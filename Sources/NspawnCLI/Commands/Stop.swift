@@ -1,0 +1,30 @@
+import ArgumentParser
+import NspawnKit
+
+struct Stop: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop machines, whatever their payload, and wait until they are gone.",
+        discussion: """
+            Asks a systemd payload to power off (SIGRTMIN+4) and any other payload to terminate (SIGTERM). \
+            After --timeout seconds the machine is terminated, and then killed.
+            """)
+
+    @OptionGroup var output: OutputOptions
+
+    @Option(help: "Seconds to wait for a clean shutdown before terminating.", transform: parseSeconds)
+    var timeout: Duration = .seconds(90)
+
+    @Argument(help: "Machine names.", transform: parseMachineName)
+    var names: [MachineName]
+
+    func validate() throws {
+        if names.isEmpty { throw ValidationError("give at least one machine name") }
+    }
+
+    func run() async throws {
+        let manager = MachineManager()
+        let timeout = timeout
+        try await fanOut(try uniqueNames(names)) { try await manager.stop($0, timeout: timeout) }
+        if output.json { printOut(Renderer.json(names.map { ActionResult(name: $0.rawValue, result: "stopped") })) }
+    }
+}

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import NspawnKit
+
+/// The `nspawnctl` command tree.
+public struct Nspawnctl: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "nspawnctl",
+        abstract: "Manage systemd-nspawn containers through systemd-machined and systemd.",
+        discussion: """
+            Exit codes: 0 success, 1 failure, 2 invalid input, 3 not found, \
+            4 permission denied, 5 conflict (already exists, running, not running).
+            """,
+        subcommands: [
+            List.self, Status.self, Start.self, Stop.self, Reboot.self, Terminate.self, Kill.self,
+            Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
+        ]
+    )
+
+    public init() {}
+}
+
+/// Several names failed in one fan-out command; each failure was already reported.
+struct PartialFailure: Error {
+    var failures: [(name: String, error: NspawnError)]
+
+    var exitStatus: ExitStatus {
+        let statuses = Set(failures.map { ExitStatus($0.error.category) })
+        return statuses.count == 1 ? statuses.first! : .failure
+    }
+}
+
+/// Commands whose errors should be printed as JSON when `--json` was given.
+protocol JSONCapable {
+    var output: OutputOptions { get }
+}
+
+public enum NspawnCommand {
+    /// Parses `argv` (honouring argv[0] aliases), runs the command and exits with a documented status.
+    public static func run(_ argv: [String] = CommandLine.arguments) async -> Never {
+        let (programName, arguments) = Invocation.resolve(argv)
+        var json = false
+        do {
+            var command = try Nspawnctl.parseAsRoot(arguments)
+            json = (command as? JSONCapable)?.output.json ?? false
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            exit(ExitStatus.success.rawValue)
+        } catch let error as NspawnError {
+            report(error, programName: programName, json: json)
+            exit(ExitStatus(error.category).rawValue)
+        } catch let error as PartialFailure {
+            for failure in error.failures {
+                report(failure.error, programName: programName, json: json)
+            }
+            exit(error.exitStatus.rawValue)
+        } catch {
+            let code = Nspawnctl.exitCode(for: error)
+            let message = Nspawnctl.fullMessage(for: error)
+            if code == .success {
+                print(message)
+                exit(0)
+            }
+            writeStandardError(message + "\n")
+            // Usage mistakes are invalid input, like a bad machine name.
+            exit(code == .validationFailure ? ExitStatus.invalidInput.rawValue : code.rawValue)
+        }
+    }
+
+    static func report(_ error: NspawnError, programName: String, json: Bool) {
+        if json {
+            let body = ErrorBody(error: .init(code: error.category.rawValue, message: error.description,
+                                              busError: error.busError?.name))
+            writeStandardError(Renderer.json(body) + "\n")
+        } else {
+            writeStandardError("\(programName): \(error.description)\n")
+        }
+    }
+
+    struct ErrorBody: Encodable {
+        struct Detail: Encodable {
+            var code: String
+            var message: String
+            var busError: String?
+        }
+        var error: Detail
+    }
+}
+
+func writeStandardError(_ text: String) {
+    FileHandle.standardError.write(Data(text.utf8))
+}
+
+func printOut(_ text: String) {
+    print(text)
+}

@@ -1,0 +1,101 @@
+import Foundation
+import NspawnKit
+
+/// The one place that turns results into text: aligned tables for people, JSON for scripts.
+public enum Renderer {
+    /// JSON with sorted keys, snake_case names and ISO-8601 dates.
+    public static func json<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.dateEncodingStrategy = .iso8601
+        do {
+            return String(decoding: try encoder.encode(value), as: UTF8.self)
+        } catch {
+            // Our models only hold strings, numbers, bools and dates.
+            preconditionFailure("cannot encode \(T.self) as JSON: \(error)")
+        }
+    }
+
+    /// Left-aligned columns separated by two spaces; no trailing blanks.
+    public static func table(headers: [String], rows: [[String]]) -> String {
+        var widths = headers.map(\.count)
+        for row in rows {
+            for (index, cell) in row.enumerated() where index < widths.count {
+                widths[index] = max(widths[index], cell.count)
+            }
+        }
+        func line(_ cells: [String]) -> String {
+            var out = ""
+            for (index, cell) in cells.enumerated() {
+                let last = index == cells.count - 1
+                out += last ? cell : cell + String(repeating: " ", count: widths[index] - cell.count + 2)
+            }
+            return out
+        }
+        return ([line(headers)] + rows.map(line)).joined(separator: "\n")
+    }
+
+    public static let listHeaders = ["NAME", "STATE", "OS", "ADDRESSES", "USAGE", "READ-ONLY", "ENABLED"]
+
+    public static func listTable(_ machines: [MachineSummary]) -> String {
+        table(headers: listHeaders, rows: machines.map { m in
+            [
+                m.name,
+                m.state.rawValue,
+                m.os ?? "-",
+                m.addresses.isEmpty ? "-" : m.addresses.joined(separator: ","),
+                m.usage.map(humanSize) ?? "-",
+                m.readOnly.map(yesNo) ?? "-",
+                yesNo(m.enabled),
+            ]
+        })
+    }
+
+    public static func statusText(_ s: MachineStatus) -> String {
+        var fields: [(String, String)] = [("State", s.state.rawValue)]
+        if let os = s.os { fields.append(("OS", os)) }
+        if !s.addresses.isEmpty { fields.append(("Addresses", s.addresses.joined(separator: ", "))) }
+        if let m = s.machine {
+            if let c = m.machineClass { fields.append(("Class", c)) }
+            if let l = m.leader { fields.append(("Leader", String(l))) }
+            if let u = m.unit { fields.append(("Unit", u)) }
+            if let since = m.since { fields.append(("Since", timestamp(since))) }
+            if let root = m.rootDirectory { fields.append(("Root", root)) }
+            if !m.networkInterfaces.isEmpty {
+                fields.append(("Interfaces", m.networkInterfaces.map(String.init).joined(separator: ", ")))
+            }
+        }
+        if let i = s.image {
+            let mode = i.readOnly.map { $0 ? "read-only" : "writable" } ?? "unknown mode"
+            fields.append(("Image", "\(i.path ?? "-") (\(i.type ?? "unknown"), \(mode))"))
+            fields.append(("Usage", i.usage.map(humanSize) ?? "-"))
+            if let created = i.created { fields.append(("Created", timestamp(created))) }
+            if let modified = i.modified { fields.append(("Modified", timestamp(modified))) }
+        }
+        fields.append(("Enabled", yesNo(s.enabled)))
+        let width = fields.map(\.0.count).max() ?? 0
+        let body = fields.map { String(repeating: " ", count: width - $0.0.count) + "  \($0.0): \($0.1)" }
+        return ([s.name] + body).joined(separator: "\n")
+    }
+
+    public static func yesNo(_ value: Bool) -> String { value ? "yes" : "no" }
+
+    /// Binary units, as systemd prints sizes (1.5G, 300M, 4.0K, 512B).
+    public static func humanSize(_ bytes: UInt64) -> String {
+        let units = ["B", "K", "M", "G", "T", "P", "E"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        if unit == 0 { return "\(bytes)B" }
+        let tenths = (value * 10).rounded() / 10
+        return tenths >= 100 ? "\(Int(tenths.rounded()))\(units[unit])" : "\(tenths)\(units[unit])"
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        date.formatted(.iso8601)
+    }
+}

@@ -1,0 +1,268 @@
+/// A client for `org.freedesktop.machine1`, the registry of running machines and images.
+///
+/// Each method maps D-Bus errors onto `NspawnError`, keeping the original error
+/// (and its D-Bus name) where no more specific case fits.
+struct Machined {
+    let bus: BusConnection
+
+    static let destination = "org.freedesktop.machine1"
+    static let managerPath = "/org/freedesktop/machine1"
+    static let managerInterface = "org.freedesktop.machine1.Manager"
+    static let machineInterface = "org.freedesktop.machine1.Machine"
+    static let imageInterface = "org.freedesktop.machine1.Image"
+
+    struct MachineListing: Equatable, Sendable {
+        var name: String
+        var machineClass: String
+        var service: String
+        var path: String
+    }
+
+    struct ImageListing: Equatable, Sendable {
+        var name: String
+        var type: String
+        var readOnly: Bool
+        var created: UInt64
+        var modified: UInt64
+        var usage: UInt64
+        var path: String
+    }
+
+    static func managerCall(_ member: String, _ arguments: [BusValue] = []) -> MethodCall {
+        MethodCall(destination: destination, path: managerPath, interface: managerInterface, member: member, arguments: arguments)
+    }
+
+    static func propertiesCall(path: String, interface: String) -> MethodCall {
+        MethodCall(destination: destination, path: path, interface: "org.freedesktop.DBus.Properties",
+                   member: "GetAll", arguments: [.string(interface)])
+    }
+
+    func callManager(_ member: String, _ arguments: [BusValue] = [], subject: String) throws(NspawnError) -> [BusValue] {
+        do {
+            return try bus.call(Self.managerCall(member, arguments))
+        } catch {
+            throw Self.translate(error, subject: subject, action: member)
+        }
+    }
+
+    // MARK: Listing
+
+    func listMachines() throws(NspawnError) -> [MachineListing] {
+        let reply = try callManager("ListMachines", subject: "machines")
+        guard let rows = reply.first?.elements else { throw .malformedReply("ListMachines") }
+        return try rows.map { row throws(NspawnError) in
+            guard let f = row.elements, f.count == 4,
+                  let name = f[0].string, let cls = f[1].string, let service = f[2].string, let path = f[3].string
+            else { throw .malformedReply("ListMachines row") }
+            return MachineListing(name: name, machineClass: cls, service: service, path: path)
+        }
+    }
+
+    func listImages() throws(NspawnError) -> [ImageListing] {
+        let reply = try callManager("ListImages", subject: "images")
+        guard let rows = reply.first?.elements else { throw .malformedReply("ListImages") }
+        return try rows.map { row throws(NspawnError) in
+            guard let f = row.elements, f.count == 7,
+                  let name = f[0].string, let type = f[1].string, let readOnly = f[2].bool,
+                  let created = f[3].uint64, let modified = f[4].uint64, let usage = f[5].uint64, let path = f[6].string
+            else { throw .malformedReply("ListImages row") }
+            return ImageListing(name: name, type: type, readOnly: readOnly, created: created,
+                                modified: modified, usage: usage, path: path)
+        }
+    }
+
+    // MARK: One machine or image
+
+    func machinePath(_ name: MachineName) throws(NspawnError) -> String {
+        guard let path = try callManager("GetMachine", [.string(name.rawValue)], subject: name.rawValue).first?.string
+        else { throw .malformedReply("GetMachine") }
+        return path
+    }
+
+    /// The machine's object path, or nil when no machine of that name runs.
+    func machinePathIfRunning(_ name: MachineName) throws(NspawnError) -> String? {
+        do {
+            return try machinePath(name)
+        } catch .noSuchMachine {
+            return nil
+        }
+    }
+
+    func imagePath(_ name: MachineName) throws(NspawnError) -> String {
+        guard let path = try callManager("GetImage", [.string(name.rawValue)], subject: name.rawValue).first?.string
+        else { throw .malformedReply("GetImage") }
+        return path
+    }
+
+    /// The image's object path, or nil when there is no image of that name.
+    func imagePathIfExists(_ name: MachineName) throws(NspawnError) -> String? {
+        do {
+            return try imagePath(name)
+        } catch .noSuchImage {
+            return nil
+        }
+    }
+
+    func imageExists(_ name: MachineName) throws(NspawnError) -> Bool {
+        try imagePathIfExists(name) != nil
+    }
+
+    func properties(path: String, interface: String, subject: String) throws(NspawnError) -> [String: BusValue] {
+        do {
+            let reply = try bus.call(Self.propertiesCall(path: path, interface: interface))
+            guard let dictionary = reply.first?.stringKeyedDictionary else { throw NspawnError.malformedReply("GetAll \(interface)") }
+            return dictionary
+        } catch let error as BusError {
+            throw Self.translate(error, subject: subject, action: "GetAll")
+        } catch let error as NspawnError {
+            throw error
+        } catch {
+            throw .malformedReply("GetAll \(interface)")
+        }
+    }
+
+    func machineProperties(_ name: MachineName, path: String) throws(NspawnError) -> MachineProperties {
+        MachineProperties(try properties(path: path, interface: Self.machineInterface, subject: name.rawValue))
+    }
+
+    func imageProperties(_ name: MachineName, path: String) throws(NspawnError) -> ImageProperties {
+        ImageProperties(try properties(path: path, interface: Self.imageInterface, subject: name.rawValue))
+    }
+
+    func machineOSRelease(_ name: MachineName) throws(NspawnError) -> [String: String] {
+        let reply = try callManager("GetMachineOSRelease", [.string(name.rawValue)], subject: name.rawValue)
+        return Self.osRelease(from: reply)
+    }
+
+    func machineAddresses(_ name: MachineName) throws(NspawnError) -> [String] {
+        let reply = try callManager("GetMachineAddresses", [.string(name.rawValue)], subject: name.rawValue)
+        return Self.addresses(from: reply)
+    }
+
+    // MARK: Actions
+
+    func terminateMachine(_ name: MachineName) throws(NspawnError) {
+        _ = try callManager("TerminateMachine", [.string(name.rawValue)], subject: name.rawValue)
+    }
+
+    func killMachine(_ name: MachineName, whom: KillWhom, signal: UnixSignal) throws(NspawnError) {
+        _ = try callManager("KillMachine", [.string(name.rawValue), .string(whom.rawValue), .int32(signal.number)],
+                            subject: name.rawValue)
+    }
+
+    func removeImage(_ name: MachineName) throws(NspawnError) {
+        _ = try callManager("RemoveImage", [.string(name.rawValue)], subject: name.rawValue)
+    }
+
+    func renameImage(_ name: MachineName, to newName: MachineName) throws(NspawnError) {
+        do {
+            _ = try callManager("RenameImage", [.string(name.rawValue), .string(newName.rawValue)], subject: name.rawValue)
+        } catch .alreadyExists {
+            throw .alreadyExists(newName.rawValue)
+        }
+    }
+
+    func cloneImage(_ name: MachineName, to newName: MachineName, readOnly: Bool) throws(NspawnError) {
+        do {
+            _ = try callManager("CloneImage", [.string(name.rawValue), .string(newName.rawValue), .bool(readOnly)],
+                                subject: name.rawValue)
+        } catch .alreadyExists {
+            throw .alreadyExists(newName.rawValue)
+        }
+    }
+
+    func markImageReadOnly(_ name: MachineName, _ readOnly: Bool) throws(NspawnError) {
+        _ = try callManager("MarkImageReadOnly", [.string(name.rawValue), .bool(readOnly)], subject: name.rawValue)
+    }
+
+    // MARK: Decoding helpers shared with pipelined calls
+
+    static func osRelease(from reply: [BusValue]) -> [String: String] {
+        guard let dictionary = reply.first?.stringKeyedDictionary else { return [:] }
+        return dictionary.compactMapValues(\.string)
+    }
+
+    static func addresses(from reply: [BusValue]) -> [String] {
+        guard let rows = reply.first?.elements else { return [] }
+        return rows.compactMap { row in
+            guard let fields = row.elements, fields.count == 2,
+                  let family = fields[0].int64, let bytes = fields[1].bytes else { return nil }
+            return IPAddressFormatter.format(family: Int32(family), bytes: bytes)
+        }
+    }
+
+    /// Maps a machined error to the project's error, naming `subject`.
+    static func translate(_ error: BusError, subject: String, action: String) -> NspawnError {
+        switch error.name {
+        case "org.freedesktop.machine1.NoSuchMachine":
+            return .noSuchMachine(subject)
+        case "org.freedesktop.machine1.NoSuchImage":
+            return .noSuchImage(subject)
+        case "org.freedesktop.DBus.Error.AccessDenied",
+             "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+             "System.Error.EPERM", "System.Error.EACCES":
+            return .permissionDenied("\(action) on '\(subject)'", cause: error)
+        case "System.Error.EEXIST", "org.freedesktop.DBus.Error.FileExists":
+            return .alreadyExists(subject)
+        case "System.Error.EBUSY", "System.Error.EROFS":
+            return .busy(subject, reason: error.message.isEmpty ? error.name : error.message)
+        case "org.freedesktop.DBus.Error.InvalidArgs":
+            return .invalidArgument("\(action) on '\(subject)': \(error.message)")
+        default:
+            return .bus(error, context: "\(action) on '\(subject)'")
+        }
+    }
+}
+
+/// Which processes `KillMachine` signals.
+public enum KillWhom: String, Sendable, Codable, CaseIterable {
+    case leader
+    case all
+}
+
+/// The Machine object's properties this project reads.
+struct MachineProperties: Sendable {
+    var state: String?
+    var leader: UInt32?
+    var rootDirectory: String?
+    var unit: String?
+    var machineClass: String?
+    var service: String?
+    /// Microseconds since the epoch.
+    var timestamp: UInt64?
+    var networkInterfaces: [Int32]
+
+    init(_ p: [String: BusValue]) {
+        state = p["State"]?.string
+        leader = p["Leader"]?.uint64.map { UInt32(truncatingIfNeeded: $0) }
+        rootDirectory = p["RootDirectory"]?.string
+        unit = p["Unit"]?.string
+        machineClass = p["Class"]?.string
+        service = p["Service"]?.string
+        timestamp = p["Timestamp"]?.uint64
+        networkInterfaces = p["NetworkInterfaces"]?.elements?.compactMap { $0.int64.map { Int32(truncatingIfNeeded: $0) } } ?? []
+    }
+}
+
+/// The Image object's properties this project reads.
+struct ImageProperties: Sendable {
+    var name: String?
+    var path: String?
+    var type: String?
+    var readOnly: Bool?
+    var created: UInt64?
+    var modified: UInt64?
+    var usage: UInt64?
+    var limit: UInt64?
+
+    init(_ p: [String: BusValue]) {
+        name = p["Name"]?.string
+        path = p["Path"]?.string
+        type = p["Type"]?.string
+        readOnly = p["ReadOnly"]?.bool
+        created = p["CreationTimestamp"]?.uint64
+        modified = p["ModificationTimestamp"]?.uint64
+        usage = p["Usage"]?.uint64
+        limit = p["Limit"]?.uint64
+    }
+}

@@ -1,0 +1,113 @@
+/// A client for `org.freedesktop.systemd1`: unit jobs and unit-file enablement.
+struct SystemdManager {
+    let bus: BusConnection
+
+    static let destination = "org.freedesktop.systemd1"
+    static let path = "/org/freedesktop/systemd1"
+    static let interface = "org.freedesktop.systemd1.Manager"
+
+    static func call(_ member: String, _ arguments: [BusValue] = []) -> MethodCall {
+        MethodCall(destination: destination, path: path, interface: interface, member: member, arguments: arguments)
+    }
+
+    private func call(_ member: String, _ arguments: [BusValue] = [], subject: String) throws(NspawnError) -> [BusValue] {
+        do {
+            return try bus.call(Self.call(member, arguments))
+        } catch {
+            throw Self.translate(error, subject: subject, action: member)
+        }
+    }
+
+    /// Starts `unit` and waits until its job finishes. Returns the job's result ("done" on success).
+    func startUnit(_ unit: String, mode: String = "fail") throws(NspawnError) -> String {
+        try runJob("StartUnit", unit: unit, mode: mode)
+    }
+
+    func stopUnit(_ unit: String, mode: String = "fail") throws(NspawnError) -> String {
+        try runJob("StopUnit", unit: unit, mode: mode)
+    }
+
+    func restartUnit(_ unit: String, mode: String = "fail") throws(NspawnError) -> String {
+        try runJob("RestartUnit", unit: unit, mode: mode)
+    }
+
+    /// Queues a job and waits for its JobRemoved signal.
+    /// systemd only emits job signals to subscribed clients, and the match is installed
+    /// before the job is queued so a fast job cannot finish unseen.
+    private func runJob(_ member: String, unit: String, mode: String) throws(NspawnError) -> String {
+        let subscription: SignalSubscription
+        do {
+            subscription = try bus.subscribe(match: "type='signal',sender='\(Self.destination)',path='\(Self.path)',interface='\(Self.interface)',member='JobRemoved'")
+        } catch {
+            throw .bus(error, context: "subscribe to job signals for \(unit)")
+        }
+        do {
+            _ = try bus.call(Self.call("Subscribe"))
+        } catch {
+            if error.name != "org.freedesktop.systemd1.AlreadySubscribed" {
+                throw Self.translate(error, subject: unit, action: "Subscribe")
+            }
+        }
+        let reply = try call(member, [.string(unit), .string(mode)], subject: unit)
+        guard let job = reply.first?.string else { throw .malformedReply("\(member) job path") }
+        let signal: BusSignal?
+        do {
+            signal = try bus.waitForSignal(on: subscription, timeout: nil) { $0.arguments.count == 4 && $0.arguments[1].string == job }
+        } catch {
+            throw .bus(error, context: "waiting for the \(member) job of \(unit)")
+        }
+        guard let result = signal?.arguments[3].string else { throw .malformedReply("JobRemoved") }
+        return result
+    }
+
+    func enableUnitFiles(_ files: [String]) throws(NspawnError) -> [UnitFileChange] {
+        let reply = try call("EnableUnitFiles", [.strings(files), .bool(false), .bool(false)], subject: files.joined(separator: " "))
+        guard reply.count == 2 else { throw .malformedReply("EnableUnitFiles") }
+        return Self.changes(from: reply[1])
+    }
+
+    func disableUnitFiles(_ files: [String]) throws(NspawnError) -> [UnitFileChange] {
+        let reply = try call("DisableUnitFiles", [.strings(files), .bool(false)], subject: files.joined(separator: " "))
+        guard let first = reply.first else { throw .malformedReply("DisableUnitFiles") }
+        return Self.changes(from: first)
+    }
+
+    func reload() throws(NspawnError) {
+        _ = try call("Reload", subject: "systemd")
+    }
+
+    func unitFileState(_ unit: String) throws(NspawnError) -> String? {
+        do {
+            return try bus.call(Self.call("GetUnitFileState", [.string(unit)])).first?.string
+        } catch {
+            if error.name == "org.freedesktop.systemd1.NoSuchUnit" || error.name == "System.Error.ENOENT" { return nil }
+            throw Self.translate(error, subject: unit, action: "GetUnitFileState")
+        }
+    }
+
+    /// Unit file states that mean "starts at boot".
+    static func isEnabled(_ state: String?) -> Bool {
+        state == "enabled" || state == "enabled-runtime"
+    }
+
+    static func changes(from value: BusValue) -> [UnitFileChange] {
+        (value.elements ?? []).compactMap { row in
+            guard let f = row.elements, f.count == 3, let type = f[0].string, let path = f[1].string, let source = f[2].string
+            else { return nil }
+            return UnitFileChange(type: type, path: path, source: source)
+        }
+    }
+
+    static func translate(_ error: BusError, subject: String, action: String) -> NspawnError {
+        switch error.name {
+        case "org.freedesktop.systemd1.NoSuchUnit":
+            .invalidArgument("\(action): no unit '\(subject)'")
+        case "org.freedesktop.DBus.Error.AccessDenied",
+             "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+             "System.Error.EPERM", "System.Error.EACCES":
+            .permissionDenied("\(action) \(subject)", cause: error)
+        default:
+            .bus(error, context: "\(action) \(subject)")
+        }
+    }
+}

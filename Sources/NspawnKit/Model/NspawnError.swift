@@ -1,0 +1,96 @@
+/// Every error NspawnKit throws. Messages are lowercase and name the machine or file.
+public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
+    case invalidName(String, reason: String)
+    case invalidArgument(String)
+    case noSuchMachine(String)
+    case noSuchImage(String)
+    case notRunning(String)
+    case alreadyExists(String)
+    case busy(String, reason: String)
+    case permissionDenied(String, cause: BusError)
+    case jobFailed(unit: String, result: String)
+    case timedOut(String, waitedSeconds: Double)
+    /// Any other bus failure, with what we were doing.
+    case bus(BusError, context: String)
+    case malformedReply(String)
+    /// A failure outside the bus, described in full.
+    case failed(String)
+
+    /// The broad class of an error, which decides the CLI's exit code and the daemon's HTTP status.
+    public enum Category: String, Sendable, Codable {
+        case failure
+        case invalidInput = "invalid_input"
+        case notFound = "not_found"
+        case permissionDenied = "permission_denied"
+        case conflict
+    }
+
+    public var category: Category {
+        switch self {
+        case .invalidName, .invalidArgument: .invalidInput
+        case .noSuchMachine, .noSuchImage: .notFound
+        case .notRunning, .alreadyExists, .busy: .conflict
+        case .permissionDenied: .permissionDenied
+        case .jobFailed, .timedOut, .bus, .malformedReply, .failed: .failure
+        }
+    }
+
+    /// The bus error behind this one, if any, with its D-Bus error name intact.
+    public var busError: BusError? {
+        switch self {
+        case .permissionDenied(_, let cause): cause
+        case .bus(let cause, _): cause
+        default: nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .invalidName(let name, let reason):
+            "invalid machine name '\(name.escapedForMessage)': \(reason)"
+        case .invalidArgument(let message):
+            message
+        case .noSuchMachine(let name):
+            "no machine '\(name)' is running"
+        case .noSuchImage(let name):
+            "no machine or image '\(name)' exists"
+        case .notRunning(let name):
+            "machine '\(name)' is not running"
+        case .alreadyExists(let name):
+            "machine or image '\(name)' already exists"
+        case .busy(let name, let reason):
+            "machine '\(name)' is busy: \(reason)"
+        case .permissionDenied(let what, let cause):
+            "permission denied: \(what): \(cause)"
+        case .jobFailed(let unit, let result):
+            "job for \(unit) finished with result '\(result)'; see 'journalctl -u \(unit)'"
+        case .timedOut(let what, let seconds):
+            "timed out after \(seconds)s: \(what)"
+        case .bus(let cause, let context):
+            "\(context): \(cause)"
+        case .malformedReply(let what):
+            "unexpected reply from the bus: \(what)"
+        case .failed(let message):
+            message
+        }
+    }
+}
+
+extension String {
+    /// Keeps control characters in hostile input from reaching a terminal raw.
+    var escapedForMessage: String {
+        var out = ""
+        for scalar in unicodeScalars {
+            if scalar.value < 0x20 || scalar.value == 0x7f {
+                out += "\\x" + String(scalar.value, radix: 16).leftPadded(to: 2)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
+    func leftPadded(to width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}

@@ -1,0 +1,2 @@
+import NspawnCLI
+await NspawnCommand.run()
