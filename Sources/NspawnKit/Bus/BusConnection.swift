@@ -37,13 +37,21 @@ public struct BusSignal: Sendable, Equatable {
 /// Calls block the calling thread; async code goes through `BusWork`.
 public final class BusConnection {
     let handle: OpaquePointer
+    /// The silent far end of an `unconnected()` bus, kept open so sd-bus can write its greeting.
+    private var silentPeer: Int32 = -1
 
     private init(handle: OpaquePointer) {
         self.handle = handle
     }
 
     deinit {
-        sd_bus_flush_close_unref(handle)
+        if silentPeer >= 0 {
+            // Flushing would wait for a peer that never answers.
+            sd_bus_close_unref(handle)
+            close(silentPeer)
+        } else {
+            sd_bus_flush_close_unref(handle)
+        }
     }
 
     /// Connects to the system bus (honouring `DBUS_SYSTEM_BUS_ADDRESS`).
@@ -61,11 +69,14 @@ public final class BusConnection {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw BusError(code: -errno, error: nil, operation: "socketpair")
         }
-        close(fds[1])
         var bus: OpaquePointer?
         var r = sd_bus_new(&bus)
-        guard r >= 0, let bus else { close(fds[0]); throw BusError(code: r, error: nil, operation: "sd_bus_new") }
+        guard r >= 0, let bus else {
+            close(fds[0]); close(fds[1])
+            throw BusError(code: r, error: nil, operation: "sd_bus_new")
+        }
         let connection = BusConnection(handle: bus)
+        connection.silentPeer = fds[1]
         r = sd_bus_set_fd(bus, fds[0], fds[0])
         if r < 0 { close(fds[0]); throw BusError(code: r, error: nil, operation: "sd_bus_set_fd") }
         r = sd_bus_start(bus)

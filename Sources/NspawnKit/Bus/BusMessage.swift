@@ -84,6 +84,16 @@ final class BusMessage {
         if r < 0 { throw BusError(code: r, error: nil, operation: "close container") }
     }
 
+    /// Seals the message as sending would and reads it back from the start.
+    /// Lets tests exercise libsystemd's real marshalling without a peer.
+    func sealAndRewindForReading() throws(BusError) -> [BusValue] {
+        var r = sd_bus_message_seal(handle, 1, 0)
+        if r < 0 { throw BusError(code: r, error: nil, operation: "seal") }
+        r = sd_bus_message_rewind(handle, 1)
+        if r < 0 { throw BusError(code: r, error: nil, operation: "rewind") }
+        return try readAll()
+    }
+
     // MARK: Reading
 
     /// Reads every remaining value at the current level of the message.
