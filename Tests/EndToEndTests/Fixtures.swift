@@ -1,0 +1,66 @@
+import Foundation
+import Testing
+
+/// Container roots built inside the testbed for one test, and removed after it.
+///
+/// Set-up and clean-up use machinectl and systemctl, never nspawnctl, so a bug in
+/// nspawnctl cannot hide behind its own fixtures.
+enum Fixture {
+    /// A busybox-static root whose payload is a long `sleep` that ignores SIGTERM
+    /// (it is PID 1 of its namespace with no handler), so stopping it needs escalation.
+    static func busybox(_ name: String) throws {
+        try Testbed.mustSh("""
+            set -e
+            root=/var/lib/machines/\(name)
+            mkdir -p "$root"/bin "$root"/usr/bin "$root"/etc "$root"/proc "$root"/sys "$root"/dev "$root"/run "$root"/tmp "$root"/var
+            cp /bin/busybox "$root"/bin/busybox
+            for tool in sh sleep cat ls; do ln -sf busybox "$root"/bin/$tool; done
+            printf 'ID=busybox\\nNAME=BusyBox\\nPRETTY_NAME="BusyBox sleeper"\\n' > "$root"/etc/os-release
+            mkdir -p /etc/systemd/nspawn
+            printf '[Exec]\\nBoot=no\\nParameters=/bin/sleep 1000000\\n' > /etc/systemd/nspawn/\(name).nspawn
+            """)
+    }
+
+    /// A Debian root that boots systemd: a copy of the testbed's own pristine root.
+    static func systemdRoot(_ name: String) throws {
+        try Testbed.mustSh("""
+            set -e
+            test -d /testbed/image/usr
+            cp -a --reflink=auto /testbed/image /var/lib/machines/\(name)
+            echo \(name) > /var/lib/machines/\(name)/etc/hostname
+            """)
+    }
+
+    /// Removes machines and everything set up for them, whatever state a test left them in.
+    static func remove(_ names: [String]) {
+        for name in names {
+            _ = try? Testbed.sh("""
+                machinectl terminate \(name) 2>/dev/null
+                for i in $(seq 1 100); do machinectl show \(name) >/dev/null 2>&1 || break; sleep 0.1; done
+                systemctl disable systemd-nspawn@\(name).service >/dev/null 2>&1
+                systemctl reset-failed systemd-nspawn@\(name).service >/dev/null 2>&1
+                machinectl read-only \(name) no >/dev/null 2>&1
+                machinectl remove \(name) >/dev/null 2>&1
+                rm -rf /var/lib/machines/\(name) /etc/systemd/nspawn/\(name).nspawn
+                true
+                """)
+        }
+    }
+
+    /// Runs `body` with fixtures named after the test, removing them afterwards even on failure.
+    static func with(_ names: [String], _ body: () throws -> Void) throws {
+        remove(names)
+        defer { remove(names) }
+        try body()
+    }
+
+    static func machinedState(_ name: String) throws -> String? {
+        let result = try Testbed.run(["machinectl", "show", name, "-p", "State", "--value"])
+        return result.status == 0 ? result.trimmed : nil
+    }
+
+    static func imageNames() throws -> [String] {
+        try Testbed.run(["machinectl", "list-images", "--no-legend", "--no-pager"]).stdout
+            .split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }.sorted()
+    }
+}
