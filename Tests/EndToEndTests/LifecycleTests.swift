@@ -121,7 +121,7 @@ struct EndToEndTests {
             let start = try Testbed.nspawnctl("start", "e2e-deb")
             #expect(start.status == Exit.ok, "\(start)")
             // Wait for the guest to finish booting, so the power-off request is honoured by a running systemd.
-            try Testbed.mustSh("for i in $(seq 1 100); do s=$(systemd-run -M e2e-deb --wait --pipe -q systemctl is-system-running 2>/dev/null); case $s in running|degraded) exit 0;; esac; sleep 0.2; done; exit 1")
+            try Testbed.mustSh("for i in $(seq 1 100); do s=$(systemctl -M e2e-deb is-system-running 2>/dev/null); case $s in running|degraded) exit 0;; esac; sleep 0.2; done; exit 1")
             let leaderOS = try decodeJSON(StatusJSON.self, from: try Testbed.nspawnctl("status", "e2e-deb", "--json").stdout).os
             #expect(leaderOS?.contains("Debian") == true)
             let stop = try Testbed.nspawnctl("stop", "e2e-deb", "--timeout", "60")
