@@ -133,6 +133,35 @@ struct EndToEndTests {
         }
     }
 
+    @Test func repeatedStopStartCyclesDoNotHitTheStartLimit() throws {
+        try Fixture.with(["e2e-cycle"]) {
+            try Fixture.busybox("e2e-cycle")
+            // systemd refuses a sixth start within 10 s of a unit that keeps failing;
+            // a machine stopped on request must not count as failing.
+            for cycle in 1...7 {
+                let start = try Testbed.nspawnctl("start", "e2e-cycle")
+                #expect(start.status == Exit.ok, "cycle \(cycle): \(start)")
+                let stop = try Testbed.nspawnctl("stop", "--timeout", "0", "e2e-cycle")
+                #expect(stop.status == Exit.ok, "cycle \(cycle): \(stop)")
+                if start.status != Exit.ok || stop.status != Exit.ok { break }
+            }
+            let state = try Testbed.run(["systemctl", "show", "systemd-nspawn@e2e-cycle.service", "-p", "ActiveState", "--value"]).trimmed
+            #expect(state == "inactive")
+        }
+    }
+
+    @Test func aFailedStartSaysWhyAndWhereToLook() throws {
+        try Fixture.with(["e2e-broken"]) {
+            // No /usr: systemd-nspawn refuses the directory, so the start job fails.
+            try Testbed.mustSh("mkdir -p /var/lib/machines/e2e-broken/etc && printf '[Exec]\\nBoot=no\\nParameters=/bin/sleep 1\\n' > /etc/systemd/nspawn/e2e-broken.nspawn")
+            let start = try Testbed.nspawnctl("start", "e2e-broken")
+            #expect(start.status == 1, "\(start)")
+            #expect(start.stderr.contains("systemd-nspawn@e2e-broken.service") && start.stderr.contains("journalctl -u"), "\(start)")
+            #expect(start.stderr.contains("unit result '"), "\(start)")
+            #expect(try Fixture.machinedState("e2e-broken") == nil)
+        }
+    }
+
     @Test func rebootGivesTheMachineANewLeader() throws {
         try Fixture.with(["e2e-reboot"]) {
             try Fixture.busybox("e2e-reboot")

@@ -34,8 +34,7 @@ public struct MachineManager: Sendable {
             let machined = Machined(bus: bus)
             if try machined.machinePathIfRunning(name) == nil {
                 guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
-                let result = try SystemdManager(bus: bus).startUnit(name.serviceUnit)
-                guard result == "done" else { throw NspawnError.jobFailed(unit: name.serviceUnit, result: result) }
+                try SystemdManager(bus: bus).startUnit(name.serviceUnit)
             }
             return try Self.status(name, bus: bus)
         }
@@ -57,8 +56,7 @@ public struct MachineManager: Sendable {
             if Self.leaderRunsSystemd(properties.leader) {
                 try machined.killMachine(name, whom: .leader, signal: .interrupt)
             } else if properties.unit == name.serviceUnit {
-                let result = try SystemdManager(bus: bus).restartUnit(name.serviceUnit)
-                guard result == "done" else { throw NspawnError.jobFailed(unit: name.serviceUnit, result: result) }
+                try SystemdManager(bus: bus).restartUnit(name.serviceUnit)
             } else {
                 throw NspawnError.busy(name.rawValue, reason: "its payload is not systemd and it does not run as \(name.serviceUnit), so it cannot be rebooted; stop and start it instead")
             }
@@ -69,12 +67,13 @@ public struct MachineManager: Sendable {
     public func terminate(_ name: MachineName) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
-            _ = try Self.runningMachine(name, machined: machined)
+            let properties = try Self.runningMachine(name, machined: machined)
             let removal = try Self.subscribeMachineRemoved(bus)
             try machined.terminateMachine(name)
             guard try Self.waitUntilGone(name, removal: removal, timeout: terminateGrace, bus: bus) else {
                 throw NspawnError.timedOut("terminating machine '\(name)'", waitedSeconds: terminateGrace.seconds)
             }
+            try Self.clearFailure(of: name, unit: properties.unit, bus: bus)
         }
     }
 
@@ -182,14 +181,28 @@ public struct MachineManager: Sendable {
             (terminateGrace, { try machined.killMachine(name, whom: .all, signal: .kill) }),
         ]
         for (wait, action) in steps {
+            var gone = false
             do {
                 try action()
             } catch NspawnError.noSuchMachine {
+                gone = true
+            }
+            if try gone || Self.waitUntilGone(name, removal: removal, timeout: wait, bus: bus) {
+                try Self.clearFailure(of: name, unit: properties.unit, bus: bus)
                 return
             }
-            if try Self.waitUntilGone(name, removal: removal, timeout: wait, bus: bus) { return }
         }
         throw NspawnError.timedOut("stopping machine '\(name)'", waitedSeconds: timeout.seconds + 2 * terminateGrace.seconds)
+    }
+
+    /// A machine stopped on request is not a failure: killing a payload that ignored its
+    /// shutdown request leaves the unit "failed", which would count towards systemd's start
+    /// limit and make the next start fail. Only our own unit is touched.
+    static func clearFailure(of name: MachineName, unit: String?, bus: BusConnection) throws {
+        guard unit == name.serviceUnit else { return }
+        let systemd = SystemdManager(bus: bus)
+        systemd.waitUntilSettled(name.serviceUnit)
+        try systemd.resetFailedUnit(name.serviceUnit)
     }
 
     static func runningMachine(_ name: MachineName, machined: Machined) throws -> MachineProperties {

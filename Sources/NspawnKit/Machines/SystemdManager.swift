@@ -1,3 +1,5 @@
+import Foundation
+
 /// A client for `org.freedesktop.systemd1`: unit jobs and unit-file enablement.
 struct SystemdManager {
     let bus: BusConnection
@@ -18,17 +20,13 @@ struct SystemdManager {
         }
     }
 
-    /// Starts `unit` and waits until its job finishes. Returns the job's result ("done" on success).
-    func startUnit(_ unit: String, mode: String = "fail") throws(NspawnError) -> String {
-        try runJob("StartUnit", unit: unit, mode: mode)
+    /// Starts `unit` and waits until its job has finished successfully.
+    func startUnit(_ unit: String) throws(NspawnError) {
+        try runJobExpectingSuccess("StartUnit", unit: unit)
     }
 
-    func stopUnit(_ unit: String, mode: String = "fail") throws(NspawnError) -> String {
-        try runJob("StopUnit", unit: unit, mode: mode)
-    }
-
-    func restartUnit(_ unit: String, mode: String = "fail") throws(NspawnError) -> String {
-        try runJob("RestartUnit", unit: unit, mode: mode)
+    func restartUnit(_ unit: String) throws(NspawnError) {
+        try runJobExpectingSuccess("RestartUnit", unit: unit)
     }
 
     /// Queues a job and waits for its JobRemoved signal.
@@ -58,6 +56,48 @@ struct SystemdManager {
         }
         guard let result = signal?.arguments[3].string else { throw .malformedReply("JobRemoved") }
         return result
+    }
+
+    /// Clears a unit's failed state. Units that are not loaded have none to clear.
+    func resetFailedUnit(_ unit: String) throws(NspawnError) {
+        do {
+            _ = try bus.call(Self.call("ResetFailedUnit", [.string(unit)]))
+        } catch {
+            if error.name == "org.freedesktop.systemd1.NoSuchUnit" { return }
+            throw Self.translate(error, subject: unit, action: "ResetFailedUnit")
+        }
+    }
+
+    /// Waits (briefly) until a unit has left "deactivating", so a following ResetFailedUnit
+    /// sees its final state instead of racing with it.
+    func waitUntilSettled(_ unit: String, timeout: Duration = .seconds(5)) {
+        guard let path = try? bus.call(Self.call("GetUnit", [.string(unit)])).first?.string else { return }
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let reply = try? bus.call(MethodCall(
+                destination: Self.destination, path: path, interface: "org.freedesktop.DBus.Properties",
+                member: "Get", arguments: [.string("org.freedesktop.systemd1.Unit"), .string("ActiveState")]))
+            guard let state = reply?.first?.string, state == "deactivating" || state == "active" else { return }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+    }
+
+    /// The `Result` of a service unit ("success", "exit-code", "start-limit-hit", …), if systemd knows it.
+    func serviceResult(_ unit: String) -> String? {
+        guard let path = try? bus.call(Self.call("GetUnit", [.string(unit)])).first?.string,
+              let reply = try? bus.call(MethodCall(
+                destination: Self.destination, path: path, interface: "org.freedesktop.DBus.Properties",
+                member: "Get", arguments: [.string("org.freedesktop.systemd1.Service"), .string("Result")]))
+        else { return nil }
+        return reply.first?.string
+    }
+
+    /// Runs a start/stop/restart job and turns anything but "done" into an error that says why.
+    func runJobExpectingSuccess(_ member: String, unit: String) throws(NspawnError) {
+        let result = try runJob(member, unit: unit, mode: "fail")
+        guard result == "done" else {
+            throw .jobFailed(unit: unit, result: result, unitResult: serviceResult(unit))
+        }
     }
 
     func enableUnitFiles(_ files: [String]) throws(NspawnError) -> [UnitFileChange] {

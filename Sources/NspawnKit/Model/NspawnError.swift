@@ -8,7 +8,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case alreadyExists(String)
     case busy(String, reason: String)
     case permissionDenied(String, cause: BusError)
-    case jobFailed(unit: String, result: String)
+    /// `result` is the job's, `unitResult` the service's own ("exit-code", "start-limit-hit", …).
+    case jobFailed(unit: String, result: String, unitResult: String?)
     case timedOut(String, waitedSeconds: Double)
     /// Any other bus failure, with what we were doing.
     case bus(BusError, context: String)
@@ -62,8 +63,10 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "machine '\(name)' is busy: \(reason)"
         case .permissionDenied(let what, let cause):
             "permission denied: \(what): \(cause)"
-        case .jobFailed(let unit, let result):
-            "job for \(unit) finished with result '\(result)'; see 'journalctl -u \(unit)'"
+        case .jobFailed(let unit, let result, let unitResult):
+            "job for \(unit) finished with result '\(result)'"
+                + (unitResult.map { " (unit result '\($0)')" } ?? "")
+                + "; see 'journalctl -u \(unit)'"
         case .timedOut(let what, let seconds):
             "timed out after \(seconds)s: \(what)"
         case .bus(let cause, let context):
