@@ -60,11 +60,27 @@ func fanOut(_ names: [MachineName], _ body: @escaping @Sendable (MachineName) as
     }
 }
 
-/// Rejects the same name given twice, which would race with itself.
-func uniqueNames(_ names: [MachineName]) throws -> [MachineName] {
-    var seen = Set<MachineName>()
-    for name in names where !seen.insert(name).inserted {
-        throw NspawnError.invalidArgument("machine '\(name)' is named more than once")
+/// One or more machine names, validated before any work; a name given twice would race with itself.
+struct MachineNames: ParsableArguments {
+    @Argument(help: "Machine names.", transform: parseMachineName)
+    var names: [MachineName] = []
+
+    func validate() throws {
+        if names.isEmpty { throw ValidationError("give at least one machine name") }
+        var seen = Set<MachineName>()
+        for name in names where !seen.insert(name).inserted {
+            throw ValidationError("machine '\(name)' is named more than once")
+        }
     }
-    return names
+}
+
+/// Runs an action on every named machine and, with --json, prints one result per name.
+func runAction(
+    on machines: MachineNames, output: OutputOptions, result: String,
+    _ body: @escaping @Sendable (MachineName) async throws -> Void
+) async throws {
+    try await fanOut(machines.names, body)
+    if output.json {
+        printOut(Renderer.json(machines.names.map { ActionResult(name: $0.rawValue, result: result) }))
+    }
 }

@@ -26,7 +26,7 @@ import Testing
     @Test func aliasedArgumentsParseToTheRightCommand() throws {
         let command = try Nspawnctl.parseAsRoot(Invocation.resolve(["nspawn-stop", "web", "--timeout", "2.5"]).arguments)
         let stop = try #require(command as? Stop)
-        #expect(stop.names.map(\.rawValue) == ["web"])
+        #expect(stop.machines.names.map(\.rawValue) == ["web"])
         #expect(stop.timeout == .milliseconds(2500))
         #expect(try Nspawnctl.parseAsRoot(Invocation.resolve(["nspawn-del", "x"]).arguments) is Remove)
     }
@@ -36,7 +36,7 @@ import Testing
     static let badArguments: [[String]] = [
         ["start", "../etc"], ["stop", "web", "--timeout", "-1"], ["stop", "web", "--timeout", "soon"],
         ["kill", "--signal", "NOPE", "web"], ["read-only", "web", "maybe"], ["start"], ["rename", "a"],
-        ["stop", ".host"], ["kill", "--kill-whom", "everyone", "web"],
+        ["stop", ".host"], ["kill", "--kill-whom", "everyone", "web"], ["stop", "web", "web"],
     ]
 
     @Test(arguments: badArguments)

@@ -6,15 +6,10 @@ struct Enable: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var output: OutputOptions
 
-    @Argument(help: "Machine names.", transform: parseMachineName)
-    var names: [MachineName]
-
-    func validate() throws {
-        if names.isEmpty { throw ValidationError("give at least one machine name") }
-    }
+    @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        try await changeEnablement(names, output: output) { try await MachineManager().enable($0) }
+        try await changeEnablement(machines.names, output: output) { try await MachineManager().enable($0) }
     }
 }
 
@@ -23,15 +18,10 @@ struct Disable: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var output: OutputOptions
 
-    @Argument(help: "Machine names.", transform: parseMachineName)
-    var names: [MachineName]
-
-    func validate() throws {
-        if names.isEmpty { throw ValidationError("give at least one machine name") }
-    }
+    @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        try await changeEnablement(names, output: output) { try await MachineManager().disable($0) }
+        try await changeEnablement(machines.names, output: output) { try await MachineManager().disable($0) }
     }
 }
 
@@ -42,7 +32,7 @@ private func changeEnablement(
 ) async throws {
     var all: [UnitFileChange] = []
     var failures: [(name: String, error: NspawnError)] = []
-    for name in try uniqueNames(names) {
+    for name in names {
         do {
             all += try await change(name)
         } catch let error as NspawnError {

@@ -15,17 +15,13 @@ struct Kill: AsyncParsableCommand, JSONCapable {
     @Option(help: "Signal only the leader, or all processes.")
     var killWhom: KillWhom = .all
 
-    @Argument(help: "Machine names.", transform: parseMachineName)
-    var names: [MachineName]
-
-    func validate() throws {
-        if names.isEmpty { throw ValidationError("give at least one machine name") }
-    }
+    @OptionGroup var machines: MachineNames
 
     func run() async throws {
         let manager = MachineManager()
         let (signal, whom) = (signal, killWhom)
-        try await fanOut(try uniqueNames(names)) { try await manager.kill($0, signal: signal, whom: whom) }
-        if output.json { printOut(Renderer.json(names.map { ActionResult(name: $0.rawValue, result: "signalled \(signal)") })) }
+        try await runAction(on: machines, output: output, result: "signalled \(signal)") {
+            try await manager.kill($0, signal: signal, whom: whom)
+        }
     }
 }

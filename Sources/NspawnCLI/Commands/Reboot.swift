@@ -7,16 +7,10 @@ struct Reboot: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var output: OutputOptions
 
-    @Argument(help: "Machine names.", transform: parseMachineName)
-    var names: [MachineName]
-
-    func validate() throws {
-        if names.isEmpty { throw ValidationError("give at least one machine name") }
-    }
+    @OptionGroup var machines: MachineNames
 
     func run() async throws {
         let manager = MachineManager()
-        try await fanOut(try uniqueNames(names)) { try await manager.reboot($0) }
-        if output.json { printOut(Renderer.json(names.map { ActionResult(name: $0.rawValue, result: "rebooting") })) }
+        try await runAction(on: machines, output: output, result: "rebooting") { try await manager.reboot($0) }
     }
 }

@@ -15,17 +15,13 @@ struct Remove: AsyncParsableCommand, JSONCapable {
     @Option(help: "With --force, seconds to wait for a clean shutdown.", transform: parseSeconds)
     var timeout: Duration = .seconds(90)
 
-    @Argument(help: "Machine names.", transform: parseMachineName)
-    var names: [MachineName]
-
-    func validate() throws {
-        if names.isEmpty { throw ValidationError("give at least one machine name") }
-    }
+    @OptionGroup var machines: MachineNames
 
     func run() async throws {
         let manager = MachineManager()
         let (force, timeout) = (force, timeout)
-        try await fanOut(try uniqueNames(names)) { try await manager.remove($0, force: force, stopTimeout: timeout) }
-        if output.json { printOut(Renderer.json(names.map { ActionResult(name: $0.rawValue, result: "removed") })) }
+        try await runAction(on: machines, output: output, result: "removed") {
+            try await manager.remove($0, force: force, stopTimeout: timeout)
+        }
     }
 }

@@ -7,20 +7,15 @@ struct Start: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var output: OutputOptions
 
-    @Argument(help: "Machine names.", transform: parseMachineName)
-    var names: [MachineName]
-
-    func validate() throws {
-        if names.isEmpty { throw ValidationError("give at least one machine name") }
-    }
+    @OptionGroup var machines: MachineNames
 
     func run() async throws {
         let manager = MachineManager()
         let statuses = StatusCollector()
-        try await fanOut(try uniqueNames(names)) { name in
+        try await fanOut(machines.names) { name in
             await statuses.add(try await manager.start(name))
         }
-        if output.json { printOut(Renderer.json(await statuses.sorted(by: names))) }
+        if output.json { printOut(Renderer.json(await statuses.sorted(by: machines.names))) }
     }
 }
 

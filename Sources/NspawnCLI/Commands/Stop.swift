@@ -14,17 +14,11 @@ struct Stop: AsyncParsableCommand, JSONCapable {
     @Option(help: "Seconds to wait for a clean shutdown before terminating.", transform: parseSeconds)
     var timeout: Duration = .seconds(90)
 
-    @Argument(help: "Machine names.", transform: parseMachineName)
-    var names: [MachineName]
-
-    func validate() throws {
-        if names.isEmpty { throw ValidationError("give at least one machine name") }
-    }
+    @OptionGroup var machines: MachineNames
 
     func run() async throws {
         let manager = MachineManager()
         let timeout = timeout
-        try await fanOut(try uniqueNames(names)) { try await manager.stop($0, timeout: timeout) }
-        if output.json { printOut(Renderer.json(names.map { ActionResult(name: $0.rawValue, result: "stopped") })) }
+        try await runAction(on: machines, output: output, result: "stopped") { try await manager.stop($0, timeout: timeout) }
     }
 }

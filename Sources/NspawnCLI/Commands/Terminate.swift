@@ -7,16 +7,10 @@ struct Terminate: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var output: OutputOptions
 
-    @Argument(help: "Machine names.", transform: parseMachineName)
-    var names: [MachineName]
-
-    func validate() throws {
-        if names.isEmpty { throw ValidationError("give at least one machine name") }
-    }
+    @OptionGroup var machines: MachineNames
 
     func run() async throws {
         let manager = MachineManager()
-        try await fanOut(try uniqueNames(names)) { try await manager.terminate($0) }
-        if output.json { printOut(Renderer.json(names.map { ActionResult(name: $0.rawValue, result: "terminated") })) }
+        try await runAction(on: machines, output: output, result: "terminated") { try await manager.terminate($0) }
     }
 }

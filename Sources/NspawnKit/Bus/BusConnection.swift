@@ -241,16 +241,10 @@ private final class PendingReply {
     var result: Result<[BusValue], BusError>?
 
     func complete(with reply: BusMessage) {
-        var error = sd_bus_message_get_error(reply.handle)
-        if let errorPointer = error, errorPointer.pointee.name != nil {
-            result = .failure(BusError(code: -sd_bus_message_get_errno(reply.handle), error: errorPointer, operation: "call"))
-            error = nil
+        if let error = sd_bus_message_get_error(reply.handle), error.pointee.name != nil {
+            result = .failure(BusError(code: -sd_bus_message_get_errno(reply.handle), error: error, operation: "call"))
             return
         }
-        do {
-            result = .success(try reply.readAll())
-        } catch {
-            result = .failure(error)
-        }
+        result = Result { () throws(BusError) in try reply.readAll() }
     }
 }
