@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import NspawnKit
 
@@ -36,5 +37,23 @@ import Testing
     @Test func localErrnoFailuresGetSystemErrorNames() {
         #expect(BusError.systemErrorName(2) == "System.Error.ENOENT")
         #expect(BusError.systemErrorName(13) == "System.Error.EACCES")
+    }
+}
+
+@Suite struct EnablementCandidateTests {
+    @Test func findsInstanceLinksInWantsDirectoriesOnly() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("nspawnkit-enable-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let files = FileManager.default
+        try files.createDirectory(atPath: root + "/etc/machines.target.wants", withIntermediateDirectories: true)
+        try files.createDirectory(atPath: root + "/etc/multi-user.target.requires", withIntermediateDirectories: true)
+        try files.createDirectory(atPath: root + "/etc/systemd-nspawn@ignored.service.d", withIntermediateDirectories: true)
+        try files.createSymbolicLink(atPath: root + "/etc/machines.target.wants/systemd-nspawn@web.service",
+                                     withDestinationPath: "/lib/systemd/system/systemd-nspawn@.service")
+        try files.createSymbolicLink(atPath: root + "/etc/multi-user.target.requires/systemd-nspawn@db.service",
+                                     withDestinationPath: "/lib/systemd/system/systemd-nspawn@.service")
+        try files.createSymbolicLink(atPath: root + "/etc/machines.target.wants/other.service", withDestinationPath: "/dev/null")
+        let found = SystemdManager.enablementCandidates(configDirectories: [root + "/etc", root + "/missing"])
+        #expect(found == ["web", "db"])
     }
 }

@@ -12,8 +12,11 @@ struct Start: AsyncParsableCommand, JSONCapable {
     func run() async throws {
         let manager = MachineManager()
         let statuses = StatusCollector()
+        let json = output.json
         try await fanOut(machines.names) { name in
-            await statuses.add(try await manager.start(name))
+            try await manager.start(name)
+            // Only scripts asking for JSON pay for the status queries.
+            if json { await statuses.add(try await manager.status(name)) }
         }
         if output.json { printOut(Renderer.json(await statuses.sorted(by: machines.names))) }
     }

@@ -29,14 +29,13 @@ public struct MachineManager: Sendable {
 
     /// Starts the machine as `systemd-nspawn@NAME.service` and waits for the start job.
     /// Starting a running machine is not an error.
-    public func start(_ name: MachineName) async throws -> MachineStatus {
+    public func start(_ name: MachineName) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
             if try machined.machinePathIfRunning(name) == nil {
                 guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
                 try SystemdManager(bus: bus).startUnit(name.serviceUnit)
             }
-            return try Self.status(name, bus: bus)
         }
     }
 
@@ -260,6 +259,7 @@ public struct MachineManager: Sendable {
         // One pipelined batch: per running machine its properties, os-release and addresses;
         // per stopped image its os-release; per name its unit file state.
         enum Question { case properties(String), machineOS(String), addresses(String), imageOS(String), unitFileState(String) }
+        let mightBeEnabled = SystemdManager.enablementCandidates()
         var questions: [Question] = []
         var calls: [MethodCall] = []
         func ask(_ question: Question, _ call: MethodCall) {
@@ -274,7 +274,9 @@ public struct MachineManager: Sendable {
             } else {
                 ask(.imageOS(name), Machined.managerCall("GetImageOSRelease", [.string(name)]))
             }
-            ask(.unitFileState(name), SystemdManager.call("GetUnitFileState", [.string("systemd-nspawn@\(name).service")]))
+            if mightBeEnabled?.contains(name) ?? true {
+                ask(.unitFileState(name), SystemdManager.call("GetUnitFileState", [.string("systemd-nspawn@\(name).service")]))
+            }
         }
         let answers: [Result<[BusValue], BusError>]
         do {

@@ -125,6 +125,31 @@ struct SystemdManager {
         }
     }
 
+    /// Machine names that might be enabled: those with a `systemd-nspawn@NAME.service` link in a
+    /// `.wants`/`.requires`/`.upholds` directory of systemd's configuration directories.
+    ///
+    /// systemd answers GetUnitFileState one unit at a time (about 0.8 ms each, serially), which
+    /// made `ls` of 50 machines 1.5× slower than `machinectl list`. A unit can only be enabled
+    /// through such a link, so names without one are known to be disabled and only the
+    /// candidates are asked. Returns nil when a directory cannot be read: then ask for every name.
+    static func enablementCandidates(
+        configDirectories: [String] = ["/etc/systemd/system", "/run/systemd/system"]
+    ) -> Set<String>? {
+        let files = FileManager.default
+        var names = Set<String>()
+        for directory in configDirectories {
+            guard files.fileExists(atPath: directory) else { continue }
+            guard let entries = try? files.contentsOfDirectory(atPath: directory) else { return nil }
+            for entry in entries where entry.hasSuffix(".wants") || entry.hasSuffix(".requires") || entry.hasSuffix(".upholds") {
+                guard let links = try? files.contentsOfDirectory(atPath: directory + "/" + entry) else { return nil }
+                for link in links where link.hasPrefix("systemd-nspawn@") && link.hasSuffix(".service") {
+                    names.insert(String(link.dropFirst("systemd-nspawn@".count).dropLast(".service".count)))
+                }
+            }
+        }
+        return names
+    }
+
     /// Unit file states that mean "starts at boot".
     static func isEnabled(_ state: String?) -> Bool {
         state == "enabled" || state == "enabled-runtime"
