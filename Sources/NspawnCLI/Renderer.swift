@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import NspawnKit
 
 /// The one place that turns results into text: aligned tables for people, JSON for scripts.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import SystemPackage
 
 /// The lifecycle operations behind `nspawnctl` and the daemon.
@@ -236,7 +236,7 @@ public struct MachineManager: Sendable {
     /// and ignores the SIGTERM other inits take as "shut down".
     static func leaderRunsSystemd(_ leader: UInt32?) -> Bool {
         guard let leader, leader > 0 else { return false }
-        return readSmallFile(FilePath("/proc/\(leader)/comm"))?.trimmingCharacters(in: .whitespacesAndNewlines) == "systemd"
+        return readSmallFile(FilePath("/proc/\(leader)/comm")) == "systemd\n"
     }
 
     static func dropEnablement(of name: MachineName, bus: BusConnection) throws {

@@ -1,4 +1,7 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A client for `org.freedesktop.systemd1`: unit jobs and unit-file enablement.
 struct SystemdManager {
@@ -78,7 +81,7 @@ struct SystemdManager {
                 destination: Self.destination, path: path, interface: "org.freedesktop.DBus.Properties",
                 member: "Get", arguments: [.string("org.freedesktop.systemd1.Unit"), .string("ActiveState")]))
             guard let state = reply?.first?.string, state == "deactivating" || state == "active" else { return }
-            Thread.sleep(forTimeInterval: 0.02)
+            usleep(20_000)
         }
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Where a machine is in its life, as `ls` shows it.
 public enum MachineState: String, Sendable, Codable, CaseIterable {
