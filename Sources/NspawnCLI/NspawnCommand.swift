@@ -77,7 +77,8 @@ public enum NspawnCommand {
         if json {
             let body = ErrorBody(error: .init(code: error.category.rawValue, message: error.description,
                                               busError: error.busError?.name))
-            writeStandardError(Renderer.json(body) + "\n")
+            // One compact object per line, so several failures stay parseable as JSON lines.
+            writeStandardError(Renderer.json(body, compact: true) + "\n")
         } else {
             writeStandardError("\(programName): \(error.description)\n")
         }

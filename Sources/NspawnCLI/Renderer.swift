@@ -4,9 +4,9 @@ import NspawnKit
 /// The one place that turns results into text: aligned tables for people, JSON for scripts.
 public enum Renderer {
     /// JSON with sorted keys, snake_case names and ISO-8601 dates.
-    public static func json<T: Encodable>(_ value: T) -> String {
+    public static func json<T: Encodable>(_ value: T, compact: Bool = false) -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.outputFormatting = compact ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.dateEncodingStrategy = .iso8601
         do {

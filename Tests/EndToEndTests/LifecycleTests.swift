@@ -99,6 +99,20 @@ struct EndToEndTests {
         }
     }
 
+    @Test func listKeepsEveryFieldWithManyRunningMachines() throws {
+        // dbus-daemon allows 128 outstanding replies per connection; 40 machines need 160 queries.
+        let names = (1...40).map { "e2e-many-\($0)" }
+        try Fixture.with(names) {
+            for name in names { try Fixture.busybox(name) }
+            try Testbed.mustSh("machinectl start \(names.joined(separator: " "))")
+            let listed = try decodeJSON([ListedMachine].self, from: try Testbed.nspawnctl("ls", "--json").stdout)
+            let many = listed.filter { $0.name.hasPrefix("e2e-many-") }
+            #expect(many.count == 40)
+            #expect(many.allSatisfy { $0.state == "running" && $0.os == "BusyBox sleeper" },
+                    "\(many.filter { $0.os == nil }.map(\.name))")
+        }
+    }
+
     @Test func stopEscalatesForAPayloadThatIgnoresSIGTERM() throws {
         try Fixture.with(["e2e-stop"]) {
             try Fixture.busybox("e2e-stop")

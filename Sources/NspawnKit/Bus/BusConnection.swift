@@ -23,6 +23,23 @@ public struct MethodCall: Sendable, Equatable {
     }
 }
 
+/// How long a method call may take.
+public enum BusTimeout: Sendable, Equatable {
+    /// sd-bus's default (25 s): for queries.
+    case standard
+    /// For calls whose reply comes only when the work is done (copying or deleting an image).
+    case none
+    case after(Duration)
+
+    var microseconds: UInt64 {
+        switch self {
+        case .standard: 0
+        case .none: UInt64.max
+        case .after(let duration): BusConnection.microseconds(duration)
+        }
+    }
+}
+
 /// A signal received on a subscription.
 public struct BusSignal: Sendable, Equatable {
     public var path: String
@@ -105,12 +122,12 @@ public final class BusConnection {
 
     /// Calls a method and waits for its reply.
     /// - Throws: `BusError` carrying the D-Bus error name when the peer answers with an error.
-    public func call(_ call: MethodCall, timeout: Duration? = nil) throws(BusError) -> [BusValue] {
+    public func call(_ call: MethodCall, timeout: BusTimeout = .standard) throws(BusError) -> [BusValue] {
         let message = try makeMessage(call)
         var error = sd_bus_error(name: nil, message: nil, _need_free: 0)
         defer { sd_bus_error_free(&error) }
         var reply: OpaquePointer?
-        let r = sd_bus_call(handle, message.handle, timeout.map(Self.microseconds) ?? 0, &error, &reply)
+        let r = sd_bus_call(handle, message.handle, timeout.microseconds, &error, &reply)
         if r < 0 { throw BusError(code: r, error: &error, operation: "\(call.interface).\(call.member)") }
         guard let reply else { return [] }
         return try BusMessage(owning: reply).readAll()
@@ -125,23 +142,39 @@ public final class BusConnection {
         var slots: [OpaquePointer?] = []
         slots.reserveCapacity(calls.count)
         defer { for slot in slots { sd_bus_slot_unref(slot) } }
-        for (index, call) in calls.enumerated() {
-            let message = try makeMessage(call)
-            var slot: OpaquePointer?
-            let r = sd_bus_call_async(handle, &slot, message.handle, { reply, userdata, _ in
-                guard let reply, let userdata else { return 0 }
-                let box = Unmanaged<PendingReply>.fromOpaque(userdata).takeUnretainedValue()
-                box.complete(with: BusMessage(retaining: reply))
-                return 0
-            }, Unmanaged.passUnretained(pending[index]).toOpaque(), 0)
-            if r < 0 {
-                pending[index].result = .failure(BusError(code: r, error: nil, operation: "\(call.interface).\(call.member)"))
+        var issued = 0
+        // dbus-daemon refuses more than 128 outstanding replies per connection; stay well below.
+        func issueWithinWindow() {
+            while issued < calls.count, issued - pending[..<issued].count(where: { $0.result != nil }) < Self.maximumCallsInFlight {
+                let index = issued
+                issued += 1
+                let call = calls[index]
+                do {
+                    let message = try makeMessage(call)
+                    var slot: OpaquePointer?
+                    let r = sd_bus_call_async(handle, &slot, message.handle, { reply, userdata, _ in
+                        guard let reply, let userdata else { return 0 }
+                        let box = Unmanaged<PendingReply>.fromOpaque(userdata).takeUnretainedValue()
+                        box.complete(with: BusMessage(retaining: reply))
+                        return 0
+                    }, Unmanaged.passUnretained(pending[index]).toOpaque(), 0)
+                    if r < 0 {
+                        pending[index].result = .failure(BusError(code: r, error: nil, operation: "\(call.interface).\(call.member)"))
+                    }
+                    slots.append(slot)
+                } catch {
+                    pending[index].result = .failure(error)
+                }
             }
-            slots.append(slot)
         }
-        _ = try process(until: nil) { pending.allSatisfy { $0.result != nil } }
+        _ = try process(until: nil) {
+            issueWithinWindow()
+            return issued == calls.count && pending.allSatisfy { $0.result != nil }
+        }
         return pending.map { $0.result! }
     }
+
+    static let maximumCallsInFlight = 64
 
     /// Installs a match rule; signals matching it queue up on the returned subscription.
     /// Subscribe before the action that causes the signal, so none is missed.
@@ -183,13 +216,14 @@ public final class BusConnection {
         while !done() {
             let r = sd_bus_process(handle, nil)
             if r < 0 { throw BusError(code: r, error: nil, operation: "process bus messages") }
-            if r > 0 { continue }
             var waitMicroseconds = UInt64.max
             if let deadline {
+                // Checked on every pass: a busy bus can keep sd_bus_process returning work.
                 let remaining = deadline - ContinuousClock.now
                 if remaining <= .zero { return done() }
                 waitMicroseconds = Self.microseconds(remaining)
             }
+            if r > 0 { continue }
             let w = sd_bus_wait(handle, waitMicroseconds)
             if w < 0 && w != -EINTR { throw BusError(code: w, error: nil, operation: "wait for bus messages") }
         }

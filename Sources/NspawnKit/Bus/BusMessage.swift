@@ -146,7 +146,6 @@ final class BusMessage {
         case "x": return .int64(try read(Int64(0)))
         case "t": return .uint64(try read(UInt64(0)))
         case "d": return .double(try read(Double(0)))
-        case "h": return .int32(try read(Int32(-1)))
         case "s", "o", "g":
             var pointer: UnsafePointer<CChar>?
             let r = sd_bus_message_read_basic(handle, type, &pointer)

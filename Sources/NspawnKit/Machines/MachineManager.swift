@@ -32,10 +32,15 @@ public struct MachineManager: Sendable {
     public func start(_ name: MachineName) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
-            if try machined.machinePathIfRunning(name) == nil {
+            if let path = try machined.machinePathIfRunning(name) {
+                // Running under some other unit (a hand-started nspawn): nothing to do.
+                // Our own unit is started anyway, which also overrides a pending stop.
+                let properties = try machined.machineProperties(name, path: path)
+                if properties.unit != name.serviceUnit && properties.state != "closing" { return }
+            } else {
                 guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
-                try SystemdManager(bus: bus).startUnit(name.serviceUnit)
             }
+            try SystemdManager(bus: bus).startUnit(name.serviceUnit)
         }
     }
 
@@ -68,7 +73,11 @@ public struct MachineManager: Sendable {
             let machined = Machined(bus: bus)
             let properties = try Self.runningMachine(name, machined: machined)
             let removal = try Self.subscribeMachineRemoved(bus)
-            try machined.terminateMachine(name)
+            do {
+                try machined.terminateMachine(name)
+            } catch NspawnError.noSuchMachine {
+                // It went away on its own between the check and the call: terminated all the same.
+            }
             guard try Self.waitUntilGone(name, removal: removal, timeout: terminateGrace, bus: bus) else {
                 throw NspawnError.timedOut("terminating machine '\(name)'", waitedSeconds: terminateGrace.seconds)
             }
@@ -118,8 +127,9 @@ public struct MachineManager: Sendable {
                 guard force else { throw NspawnError.busy(name.rawValue, reason: "it is running; stop it first or use --force") }
                 try self.stop(name, timeout: stopTimeout, bus: bus)
             }
-            try Self.dropEnablement(of: name, bus: bus)
             try machined.removeImage(name)
+            // Only once the image is gone, so a failed removal leaves start-at-boot as it was.
+            try Self.dropEnablement(of: name, bus: bus)
         }
     }
 
@@ -232,11 +242,12 @@ public struct MachineManager: Sendable {
         return try Machined(bus: bus).machinePathIfRunning(name) == nil
     }
 
-    /// Whether the machine's leader is systemd, which wants SIGRTMIN+4 to power off
-    /// and ignores the SIGTERM other inits take as "shut down".
+    /// Whether the machine's leader may be systemd, which wants SIGRTMIN+4 to power off and
+    /// takes SIGTERM as "re-execute". When /proc cannot tell (hidepid, another PID namespace)
+    /// assume systemd, as machinectl does; other payloads are then still terminated after the timeout.
     static func leaderRunsSystemd(_ leader: UInt32?) -> Bool {
-        guard let leader, leader > 0 else { return false }
-        return readSmallFile(FilePath("/proc/\(leader)/comm")) == "systemd\n"
+        guard let leader, leader > 0, let comm = readSmallFile(FilePath("/proc/\(leader)/comm")) else { return true }
+        return comm == "systemd\n"
     }
 
     static func dropEnablement(of name: MachineName, bus: BusConnection) throws {
@@ -349,6 +360,9 @@ func connectSystemBus() throws(NspawnError) -> BusConnection {
     do {
         return try BusConnection.system()
     } catch {
+        if error.errno == Errno.permissionDenied.rawValue || error.errno == Errno.notPermitted.rawValue {
+            throw .permissionDenied("connect to the system bus", cause: error)
+        }
         throw .bus(error, context: "cannot connect to the system bus")
     }
 }

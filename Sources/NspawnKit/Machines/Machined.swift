@@ -37,9 +37,10 @@ struct Machined {
                    member: "GetAll", arguments: [.string(interface)])
     }
 
-    func callManager(_ member: String, _ arguments: [BusValue] = [], subject: String) throws(NspawnError) -> [BusValue] {
+    func callManager(_ member: String, _ arguments: [BusValue] = [], subject: String,
+                     timeout: BusTimeout = .standard) throws(NspawnError) -> [BusValue] {
         do {
-            return try bus.call(Self.managerCall(member, arguments))
+            return try bus.call(Self.managerCall(member, arguments), timeout: timeout)
         } catch {
             throw Self.translate(error, subject: subject, action: member)
         }
@@ -151,12 +152,13 @@ struct Machined {
     }
 
     func removeImage(_ name: MachineName) throws(NspawnError) {
-        _ = try callManager("RemoveImage", [.string(name.rawValue)], subject: name.rawValue)
+        _ = try callManager("RemoveImage", [.string(name.rawValue)], subject: name.rawValue, timeout: .none)
     }
 
     func renameImage(_ name: MachineName, to newName: MachineName) throws(NspawnError) {
         do {
-            _ = try callManager("RenameImage", [.string(name.rawValue), .string(newName.rawValue)], subject: name.rawValue)
+            _ = try callManager("RenameImage", [.string(name.rawValue), .string(newName.rawValue)], subject: name.rawValue,
+                                timeout: .none)
         } catch .alreadyExists {
             throw .alreadyExists(newName.rawValue)
         }
@@ -165,7 +167,7 @@ struct Machined {
     func cloneImage(_ name: MachineName, to newName: MachineName, readOnly: Bool) throws(NspawnError) {
         do {
             _ = try callManager("CloneImage", [.string(name.rawValue), .string(newName.rawValue), .bool(readOnly)],
-                                subject: name.rawValue)
+                                subject: name.rawValue, timeout: .none)
         } catch .alreadyExists {
             throw .alreadyExists(newName.rawValue)
         }

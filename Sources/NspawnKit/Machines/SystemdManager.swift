@@ -15,9 +15,10 @@ struct SystemdManager {
         MethodCall(destination: destination, path: path, interface: interface, member: member, arguments: arguments)
     }
 
-    private func call(_ member: String, _ arguments: [BusValue] = [], subject: String) throws(NspawnError) -> [BusValue] {
+    private func call(_ member: String, _ arguments: [BusValue] = [], subject: String,
+                      timeout: BusTimeout = .standard) throws(NspawnError) -> [BusValue] {
         do {
-            return try bus.call(Self.call(member, arguments))
+            return try bus.call(Self.call(member, arguments), timeout: timeout)
         } catch {
             throw Self.translate(error, subject: subject, action: member)
         }
@@ -25,11 +26,12 @@ struct SystemdManager {
 
     /// Starts `unit` and waits until its job has finished successfully.
     func startUnit(_ unit: String) throws(NspawnError) {
-        try runJobExpectingSuccess("StartUnit", unit: unit)
+        // "replace", as systemctl start: a start request overrides a queued stop.
+        try runJobExpectingSuccess("StartUnit", unit: unit, mode: "replace")
     }
 
     func restartUnit(_ unit: String) throws(NspawnError) {
-        try runJobExpectingSuccess("RestartUnit", unit: unit)
+        try runJobExpectingSuccess("RestartUnit", unit: unit, mode: "replace")
     }
 
     /// Queues a job and waits for its JobRemoved signal.
@@ -96,8 +98,8 @@ struct SystemdManager {
     }
 
     /// Runs a start/stop/restart job and turns anything but "done" into an error that says why.
-    func runJobExpectingSuccess(_ member: String, unit: String) throws(NspawnError) {
-        let result = try runJob(member, unit: unit, mode: "fail")
+    func runJobExpectingSuccess(_ member: String, unit: String, mode: String) throws(NspawnError) {
+        let result = try runJob(member, unit: unit, mode: mode)
         guard result == "done" else {
             throw .jobFailed(unit: unit, result: result, unitResult: serviceResult(unit))
         }
@@ -116,7 +118,8 @@ struct SystemdManager {
     }
 
     func reload() throws(NspawnError) {
-        _ = try call("Reload", subject: "systemd")
+        // Reloading a large configuration takes longer than the default; systemctl allows minutes too.
+        _ = try call("Reload", subject: "systemd", timeout: .after(.seconds(360)))
     }
 
     func unitFileState(_ unit: String) throws(NspawnError) -> String? {
@@ -168,8 +171,10 @@ struct SystemdManager {
 
     static func translate(_ error: BusError, subject: String, action: String) -> NspawnError {
         switch error.name {
-        case "org.freedesktop.systemd1.NoSuchUnit":
-            .invalidArgument("\(action): no unit '\(subject)'")
+        case "org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.systemd1.NoSuchUnitFile":
+            .noSuchUnit(subject)
+        case "org.freedesktop.systemd1.TransactionIsDestructive":
+            .busy(subject, reason: error.message.isEmpty ? "a conflicting job is queued" : error.message)
         case "org.freedesktop.DBus.Error.AccessDenied",
              "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
              "System.Error.EPERM", "System.Error.EACCES":

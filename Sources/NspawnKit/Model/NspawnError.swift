@@ -4,6 +4,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidArgument(String)
     case noSuchMachine(String)
     case noSuchImage(String)
+    case noSuchUnit(String)
     case notRunning(String)
     case alreadyExists(String)
     case busy(String, reason: String)
@@ -29,7 +30,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     public var category: Category {
         switch self {
         case .invalidName, .invalidArgument: .invalidInput
-        case .noSuchMachine, .noSuchImage: .notFound
+        case .noSuchMachine, .noSuchImage, .noSuchUnit: .notFound
         case .notRunning, .alreadyExists, .busy: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .failed: .failure
@@ -55,6 +56,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "no machine '\(name)' is running"
         case .noSuchImage(let name):
             "no machine or image '\(name)' exists"
+        case .noSuchUnit(let unit):
+            "no unit '\(unit)' is known to systemd"
         case .notRunning(let name):
             "machine '\(name)' is not running"
         case .alreadyExists(let name):
