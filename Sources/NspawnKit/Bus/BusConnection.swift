@@ -241,7 +241,6 @@ public final class BusConnection {
 public final class SignalSubscription {
     fileprivate var slot: OpaquePointer?
     private var queue: [BusSignal] = []
-    private var decodeFailures = 0
     // Keeps the connection alive while its slot exists.
     private let connection: BusConnection
 
@@ -254,10 +253,8 @@ public final class SignalSubscription {
     }
 
     fileprivate func receive(_ message: BusMessage) {
-        guard let arguments = try? message.readAll() else {
-            decodeFailures += 1
-            return
-        }
+        // A signal that cannot be decoded is not one anything here waits for.
+        guard let arguments = try? message.readAll() else { return }
         queue.append(BusSignal(
             path: message.path ?? "",
             interface: message.interface ?? "",
