@@ -8,6 +8,9 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     case notFound = 3
     case permissionDenied = 4
     case conflict = 5
+    case verificationFailed = 6
+    /// 128 + SIGINT, as shells report an interrupted command.
+    case cancelled = 130
 
     init(_ category: NspawnError.Category) {
         switch category {
@@ -16,6 +19,8 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
         case .notFound: self = .notFound
         case .permissionDenied: self = .permissionDenied
         case .conflict: self = .conflict
+        case .verificationFailed: self = .verificationFailed
+        case .cancelled: self = .cancelled
         }
     }
 }

@@ -8,6 +8,7 @@ public enum Invocation {
         "nspawn-start": ["start"],
         "nspawn-stop": ["stop"],
         "nspawn-del": ["remove"],
+        "nspawn-arch": ["bootstrap", "archlinux"],
     ]
 
     /// The program name to use in messages, and the arguments to parse (without argv[0]).

@@ -12,11 +12,13 @@ public struct Nspawnctl: AsyncParsableCommand {
         abstract: "Manage systemd-nspawn containers through systemd-machined and systemd.",
         discussion: """
             Exit codes: 0 success, 1 failure, 2 invalid input, 3 not found, \
-            4 permission denied, 5 conflict (already exists, running, not running).
+            4 permission denied, 5 conflict (already exists, running, not running), \
+            6 verification failed (checksum or signature), 130 cancelled by a signal.
             """,
         subcommands: [
             List.self, Status.self, Start.self, Stop.self, Reboot.self, Terminate.self, Kill.self,
             Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
+            Import.self, Bootstrap.self,
         ]
     )
 

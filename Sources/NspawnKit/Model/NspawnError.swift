@@ -15,6 +15,14 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Any other bus failure, with what we were doing.
     case bus(BusError, context: String)
     case malformedReply(String)
+    /// A download failed; `reason` is curl's own message (HTTP status, connection error, …).
+    case downloadFailed(url: String, reason: String)
+    /// The archive is corrupt, truncated or hostile; `entry` names the offending member.
+    case badArchive(source: String, entry: String?, reason: String)
+    /// A checksum or OpenPGP signature did not match.
+    case verificationFailed(String)
+    /// Stopped on request (a signal, or the daemon's cancel); nothing was left behind.
+    case cancelled(String)
     /// A failure outside the bus, described in full.
     case failed(String)
 
@@ -25,15 +33,19 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case notFound = "not_found"
         case permissionDenied = "permission_denied"
         case conflict
+        case verificationFailed = "verification_failed"
+        case cancelled
     }
 
     public var category: Category {
         switch self {
-        case .invalidName, .invalidArgument: .invalidInput
+        case .invalidName, .invalidArgument, .badArchive: .invalidInput
+        case .verificationFailed: .verificationFailed
+        case .cancelled: .cancelled
         case .noSuchMachine, .noSuchImage, .noSuchUnit: .notFound
         case .notRunning, .alreadyExists, .busy: .conflict
         case .permissionDenied: .permissionDenied
-        case .jobFailed, .timedOut, .bus, .malformedReply, .failed: .failure
+        case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed: .failure
         }
     }
 
@@ -76,6 +88,14 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(context): \(cause)"
         case .malformedReply(let what):
             "unexpected reply from the bus: \(what)"
+        case .downloadFailed(let url, let reason):
+            "download of '\(url.escapedForMessage)' failed: \(reason)"
+        case .badArchive(let source, let entry, let reason):
+            "archive '\(source.escapedForMessage)'"
+                + (entry.map { ": entry '\($0.escapedForMessage)'" } ?? "")
+                + ": \(reason)"
+        case .verificationFailed(let message), .cancelled(let message):
+            message
         case .failed(let message):
             message
         }

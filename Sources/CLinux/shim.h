@@ -1,0 +1,34 @@
+#ifndef NSPAWNCTL_CLINUX_SHIM_H
+#define NSPAWNCTL_CLINUX_SHIM_H
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* glibc 2.36 has no openat2 wrapper and syscall(2) is variadic, which Swift cannot call.
+   Returns the fd, or -1 with errno set. */
+static inline int nspawnctl_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+    struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+/* Gives the calling thread its own working directory (and umask), so extraction can chdir safely. */
+static inline int nspawnctl_unshare_fs(void) { return unshare(CLONE_FS); }
+
+/* GNU extensions the Swift Glibc module does not expose. */
+static inline int nspawnctl_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */); }
+static inline int nspawnctl_renameat2(int olddir, const char *old, int newdir, const char *new, unsigned flags) {
+    return (int)syscall(SYS_renameat2, olddir, old, newdir, new, flags);
+}
+static const unsigned nspawnctl_rename_noreplace = 1;
+static const unsigned nspawnctl_rename_exchange = 2;
+static const int nspawnctl_sock_stream_cloexec = SOCK_STREAM | SOCK_CLOEXEC;
+
+static const uint64_t nspawnctl_resolve_in_root = RESOLVE_IN_ROOT;
+static const uint64_t nspawnctl_resolve_no_magiclinks = RESOLVE_NO_MAGICLINKS;
+#endif

@@ -1,0 +1,193 @@
+import ArgumentParser
+import Dispatch
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import NspawnKit
+
+struct ProgressOptions: ParsableArguments {
+    @Flag(name: .shortAndLong, help: "No progress bar.")
+    var quiet = false
+}
+
+struct VerifyOptions: ParsableArguments {
+    @Option(help: "Expected digest of the tarball, checked while streaming (sha256:HEX).")
+    var checksum: String?
+
+    @Option(help: "Detached OpenPGP signature of the tarball (file or URL), checked with gpgv.")
+    var signature: String?
+
+    @Option(help: "Keyring (binary OpenPGP keys) to check --signature against.")
+    var keyring: String?
+}
+
+struct Import: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Import a root file system tarball as an image.",
+        discussion: """
+            SOURCE is a file, an http(s) URL (streamed) or '-' for stdin. Compression (zstd, gzip, xz, \
+            bzip2 or none) is detected from the content; one top directory wrapping the root is stripped. \
+            Nothing is visible until the image is complete.
+            """)
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var progress: ProgressOptions
+    @OptionGroup var verify: VerifyOptions
+
+    @Flag(name: .shortAndLong, help: "Replace an existing image atomically (never one of a running machine).")
+    var force = false
+
+    @Argument(help: "Name of the new image.", transform: parseMachineName)
+    var name: MachineName
+
+    @Argument(help: "Tarball: a path, an http(s) URL, or '-' for stdin.")
+    var source: String
+
+    func validate() throws {
+        if source.isEmpty { throw ValidationError("SOURCE must not be empty") }
+    }
+
+    func run() async throws {
+        let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring,
+                                    force: force)
+        try await runImport(name: name, source: ImageSource(source), options: options, output: output, quiet: progress.quiet)
+    }
+}
+
+/// Runs an import with signal-driven cancellation and the chosen progress display, then prints the result.
+func runImport(name: MachineName, source: ImageSource, options: ImportOptions, output: OutputOptions, quiet: Bool,
+               importer: ImageImporter = ImageImporter()) async throws {
+    let cancellation = ImportCancellation()
+    let signals = CancelOnSignals(cancellation)
+    defer { signals.restore() }
+    let display = ProgressDisplay(json: output.json, quiet: quiet)
+    let result = try await importer.importImage(name, from: source, options: options, cancellation: cancellation) {
+        display.show($0)
+    }
+    display.finish()
+    if output.json {
+        printOut(Renderer.json(result))
+    } else if !quiet {
+        let stripped = result.strippedDirectory.map { ", stripped '\($0)/'" } ?? ""
+        let checks = result.verified.isEmpty ? "not verified" : "verified: " + result.verified.joined(separator: ", ")
+        writeStandardError("imported '\(result.name)' into \(result.path): \(result.entries) entries from \(Renderer.humanSize(UInt64(result.sourceBytes)))"
+            + " (\(result.compression.isEmpty ? "uncompressed" : result.compression.joined(separator: "+")))\(stripped), \(checks)\n")
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP cancel the import, which then cleans up and fails with exit 130.
+final class CancelOnSignals: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+
+    init(_ cancellation: ImportCancellation) {
+        for number in [SIGINT, SIGTERM, SIGHUP] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { cancellation.cancel() }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    func restore() {
+        for source in sources { source.cancel() }
+        for number in [SIGINT, SIGTERM, SIGHUP] { signal(number, SIG_DFL) }
+    }
+}
+
+/// A progress bar on a terminal's stderr, JSON lines with --json, nothing otherwise.
+final class ProgressDisplay: @unchecked Sendable {
+    enum Mode { case bar, jsonLines, silent }
+    let mode: Mode
+    private var drewBar = false
+
+    init(json: Bool, quiet: Bool) {
+        if quiet { mode = .silent } else if json { mode = .jsonLines } else if isatty(2) == 1 { mode = .bar } else { mode = .silent }
+    }
+
+    struct Event: Encodable {
+        var event = "progress"
+        var progress: ImportProgress
+    }
+
+    func show(_ progress: ImportProgress) {
+        switch mode {
+        case .silent: return
+        case .jsonLines: writeStandardError(Renderer.json(Event(progress: progress), compact: true) + "\n")
+        case .bar:
+            drewBar = true
+            writeStandardError("\r\u{1B}[K" + Self.bar(progress))
+        }
+    }
+
+    func finish() {
+        if drewBar { writeStandardError("\r\u{1B}[K") }
+    }
+
+    static func bar(_ p: ImportProgress) -> String {
+        let done = Renderer.humanSize(UInt64(max(0, p.bytes)))
+        let rate = Renderer.humanSize(UInt64(max(0, p.bytesPerSecond))) + "/s"
+        var line = "\(p.phase.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)) "
+        if let total = p.totalBytes, total > 0 {
+            let fraction = min(1, Double(p.bytes) / Double(total))
+            let filled = Int(fraction * 30)
+            line += "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 30 - filled) + "] "
+            line += "\(Int(fraction * 100))% \(done)/\(Renderer.humanSize(UInt64(total)))"
+        } else {
+            line += done
+        }
+        line += " \(rate) \(p.entries) files"
+        if let eta = p.etaSeconds, p.phase == .download || p.phase == .extract { line += " ETA \(Int(eta.rounded()))s" }
+        return line
+    }
+}
+
+struct Bootstrap: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Create an image from a distribution recipe (images/*.recipe): download, verify, set up.",
+        discussion: """
+            Recipes verify by default; --no-verify must be said explicitly. With no NAME, the next free \
+            childNN is used. Recipes are read from \(Recipe.searchDirectories.joined(separator: ", ")).
+            """)
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var progress: ProgressOptions
+    @OptionGroup var verify: VerifyOptions
+
+    @Option(help: "Mirror URL replacing the recipe's default.")
+    var mirror: String?
+
+    @Option(help: "A local tarball in place of the download (offline use).")
+    var tarball: String?
+
+    @Flag(help: "Skip the recipe's signature or checksum verification.")
+    var noVerify = false
+
+    @Flag(name: .shortAndLong, help: "Replace an existing image atomically (never one of a running machine).")
+    var force = false
+
+    @Argument(help: "Recipe name (\(Recipe.available().joined(separator: ", "))) or path.")
+    var recipe: String
+
+    @Argument(help: "Name of the new image (default: the next free childNN).", transform: parseMachineName)
+    var name: MachineName?
+
+    func validate() throws {
+        if noVerify && (verify.signature != nil || verify.checksum != nil) {
+            throw ValidationError("--no-verify contradicts --signature and --checksum")
+        }
+    }
+
+    func run() async throws {
+        let recipe = try Recipe.load(recipe)
+        let importer = ImageImporter()
+        let name = try name ?? importer.store.nextFreeName()
+        let request = Bootstrapper.Request(
+            recipe: recipe, name: name, mirror: mirror, tarball: tarball, signature: verify.signature,
+            keyring: verify.keyring, checksum: verify.checksum, verify: !noVerify, force: force)
+        let (source, options) = try Bootstrapper(importer: importer).plan(request)
+        try await runImport(name: name, source: source, options: options, output: output, quiet: progress.quiet,
+                            importer: importer)
+    }
+}

@@ -1,0 +1,243 @@
+import CArchive
+import CLinux
+import Crypto
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the import threads report, read by the progress ticker. Also the cancel switch.
+final class ImportCounters: Sendable {
+    let sourceBytes = Atomic<Int64>(0)
+    /// -1 while unknown (stdin, a server without Content-Length).
+    let sourceSize = Atomic<Int64>(-1)
+    let entries = Atomic<Int>(0)
+    let cancelled = Atomic<Bool>(false)
+    let phase = Atomic<UInt8>(ImportProgress.Phase.extract.code)
+
+    var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+}
+
+/// Reads the raw (still compressed) source for libarchive, and on the way hashes it, counts it and
+/// feeds it to gpgv. Lives on the decompression thread.
+final class SourceTap {
+    let fd: Int32
+    let counters: ImportCounters
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    private(set) var hasher = SHA256()
+    /// gpgv's stdin, while it still reads.
+    var verifierInput: Int32?
+    /// Why reading stopped early, when that is not the archive's fault.
+    var failure: NspawnError?
+
+    init(fd: Int32, counters: ImportCounters) {
+        self.fd = fd
+        self.counters = counters
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// The next chunk: its size, 0 at the end, -1 on failure (`failure` says why).
+    func readChunk() -> (UnsafeRawPointer?, Int) {
+        if counters.isCancelled {
+            failure = .cancelled("import cancelled")
+            return (nil, -1)
+        }
+        var count: Int
+        repeat { count = Glibc.read(fd, buffer.baseAddress, buffer.count) } while count < 0 && errno == EINTR
+        if count < 0 {
+            failure = .failed("cannot read the source: \(String(cString: strerror(errno)))")
+            return (nil, -1)
+        }
+        if count > 0 {
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<count])
+            hasher.update(bufferPointer: chunk)
+            counters.sourceBytes.add(Int64(count), ordering: .relaxed)
+            if let input = verifierInput, !sendAll(input, chunk) {
+                // gpgv quit early; its exit status will tell why.
+                verifierInput = nil
+            }
+        }
+        return (UnsafeRawPointer(buffer.baseAddress), count)
+    }
+
+    /// Reads what the decompressor left (trailing bytes), so the hash and signature cover the whole source.
+    func drain() -> Bool {
+        while true {
+            let (_, count) = readChunk()
+            if count <= 0 { return count == 0 }
+        }
+    }
+}
+
+/// Writes all of `bytes` to a socket; false if the reader has gone. Never raises SIGPIPE.
+func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let count = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+        if count < 0 {
+            if errno == EINTR { continue }
+            return false
+        }
+        offset += count
+    }
+    return true
+}
+
+/// A connected pair of stream sockets with roomy buffers, used as pipes between import threads.
+func makeStreamPair() throws(NspawnError) -> (reader: Int32, writer: Int32) {
+    var fds: [Int32] = [0, 0]
+    guard socketpair(AF_UNIX, nspawnctl_sock_stream_cloexec, 0, &fds) == 0 else {
+        throw .failed("cannot create a socket pair: \(String(cString: strerror(errno)))")
+    }
+    var size: Int32 = 1 << 20
+    setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    setsockopt(fds[0], SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    shutdown(fds[0], Int32(SHUT_WR))
+    shutdown(fds[1], Int32(SHUT_RD))
+    return (fds[0], fds[1])
+}
+
+/// How one stage ended: `downstreamGone` means a later stage stopped first and has the real story.
+enum StageOutcome {
+    case finished
+    case downstreamGone
+    case failed(NspawnError)
+
+    var error: NspawnError? {
+        if case .failed(let error) = self { return error }
+        return nil
+    }
+}
+
+/// Unpacks a tar stream into a directory with two threads: one decompresses, one writes files.
+/// They overlap, so a two-core machine decompresses and writes at the same time.
+enum ExtractionPipeline {
+    struct Summary {
+        var compression: [String]
+        var entries: Int
+    }
+
+    /// Root-level names that mean "this is already a root", so a lone top directory is kept.
+    static let rootDirectoryNames: Set<String> = [
+        "bin", "boot", "dev", "etc", "home", "lib", "lib64", "media", "mnt", "opt", "proc", "root", "run",
+        "sbin", "srv", "sys", "tmp", "usr", "var",
+    ]
+
+    /// The reason a member path is refused before libarchive sees it, if any.
+    static func refusal(forMemberPath path: String) -> String? {
+        if path.isEmpty { return "empty path" }
+        if path.hasPrefix("/") { return "absolute path" }
+        if path.split(separator: "/", omittingEmptySubsequences: true).contains("..") { return "path contains '..'" }
+        return nil
+    }
+
+    /// Runs both stages and waits for them. `source` names the input in errors.
+    static func run(tap: SourceTap, into target: Directory, source: String) throws(NspawnError) -> Summary {
+        let (reader, writer) = try makeStreamPair()
+        final class Box: @unchecked Sendable {
+            var decompress: StageOutcome = .finished
+            var extract: StageOutcome = .finished
+            var compression: [String] = []
+            var entries = 0
+        }
+        let box = Box()
+        let unsafeTap = UncheckedSendable(tap)
+        let unsafeTarget = UncheckedSendable(target)
+        let decompressor = OSThread {
+            (box.decompress, box.compression) = decompress(unsafeTap.value, into: writer, source: source)
+            close(writer)
+        }
+        let extractor = OSThread {
+            box.extract = extract(from: reader, into: unsafeTarget.value, counters: unsafeTap.value.counters,
+                                  source: source, entries: &box.entries)
+            close(reader)
+        }
+        decompressor.join()
+        extractor.join()
+        // The earliest stage's failure is the cause; later ones only saw its effect.
+        if tap.counters.isCancelled { throw .cancelled("import cancelled") }
+        if let error = box.decompress.error { throw error }
+        if let error = box.extract.error { throw error }
+        return Summary(compression: box.compression, entries: box.entries)
+    }
+
+    private static func decompress(_ tap: SourceTap, into writer: Int32, source: String) -> (StageOutcome, [String]) {
+        let reader = ArchiveReader(.decompress)
+        func failure(_ error: ArchiveError) -> StageOutcome {
+            .failed(tap.failure ?? .badArchive(source: source, entry: nil, reason: error.message))
+        }
+        do throws(ArchiveError) {
+            try reader.open(chunks: ArchiveChunkSource(tap.readChunk))
+            guard try reader.nextHeader() != nil else {
+                return (.failed(.badArchive(source: source, entry: nil, reason: "empty input")), [])
+            }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+            defer { buffer.deallocate() }
+            while true {
+                let count = try reader.read(into: buffer)
+                if count == 0 { break }
+                if !sendAll(writer, UnsafeRawBufferPointer(rebasing: buffer[..<count])) {
+                    return (.downstreamGone, reader.filterNames)
+                }
+            }
+        } catch {
+            return (failure(error), reader.filterNames)
+        }
+        if !tap.drain(), let error = tap.failure { return (.failed(error), reader.filterNames) }
+        return (.finished, reader.filterNames)
+    }
+
+    private static func extract(from socket: Int32, into target: Directory, counters: ImportCounters,
+                                source: String, entries: inout Int) -> StageOutcome {
+        // libarchive writes relative to the working directory; give this thread its own.
+        guard nspawnctl_unshare_fs() == 0, fchdir(target.fd) == 0 else {
+            return .failed(.failed("cannot enter the extraction directory: \(String(cString: strerror(errno)))"))
+        }
+        let reader = ArchiveReader(.tar)
+        let writer = ArchiveDiskWriter(flags: ArchiveDiskWriter.faithfulAndSecure)
+        var current: String?
+        do throws(ArchiveError) {
+            try reader.open(fd: socket, blockSize: 128 * 1024)
+            while let entry = try reader.nextHeader() {
+                if counters.isCancelled { return .failed(.cancelled("import cancelled")) }
+                guard let path = entry.pathname else {
+                    return .failed(.badArchive(source: source, entry: nil, reason: "member without a readable name"))
+                }
+                current = path
+                if let reason = refusal(forMemberPath: path) {
+                    return .failed(.badArchive(source: source, entry: path, reason: reason))
+                }
+                if let link = entry.hardlink, let reason = refusal(forMemberPath: link) {
+                    return .failed(.badArchive(source: source, entry: path, reason: "hard link to '\(link)': \(reason)"))
+                }
+                try writer.writeHeader(entry)
+                try writer.copyData(from: reader)
+                try writer.finishEntry()
+                entries += 1
+                counters.entries.store(entries, ordering: .relaxed)
+            }
+            current = nil
+            try writer.close()
+        } catch {
+            if counters.isCancelled { return .failed(.cancelled("import cancelled")) }
+            // libarchive's refusals (symlink traversal, '..') carry no errno of the system.
+            let hostile = error.errno == -1 || error.errno == EILSEQ
+            if error.reading || hostile {
+                return .failed(.badArchive(source: source, entry: current, reason: error.message))
+            }
+            return .failed(.failed("cannot write '\(current ?? ".")' of archive '\(source)': \(error.message)"))
+        }
+        if entries == 0 { return .failed(.badArchive(source: source, entry: nil, reason: "the archive holds no files")) }
+        // Let the decompressor finish cleanly: tar ends before its stream's padding does.
+        var scratch = [UInt8](repeating: 0, count: 64 * 1024)
+        while scratch.withUnsafeMutableBytes({ Glibc.read(socket, $0.baseAddress, $0.count) }) > 0 {}
+        return .finished
+    }
+}
+
+/// Hands a non-Sendable value to a thread that becomes its only user.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

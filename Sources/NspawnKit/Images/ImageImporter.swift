@@ -1,0 +1,374 @@
+import FoundationEssentials
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where an image's tarball comes from.
+public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
+    case file(String)
+    case standardInput
+    case url(String)
+
+    /// `-` is stdin, http(s):// a URL, anything else a file path.
+    public init(_ text: String) {
+        if text == "-" { self = .standardInput }
+        else if HTTPDownload.isURL(text) { self = .url(text) }
+        else { self = .file(text) }
+    }
+
+    public var description: String {
+        switch self {
+        case .file(let path): path
+        case .standardInput: "-"
+        case .url(let url): url
+        }
+    }
+}
+
+/// How an import is checked and what it may replace.
+public struct ImportOptions: Sendable {
+    /// "sha256:HEX", checked while streaming.
+    public var checksum: String?
+    /// A detached OpenPGP signature of the source (file path or URL), checked with gpgv and `keyring`.
+    public var signature: String?
+    public var keyring: String?
+    /// Replace an existing image (never the image of a running machine).
+    public var force = false
+    /// Steps run on the new root before it becomes visible.
+    public var setup: [SetupStep] = []
+
+    public init(checksum: String? = nil, signature: String? = nil, keyring: String? = nil, force: Bool = false,
+                setup: [SetupStep] = []) {
+        self.checksum = checksum
+        self.signature = signature
+        self.keyring = keyring
+        self.force = force
+        self.setup = setup
+    }
+
+    /// The expected SHA-256 as 32 bytes, validating the "sha256:HEX" form.
+    func expectedDigest() throws(NspawnError) -> [UInt8]? {
+        guard let checksum else { return nil }
+        let lower = checksum.lowercased()
+        guard lower.hasPrefix("sha256:") else {
+            throw .invalidArgument("invalid checksum '\(checksum.escapedForMessage)': expected sha256:HEX")
+        }
+        let hex = Array(lower.dropFirst(7).utf8)
+        guard hex.count == 64, let bytes = decodeHex(hex) else {
+            throw .invalidArgument("invalid checksum '\(checksum.escapedForMessage)': expected 64 hex digits after 'sha256:'")
+        }
+        return bytes
+    }
+}
+
+func decodeHex(_ hex: [UInt8]) -> [UInt8]? {
+    guard hex.count % 2 == 0 else { return nil }
+    func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+    var out: [UInt8] = []
+    out.reserveCapacity(hex.count / 2)
+    var index = 0
+    while index < hex.count {
+        guard let high = nibble(hex[index]), let low = nibble(hex[index + 1]) else { return nil }
+        out.append(high << 4 | low)
+        index += 2
+    }
+    return out
+}
+
+func encodeHex<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> String {
+    let digits = Array("0123456789abcdef")
+    var out = ""
+    for byte in bytes {
+        out.append(digits[Int(byte >> 4)])
+        out.append(digits[Int(byte & 0xf)])
+    }
+    return out
+}
+
+/// What an import did.
+public struct ImportResult: Sendable, Codable, Equatable {
+    public var name: String
+    public var path: String
+    public var source: String
+    public var sourceBytes: Int64
+    public var entries: Int
+    /// Compression filters found, e.g. ["zstd"]; empty for a plain tar.
+    public var compression: [String]
+    public var sha256: String
+    /// What was checked: "sha256", "signature".
+    public var verified: [String]
+    /// The single top directory that was stripped, e.g. "root.x86_64".
+    public var strippedDirectory: String?
+    public var replaced: Bool
+    /// Leftovers of interrupted imports of this name that were removed first.
+    public var removedLeftovers: [String]
+    public var seconds: Double
+}
+
+/// Imports a root file system from a tarball into the image store.
+///
+/// The tarball is streamed: read (or downloaded), hashed, fed to gpgv, decompressed and written in
+/// overlapping threads. Everything happens below a hidden `.#import.…` directory; only a final
+/// rename (or an atomic exchange, with `force`) makes the image visible.
+public struct ImageImporter: Sendable {
+    public var store: ImageStore
+    /// Whether a machine of that name runs; its image is never replaced.
+    var machineIsRunning: @Sendable (MachineName) throws(NspawnError) -> Bool
+
+    public init(store: ImageStore = .system) {
+        self.store = store
+        self.machineIsRunning = { name throws(NspawnError) in
+            try Machined(bus: try connectSystemBus()).machinePathIfRunning(name) != nil
+        }
+    }
+
+    /// For tests that use their own store and have no machined.
+    public init(store: ImageStore, machineIsRunning: @escaping @Sendable (MachineName) throws(NspawnError) -> Bool) {
+        self.store = store
+        self.machineIsRunning = machineIsRunning
+    }
+
+    public func importImage(
+        _ name: MachineName, from source: ImageSource, options: ImportOptions = ImportOptions(),
+        cancellation: ImportCancellation = ImportCancellation(),
+        progress: (@Sendable (ImportProgress) -> Void)? = nil
+    ) async throws(NspawnError) -> ImportResult {
+        let counters = cancellation.counters
+        let start = ContinuousClock.now
+        let ticker = progress.map { report in
+            Task {
+                while !Task.isCancelled {
+                    report(Self.snapshot(counters, since: start))
+                    try? await Task.sleep(for: .milliseconds(250))
+                }
+            }
+        }
+        defer { ticker?.cancel() }
+        let importer = self
+        var result = try await OSThread.run { () throws(NspawnError) -> ImportResult in
+            try importer.runImport(name, from: source, options: options, counters: counters)
+        }
+        result.seconds = (ContinuousClock.now - start).seconds
+        ticker?.cancel()
+        progress?(Self.snapshot(counters, since: start))
+        return result
+    }
+
+    static func snapshot(_ counters: ImportCounters, since start: ContinuousClock.Instant) -> ImportProgress {
+        let elapsed = max((ContinuousClock.now - start).seconds, 0.001)
+        let bytes = counters.sourceBytes.load(ordering: .relaxed)
+        let size = counters.sourceSize.load(ordering: .relaxed)
+        let rate = Double(bytes) / elapsed
+        let eta: Double? = size > 0 && rate > 0 ? max(0, Double(size - bytes) / rate) : nil
+        return ImportProgress(
+            phase: .init(code: counters.phase.load(ordering: .relaxed)), bytes: bytes,
+            totalBytes: size >= 0 ? size : nil, entries: counters.entries.load(ordering: .relaxed),
+            bytesPerSecond: rate, etaSeconds: eta, elapsedSeconds: elapsed)
+    }
+
+    /// The blocking import, on its own thread.
+    func runImport(_ name: MachineName, from source: ImageSource, options: ImportOptions,
+                   counters: ImportCounters) throws(NspawnError) -> ImportResult {
+        let expectedDigest = try options.expectedDigest()
+        let signature = try SignatureCheck.prepare(signature: options.signature, keyring: options.keyring)
+
+        let storeDirectory = try store.openDirectory()
+        let nameLock = try store.lockName(name)
+        defer { withExtendedLifetime(nameLock) {} }
+        let leftovers = try store.removeLeftovers(of: name, in: storeDirectory)
+
+        let existing = try store.existingImage(name, in: storeDirectory)
+        if let existing {
+            guard options.force else { throw .alreadyExists(name.rawValue) }
+            guard existing == "\(store.directory)/\(name)",
+                  let st = try? storeDirectory.status(name.rawValue), (st.st_mode & S_IFMT) == S_IFDIR
+            else {
+                throw .busy(name.rawValue, reason: "'\(existing)' is not a directory image in \(store.directory), so --force cannot replace it")
+            }
+            if try machineIsRunning(name) {
+                throw .busy(name.rawValue, reason: "the machine is running; stop it before replacing its image")
+            }
+        }
+
+        // Opened before anything is created, so a missing file leaves nothing behind.
+        let input = try SourceInput.open(source, counters: counters)
+        defer { input.abandon() }
+
+        let temporary = ImageStore.temporaryName(ImageStore.importPrefix, for: name)
+        do {
+            try storeDirectory.makeDirectory(temporary, mode: 0o755)
+        } catch {
+            throw .failed("cannot create '\(store.directory)/\(temporary)': \(error)")
+        }
+        var keepTemporary = false
+        defer {
+            if !keepTemporary { try? storeDirectory.removeTree(temporary) }
+        }
+        let work: Directory
+        do { work = try storeDirectory.openDirectory(temporary) } catch {
+            throw .failed("cannot open '\(store.directory)/\(temporary)': \(error)")
+        }
+        fchmod(work.fd, 0o755)
+
+        let verifier = try signature?.start()
+        defer { verifier?.abandon() }
+        let tap = SourceTap(fd: input.fd, counters: counters)
+        tap.verifierInput = verifier?.input
+        counters.phase.store(input.isDownload ? ImportProgress.Phase.download.code : ImportProgress.Phase.extract.code,
+                             ordering: .relaxed)
+
+        let summary: ExtractionPipeline.Summary
+        do {
+            summary = try ExtractionPipeline.run(tap: tap, into: work, source: source.description)
+        } catch {
+            // A failed download explains a truncated archive better than the archive error does.
+            try input.finish()
+            throw error
+        }
+        try input.finish()
+
+        counters.phase.store(ImportProgress.Phase.verify.code, ordering: .relaxed)
+        let digest = Array(tap.hasher.finalize())
+        var verified: [String] = []
+        if let expectedDigest {
+            guard digest == expectedDigest else {
+                throw .verificationFailed("checksum mismatch for '\(source.description.escapedForMessage)': expected sha256:\(encodeHex(expectedDigest)), got sha256:\(encodeHex(digest))")
+            }
+            verified.append("sha256")
+        }
+        if let verifier {
+            try verifier.finish(source: source.description)
+            verified.append("signature")
+        }
+
+        // Strip one wrapping directory (Arch's root.x86_64/).
+        var rootPath = temporary
+        var stripped: String?
+        if let entries = try? work.entries(), entries.count == 1, let only = entries.first,
+           !ExtractionPipeline.rootDirectoryNames.contains(only),
+           let st = try? work.status(only), (st.st_mode & S_IFMT) == S_IFDIR {
+            stripped = only
+            rootPath = "\(temporary)/\(only)"
+        }
+
+        if !options.setup.isEmpty {
+            counters.phase.store(ImportProgress.Phase.postSteps.code, ordering: .relaxed)
+            let root: Directory
+            do { root = try storeDirectory.openDirectory(rootPath) } catch {
+                throw .failed("cannot open the new root '\(store.directory)/\(rootPath)': \(error)")
+            }
+            try SetupRunner(name: name, root: root, rootPath: "\(store.directory)/\(rootPath)", counters: counters)
+                .run(options.setup)
+        }
+        if counters.isCancelled { throw .cancelled("import of '\(name)' cancelled") }
+
+        counters.phase.store(ImportProgress.Phase.install.code, ordering: .relaxed)
+        if existing != nil {
+            // systemd-nspawn holds this lock while it runs an image; holding it keeps the swap safe.
+            let imageLock: FileLock?
+            do { imageLock = try storeDirectory.tryLock(".#\(name).lck") } catch {
+                throw .failed("cannot lock image '\(store.directory)/\(name)': \(error)")
+            }
+            guard let imageLock else {
+                throw .busy(name.rawValue, reason: "the image is in use by systemd-nspawn")
+            }
+            defer { withExtendedLifetime(imageLock) {} }
+            if try machineIsRunning(name) {
+                throw .busy(name.rawValue, reason: "the machine is running; stop it before replacing its image")
+            }
+            do { try storeDirectory.exchange(rootPath, with: name.rawValue) } catch {
+                throw .failed("cannot replace '\(store.directory)/\(name)': \(error)")
+            }
+            // The old image now sits below the temporary directory, which the deferred cleanup removes.
+        } else {
+            do { try storeDirectory.renameNoReplace(rootPath, to: name.rawValue) } catch .fileExists {
+                throw .alreadyExists(name.rawValue)
+            } catch {
+                throw .failed("cannot move the new image into '\(store.directory)/\(name)': \(error)")
+            }
+            if stripped == nil { keepTemporary = true }
+        }
+
+        return ImportResult(
+            name: name.rawValue, path: "\(store.directory)/\(name)", source: source.description,
+            sourceBytes: counters.sourceBytes.load(ordering: .relaxed), entries: summary.entries,
+            compression: summary.compression, sha256: encodeHex(digest), verified: verified,
+            strippedDirectory: stripped, replaced: existing != nil, removedLeftovers: leftovers, seconds: 0)
+    }
+}
+
+/// The raw input of an import as a descriptor: a file, stdin, or a socket fed by a download thread.
+final class SourceInput {
+    let fd: Int32
+    let isDownload: Bool
+    private var download: OSThread?
+    private var downloadError: NspawnError?
+    private var finished = false
+    private let ownsDescriptor: Bool
+
+    private init(fd: Int32, isDownload: Bool, ownsDescriptor: Bool) {
+        self.fd = fd
+        self.isDownload = isDownload
+        self.ownsDescriptor = ownsDescriptor
+    }
+
+    static func open(_ source: ImageSource, counters: ImportCounters) throws(NspawnError) -> SourceInput {
+        switch source {
+        case .standardInput:
+            return SourceInput(fd: 0, isDownload: false, ownsDescriptor: false)
+        case .file(let path):
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+            guard fd >= 0 else {
+                throw .invalidArgument("cannot read '\(path.escapedForMessage)': \(Errno(rawValue: errno))")
+            }
+            var st = stat()
+            if fstat(fd, &st) == 0 {
+                if (st.st_mode & S_IFMT) == S_IFDIR {
+                    close(fd)
+                    throw .invalidArgument("cannot read '\(path.escapedForMessage)': it is a directory")
+                }
+                if (st.st_mode & S_IFMT) == S_IFREG { counters.sourceSize.store(Int64(st.st_size), ordering: .relaxed) }
+            }
+            return SourceInput(fd: fd, isDownload: false, ownsDescriptor: true)
+        case .url(let url):
+            let (reader, writer) = try makeStreamPair()
+            let input = SourceInput(fd: reader, isDownload: true, ownsDescriptor: true)
+            let sink = HTTPDownload.Sink(
+                write: { sendAll(writer, $0) }, cancelled: { counters.isCancelled },
+                sizeKnown: { counters.sourceSize.store($0, ordering: .relaxed) })
+            let box = UncheckedSendable(input)
+            input.download = OSThread {
+                defer { close(writer) }
+                do throws(NspawnError) {
+                    _ = try HTTPDownload.perform(url, into: sink)
+                } catch {
+                    box.value.downloadError = error
+                }
+            }
+            return input
+        }
+    }
+
+    /// Closes our end and waits for the download; throws the download's own failure if it had one.
+    func finish() throws(NspawnError) {
+        if !finished {
+            finished = true
+            if ownsDescriptor { close(fd) }
+            download?.join()
+        }
+        if let downloadError { throw downloadError }
+    }
+
+    /// `finish()` for cleanup paths, where an earlier error is already on its way.
+    func abandon() {
+        try? finish()
+    }
+}

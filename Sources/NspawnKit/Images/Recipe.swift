@@ -1,0 +1,259 @@
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A recipe: where a distribution's release tarball lives, how it is verified and how a fresh root
+/// is set up. Recipes are data (`images/NAME.recipe`, INI like systemd's units), not code.
+public struct Recipe: Sendable, Equatable {
+    public var name: String
+    public var description: String
+    /// The default mirror; `{mirror}` in URLs and steps stands for it (or for --mirror).
+    public var mirror: String?
+    /// The tarball, with `{mirror}`.
+    public var url: String
+    /// A detached signature of the tarball; `{url}` is the tarball's URL.
+    public var signatureURL: String?
+    /// A checksum list (sha256sum format) naming the tarball, and its detached signature.
+    public var checksumsURL: String?
+    public var checksumsSignatureURL: String?
+    public var keyring: String?
+    public var setup: [SetupStep]
+
+    /// Where recipes are looked up, first match wins: local overrides, then the installed ones.
+    public static let searchDirectories = [
+        "/etc/nspawnctl/images", "/usr/local/share/nspawnctl/images", "/usr/share/nspawnctl/images",
+    ]
+
+    /// Finds a recipe by name, or reads one from a path (anything with a '/').
+    public static func load(_ nameOrPath: String, searchDirectories: [String] = searchDirectories) throws(NspawnError) -> Recipe {
+        if nameOrPath.contains("/") {
+            let name = String(nameOrPath.split(separator: "/").last ?? "").replacingSuffix(".recipe")
+            return try parse(try readText(nameOrPath), name: name, origin: nameOrPath)
+        }
+        guard !nameOrPath.isEmpty, nameOrPath.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }),
+              !nameOrPath.hasPrefix(".") else {
+            throw .invalidArgument("invalid recipe name '\(nameOrPath.escapedForMessage)'")
+        }
+        for directory in searchDirectories {
+            let path = "\(directory)/\(nameOrPath).recipe"
+            if access(path, F_OK) == 0 { return try parse(try readText(path), name: nameOrPath, origin: path) }
+        }
+        throw .invalidArgument("no recipe '\(nameOrPath)' in \(searchDirectories.joined(separator: ", "))")
+    }
+
+    /// Names of the recipes found, sorted.
+    public static func available(searchDirectories: [String] = searchDirectories) -> [String] {
+        var names = Set<String>()
+        for directory in searchDirectories {
+            guard let dir = try? Directory(path: directory), let entries = try? dir.entries() else { continue }
+            for entry in entries where entry.hasSuffix(".recipe") { names.insert(entry.replacingSuffix(".recipe")) }
+        }
+        return names.sorted()
+    }
+
+    static func readText(_ path: String) throws(NspawnError) -> String {
+        guard let text = readSmallFile(FilePathString(path), limit: 256 * 1024) else {
+            throw .invalidArgument("cannot read recipe '\(path.escapedForMessage)'")
+        }
+        return text
+    }
+
+    /// Parses recipe text. Unknown sections or keys are errors, so a typo never silently weakens verification.
+    public static func parse(_ text: String, name: String, origin: String) throws(NspawnError) -> Recipe {
+        var section = ""
+        var values: [String: String] = [:]
+        var setup: [(String, String, Int)] = []
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = String(rawLine).trimmedWhitespace
+            let lineNumber = index + 1
+            if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
+            if line.hasPrefix("[") && line.hasSuffix("]") {
+                section = String(line.dropFirst().dropLast())
+                guard section == "Recipe" || section == "Setup" else {
+                    throw .invalidArgument("\(origin):\(lineNumber): unknown section [\(section)]")
+                }
+                continue
+            }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw .invalidArgument("\(origin):\(lineNumber): expected KEY=VALUE")
+            }
+            let key = String(line[..<equals]).trimmedWhitespace
+            let value = String(line[line.index(after: equals)...]).trimmedWhitespace
+            switch section {
+            case "Recipe":
+                guard ["Description", "Mirror", "URL", "SignatureURL", "ChecksumsURL", "ChecksumsSignatureURL", "Keyring"].contains(key) else {
+                    throw .invalidArgument("\(origin):\(lineNumber): unknown key \(key) in [Recipe]")
+                }
+                values[key] = value
+            case "Setup":
+                setup.append((key, value, lineNumber))
+            default:
+                throw .invalidArgument("\(origin):\(lineNumber): \(key)= outside a section")
+            }
+        }
+        guard let url = values["URL"], !url.isEmpty else { throw .invalidArgument("\(origin): [Recipe] needs URL=") }
+        if (values["ChecksumsURL"] == nil) != (values["ChecksumsSignatureURL"] == nil) {
+            throw .invalidArgument("\(origin): ChecksumsURL= and ChecksumsSignatureURL= go together")
+        }
+        if values["SignatureURL"] != nil || values["ChecksumsURL"] != nil, values["Keyring"] == nil {
+            throw .invalidArgument("\(origin): a signature needs Keyring=")
+        }
+        var steps: [SetupStep] = []
+        for (key, value, lineNumber) in setup {
+            steps.append(try parseStep(key, value, at: "\(origin):\(lineNumber)"))
+        }
+        return Recipe(name: name, description: values["Description"] ?? name, mirror: values["Mirror"], url: url,
+                      signatureURL: values["SignatureURL"], checksumsURL: values["ChecksumsURL"],
+                      checksumsSignatureURL: values["ChecksumsSignatureURL"], keyring: values["Keyring"], setup: steps)
+    }
+
+    static func parseStep(_ key: String, _ value: String, at location: String) throws(NspawnError) -> SetupStep {
+        func pathAndRest() throws(NspawnError) -> (String, String) {
+            guard let space = value.firstIndex(of: " "), value.hasPrefix("/") else {
+                throw .invalidArgument("\(location): \(key)= expects an absolute path and a value")
+            }
+            return (String(value[..<space]), String(value[value.index(after: space)...]).trimmedWhitespace)
+        }
+        switch key {
+        case "PrependLine": let (path, line) = try pathAndRest(); return .prependLine(path: path, line: line)
+        case "CommentOut": let (path, word) = try pathAndRest(); return .commentOut(path: path, key: word)
+        case "AppendLineIfExists": let (path, line) = try pathAndRest(); return .appendLineIfExists(path: path, line: line)
+        case "Run":
+            let argv = value.split(separator: " ").map(String.init)
+            guard !argv.isEmpty else { throw .invalidArgument("\(location): Run= needs a command") }
+            return .run(argv)
+        case "SetHostname", "EmptyMachineID":
+            guard value == "yes" else { throw .invalidArgument("\(location): \(key)= takes 'yes'") }
+            return key == "SetHostname" ? .setHostname : .emptyMachineID
+        default:
+            throw .invalidArgument("\(location): unknown setup step \(key)=")
+        }
+    }
+
+    /// The recipe with `{mirror}` filled in; a trailing '/' of the mirror is dropped.
+    public func resolved(mirror override: String?) throws(NspawnError) -> Recipe {
+        var mirror = override ?? self.mirror ?? ""
+        while mirror.hasSuffix("/") { mirror.removeLast() }
+        if let override, !HTTPDownload.isURL(override) {
+            throw .invalidArgument("invalid mirror '\(override.escapedForMessage)': expected an http(s) URL")
+        }
+        if url.contains("{mirror}") && mirror.isEmpty { throw .invalidArgument("recipe '\(name)' needs --mirror") }
+        func fill(_ text: String) -> String {
+            text.replacingAll("{mirror}", with: mirror).replacingAll("{url}", with: url.replacingAll("{mirror}", with: mirror))
+        }
+        var copy = self
+        copy.mirror = mirror
+        copy.url = fill(url)
+        copy.signatureURL = signatureURL.map(fill)
+        copy.checksumsURL = checksumsURL.map(fill)
+        copy.checksumsSignatureURL = checksumsSignatureURL.map(fill)
+        copy.setup = setup.map { step in
+            switch step {
+            case .prependLine(let path, let line): .prependLine(path: path, line: fill(line))
+            case .appendLineIfExists(let path, let line): .appendLineIfExists(path: path, line: fill(line))
+            default: step
+            }
+        }
+        return copy
+    }
+
+    /// The sha256 a checksum list gives for `fileName` ("HEX  name" or "HEX *name" lines).
+    static func digest(in list: String, for fileName: String) -> String? {
+        for line in list.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+            guard parts.count == 2, parts[0].count == 64 else { continue }
+            var listed = parts[1].trimmedWhitespace
+            if listed.hasPrefix("*") { listed.removeFirst() }
+            if listed == fileName { return parts[0].lowercased() }
+        }
+        return nil
+    }
+}
+
+/// Bootstraps a named image from a recipe.
+public struct Bootstrapper: Sendable {
+    public var importer: ImageImporter
+
+    public init(importer: ImageImporter = ImageImporter()) { self.importer = importer }
+
+    public struct Request: Sendable {
+        public var recipe: Recipe
+        public var name: MachineName
+        public var mirror: String?
+        /// A local tarball in place of the download (offline use).
+        public var tarball: String?
+        /// Overrides of the recipe's verification.
+        public var signature: String?
+        public var keyring: String?
+        public var checksum: String?
+        public var verify = true
+        public var force = false
+
+        public init(recipe: Recipe, name: MachineName, mirror: String? = nil, tarball: String? = nil, signature: String? = nil,
+                    keyring: String? = nil, checksum: String? = nil, verify: Bool = true, force: Bool = false) {
+            self.recipe = recipe
+            self.name = name
+            self.mirror = mirror
+            self.tarball = tarball
+            self.signature = signature
+            self.keyring = keyring
+            self.checksum = checksum
+            self.verify = verify
+            self.force = force
+        }
+    }
+
+    /// The source and options an import needs for this request; fetches and checks a signed checksum list.
+    public func plan(_ request: Request) throws(NspawnError) -> (ImageSource, ImportOptions) {
+        let recipe = try request.recipe.resolved(mirror: request.mirror)
+        let source: ImageSource = request.tarball.map { .file($0) } ?? .url(recipe.url)
+        var options = ImportOptions(checksum: request.checksum, force: request.force, setup: recipe.setup)
+        guard request.verify else { return (source, options) }
+        let keyring = request.keyring ?? recipe.keyring
+        func requireKeyring() throws(NspawnError) -> String {
+            guard let keyring else {
+                throw .invalidArgument("recipe '\(recipe.name)' names no keyring; pass --keyring FILE or --no-verify")
+            }
+            guard access(keyring, R_OK) == 0 else {
+                throw .invalidArgument("recipe '\(recipe.name)' verifies with keyring '\(keyring)', which is missing; install it, pass --keyring FILE, or say --no-verify")
+            }
+            return keyring
+        }
+        if let signature = request.signature ?? (request.tarball == nil ? recipe.signatureURL : nil) {
+            options.signature = signature
+            options.keyring = try requireKeyring()
+        } else if let list = recipe.checksumsURL, let listSignature = recipe.checksumsSignatureURL, options.checksum == nil {
+            let check = SignatureCheck(signature: try SignatureCheck.load(listSignature, what: "signature"),
+                                       signatureSource: listSignature, keyring: try SignatureCheck.checkedKeyring(try requireKeyring()))
+            let bytes = try SignatureCheck.load(list, what: "checksum list")
+            try check.verify(bytes, what: list)
+            let fileName = String(recipe.url.split(separator: "/").last ?? "")
+            guard let digest = Recipe.digest(in: String(decoding: bytes, as: UTF8.self), for: fileName) else {
+                throw .verificationFailed("checksum list '\(list)' has no entry for '\(fileName)'")
+            }
+            options.checksum = "sha256:" + digest
+        } else if options.checksum == nil {
+            throw .invalidArgument("nothing verifies '\(source)': give --signature (with the recipe's keyring), --checksum, or say --no-verify")
+        }
+        return (source, options)
+    }
+}
+
+typealias FilePathString = SystemPackage.FilePath
+
+extension String {
+    func replacingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
+
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var out = ""
+        var rest = Substring(self)
+        while let range = rest.range(of: target) {
+            out += rest[..<range.lowerBound]
+            out += replacement
+            rest = rest[range.upperBound...]
+        }
+        return out + rest
+    }
+}

@@ -1,0 +1,109 @@
+import CLinux
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A detached OpenPGP signature checked with gpgv, the standard tool for it, while the data streams.
+struct SignatureCheck {
+    /// Signatures and checksum lists are small; anything bigger is not one.
+    static let sizeLimit = 1 << 20
+
+    let signature: [UInt8]
+    let signatureSource: String
+    let keyring: String
+
+    /// Loads the signature (file or URL) and checks the keyring, before any image work starts.
+    static func prepare(signature: String?, keyring: String?) throws(NspawnError) -> SignatureCheck? {
+        switch (signature, keyring) {
+        case (nil, nil): return nil
+        case (nil, .some): throw .invalidArgument("a keyring was given without a signature to check")
+        case (.some, nil): throw .invalidArgument("a signature needs a keyring to check it against (--keyring FILE)")
+        case (.some(let signature), .some(let keyring)):
+            return SignatureCheck(signature: try load(signature, what: "signature"), signatureSource: signature,
+                                  keyring: try checkedKeyring(keyring))
+        }
+    }
+
+    static func checkedKeyring(_ keyring: String) throws(NspawnError) -> String {
+        // gpgv looks up names without a slash in its home directory; always hand it a path.
+        let path = keyring.hasPrefix("/") ? keyring : "./" + keyring
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw .invalidArgument("keyring '\(keyring.escapedForMessage)' is not a readable file")
+        }
+        return path
+    }
+
+    /// Reads a small document from a file or URL.
+    static func load(_ location: String, what: String) throws(NspawnError) -> [UInt8] {
+        if HTTPDownload.isURL(location) { return try HTTPDownload.fetch(location, limit: sizeLimit) }
+        let fd = open(location, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(Errno(rawValue: errno))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(Errno(rawValue: errno))") }
+            if count == 0 { return bytes }
+            bytes += chunk[..<count]
+            guard bytes.count <= sizeLimit else { throw .invalidArgument("\(what) '\(location.escapedForMessage)' is larger than \(sizeLimit) bytes") }
+        }
+    }
+
+    /// Starts gpgv reading the data on a socket we feed.
+    func start() throws(NspawnError) -> RunningSignatureCheck {
+        let signatureFile = try CapturedOutput()
+        _ = signature.withUnsafeBytes { pwrite(signatureFile.fd, $0.baseAddress, $0.count, 0) }
+        let output = try CapturedOutput()
+        let (reader, writer) = try makeStreamPair()
+        defer { close(reader) }
+        let child = try ChildProcess.spawn(["gpgv", "--keyring", keyring, "/dev/fd/3", "-"],
+                                           stdin: reader, stdout: output.fd, stderr: output.fd, extra: [signatureFile.fd])
+        return RunningSignatureCheck(child: child, input: writer, output: output, check: self)
+    }
+
+    /// Checks a document held in memory (a checksum list).
+    func verify(_ data: [UInt8], what: String) throws(NspawnError) {
+        let running = try start()
+        _ = data.withUnsafeBytes { sendAll(running.input, $0) }
+        try running.finish(source: what)
+    }
+}
+
+final class RunningSignatureCheck {
+    let child: ChildProcess
+    let input: Int32
+    let output: CapturedOutput
+    let check: SignatureCheck
+    private var done = false
+
+    init(child: ChildProcess, input: Int32, output: CapturedOutput, check: SignatureCheck) {
+        self.child = child
+        self.input = input
+        self.output = output
+        self.check = check
+    }
+
+    /// Ends the data and waits for gpgv's verdict.
+    func finish(source: String) throws(NspawnError) {
+        guard !done else { return }
+        done = true
+        close(input)
+        let termination = child.wait()
+        guard termination.succeeded else {
+            let detail = output.text(limit: 2048).split(separator: "\n").suffix(3).joined(separator: "; ")
+            throw .verificationFailed("signature check of '\(source.escapedForMessage)' with keyring '\(check.keyring)' failed (gpgv \(termination)): \(detail)")
+        }
+    }
+
+    func abandon() {
+        guard !done else { return }
+        done = true
+        close(input)
+        kill(child.pid, SIGKILL)
+        _ = child.wait()
+    }
+}

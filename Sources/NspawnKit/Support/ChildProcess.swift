@@ -1,0 +1,103 @@
+import CLinux
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A child started with posix_spawn; used only for the standard interfaces (systemd-nspawn, gpgv).
+struct ChildProcess {
+    let pid: pid_t
+    let argv: [String]
+
+    enum Termination: Equatable, CustomStringConvertible {
+        case exited(Int32)
+        case signaled(Int32)
+
+        var succeeded: Bool { self == .exited(0) }
+        var description: String {
+            switch self {
+            case .exited(let code): "exited with status \(code)"
+            case .signaled(let signal): "killed by signal \(signal)"
+            }
+        }
+    }
+
+    /// Starts `argv[0]` from PATH with the given descriptors as its stdin, stdout and stderr
+    /// (nil: /dev/null). Every other descriptor of ours is close-on-exec, so the child holds none.
+    /// `extra` maps our descriptors to the child's descriptor 3 and up, in order.
+    static func spawn(_ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
+                      extra: [Int32] = []) throws(NspawnError) -> ChildProcess {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for (target, fd) in [(Int32(0), stdin), (1, stdout), (2, stderr)] {
+            if let fd {
+                posix_spawn_file_actions_adddup2(&actions, fd, target)
+            } else {
+                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0)
+            }
+        }
+        for (index, fd) in extra.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + index)) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // The caller may ignore or block signals; the child starts with the defaults.
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGINT, SIGTERM, SIGPIPE, SIGHUP, SIGQUIT] { sigaddset(&defaults, signal) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { for arg in cArgs { free(arg) } }
+        var pid = pid_t()
+        let code = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, Glibc.environ)
+        guard code == 0 else {
+            throw .failed("cannot run '\(argv[0])': \(Errno(rawValue: code))")
+        }
+        return ChildProcess(pid: pid, argv: argv)
+    }
+
+    func wait() -> Termination {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { return .exited(127) }
+        }
+        let signal = status & 0x7f
+        return signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
+    }
+
+    /// Runs to the end with stdin from /dev/null and returns how it ended with its output (stdout and
+    /// stderr interleaved, the last `limit` bytes).
+    static func run(_ argv: [String], limit: Int = 16 * 1024) throws(NspawnError) -> (Termination, String) {
+        let capture = try CapturedOutput()
+        let child = try spawn(argv, stdout: capture.fd, stderr: capture.fd)
+        let termination = child.wait()
+        return (termination, capture.text(limit: limit))
+    }
+}
+
+/// An anonymous in-memory file that collects a child's output without a reader thread.
+final class CapturedOutput {
+    let fd: Int32
+
+    init() throws(NspawnError) {
+        let fd = nspawnctl_memfd_create("nspawnctl-output")
+        guard fd >= 0 else { throw .failed("cannot create a buffer for child output: \(Errno(rawValue: errno))") }
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    func text(limit: Int) -> String {
+        let size = lseek(fd, 0, SEEK_END)
+        guard size > 0 else { return "" }
+        let start = max(0, Int(size) - limit)
+        var bytes = [UInt8](repeating: 0, count: Int(size) - start)
+        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
+        return String(decoding: bytes.prefix(max(0, count)), as: UTF8.self).trimmedWhitespace
+    }
+}

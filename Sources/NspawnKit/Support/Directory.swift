@@ -1,0 +1,189 @@
+import CLinux
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension String {
+    var trimmedWhitespace: String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
+        return String(self[first...last])
+    }
+}
+
+/// An open directory, used as the anchor for every *at() call so no path is resolved twice.
+final class Directory {
+    let fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// Opens a directory without following a symlink at its last component.
+    convenience init(path: String) throws(Errno) {
+        try self.init(fd: Directory.retrying { open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
+    }
+
+    deinit { close(fd) }
+
+    static func retrying(_ body: () -> Int32) throws(Errno) -> Int32 {
+        while true {
+            let result = body()
+            if result >= 0 { return result }
+            if errno != EINTR { throw Errno(rawValue: errno) }
+        }
+    }
+
+    func openDirectory(_ name: String) throws(Errno) -> Directory {
+        let fd = fd
+        return Directory(fd: try Directory.retrying { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
+    }
+
+    func makeDirectory(_ name: String, mode: mode_t) throws(Errno) {
+        if mkdirat(fd, name, mode) != 0 { throw Errno(rawValue: errno) }
+    }
+
+    /// lstat of an entry; nil when it does not exist.
+    func status(_ name: String) throws(Errno) -> stat? {
+        var st = stat()
+        if fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 { return st }
+        if errno == ENOENT { return nil }
+        throw Errno(rawValue: errno)
+    }
+
+    func rename(_ name: String, to newName: String, in target: Directory? = nil) throws(Errno) {
+        if renameat(fd, name, (target ?? self).fd, newName) != 0 { throw Errno(rawValue: errno) }
+    }
+
+    /// Swaps two entries atomically (renameat2 RENAME_EXCHANGE).
+    func exchange(_ name: String, with other: String) throws(Errno) {
+        if nspawnctl_renameat2(fd, name, fd, other, nspawnctl_rename_exchange) != 0 { throw Errno(rawValue: errno) }
+    }
+
+    /// Renames only if `newName` does not exist (renameat2 RENAME_NOREPLACE).
+    func renameNoReplace(_ name: String, to newName: String) throws(Errno) {
+        if nspawnctl_renameat2(fd, name, fd, newName, nspawnctl_rename_noreplace) != 0 { throw Errno(rawValue: errno) }
+    }
+
+    /// Names in the directory, without "." and "..".
+    func entries() throws(Errno) -> [String] {
+        let copy = dup(fd)
+        guard copy >= 0, let stream = fdopendir(copy) else { throw Errno(rawValue: errno) }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Removes `name` and everything below it. Never follows a symlink and never descends into
+    /// another file system, so a stray bind mount below an image cannot take host data with it.
+    func removeTree(_ name: String) throws(Errno) {
+        guard let st = try status(name) else { return }
+        if (st.st_mode & S_IFMT) != S_IFDIR {
+            if unlinkat(fd, name, 0) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
+            return
+        }
+        var own = stat()
+        fstat(fd, &own)
+        guard st.st_dev == own.st_dev else { throw Errno.improperLink }
+        let child = try openDirectory(name)
+        for entry in try child.entries() { try child.removeTree(entry) }
+        if unlinkat(fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
+    }
+
+    /// Takes a BSD lock on `name` (created 0600 if missing); nil when someone else holds it.
+    func tryLock(_ name: String, shared: Bool = false) throws(Errno) -> FileLock? {
+        let fd = fd
+        let lockFD = try Directory.retrying { openat(fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        if flock(lockFD, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
+            let code = errno
+            close(lockFD)
+            if code == EWOULDBLOCK { return nil }
+            throw Errno(rawValue: code)
+        }
+        return FileLock(fd: lockFD)
+    }
+}
+
+/// A held flock; released when dropped (and by the kernel if we die).
+final class FileLock {
+    let fd: Int32
+    init(fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
+}
+
+/// File access inside an untrusted root: every path resolves as if the root were `/`
+/// (openat2 RESOLVE_IN_ROOT), so a symlink such as `etc/pacman.conf -> /etc/shadow` stays inside.
+struct ContainedRoot {
+    let root: Directory
+
+    private func open(_ path: String, flags: Int32, mode: mode_t = 0) throws(Errno) -> Int32 {
+        let rootFD = root.fd
+        return try Directory.retrying {
+            nspawnctl_openat2(rootFD, path, UInt64(flags | O_CLOEXEC), UInt64(mode),
+                              nspawnctl_resolve_in_root | nspawnctl_resolve_no_magiclinks)
+        }
+    }
+
+    /// The file's bytes, or nil when it does not exist.
+    func read(_ path: String, limit: Int = 4 * 1024 * 1024) throws(Errno) -> [UInt8]? {
+        let fd: Int32
+        do { fd = try open(path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK) } catch .noSuchFileOrDirectory { return nil }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw Errno.invalidArgument }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if count < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
+            if count == 0 { return bytes }
+            bytes += chunk[..<count]
+            if bytes.count > limit { throw Errno.fileTooLarge }
+        }
+    }
+
+    func exists(_ path: String) -> Bool {
+        guard let fd = try? open(path, flags: O_PATH) else { return false }
+        close(fd)
+        return true
+    }
+
+    /// Replaces the file atomically (a temporary file in the same directory, then rename),
+    /// keeping the mode and owner of the file it replaces.
+    func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(Errno) {
+        let components = path.split(separator: "/")
+        guard let base = components.last.map(String.init), base != "..", base != "." else { throw Errno.invalidArgument }
+        let parent = components.dropLast().joined(separator: "/")
+        let directory = Directory(fd: try open(parent.isEmpty ? "/" : parent, flags: O_RDONLY | O_DIRECTORY))
+        var finalMode = mode
+        var owner: (uid_t, gid_t)?
+        if let existing = try directory.status(base), (existing.st_mode & S_IFMT) == S_IFREG {
+            finalMode = existing.st_mode & 0o7777
+            owner = (existing.st_uid, existing.st_gid)
+        }
+        let temporary = ".#nspawnctl.\(base).\(UInt32.random(in: .min ... .max))"
+        let fd = try Directory.retrying { openat(directory.fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, finalMode) }
+        do throws(Errno) {
+            defer { close(fd) }
+            var offset = 0
+            while offset < bytes.count {
+                let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                if count < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
+                offset += count
+            }
+            fchmod(fd, finalMode)
+            if let owner { fchown(fd, owner.0, owner.1) }
+            try directory.rename(temporary, to: base)
+        } catch {
+            unlinkat(directory.fd, temporary, 0)
+            throw error
+        }
+    }
+}

@@ -1,0 +1,46 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A dedicated OS thread. Import stages need one each: they block in C code for minutes, and
+/// extraction changes its thread's working directory, which must never leak into a shared pool.
+final class OSThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private var joined = false
+
+    private final class Job {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    init(_ body: @escaping @Sendable () -> Void) {
+        let job = Unmanaged.passRetained(Job(body)).toOpaque()
+        let code = pthread_create(&thread, nil, { raw in
+            Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, job)
+        precondition(code == 0, "pthread_create failed: \(code)")
+    }
+
+    func join() {
+        guard !joined else { return }
+        joined = true
+        pthread_join(thread, nil)
+    }
+
+    /// Runs blocking work on its own thread without holding up the caller's executor.
+    static func run<T: Sendable>(_ body: @escaping @Sendable () throws(NspawnError) -> T) async throws(NspawnError) -> T {
+        let result: Result<T, NspawnError> = await withCheckedContinuation { continuation in
+            let thread = OSThread {
+                do throws(NspawnError) {
+                    continuation.resume(returning: .success(try body()))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+            pthread_detach(thread.thread)
+            thread.joined = true
+        }
+        return try result.get()
+    }
+}
