@@ -221,8 +221,8 @@ enum ExtractionPipeline {
             try writer.close()
         } catch {
             if counters.isCancelled { return .failed(.cancelled("import cancelled")) }
-            // libarchive's refusals (symlink traversal, '..') carry no errno of the system.
-            let hostile = error.errno == -1 || error.errno == EILSEQ
+            // libarchive refuses symlink traversal and ".." without a system errno (0 or -1).
+            let hostile = error.errno <= 0 || error.errno == EILSEQ
             if error.reading || hostile {
                 return .failed(.badArchive(source: source, entry: current, reason: error.message))
             }
