@@ -43,6 +43,14 @@ final class SourceTap {
             failure = .cancelled("import cancelled")
             return (nil, -1)
         }
+        // A stalled pipe or download must not keep a cancelled import waiting.
+        var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while poll(&ready, 1, 200) == 0 {
+            if counters.isCancelled {
+                failure = .cancelled("import cancelled")
+                return (nil, -1)
+            }
+        }
         var count: Int
         repeat { count = Glibc.read(fd, buffer.baseAddress, buffer.count) } while count < 0 && errno == EINTR
         if count < 0 {

@@ -281,7 +281,7 @@ public struct ImageImporter: Sendable {
                 throw .busy(name.rawValue, reason: "the image is in use by systemd-nspawn")
             }
             // Unlinked while still held, as systemd does with its own image locks.
-            defer { withExtendedLifetime(imageLock) { unlinkat(storeDirectory.fd, ".#\(name).lck", 0) } }
+            defer { _ = withExtendedLifetime(imageLock) { unlinkat(storeDirectory.fd, ".#\(name).lck", 0) } }
             if try machineIsRunning(name) {
                 throw .busy(name.rawValue, reason: "the machine is running; stop it before replacing its image")
             }
