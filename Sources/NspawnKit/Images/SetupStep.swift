@@ -83,7 +83,7 @@ struct SetupRunner {
             try write("/etc/machine-id", "", files: files, mode: 0o444)
         case .run(let argv):
             let command = [
-                "systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--pipe", "--private-network",
+                "systemd-nspawn", "--quiet", "--register=no", "--pipe", "--private-network",
                 "--resolv-conf=off", "--timezone=off", "--link-journal=no",
                 "--machine=\(name)", "--directory=\(rootPath)", "--",
             ] + argv
