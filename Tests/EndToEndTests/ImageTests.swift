@@ -34,6 +34,9 @@ enum ImageFixtures {
             gpg --batch -q --detach-sign -o $fx/wrong-data.sig $fx/keyring.gpg
             other=$(mktemp -d); GNUPGHOME=$other gpg --batch -q --passphrase '' --quick-gen-key 'other <o@invalid>' ed25519 sign never 2>/dev/null
             GNUPGHOME=$other gpg --batch -q --detach-sign -o $fx/unknown-key.sig $fx/small.tar.gz
+            # gpg's agents would otherwise outlive the script, holding descriptors the harness waits on.
+            gpgconf --homedir "$GNUPGHOME" --kill gpg-agent; gpgconf --homedir "$other" --kill gpg-agent
+            rm -rf "$GNUPGHOME" "$other"
             # The served directory is never replaced, so a server left by an earlier run still serves it.
             www=/var/tmp/fx-www
             mkdir -p $www && rm -rf $www/* && mkdir -p $www/arch/iso/latest
@@ -41,7 +44,9 @@ enum ImageFixtures {
             ln $fx/arch.tar.zst.sig $www/arch/iso/latest/archlinux-bootstrap-x86_64.tar.zst.sig
             for f in small.tar.gz small.tar.gz.sig wrong-data.sig unknown-key.sig; do ln $fx/$f $www/$f; done
             if ! busybox wget -q -O /dev/null http://127.0.0.1:8088/small.tar.gz; then
-                setsid busybox httpd -f -p 127.0.0.1:8088 -h $www </dev/null >/dev/null 2>&1 &
+                # As a service: a child of ours would inherit the descriptor by which the harness
+                # (Foundation's Process) learns that this script ended, and keep it waiting.
+                systemd-run --quiet --collect --unit=nspawnctl-fx-httpd busybox httpd -f -p 127.0.0.1:8088 -h $www
                 for i in $(seq 1 50); do busybox wget -q -O /dev/null http://127.0.0.1:8088/small.tar.gz && break; sleep 0.1; done
             fi
             """#)
