@@ -167,7 +167,7 @@ struct Bootstrap: AsyncParsableCommand, JSONCapable {
     @Flag(name: .shortAndLong, help: "Replace an existing image atomically (never one of a running machine).")
     var force = false
 
-    @Argument(help: "Recipe name (\(Recipe.available().joined(separator: ", "))) or path.")
+    @Argument(help: "Recipe name (archlinux, alpine, ubuntu, or any in the recipe directories) or path.")
     var recipe: String
 
     @Argument(help: "Name of the new image (default: the next free childNN).", transform: parseMachineName)

@@ -208,10 +208,9 @@ public struct ImageImporter: Sendable {
         } catch {
             throw .failed("cannot create '\(store.directory)/\(temporary)': \(error)")
         }
-        var keepTemporary = false
-        defer {
-            if !keepTemporary { try? storeDirectory.removeTree(temporary) }
-        }
+        // After a plain rename the name is gone and this does nothing; otherwise it takes the
+        // wrapper directory, a failed attempt, or the image --force swapped out.
+        defer { try? storeDirectory.removeTree(temporary) }
         let work: Directory
         do { work = try storeDirectory.openDirectory(temporary) } catch {
             throw .failed("cannot open '\(store.directory)/\(temporary)': \(error)")
@@ -295,7 +294,6 @@ public struct ImageImporter: Sendable {
             } catch {
                 throw .failed("cannot move the new image into '\(store.directory)/\(name)': \(error)")
             }
-            if stripped == nil { keepTemporary = true }
         }
 
         return ImportResult(

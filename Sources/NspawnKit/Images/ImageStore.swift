@@ -51,7 +51,7 @@ public struct ImageStore: Sendable {
             return try Directory(path: directory)
         } catch .noSuchFileOrDirectory {
             do {
-                try FileDescriptorMaker.makeDirectories(directory, mode: 0o700)
+                try makeDirectories(directory, mode: 0o700)
                 return try Directory(path: directory)
             } catch {
                 throw .failed("cannot create image directory '\(directory)': \(error)")
@@ -65,7 +65,7 @@ public struct ImageStore: Sendable {
     /// remove/rename) at a time touches a name. A second taker gets a conflict, not a wait.
     func lockName(_ name: MachineName) throws(NspawnError) -> FileLock {
         do {
-            try FileDescriptorMaker.makeDirectories(lockDirectory, mode: 0o755)
+            try makeDirectories(lockDirectory, mode: 0o755)
             let locks = try Directory(path: lockDirectory)
             guard let lock = try locks.tryLock("name-\(name.rawValue)") else {
                 throw NspawnError.busy(name.rawValue, reason: "another import, remove or rename of this name is in progress")
@@ -108,14 +108,12 @@ public struct ImageStore: Sendable {
     }
 }
 
-enum FileDescriptorMaker {
-    /// mkdir -p; existing directories are fine.
-    static func makeDirectories(_ path: String, mode: mode_t) throws(Errno) {
-        var current = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            current += "/" + component
-            if mkdir(current, mode) != 0 && errno != EEXIST { throw Errno(rawValue: errno) }
-        }
+/// mkdir -p; existing directories are fine.
+func makeDirectories(_ path: String, mode: mode_t) throws(Errno) {
+    var current = path.hasPrefix("/") ? "" : "."
+    for component in path.split(separator: "/") {
+        current += "/" + component
+        if mkdir(current, mode) != 0 && errno != EEXIST { throw Errno(rawValue: errno) }
     }
 }
 

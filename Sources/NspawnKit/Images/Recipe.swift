@@ -53,7 +53,7 @@ public struct Recipe: Sendable, Equatable {
     }
 
     static func readText(_ path: String) throws(NspawnError) -> String {
-        guard let text = readSmallFile(FilePathString(path), limit: 256 * 1024) else {
+        guard let text = readSmallFile(FilePath(path), limit: 256 * 1024) else {
             throw .invalidArgument("cannot read recipe '\(path.escapedForMessage)'")
         }
         return text
@@ -140,7 +140,7 @@ public struct Recipe: Sendable, Equatable {
         }
         if url.contains("{mirror}") && mirror.isEmpty { throw .invalidArgument("recipe '\(name)' needs --mirror") }
         func fill(_ text: String) -> String {
-            text.replacingAll("{mirror}", with: mirror).replacingAll("{url}", with: url.replacingAll("{mirror}", with: mirror))
+            text.replacing("{mirror}", with: mirror).replacing("{url}", with: url.replacing("{mirror}", with: mirror))
         }
         var copy = self
         copy.mirror = mirror
@@ -225,7 +225,7 @@ public struct Bootstrapper: Sendable {
             options.keyring = try requireKeyring()
         } else if let list = recipe.checksumsURL, let listSignature = recipe.checksumsSignatureURL, options.checksum == nil {
             let check = SignatureCheck(signature: try SignatureCheck.load(listSignature, what: "signature"),
-                                       signatureSource: listSignature, keyring: try SignatureCheck.checkedKeyring(try requireKeyring()))
+                                       keyring: try SignatureCheck.checkedKeyring(try requireKeyring()))
             let bytes = try SignatureCheck.load(list, what: "checksum list")
             try check.verify(bytes, what: list)
             let fileName = String(recipe.url.split(separator: "/").last ?? "")
@@ -240,20 +240,6 @@ public struct Bootstrapper: Sendable {
     }
 }
 
-typealias FilePathString = SystemPackage.FilePath
-
 extension String {
     func replacingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
-
-    func replacingAll(_ target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        var out = ""
-        var rest = Substring(self)
-        while let range = rest.range(of: target) {
-            out += rest[..<range.lowerBound]
-            out += replacement
-            rest = rest[range.upperBound...]
-        }
-        return out + rest
-    }
 }

@@ -69,7 +69,7 @@ struct SetupRunner {
         case .commentOut(let path, let key):
             guard let old = try text(path, files: files) else { throw .failed("\(path) does not exist") }
             let lines = old.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
-                let word = line.trimmedWhitespaceSubstring.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "=" }).first
+                let word = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "=" }).first
                 return word.map(String.init) == key ? "#" + line : String(line)
             }
             try write(path, lines.joined(separator: "\n"), files: files)
@@ -92,13 +92,5 @@ struct SetupRunner {
                 throw .failed("\(termination): \(output.split(separator: "\n").suffix(5).joined(separator: "; "))")
             }
         }
-    }
-}
-
-extension Substring {
-    var trimmedWhitespaceSubstring: Substring {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
-        guard let first = firstIndex(where: { !isSpace($0) }) else { return "" }
-        return self[first...]
     }
 }

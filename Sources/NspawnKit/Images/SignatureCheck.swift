@@ -10,7 +10,6 @@ struct SignatureCheck {
     static let sizeLimit = 1 << 20
 
     let signature: [UInt8]
-    let signatureSource: String
     let keyring: String
 
     /// Loads the signature (file or URL) and checks the keyring, before any image work starts.
@@ -20,8 +19,7 @@ struct SignatureCheck {
         case (nil, .some): throw .invalidArgument("a keyring was given without a signature to check")
         case (.some, nil): throw .invalidArgument("a signature needs a keyring to check it against (--keyring FILE)")
         case (.some(let signature), .some(let keyring)):
-            return SignatureCheck(signature: try load(signature, what: "signature"), signatureSource: signature,
-                                  keyring: try checkedKeyring(keyring))
+            return SignatureCheck(signature: try load(signature, what: "signature"), keyring: try checkedKeyring(keyring))
         }
     }
 
@@ -41,23 +39,20 @@ struct SignatureCheck {
         let fd = open(location, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(Errno(rawValue: errno))") }
         defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(Errno(rawValue: errno))") }
-            if count == 0 { return bytes }
-            bytes += chunk[..<count]
-            guard bytes.count <= sizeLimit else { throw .invalidArgument("\(what) '\(location.escapedForMessage)' is larger than \(sizeLimit) bytes") }
+        do {
+            return try readAll(fd, limit: sizeLimit)
+        } catch .fileTooLarge {
+            throw .invalidArgument("\(what) '\(location.escapedForMessage)' is larger than \(sizeLimit) bytes")
+        } catch {
+            throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(error)")
         }
     }
 
     /// Starts gpgv reading the data on a socket we feed.
     func start() throws(NspawnError) -> RunningSignatureCheck {
-        let signatureFile = try CapturedOutput()
+        let signatureFile = try MemoryFile()
         _ = signature.withUnsafeBytes { pwrite(signatureFile.fd, $0.baseAddress, $0.count, 0) }
-        let output = try CapturedOutput()
+        let output = try MemoryFile()
         let (reader, writer) = try makeStreamPair()
         defer { close(reader) }
         let child = try ChildProcess.spawn(["gpgv", "--keyring", keyring, "/dev/fd/3", "-"],
@@ -76,11 +71,11 @@ struct SignatureCheck {
 final class RunningSignatureCheck {
     let child: ChildProcess
     let input: Int32
-    let output: CapturedOutput
+    let output: MemoryFile
     let check: SignatureCheck
     private var done = false
 
-    init(child: ChildProcess, input: Int32, output: CapturedOutput, check: SignatureCheck) {
+    init(child: ChildProcess, input: Int32, output: MemoryFile, check: SignatureCheck) {
         self.child = child
         self.input = input
         self.output = output

@@ -73,15 +73,16 @@ struct ChildProcess {
     /// Runs to the end with stdin from /dev/null and returns how it ended with its output (stdout and
     /// stderr interleaved, the last `limit` bytes).
     static func run(_ argv: [String], limit: Int = 16 * 1024) throws(NspawnError) -> (Termination, String) {
-        let capture = try CapturedOutput()
+        let capture = try MemoryFile()
         let child = try spawn(argv, stdout: capture.fd, stderr: capture.fd)
         let termination = child.wait()
         return (termination, capture.text(limit: limit))
     }
 }
 
-/// An anonymous in-memory file that collects a child's output without a reader thread.
-final class CapturedOutput {
+/// An anonymous in-memory file (memfd): collects a child's output without a reader thread, or
+/// hands a child a small document by descriptor.
+final class MemoryFile {
     let fd: Int32
 
     init() throws(NspawnError) {

@@ -12,6 +12,19 @@ extension String {
     }
 }
 
+/// Reads `fd` to its end; more than `limit` bytes is an error (EFBIG), never a silent cut.
+func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        if count < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
+        if count == 0 { return bytes }
+        bytes += chunk[..<count]
+        if bytes.count > limit { throw Errno.fileTooLarge }
+    }
+}
+
 /// An open directory, used as the anchor for every *at() call so no path is resolved twice.
 final class Directory {
     let fd: Int32
@@ -138,15 +151,7 @@ struct ContainedRoot {
         var st = stat()
         fstat(fd, &st)
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw Errno.invalidArgument }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if count < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
-            if count == 0 { return bytes }
-            bytes += chunk[..<count]
-            if bytes.count > limit { throw Errno.fileTooLarge }
-        }
+        return try readAll(fd, limit: limit)
     }
 
     func exists(_ path: String) -> Bool {
