@@ -191,4 +191,33 @@ extension EndToEndTests {
         }
         #expect(try ImageFixtures.leftovers().isEmpty)
     }
+
+    @Test func progressFollowsTheOutputMode() throws {
+        try ImageFixtures.prepare()
+        try Fixture.with(["prog1", "prog2", "prog3", "prog4"]) {
+            let size = try Testbed.sh("stat -c %s /var/tmp/fx/arch.tar.zst").trimmed
+            // --json: progress as JSON lines on stderr, the result alone on stdout.
+            let json = try Testbed.nspawnctl("import", "--json", "prog1", "/var/tmp/fx/arch.tar.zst")
+            #expect(json.status == 0, "\(json)")
+            let lines = json.stderr.split(separator: "\n")
+            #expect(lines.count >= 2, "\(json.stderr)")
+            #expect(lines.allSatisfy { $0.hasPrefix("{\"event\":\"progress\"") }, "\(json.stderr)")
+            #expect(lines.last?.contains("\"bytes\":\(size),") == true && lines.last?.contains("\"phase\":\"install\"") == true)
+            #expect(json.stdout.contains("\"name\" : \"prog1\""))
+
+            // Not a terminal: one summary line, no bar.
+            let plain = try Testbed.nspawnctl("import", "prog2", "/var/tmp/fx/arch.tar.zst")
+            #expect(plain.status == 0 && plain.stdout.isEmpty)
+            #expect(plain.stderr.hasPrefix("imported 'prog2'") && !plain.stderr.contains("\r"), "\(plain)")
+
+            // A terminal (script(1) gives it one): a redrawn bar with phase, percentage and ETA.
+            let tty = try Testbed.sh("script -qec 'nspawnctl import prog3 /var/tmp/fx/arch.tar.zst' /dev/null")
+            #expect(tty.status == 0, "\(tty)")
+            #expect(tty.stdout.contains("\r") && tty.stdout.contains("extract") && tty.stdout.contains("%")
+                    && tty.stdout.contains("ETA"), "\(tty)")
+
+            let quiet = try Testbed.sh("script -qec 'nspawnctl import -q prog4 /var/tmp/fx/small.tar.gz' /dev/null")
+            #expect(quiet.status == 0 && quiet.trimmed.isEmpty, "\(quiet)")
+        }
+    }
 }

@@ -12,7 +12,9 @@ struct ArchiveError: Error, Sendable, CustomStringConvertible {
         self.code = code
         self.reading = reading
         self.errno = archive_errno(handle)
-        self.message = archive_error_string(handle).map { String(cString: $0) } ?? "archive error \(code)"
+        let text = archive_error_string(handle).map { String(cString: $0) } ?? "archive error \(code)"
+        // libarchive capitalises ("Cannot extract through symlink …"); our messages are lowercase.
+        self.message = text.prefix(1).lowercased() + text.dropFirst()
     }
 
     var description: String { message }
