@@ -1,10 +1,8 @@
 #ifndef NSPAWNCTL_CLINUX_SHIM_H
 #define NSPAWNCTL_CLINUX_SHIM_H
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <sched.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -18,13 +16,15 @@ static inline int nspawnctl_openat2(int dirfd, const char *path, uint64_t flags,
 }
 
 /* Gives the calling thread its own working directory (and umask), so extraction can chdir safely. */
-static inline int nspawnctl_unshare_fs(void) { return unshare(CLONE_FS); }
+static inline int nspawnctl_unshare_fs(void) { return (int)syscall(SYS_unshare, 0x00000200 /* CLONE_FS */); }
 
 /* GNU extensions the Swift Glibc module does not expose. */
 static inline int nspawnctl_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */); }
 static inline int nspawnctl_renameat2(int olddir, const char *old, int newdir, const char *new, unsigned flags) {
     return (int)syscall(SYS_renameat2, olddir, old, newdir, new, flags);
 }
+/* Defined here rather than with _GNU_SOURCE, which would change glibc's headers under the other C modules. */
+static const int nspawnctl_o_path = 010000000; /* O_PATH */
 static const unsigned nspawnctl_rename_noreplace = 1;
 static const unsigned nspawnctl_rename_exchange = 2;
 static const int nspawnctl_sock_stream_cloexec = SOCK_STREAM | SOCK_CLOEXEC;

@@ -155,7 +155,7 @@ struct ContainedRoot {
     }
 
     func exists(_ path: String) -> Bool {
-        guard let fd = try? open(path, flags: O_PATH) else { return false }
+        guard let fd = try? open(path, flags: nspawnctl_o_path) else { return false }
         close(fd)
         return true
     }
