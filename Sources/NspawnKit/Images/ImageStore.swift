@@ -68,7 +68,7 @@ public struct ImageStore: Sendable {
             try makeDirectories(lockDirectory, mode: 0o755)
             let locks = try Directory(path: lockDirectory)
             guard let lock = try locks.tryLock("name-\(name.rawValue)") else {
-                throw NspawnError.busy(name.rawValue, reason: "another import, remove or rename of this name is in progress")
+                throw NspawnError.busy(name.rawValue, reason: "another operation on this name (import, create, config, remove, rename) is in progress")
             }
             return lock
         } catch let error as NspawnError {

@@ -1,5 +1,8 @@
 import FoundationEssentials
 import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The lifecycle operations behind `nspawnctl` and the daemon.
 ///
@@ -128,8 +131,14 @@ public struct MachineManager: Sendable {
                 try self.stop(name, timeout: stopTimeout, bus: bus)
             }
             try machined.removeImage(name)
-            // Only once the image is gone, so a failed removal leaves start-at-boot as it was.
+            // Only once the image is gone, so a failed removal leaves start-at-boot, the
+            // listening socket and the flavor as they were.
             try Self.dropEnablement(of: name, bus: bus)
+            try Self.removeHostSocket(name, bus: bus)
+            if access(MachineFiles.flavorPath(name), F_OK) == 0 {
+                try Self.removeUnitFiles(of: name)
+                try SystemdManager(bus: bus).reload()
+            }
         }
     }
 
@@ -142,9 +151,22 @@ public struct MachineManager: Sendable {
                 throw NspawnError.busy(name.rawValue, reason: "it is running; stop it before renaming")
             }
             if try machined.imageExists(newName) { throw NspawnError.alreadyExists(newName.rawValue) }
+            if access(SocketActivation.hostSocketPath(name), F_OK) == 0 {
+                throw NspawnError.busy(name.rawValue, reason: "it is exposed; its socket units name it, so run 'nspawnctl unexpose \(name)' before renaming")
+            }
+            if access(MachineFiles.dropInDirectory(newName), F_OK) == 0 {
+                throw NspawnError.busy(newName.rawValue, reason: "'\(MachineFiles.dropInDirectory(newName))' is left from an earlier machine of that name; remove it first")
+            }
             let systemd = SystemdManager(bus: bus)
             let wasEnabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
             try machined.renameImage(name, to: newName)
+            // The flavor goes with the machine.
+            if access(MachineFiles.dropInDirectory(name), F_OK) == 0 {
+                if Glibc.rename(MachineFiles.dropInDirectory(name), MachineFiles.dropInDirectory(newName)) != 0 {
+                    throw NspawnError.failed("cannot move '\(MachineFiles.dropInDirectory(name))' to '\(MachineFiles.dropInDirectory(newName))': \(Errno(rawValue: errno))")
+                }
+                try systemd.reload()
+            }
             if wasEnabled {
                 _ = try systemd.disableUnitFiles([name.serviceUnit])
                 _ = try systemd.enableUnitFiles([newName.serviceUnit, "machines.target"])
@@ -172,13 +194,13 @@ public struct MachineManager: Sendable {
 
     // MARK: - Blocking implementations
 
-    private func withBus<T: Sendable>(_ body: @escaping @Sendable (BusConnection) throws -> T) async throws -> T {
+    func withBus<T: Sendable>(_ body: @escaping @Sendable (BusConnection) throws -> T) async throws -> T {
         try await BusWork.run {
             try body(try connectSystemBus())
         }
     }
 
-    private func stop(_ name: MachineName, timeout: Duration, bus: BusConnection) throws {
+    func stop(_ name: MachineName, timeout: Duration, bus: BusConnection) throws {
         let machined = Machined(bus: bus)
         let properties = try Self.runningMachine(name, machined: machined)
         let removal = try Self.subscribeMachineRemoved(bus)
@@ -269,8 +291,9 @@ public struct MachineManager: Sendable {
 
         // One pipelined batch: per running machine its properties, os-release and addresses;
         // per stopped image its os-release; per name its unit file state.
-        enum Question { case properties(String), machineOS(String), addresses(String), imageOS(String), unitFileState(String) }
+        enum Question { case properties(String), machineOS(String), addresses(String), imageOS(String), unitFileState(String), socketStates }
         let mightBeEnabled = SystemdManager.enablementCandidates()
+        let exposedNames = Set(names.filter { access(SocketActivation.hostSocketPath(MachineName(unchecked: $0)), F_OK) == 0 })
         var questions: [Question] = []
         var calls: [MethodCall] = []
         func ask(_ question: Question, _ call: MethodCall) {
@@ -289,6 +312,11 @@ public struct MachineManager: Sendable {
                 ask(.unitFileState(name), SystemdManager.call("GetUnitFileState", [.string("systemd-nspawn@\(name).service")]))
             }
         }
+        if !exposedNames.isEmpty {
+            let sockets = exposedNames.sorted().map { "systemd-nspawn@\($0).socket" }
+            questions.append(.socketStates)
+            calls.append(SystemdManager.call("ListUnitsByNames", [.strings(sockets)]))
+        }
         let answers: [Result<[BusValue], BusError>]
         do {
             answers = try bus.callAll(calls)
@@ -306,6 +334,9 @@ public struct MachineManager: Sendable {
                 readOnly: image?.readOnly,
                 machineClass: machinesByName[name]?.machineClass,
                 imageType: image?.type)
+            if exposedNames.contains(name) {
+                rows[name]?.exposed = (try? exposedAddresses(of: MachineName(unchecked: name))) ?? []
+            }
         }
         for (question, answer) in zip(questions, answers) {
             // A machine without os-release or a private network is normal: leave the field empty.
@@ -320,6 +351,11 @@ public struct MachineManager: Sendable {
                 rows[name]?.addresses = Machined.addresses(from: reply)
             case .unitFileState(let name):
                 rows[name]?.enabled = SystemdManager.isEnabled(reply.first?.string)
+            case .socketStates:
+                for (unit, state) in SystemdManager.unitStates(from: reply) where state.active == "active" {
+                    let name = String(unit.dropFirst("systemd-nspawn@".count).dropLast(".socket".count))
+                    if rows[name]?.state == .stopped { rows[name]?.state = .listening }
+                }
             }
         }
         return names.compactMap { rows[$0] }
@@ -351,7 +387,18 @@ public struct MachineManager: Sendable {
                 status.os = reply.flatMap { osDisplayName(Machined.osRelease(from: $0)) }
             }
         }
-        status.enabled = SystemdManager.isEnabled(try SystemdManager(bus: bus).unitFileState(name.serviceUnit))
+        let systemd = SystemdManager(bus: bus)
+        status.enabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
+        status.exposed = try exposedAddresses(of: name)
+        if !status.exposed.isEmpty {
+            let socketUnit = SocketActivation.hostSocketUnit(name)
+            status.socketState = try systemd.unitStates([socketUnit])[socketUnit]?.sub
+            if status.state == .stopped && status.socketState == "listening" { status.state = .listening }
+        }
+        status.flavor = try flavorName(of: name)
+        if status.flavor != nil || machinePath != nil {
+            status.limits = try? liveLimits(name, bus: bus)
+        }
         return status
     }
 }

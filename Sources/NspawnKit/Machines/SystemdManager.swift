@@ -34,6 +34,54 @@ struct SystemdManager {
         try runJobExpectingSuccess("RestartUnit", unit: unit, mode: "replace")
     }
 
+    func stopUnit(_ unit: String) throws(NspawnError) {
+        try runJobExpectingSuccess("StopUnit", unit: unit, mode: "replace")
+    }
+
+    /// Changes resource properties of a unit. `runtime` changes last until reboot
+    /// (systemd keeps them under /run/systemd/system.control).
+    func setUnitProperties(_ unit: String, runtime: Bool, _ properties: [(String, BusValue)]) throws(NspawnError) {
+        let values = properties.map { BusValue.structure([.string($0.0), .variant($0.1)]) }
+        _ = try call("SetUnitProperties", [.string(unit), .bool(runtime), .array(elementSignature: "(sv)", values)], subject: unit)
+    }
+
+    /// The active state ("active", "inactive", "failed", …) and sub-state of each unit, in one call.
+    /// Units systemd does not know are reported "inactive".
+    func unitStates(_ units: [String]) throws(NspawnError) -> [String: (active: String, sub: String)] {
+        guard !units.isEmpty else { return [:] }
+        let reply = try call("ListUnitsByNames", [.strings(units)], subject: units.joined(separator: " "))
+        return Self.unitStates(from: reply)
+    }
+
+    static func unitStates(from reply: [BusValue]) -> [String: (active: String, sub: String)] {
+        var states: [String: (active: String, sub: String)] = [:]
+        for row in reply.first?.elements ?? [] {
+            guard let fields = row.elements, fields.count >= 5, let name = fields[0].string,
+                  let active = fields[3].string, let sub = fields[4].string else { continue }
+            states[name] = (active, sub)
+        }
+        return states
+    }
+
+    /// All properties of one interface of a unit, loading the unit if needed.
+    func unitProperties(_ unit: String, interface: String) throws(NspawnError) -> [String: BusValue] {
+        let reply = try call("LoadUnit", [.string(unit)], subject: unit)
+        guard let path = reply.first?.string else { throw .malformedReply("LoadUnit path") }
+        do {
+            let properties = try bus.call(MethodCall(
+                destination: Self.destination, path: path, interface: "org.freedesktop.DBus.Properties",
+                member: "GetAll", arguments: [.string(interface)]))
+            guard let dictionary = properties.first?.stringKeyedDictionary else { throw NspawnError.malformedReply("GetAll \(interface)") }
+            return dictionary
+        } catch let error as BusError {
+            throw Self.translate(error, subject: unit, action: "GetAll")
+        } catch let error as NspawnError {
+            throw error
+        } catch {
+            throw .malformedReply("GetAll \(interface)")
+        }
+    }
+
     /// Queues a job and waits for its JobRemoved signal.
     /// systemd only emits job signals to subscribed clients, and the match is installed
     /// before the job is queued so a fast job cannot finish unseen.

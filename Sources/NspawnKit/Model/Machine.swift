@@ -6,6 +6,8 @@ public enum MachineState: String, Sendable, Codable, CaseIterable {
     case stopped
     case starting
     case stopping
+    /// Not running, but the host listens on its sockets and starts it on the first connection.
+    case listening
 
     /// Maps machined's `State` property ("opening", "running", "closing").
     init(machinedState: String?) {
@@ -33,6 +35,8 @@ public struct MachineSummary: Sendable, Codable, Equatable {
     public var machineClass: String?
     /// machined's image type ("directory", "subvolume", "raw", …) when there is an image.
     public var imageType: String?
+    /// Addresses the host listens on for the machine (`nspawnctl expose`).
+    public var exposed: [String] = []
 
     public init(name: String, state: MachineState, os: String? = nil, addresses: [String] = [], usage: UInt64? = nil,
                 readOnly: Bool? = nil, enabled: Bool = false, machineClass: String? = nil, imageType: String? = nil) {
@@ -57,6 +61,12 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     public var enabled: Bool
     public var machine: RunningMachine?
     public var image: ImageDetails?
+    /// Addresses the host listens on for the machine, and the state of that socket unit.
+    public var exposed: [String] = []
+    public var socketState: String?
+    /// The flavor in the machine's drop-in, and the limits systemd enforces now.
+    public var flavor: String?
+    public var limits: LiveLimits?
 
     public struct RunningMachine: Sendable, Codable, Equatable {
         public var machineClass: String?

@@ -15,6 +15,11 @@ public struct MachineName: Hashable, Sendable, Codable, Comparable, CustomString
         self.rawValue = rawValue
     }
 
+    /// For names machined itself reported, which need no second opinion.
+    init(unchecked rawValue: String) {
+        self.rawValue = rawValue
+    }
+
     /// Why `candidate` is not a valid name, or nil when it is.
     public static func problem(with candidate: String) -> String? {
         if candidate.isEmpty { return "name is empty" }

@@ -6,6 +6,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case noSuchImage(String)
     case noSuchUnit(String)
     case notRunning(String)
+    case notExposed(String)
     case alreadyExists(String)
     case busy(String, reason: String)
     case permissionDenied(String, cause: BusError)
@@ -43,7 +44,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .verificationFailed: .verificationFailed
         case .cancelled: .cancelled
         case .noSuchMachine, .noSuchImage, .noSuchUnit: .notFound
-        case .notRunning, .alreadyExists, .busy: .conflict
+        case .notRunning, .notExposed, .alreadyExists, .busy: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed: .failure
         }
@@ -72,6 +73,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "no unit '\(unit)' is known to systemd"
         case .notRunning(let name):
             "machine '\(name)' is not running"
+        case .notExposed(let name):
+            "machine '\(name)' is not exposed"
         case .alreadyExists(let name):
             "machine or image '\(name)' already exists"
         case .busy(let name, let reason):

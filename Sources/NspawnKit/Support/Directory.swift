@@ -160,13 +160,47 @@ struct ContainedRoot {
         return true
     }
 
-    /// Replaces the file atomically (a temporary file in the same directory, then rename),
-    /// keeping the mode and owner of the file it replaces.
-    func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(Errno) {
+    /// The directory holding `path` (resolved inside the root) and the last component.
+    private func parent(of path: String) throws(Errno) -> (Directory, String) {
         let components = path.split(separator: "/")
         guard let base = components.last.map(String.init), base != "..", base != "." else { throw Errno.invalidArgument }
         let parent = components.dropLast().joined(separator: "/")
-        let directory = Directory(fd: try open(parent.isEmpty ? "/" : parent, flags: O_RDONLY | O_DIRECTORY))
+        return (Directory(fd: try open(parent.isEmpty ? "/" : parent, flags: O_RDONLY | O_DIRECTORY)), base)
+    }
+
+    /// mkdir -p inside the root; every component resolves inside it.
+    func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(Errno) {
+        var current = ""
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if exists(current) { continue }
+            let (directory, base) = try parent(of: current)
+            try directory.makeDirectory(base, mode: mode)
+        }
+    }
+
+    /// Creates or replaces the symlink `path` pointing at `target` (a path as the guest sees it).
+    func symlink(_ target: String, at path: String) throws(Errno) {
+        let (directory, base) = try parent(of: path)
+        if let existing = try directory.status(base) {
+            guard (existing.st_mode & S_IFMT) == S_IFLNK else { throw Errno.fileExists }
+            if unlinkat(directory.fd, base, 0) != 0 { throw Errno(rawValue: errno) }
+        }
+        if symlinkat(target, directory.fd, base) != 0 { throw Errno(rawValue: errno) }
+    }
+
+    /// Removes a file or symlink (never a directory); one that is already gone is fine.
+    func remove(_ path: String) throws(Errno) {
+        let directory: Directory
+        let base: String
+        do { (directory, base) = try parent(of: path) } catch .noSuchFileOrDirectory { return }
+        if unlinkat(directory.fd, base, 0) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
+    }
+
+    /// Replaces the file atomically (a temporary file in the same directory, then rename),
+    /// keeping the mode and owner of the file it replaces.
+    func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(Errno) {
+        let (directory, base) = try parent(of: path)
         var finalMode = mode
         var owner: (uid_t, gid_t)?
         if let existing = try directory.status(base), (existing.st_mode & S_IFMT) == S_IFREG {
@@ -185,6 +219,7 @@ struct ContainedRoot {
             }
             fchmod(fd, finalMode)
             if let owner { fchown(fd, owner.0, owner.1) }
+            if fsync(fd) != 0 { throw Errno(rawValue: errno) }
             try directory.rename(temporary, to: base)
         } catch {
             unlinkat(directory.fd, temporary, 0)

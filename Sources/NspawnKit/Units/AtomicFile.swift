@@ -1,0 +1,80 @@
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Whole-file writes that a crash cannot leave half done: a temporary file in the same
+/// directory, fsync, rename over the target, then fsync of the directory.
+enum AtomicFile {
+    /// Replaces (or creates) `path` with `contents`, creating missing parent directories (0755).
+    static func write(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(NspawnError) {
+        let (parent, base) = split(path)
+        do {
+            try makeDirectories(parent, mode: 0o755)
+            let directory = try Directory(path: parent)
+            let temporary = ".#\(base).\(String(UInt32.random(in: .min ... .max), radix: 16))"
+            let fd = try Directory.retrying {
+                openat(directory.fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+            }
+            do throws(Errno) {
+                defer { close(fd) }
+                try writeAll(fd, Array(contents.utf8))
+                // The umask may have narrowed the mode given to openat.
+                if fchmod(fd, mode) != 0 { throw Errno(rawValue: errno) }
+                if fsync(fd) != 0 { throw Errno(rawValue: errno) }
+                try directory.rename(temporary, to: base)
+            } catch {
+                unlinkat(directory.fd, temporary, 0)
+                throw error
+            }
+            fsync(directory.fd)
+        } catch {
+            throw .failed("cannot write '\(path)': \(error)")
+        }
+    }
+
+    /// Removes `path`; a file that is already gone is fine. Returns whether it existed.
+    @discardableResult
+    static func remove(_ path: String) throws(NspawnError) -> Bool {
+        if unlink(path) == 0 {
+            let (parent, _) = split(path)
+            if let directory = try? Directory(path: parent) { fsync(directory.fd) }
+            return true
+        }
+        if errno == ENOENT || errno == ENOTDIR { return false }
+        throw .failed("cannot remove '\(path)': \(Errno(rawValue: errno))")
+    }
+
+    /// The file's text, or nil when it does not exist. Other read errors are thrown.
+    static func read(_ path: String, limit: Int = 1024 * 1024) throws(NspawnError) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw .failed("cannot read '\(path)': \(Errno(rawValue: errno))")
+        }
+        defer { close(fd) }
+        do {
+            return String(decoding: try readAll(fd, limit: limit), as: UTF8.self)
+        } catch {
+            throw .failed("cannot read '\(path)': \(error)")
+        }
+    }
+
+    static func split(_ path: String) -> (parent: String, base: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let parent = String(path[..<slash])
+        return (parent.isEmpty ? "/" : parent, String(path[path.index(after: slash)...]))
+    }
+}
+
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(Errno) {
+    var offset = 0
+    while offset < bytes.count {
+        let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        if count < 0 {
+            if errno == EINTR { continue }
+            throw Errno(rawValue: errno)
+        }
+        offset += count
+    }
+}
