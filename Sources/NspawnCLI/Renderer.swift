@@ -36,7 +36,7 @@ public enum Renderer {
         return ([line(headers)] + rows.map(line)).joined(separator: "\n")
     }
 
-    public static let listHeaders = ["NAME", "STATE", "OS", "ADDRESSES", "USAGE", "READ-ONLY", "ENABLED"]
+    public static let listHeaders = ["NAME", "STATE", "OS", "ADDRESSES", "EXPOSED", "USAGE", "READ-ONLY", "ENABLED"]
 
     public static func listTable(_ machines: [MachineSummary]) -> String {
         table(headers: listHeaders, rows: machines.map { m in
@@ -45,6 +45,7 @@ public enum Renderer {
                 m.state.rawValue,
                 m.os ?? "-",
                 m.addresses.isEmpty ? "-" : m.addresses.joined(separator: ","),
+                m.exposed.isEmpty ? "-" : m.exposed.joined(separator: ","),
                 m.usage.map(humanSize) ?? "-",
                 m.readOnly.map(yesNo) ?? "-",
                 yesNo(m.enabled),
@@ -74,9 +75,34 @@ public enum Renderer {
             if let modified = i.modified { fields.append(("Modified", timestamp(modified))) }
         }
         fields.append(("Enabled", yesNo(s.enabled)))
+        if !s.exposed.isEmpty {
+            fields.append(("Exposed", s.exposed.joined(separator: ", ") + (s.socketState.map { " (\($0))" } ?? "")))
+        }
+        if let flavor = s.flavor { fields.append(("Flavor", flavor)) }
+        if let limits = s.limits { fields.append(("Limits", limitsText(limits))) }
         let width = fields.map(\.0.count).max() ?? 0
         let body = fields.map { String(repeating: " ", count: width - $0.0.count) + "  \($0.0): \($0.1)" }
         return ([s.name] + body).joined(separator: "\n")
+    }
+
+    public static func configText(_ c: MachineConfig) -> String {
+        var lines = ["\(c.name) (\(c.path ?? "no settings file; systemd-nspawn@.service defaults"))"]
+        for key in SettingKey.all {
+            for value in c.settings.settings[key.id] ?? [] { lines.append("  \(key.id)=\(value)") }
+        }
+        for entry in c.settings.other { lines.append("  \(entry.section).\(entry.key)=\(entry.value)  (not checked by nspawnctl)") }
+        if let flavor = c.flavor { lines.append("  flavor: \(flavor)") }
+        if !c.exposed.isEmpty { lines.append("  exposed: \(c.exposed.joined(separator: ", "))") }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Limits as systemd shows them; "-" is no limit.
+    public static func limitsText(_ l: LiveLimits) -> String {
+        let cpu = l.cpuQuotaPerSecUSec.map { "\($0 / 10_000)%" } ?? "-"
+        var parts = ["memory max \(l.memoryMax.map(humanSize) ?? "-")", "cpu quota \(cpu)",
+                     "tasks max \(l.tasksMax.map(String.init) ?? "-")", "io weight \(l.ioWeight.map(String.init) ?? "-")"]
+        if let current = l.memoryCurrent { parts.append("memory now \(humanSize(current))") }
+        return parts.joined(separator: ", ")
     }
 
     public static func yesNo(_ value: Bool) -> String { value ? "yes" : "no" }

@@ -91,7 +91,7 @@ import Testing
         #expect(lines[0].hasPrefix("NAME"))
         for header in Renderer.listHeaders { #expect(lines[0].contains(header)) }
         #expect(lines[1].contains("10.0.0.2,fe80::1") && lines[1].contains("1.5G") && lines[1].hasSuffix("yes"))
-        #expect(lines[2].split(separator: " ", omittingEmptySubsequences: true) == ["bare", "stopped", "-", "-", "-", "-", "no"])
+        #expect(lines[2].split(separator: " ", omittingEmptySubsequences: true) == ["bare", "stopped", "-", "-", "-", "-", "-", "no"])
     }
 
     static let sizes: [(UInt64, String)] = [

@@ -125,9 +125,12 @@ extension MachineManager {
     public func unexpose(_ name: MachineName, restart: Bool, stopTimeout: Duration) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
-            let imagePath = try machined.imagePathIfExists(name)
             let hostUnitExists = access(SocketActivation.hostSocketPath(name), F_OK) == 0
-            let root = try imagePath.map { path throws(NspawnError) in try Self.openImageRoot(path, name: name) }
+            var root: Directory?
+            if let objectPath = try machined.imagePathIfExists(name),
+               let path = try machined.imageProperties(name, path: objectPath).path {
+                root = try Self.openImageRoot(path, name: name)
+            }
             let guestExposed = root.map { ContainedRoot(root: $0).exists(SocketActivation.guestSocketPath) } ?? false
             guard hostUnitExists || guestExposed else { throw NspawnError.notExposed(name.rawValue) }
             let running = try machined.machinePathIfRunning(name) != nil

@@ -1,0 +1,232 @@
+import ArgumentParser
+import NspawnKit
+
+/// Settings flags shared by `config` and `create`; each adds to the machine's .nspawn file.
+struct SettingsOptions: ParsableArguments {
+    @Option(name: .customLong("bind"), help: ArgumentHelp("Bind-mount a host path (Bind=).", valueName: "SRC[:DST[:OPTS]]"))
+    var binds: [String] = []
+
+    @Option(name: .customLong("bind-ro"), help: ArgumentHelp("Bind-mount a host path read-only (BindReadOnly=).", valueName: "SRC[:DST[:OPTS]]"))
+    var readOnlyBinds: [String] = []
+
+    @Option(name: .customLong("port"), help: ArgumentHelp("Forward a host port to the container (Port=).", valueName: "[tcp|udp:]HOST[:CONTAINER]"))
+    var ports: [String] = []
+
+    @Option(help: ArgumentHelp("Networking: veth, private, host, bridge=BRIDGE or zone=ZONE.", valueName: "MODE"))
+    var network: String?
+
+    @Option(name: .customLong("env"), help: ArgumentHelp("Set an environment variable for the payload (Environment=).", valueName: "NAME=VALUE"))
+    var environment: [String] = []
+
+    @Option(help: ArgumentHelp("Apply a resource flavor (a drop-in for systemd-nspawn@NAME.service).", valueName: "FLAVOR"))
+    var flavor: String?
+
+    func edit() throws -> SettingsEdit {
+        var edit = SettingsEdit()
+        edit.binds = binds
+        edit.readOnlyBinds = readOnlyBinds
+        edit.ports = ports
+        edit.environment = environment
+        edit.network = try network.map { try SettingsEdit.NetworkMode(parsing: $0) }
+        return edit
+    }
+
+    func loadFlavor() throws -> Flavor? {
+        try flavor.map { try Flavor.load($0) }
+    }
+}
+
+struct Config: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Show or change a machine's settings (/etc/systemd/nspawn/NAME.nspawn).",
+        discussion: """
+            Without changes, shows the settings. Every value is checked before anything is written, \
+            and the file is replaced atomically; lines nspawnctl does not model are kept as they are. \
+            Settings apply from the machine's next start; a flavor applies at once.
+            Settable keys: \(SettingKey.all.map(\.id).joined(separator: ", ")).
+            """)
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Machine name.", transform: parseMachineName)
+    var name: MachineName
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Set a key, replacing all its values.", valueName: "[SECTION.]KEY=VALUE"))
+    var assignments: [String] = []
+
+    @Option(name: .customLong("unset"), help: ArgumentHelp("Remove a key.", valueName: "[SECTION.]KEY"))
+    var removals: [String] = []
+
+    @OptionGroup var settings: SettingsOptions
+
+    @Flag(help: "Boot the image's init (Boot=yes).")
+    var boot = false
+
+    @Option(parsing: .remaining, help: ArgumentHelp("Run this command instead of booting (Boot=no, Parameters=); takes the rest of the line.", valueName: "CMD"))
+    var exec: [String] = []
+
+    func validate() throws {
+        if boot && !exec.isEmpty { throw ValidationError("--boot and --exec exclude each other") }
+    }
+
+    func run() async throws {
+        var edit = try settings.edit()
+        for assignment in assignments {
+            guard let equals = assignment.firstIndex(of: "=") else {
+                throw NspawnError.invalidArgument("invalid --set '\(assignment)': expected KEY=VALUE")
+            }
+            edit.assignments.append((try SettingKey(named: String(assignment[..<equals])), String(assignment[assignment.index(after: equals)...])))
+        }
+        edit.removals = try removals.map { try SettingKey(named: $0) }
+        if boot { edit.boot = .boot }
+        if !exec.isEmpty { edit.boot = .exec(exec) }
+        let flavor = try settings.loadFlavor()
+        let manager = MachineManager()
+        let config = edit.isEmpty && flavor == nil
+            ? try await manager.config(name)
+            : try await manager.configure(name, edit: edit, flavor: flavor)
+        printOut(output.json ? Renderer.json(config) : Renderer.configText(config))
+    }
+}
+
+/// `--listen` and the guest-side handler, shared by `expose` and `create`.
+struct ListenOptions: ParsableArguments {
+    @Option(name: .customLong("listen"), help: ArgumentHelp("Address the host listens on; the same address is used inside.", valueName: "[ADDR:]PORT"))
+    var addresses: [String] = []
+
+    @Option(help: ArgumentHelp("An existing guest service that takes the sockets (Accept=no).", valueName: "UNIT"))
+    var unit: String?
+
+    @Option(parsing: .remaining, help: ArgumentHelp("A guest command run per connection on its stdin/stdout (Accept=yes); takes the rest of the line.", valueName: "CMD"))
+    var exec: [String] = []
+
+    var isEmpty: Bool { addresses.isEmpty && unit == nil && exec.isEmpty }
+
+    func activation(for name: MachineName) throws -> SocketActivation {
+        let handler: ExposeHandler
+        switch (unit, exec.isEmpty) {
+        case (let unit?, true): handler = .unit(unit)
+        case (nil, false): handler = .exec(exec)
+        case (nil, true): throw NspawnError.invalidArgument("say what answers inside the machine: --exec CMD or --unit UNIT")
+        case (_?, false): throw NspawnError.invalidArgument("--exec and --unit exclude each other")
+        }
+        return try SocketActivation(machine: name, addresses: try addresses.map { try ListenAddress(parsing: $0) }, handler: handler)
+    }
+}
+
+struct Expose: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Start a machine on the first connection to a host port (socket activation).",
+        discussion: """
+            Writes /etc/systemd/system/systemd-nspawn@NAME.socket on the host and a matching socket unit \
+            inside the machine (nspawnctl-expose.socket), then enables and starts the host's socket. \
+            The machine must boot systemd. Exposing again replaces the addresses.
+            """)
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Machine name.", transform: parseMachineName)
+    var name: MachineName
+
+    @Flag(help: "Stop a running machine first and start it again afterwards.")
+    var restart = false
+
+    @Option(help: "Seconds to wait for a clean shutdown with --restart.", transform: parseSeconds)
+    var timeout: Duration = .seconds(90)
+
+    @OptionGroup var listen: ListenOptions
+
+    func run() async throws {
+        let result = try await MachineManager().expose(try listen.activation(for: name), restart: restart, stopTimeout: timeout)
+        if output.json {
+            printOut(Renderer.json(result))
+        } else {
+            printOut("\(result.name): listening on \(result.addresses.joined(separator: ", ")) (\(result.socketUnit))")
+        }
+    }
+}
+
+struct Unexpose: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop listening for a machine and remove the socket units of both sides.")
+
+    @OptionGroup var output: OutputOptions
+
+    @Flag(help: "Stop a running machine first (it holds the sockets) and start it again afterwards.")
+    var restart = false
+
+    @Option(help: "Seconds to wait for a clean shutdown with --restart.", transform: parseSeconds)
+    var timeout: Duration = .seconds(90)
+
+    @Argument(help: "Machine name.", transform: parseMachineName)
+    var name: MachineName
+
+    func run() async throws {
+        try await MachineManager().unexpose(name, restart: restart, stopTimeout: timeout)
+        if output.json { printOut(Renderer.json(ActionResult(name: name.rawValue, result: "unexposed"))) }
+    }
+}
+
+struct Resize: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply a resource flavor, live when the machine runs.",
+        discussion: "Flavors are read from /etc/nspawnctl/flavors, then PREFIX/share/nspawnctl/flavors (NAME.flavor).")
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Machine name.", transform: parseMachineName)
+    var name: MachineName
+
+    @Option(help: "Flavor name.")
+    var flavor: String
+
+    func run() async throws {
+        let flavor = try Flavor.load(flavor)
+        let limits = try await MachineManager().resize(name, flavor: flavor)
+        if output.json {
+            printOut(Renderer.json(ResizeResult(name: name.rawValue, flavor: flavor, limits: limits)))
+        } else {
+            printOut("\(name): flavor \(flavor.name)" + (limits.map { " applied live (\(Renderer.limitsText($0)))" } ?? " applies at the next start"))
+        }
+    }
+
+    struct ResizeResult: Encodable {
+        var name: String
+        var flavor: Flavor
+        var limits: LiveLimits?
+    }
+}
+
+struct Create: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a machine from an image in one step: clone, settings, flavor, sockets, start.",
+        discussion: """
+            Clones IMAGE with machined, then writes the settings, the flavor's drop-in and, with --listen, \
+            the socket units. If any step fails, every earlier step is undone.
+            """)
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "Name of the new machine.", transform: parseMachineName)
+    var name: MachineName
+
+    @Option(help: "The image to clone.", transform: parseMachineName)
+    var image: MachineName
+
+    @Flag(help: "Start the machine once it is created.")
+    var start = false
+
+    @OptionGroup var settings: SettingsOptions
+
+    @OptionGroup var listen: ListenOptions
+
+    func run() async throws {
+        let edit = try settings.edit()
+        try edit.validate()
+        let flavor = try settings.loadFlavor()
+        let activation = listen.isEmpty ? nil : try listen.activation(for: name)
+        let status = try await MachineManager().create(name, from: image, edit: edit, flavor: flavor,
+                                                       activation: activation, start: start)
+        printOut(output.json ? Renderer.json(status) : Renderer.statusText(status))
+    }
+}
