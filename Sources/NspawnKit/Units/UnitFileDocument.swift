@@ -25,7 +25,7 @@ public struct UnitFileDocument: Sendable, Equatable {
         lines = []
         endsWithNewline = text.isEmpty || text.hasSuffix("\n")
         var physical = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if text.hasSuffix("\n") { physical.removeLast() }
+        if text.isEmpty || text.hasSuffix("\n") { physical.removeLast() }
         var index = 0
         while index < physical.count {
             let raw = physical[index]
@@ -40,13 +40,13 @@ public struct UnitFileDocument: Sendable, Equatable {
                 var rawLines = [raw]
                 var value = String(trimmed[trimmed.index(after: equals)...])
                 while value.hasSuffix("\\"), index < physical.count {
-                    value = String(value.dropLast()) + " "
+                    value = String(value.dropLast()).trimmedWhitespace
                     let next = physical[index]
                     index += 1
                     rawLines.append(next)
                     let nextTrimmed = next.trimmedWhitespace
-                    if nextTrimmed.hasPrefix("#") || nextTrimmed.hasPrefix(";") { continue }
-                    value += nextTrimmed
+                    if nextTrimmed.hasPrefix("#") || nextTrimmed.hasPrefix(";") { value += "\\"; continue }
+                    value += " " + nextTrimmed
                 }
                 let key = String(trimmed[..<equals]).trimmedWhitespace
                 lines.append(.entry(key: key, value: value.trimmedWhitespace, raw: rawLines.joined(separator: "\n")))
