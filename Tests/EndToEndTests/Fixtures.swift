@@ -35,6 +35,13 @@ enum Fixture {
     static func remove(_ names: [String]) {
         for name in names {
             _ = try? Testbed.sh("""
+                if [ -e /etc/systemd/system/systemd-nspawn@\(name).socket ] || [ -e /etc/systemd/system/systemd-nspawn@\(name).service.d ]; then
+                    systemctl stop systemd-nspawn@\(name).socket >/dev/null 2>&1
+                    systemctl disable systemd-nspawn@\(name).socket >/dev/null 2>&1
+                    rm -rf /etc/systemd/system/systemd-nspawn@\(name).socket /etc/systemd/system/systemd-nspawn@\(name).service.d \
+                        /run/systemd/system.control/systemd-nspawn@\(name).service.d
+                    systemctl daemon-reload
+                fi
                 machinectl terminate \(name) 2>/dev/null
                 for i in $(seq 1 100); do machinectl show \(name) >/dev/null 2>&1 || break; sleep 0.1; done
                 systemctl disable systemd-nspawn@\(name).service >/dev/null 2>&1
