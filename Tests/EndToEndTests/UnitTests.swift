@@ -98,6 +98,14 @@ extension EndToEndTests {
             #expect(try Testbed.sh("test -e /var/lib/machines/\(name)/etc/systemd/system/nspawnctl-expose@.service").status != 0,
                     "the per-connection service of the first expose is gone")
             #expect(try connect(18081).status != 0, "the first address no longer listens")
+
+            // A replacement that cannot work is refused and the current expose stays as it was.
+            let before = try Testbed.sh("sha256sum /etc/systemd/system/systemd-nspawn@\(name).socket /var/lib/machines/\(name)/etc/systemd/system/nspawnctl-expose.socket")
+            let missing = try Testbed.nspawnctl("expose", name, "--listen", "127.0.0.1:18084", "--exec", "/no/such/program")
+            #expect(missing.status == Exit.invalidInput && missing.stderr.contains("/no/such/program") && missing.stderr.contains(name), "\(missing)")
+            let after = try Testbed.sh("sha256sum /etc/systemd/system/systemd-nspawn@\(name).socket /var/lib/machines/\(name)/etc/systemd/system/nspawnctl-expose.socket")
+            #expect(after.stdout == before.stdout && !before.stdout.isEmpty)
+            #expect(try unitProperty("systemd-nspawn@\(name).socket", "ActiveState") == "active")
         }
     }
 

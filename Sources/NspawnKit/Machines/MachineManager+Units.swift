@@ -270,25 +270,63 @@ extension MachineManager {
         }
     }
 
-    /// Guest side first, then the host's socket; on failure both are taken back.
+    /// Guest side first, then the host's socket. On failure both sides are taken back to what
+    /// they were, an earlier expose included.
     static func installSocketActivation(_ activation: SocketActivation, root: Directory, bus: BusConnection) throws(NspawnError) {
         let name = activation.machine
-        let systemd = SystemdManager(bus: bus)
-        let socketUnit = SocketActivation.hostSocketUnit(name)
+        let guest = ContainedRoot(root: root)
+        if case .exec(let command) = activation.handler, let program = command.first, !guest.exists(program) {
+            throw NspawnError.invalidArgument("'\(program.escapedForMessage)' does not exist inside machine '\(name)'")
+        }
+        let previous = try ExposedFiles(of: name, guest: guest)
         do {
             // An earlier expose is replaced whole: its socket must let go of the old addresses.
-            if access(SocketActivation.hostSocketPath(name), F_OK) == 0 {
-                try removeHostSocket(name, bus: bus)
-            }
+            try removeHostSocket(name, bus: bus)
             try writeGuestSide(activation, root: root)
-            try AtomicFile.write(SocketActivation.hostSocketPath(name), activation.hostSocketText())
-            try systemd.reload()
-            _ = try systemd.enableUnitFiles([socketUnit])
-            try systemd.startUnit(socketUnit)
+            try startHostSocket(name, text: activation.hostSocketText(), bus: bus)
         } catch {
             try? removeHostSocket(name, bus: bus)
             try? removeGuestSide(root, name: name)
+            try? previous.restore(guest: guest, bus: bus)
             throw error
+        }
+    }
+
+    static func startHostSocket(_ name: MachineName, text: String, bus: BusConnection) throws(NspawnError) {
+        let systemd = SystemdManager(bus: bus)
+        let socketUnit = SocketActivation.hostSocketUnit(name)
+        try AtomicFile.write(SocketActivation.hostSocketPath(name), text)
+        try systemd.reload()
+        _ = try systemd.enableUnitFiles([socketUnit])
+        try systemd.startUnit(socketUnit)
+    }
+
+    /// Both sides of an earlier expose, kept so a failed replacement can put them back.
+    struct ExposedFiles {
+        var host: String?
+        var guestSocket: [UInt8]?
+        var guestService: [UInt8]?
+
+        init(of name: MachineName, guest: ContainedRoot) throws(NspawnError) {
+            host = try AtomicFile.read(SocketActivation.hostSocketPath(name))
+            do {
+                guestSocket = try guest.read(SocketActivation.guestSocketPath)
+                guestService = try guest.read(SocketActivation.guestServicePath)
+            } catch {
+                throw .failed("cannot read the socket units inside machine '\(name)': \(error)")
+            }
+            self.name = name
+        }
+
+        let name: MachineName
+
+        func restore(guest: ContainedRoot, bus: BusConnection) throws {
+            guard let host, let guestSocket else { return }
+            try guest.makeDirectories("/etc/systemd/system/sockets.target.wants")
+            try guest.write(SocketActivation.guestSocketPath, guestSocket)
+            if let guestService { try guest.write(SocketActivation.guestServicePath, guestService) }
+            try guest.symlink(SocketActivation.guestSocketPath, at: SocketActivation.guestWantsLink)
+            try MachineManager.startHostSocket(name, text: host, bus: bus)
         }
     }
 
