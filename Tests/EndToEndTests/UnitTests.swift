@@ -86,18 +86,31 @@ extension EndToEndTests {
         let name = "e2e-expose-unit"
         try Fixture.with([name]) {
             try Fixture.systemdRoot(name)
+            // A socket-aware guest service for --unit: systemd-socket-proxyd takes the passed
+            // socket and forwards to a backend inside the guest.
+            try Testbed.mustSh("""
+                cd /var/lib/machines/\(name)/etc/systemd/system
+                printf '[Service]\\nExecStart=/bin/busybox nc -ll -p 9999 -e /bin/echo answer-from-unit\\nExecStartPost=/bin/sleep 0.5\\n' > backend.service
+                printf '[Unit]\\nRequires=backend.service\\nAfter=backend.service\\n[Service]\\nExecStart=/usr/lib/systemd/systemd-socket-proxyd 127.0.0.1:9999\\n' > proxy.service
+                """)
             // Exposing twice replaces the first address set.
             let first = try Testbed.nspawnctl("expose", name, "--listen", "127.0.0.1:18081", "--exec", "/bin/echo", "one")
             #expect(first.status == Exit.ok, "\(first)")
-            let second = try Testbed.nspawnctl("expose", name, "--listen", "127.0.0.1:18082", "--unit", "systemd-journald.service")
+            let second = try Testbed.nspawnctl("expose", name, "--listen", "127.0.0.1:18082", "--unit", "proxy.service")
             #expect(second.status == Exit.ok, "\(second)")
             #expect(try unitProperty("systemd-nspawn@\(name).socket", "Listen") == "127.0.0.1:18082 (Stream)")
             let guestSocket = try Testbed.sh("cat /var/lib/machines/\(name)/etc/systemd/system/nspawnctl-expose.socket")
-            #expect(guestSocket.stdout.contains("ListenStream=127.0.0.1:18082\nService=systemd-journald.service"))
+            #expect(guestSocket.stdout.contains("ListenStream=127.0.0.1:18082\nService=proxy.service"))
             #expect(!guestSocket.stdout.contains("18081") && !guestSocket.stdout.contains("Accept=yes"))
             #expect(try Testbed.sh("test -e /var/lib/machines/\(name)/etc/systemd/system/nspawnctl-expose@.service").status != 0,
                     "the per-connection service of the first expose is gone")
             #expect(try connect(18081).status != 0, "the first address no longer listens")
+            // systemd-socket-proxyd drops a connection whose client has already sent EOF, so keep
+            // the client's side open until the answer is in.
+            let answer = try Testbed.sh("sleep 2 | timeout 30 busybox nc 127.0.0.1 18082")
+            #expect(answer.trimmed == "answer-from-unit", "the guest service got the socket: \(answer)")
+            #expect(try Fixture.machinedState(name) == "running")
+            #expect(try Testbed.nspawnctl("stop", name).status == Exit.ok)
 
             // A replacement that cannot work is refused and the current expose stays as it was.
             let before = try Testbed.sh("sha256sum /etc/systemd/system/systemd-nspawn@\(name).socket /var/lib/machines/\(name)/etc/systemd/system/nspawnctl-expose.socket")
@@ -113,7 +126,8 @@ extension EndToEndTests {
         let name = "e2e-expose-taken"
         try Fixture.with([name]) {
             try Fixture.systemdRoot(name)
-            try Testbed.mustSh("systemd-run --unit=e2e-port-hog busybox nc -l -p 18085 -s 127.0.0.1 >/dev/null 2>&1; sleep 0.3")
+            // Another program holds the port (on all addresses, which 127.0.0.1 cannot share).
+            try Testbed.mustSh("systemd-run --unit=e2e-port-hog busybox nc -l -p 18085 >/dev/null 2>&1; sleep 0.3; systemctl is-active e2e-port-hog")
             defer { _ = try? Testbed.sh("systemctl stop e2e-port-hog; systemctl reset-failed e2e-port-hog 2>/dev/null; true") }
             let expose = try Testbed.nspawnctl("expose", name, "--listen", "127.0.0.1:18085", "--exec", "/bin/echo", "x")
             #expect(expose.status == 1, "\(expose)")
