@@ -82,7 +82,7 @@ struct UnitFileTests {
         edit.boot = .exec(["/bin/sleep", "100", "two words", #"a"quote"#])
         try settings.apply(edit)
         #expect(settings.value(.boot) == "no")
-        #expect(settings.value(.parameters) == #"/bin/sleep 100 "two words" "a\"quote""#)
+        #expect(settings.value(.parameters) == #"/bin/sleep 100 "two words" 'a"quote'"#)
         edit.boot = .boot
         try settings.apply(edit)
         #expect(settings.rendered() == "[Exec]\nBoot=yes\n")
@@ -95,8 +95,63 @@ struct UnitFileTests {
         #expect(throws: NspawnError.self) { try settings.apply(edit) }
         #expect(settings.rendered() == "[Network]\nBridge=br0\nPort=80\n", "a refused edit changes nothing")
         edit.network = .private
+        #expect(throws: NspawnError.self, "a private network without veth has no link to forward to") { try settings.apply(edit) }
+        edit.network = .veth
         try settings.apply(edit)
-        #expect(settings.value(.bridge) == nil && settings.value(.privateNetwork) == "yes")
+        #expect(settings.value(.bridge) == nil && settings.value(.virtualEthernet) == "yes")
+
+        // nspawn takes network keys as a group: Private=no alone means no veth, so no Port=.
+        var hostOnly = NspawnSettings(parsing: "[Network]\nPrivate=no\n")
+        var ports = SettingsEdit()
+        ports.ports = ["80"]
+        #expect(throws: NspawnError.self) { try hostOnly.apply(ports) }
+        var plain = NspawnSettings(parsing: "[Exec]\nBoot=yes\n")
+        try plain.apply(ports)
+        #expect(plain.ports == ["80"], "no network keys: systemd-nspawn@.service's --network-veth applies")
+    }
+
+    @Test func continuationFollowsSystemdsBackslashCounting() {
+        // Two backslashes are one escaped backslash, not a continuation.
+        let even = UnitFileDocument(parsing: "[Exec]\nEnvironment=P=C:\\\\\nBoot=no\n")
+        #expect(even.value("Exec", "Boot") == "no")
+        let odd = UnitFileDocument(parsing: "[Exec]\nParameters=a \\\n# comment inside\n b\nBoot=no\n")
+        #expect(odd.value("Exec", "Parameters") == "a b" && odd.value("Exec", "Boot") == "no")
+        let spaced = UnitFileDocument(parsing: "[Exec]\nParameters=a \\ \nBoot=no\n")
+        #expect(spaced.value("Exec", "Boot") == "no", "a blank after the backslash ends the line")
+    }
+
+    @Test func anEmptyAssignmentResetsAList() {
+        let document = UnitFileDocument(parsing: "[Files]\nBind=/a\nBind=\nBind=/b\n[Exec]\nHostname=x\nHostname=\n")
+        #expect(document.values("Files", "Bind") == ["/b"])
+        #expect(document.value("Exec", "Hostname") == nil)
+    }
+
+    @Test func environmentIsWordsAsNspawnReadsThem() throws {
+        var settings = NspawnSettings(parsing: "[Exec]\nEnvironment=A=1 B=2\n")
+        var edit = SettingsEdit()
+        edit.environment = ["A=5", "MSG=hello world"]
+        try settings.apply(edit)
+        #expect(settings.values(.environment) == ["B=2", "A=5", #""MSG=hello world""#])
+        for bad in [#"X=it's "quoted""#, #"X=C:\dir"#, "X=a\tb"] {
+            var hostile = SettingsEdit()
+            hostile.environment = [bad]
+            #expect(throws: NspawnError.self, "\(bad)") { try settings.apply(hostile) }
+        }
+        var injected = SettingsEdit()
+        injected.assignments = [(.environment, "A=1 2B=x")]
+        #expect(throws: NspawnError.self) { try settings.apply(injected) }
+    }
+
+    @Test func execStartKeepsSpecifiersAndVariablesLiteral() throws {
+        #expect(try quoteExecStart(["/bin/sh", "-c", "echo $$ ${HOME} 100%"]) == #"/bin/sh -c "echo $$$$ $${HOME} 100%%""#)
+        #expect(try quoteExecStart(["/bin/printf", #"a"b\c"#]) == #"/bin/printf "a\"b\\c""#)
+        #expect(try quoteExecStart(["/bin/echo", ";"]) == #"/bin/echo ";""#)
+    }
+
+    @Test func filesThatCannotBeRewrittenFaithfullyAreRefused() {
+        #expect(UnitFileDocument.rewriteProblem(Array("[Exec]\r\nBoot=yes\r\n".utf8)) != nil)
+        #expect(UnitFileDocument.rewriteProblem([0x23, 0x20, 0xE9, 0x0A]) != nil, "Latin-1 comment")
+        #expect(UnitFileDocument.rewriteProblem(Array("# caf\u{e9}\n[Exec]\nBoot=yes\n".utf8)) == nil)
     }
 
     static let hostileValues: [(String, String)] = [
@@ -106,6 +161,7 @@ struct UnitFileTests {
         ("Exec.Environment", "1X=y"), ("Exec.KillSignal", "SIGNOPE"), ("Exec.Hostname", "-bad-"),
         ("Exec.WorkingDirectory", "tmp"), ("Network.Bridge", "a-name-that-is-too-long"), ("Network.Zone", "with space"),
         ("Exec.Parameters", "ends with\\"), ("Exec.User", "-root"), ("Exec.PrivateUsers", "lots"), ("Exec.Boot", ""),
+        ("Files.Bind", "/srv/x\\:/etc"), ("Files.TemporaryFileSystem", "/a\\b"), ("Exec.Environment", "A='1"),
     ]
 
     @Test(arguments: hostileValues)

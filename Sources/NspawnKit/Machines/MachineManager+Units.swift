@@ -62,7 +62,8 @@ extension MachineManager {
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
             if !edit.isEmpty {
-                var (settings, _) = try Self.loadSettings(name)
+                let source = try Self.loadSettings(name, imagePath: Self.imageFilesystemPath(name, machined: machined))
+                var settings = try source.editable(name)
                 let before = settings.rendered()
                 try settings.apply(edit)
                 if settings.rendered() != before {
@@ -105,16 +106,25 @@ extension MachineManager {
             }
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
-            let (settings, _) = try Self.loadSettings(name)
-            if settings.boot == false {
-                throw NspawnError.invalidArgument("machine '\(name)' does not boot (Boot=no in its settings); socket activation needs the guest's systemd to take the sockets")
+            let source = try Self.loadSettings(name, imagePath: Self.imageFilesystemPath(name, machined: machined))
+            if source.boot == false {
+                throw NspawnError.invalidArgument("machine '\(name)' does not boot (Boot=no in \(source.path ?? source.adjacentPath ?? "its settings")); socket activation needs the guest's systemd to take the sockets")
             }
-            if running { try self.stop(name, timeout: stopTimeout, bus: bus) }
-            try Self.installSocketActivation(activation, root: root, bus: bus)
+            let systemd = SystemdManager(bus: bus)
             if running {
-                // Started directly, the service still gets the listening sockets of its socket unit.
-                try SystemdManager(bus: bus).startUnit(name.serviceUnit)
+                // The socket first, so no connection starts the machine again while it changes.
+                try Self.stopHostSocket(name, bus: bus)
+                try self.stop(name, timeout: stopTimeout, bus: bus)
             }
+            do {
+                try Self.installSocketActivation(activation, root: root, bus: bus)
+            } catch {
+                // A machine we stopped runs again, with whatever sockets it had.
+                if running { try? systemd.startUnit(name.serviceUnit) }
+                throw error
+            }
+            // Started directly, the service still gets the listening sockets of its socket unit.
+            if running { try systemd.startUnit(name.serviceUnit) }
             return ExposeResult(name: name.rawValue, addresses: activation.addresses.map(\.description),
                                 socketUnit: SocketActivation.hostSocketUnit(name), restarted: running)
         }
@@ -127,22 +137,34 @@ extension MachineManager {
             let machined = Machined(bus: bus)
             let hostUnitExists = access(SocketActivation.hostSocketPath(name), F_OK) == 0
             var root: Directory?
-            if let objectPath = try machined.imagePathIfExists(name),
-               let path = try machined.imageProperties(name, path: objectPath).path {
-                root = try Self.openImageRoot(path, name: name)
+            var readOnly = false
+            if let objectPath = try machined.imagePathIfExists(name) {
+                let properties = try machined.imageProperties(name, path: objectPath)
+                if let path = properties.path { root = try Self.openImageRoot(path, name: name) }
+                readOnly = properties.readOnly == true
             }
             let guestExposed = root.map { ContainedRoot(root: $0).exists(SocketActivation.guestSocketPath) } ?? false
             guard hostUnitExists || guestExposed else { throw NspawnError.notExposed(name.rawValue) }
+            if guestExposed && readOnly {
+                throw NspawnError.busy(name.rawValue, reason: "its image is read-only, so the socket units inside cannot be removed; make it writable first")
+            }
             let running = try machined.machinePathIfRunning(name) != nil
             if running && !restart {
                 throw NspawnError.busy(name.rawValue, reason: "it is running and holds the passed sockets open until it stops; stop it first or pass --restart")
             }
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
-            if running { try self.stop(name, timeout: stopTimeout, bus: bus) }
+            let systemd = SystemdManager(bus: bus)
+            // The host's socket first, so no connection starts the machine again.
             try Self.removeHostSocket(name, bus: bus)
-            if let root { try Self.removeGuestSide(root, name: name) }
-            if running { try SystemdManager(bus: bus).startUnit(name.serviceUnit) }
+            do {
+                if running { try self.stop(name, timeout: stopTimeout, bus: bus) }
+                if let root { try Self.removeGuestSide(root, name: name) }
+            } catch {
+                if running { try? systemd.startUnit(name.serviceUnit) }
+                throw error
+            }
+            if running { try systemd.startUnit(name.serviceUnit) }
         }
     }
 
@@ -169,15 +191,19 @@ extension MachineManager {
             }
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
+            try machined.cloneImage(image, to: name, readOnly: false)
+            // From here on every failure is undone; a failed clone left nothing of ours to undo.
             do {
-                try machined.cloneImage(image, to: name, readOnly: false)
                 // machined copies the source's settings file along with the image.
-                var (settings, _) = try Self.loadSettings(name)
-                try settings.apply(edit)
-                if activation != nil && settings.boot == false {
-                    throw NspawnError.invalidArgument("image '\(image)' does not boot (Boot=no in its settings); socket activation needs the guest's systemd")
+                let source = try Self.loadSettings(name, imagePath: Self.imageFilesystemPath(name, machined: machined))
+                if activation != nil && source.boot == false {
+                    throw NspawnError.invalidArgument("image '\(image)' does not boot (Boot=no in \(source.path ?? source.adjacentPath ?? "its settings")); socket activation needs the guest's systemd")
                 }
-                if !edit.isEmpty { try AtomicFile.write(MachineFiles.settingsPath(name), settings.rendered()) }
+                if !edit.isEmpty {
+                    var settings = try source.editable(name)
+                    try settings.apply(edit)
+                    try AtomicFile.write(MachineFiles.settingsPath(name), settings.rendered())
+                }
                 if let flavor { try Self.applyFlavor(flavor, to: name, live: false, bus: bus) }
                 if let activation {
                     let root = try Self.writableDirectoryImage(name, machined: machined, purpose: "expose")
@@ -212,16 +238,58 @@ extension MachineManager {
 
     // MARK: - Blocking helpers
 
-    static func loadSettings(_ name: MachineName) throws(NspawnError) -> (NspawnSettings, String?) {
-        for path in [MachineFiles.settingsPath(name), MachineFiles.runtimeSettingsPath(name)] {
-            if let text = try AtomicFile.read(path) { return (NspawnSettings(parsing: text), path) }
+    /// A machine's settings as systemd-nspawn finds them: /etc, then /run, and only when neither
+    /// exists the untrusted file next to the image (whose privileged keys nspawn ignores).
+    struct SettingsSource {
+        var settings = NspawnSettings()
+        var path: String?
+        var rewriteProblem: String?
+        var adjacentPath: String?
+        var adjacentBoot: Bool?
+
+        var boot: Bool? { path != nil ? settings.boot : adjacentBoot }
+
+        /// The trusted settings to edit. Refused when writing /etc would drop bytes or shadow
+        /// the file next to the image, which nspawn stops reading once /etc has one.
+        func editable(_ name: MachineName) throws(NspawnError) -> NspawnSettings {
+            if let path, let rewriteProblem {
+                throw .invalidArgument("will not rewrite '\(path)' of machine '\(name)': \(rewriteProblem)")
+            }
+            if let adjacentPath {
+                throw .busy(name.rawValue, reason: "its settings are in '\(adjacentPath)', next to the image, which systemd-nspawn stops reading once /etc/systemd/nspawn/\(name).nspawn exists; review it and move it there first")
+            }
+            return settings
         }
-        return (NspawnSettings(), nil)
+    }
+
+    static func loadSettings(_ name: MachineName, imagePath: String? = nil) throws(NspawnError) -> SettingsSource {
+        var source = SettingsSource()
+        for path in [MachineFiles.settingsPath(name), MachineFiles.runtimeSettingsPath(name)] {
+            if let bytes = try AtomicFile.readBytes(path) {
+                source.settings = NspawnSettings(parsing: String(decoding: bytes, as: UTF8.self))
+                source.path = path
+                source.rewriteProblem = UnitFileDocument.rewriteProblem(bytes)
+                return source
+            }
+        }
+        if let imagePath {
+            let adjacent = AtomicFile.split(imagePath).parent + "/\(name.rawValue).nspawn"
+            if let text = try AtomicFile.read(adjacent) {
+                source.adjacentPath = adjacent
+                source.adjacentBoot = NspawnSettings(parsing: text).boot
+            }
+        }
+        return source
+    }
+
+    static func imageFilesystemPath(_ name: MachineName, machined: Machined) throws(NspawnError) -> String? {
+        guard let objectPath = try machined.imagePathIfExists(name) else { return nil }
+        return try machined.imageProperties(name, path: objectPath).path
     }
 
     static func currentConfig(_ name: MachineName) throws(NspawnError) -> MachineConfig {
-        let (settings, path) = try loadSettings(name)
-        return MachineConfig(name: name.rawValue, path: path, settings: settings.effective,
+        let source = try loadSettings(name)
+        return MachineConfig(name: name.rawValue, path: source.path, settings: source.settings.effective,
                              flavor: try flavorName(of: name), exposed: try exposedAddresses(of: name))
     }
 
@@ -366,13 +434,20 @@ extension MachineManager {
         let socketUnit = SocketActivation.hostSocketUnit(name)
         let path = SocketActivation.hostSocketPath(name)
         guard access(path, F_OK) == 0 else { return }
-        if let state = try systemd.unitStates([socketUnit])[socketUnit], state.active != "inactive" {
-            try systemd.stopUnit(socketUnit)
-        }
+        try stopHostSocket(name, bus: bus)
         _ = try systemd.disableUnitFiles([socketUnit])
         try AtomicFile.remove(path)
         try systemd.reload()
         try systemd.resetFailedUnit(socketUnit)
+    }
+
+    /// Stops the host's socket unit (if it exists) without removing it.
+    static func stopHostSocket(_ name: MachineName, bus: BusConnection) throws(NspawnError) {
+        let systemd = SystemdManager(bus: bus)
+        let socketUnit = SocketActivation.hostSocketUnit(name)
+        if let state = try systemd.unitStates([socketUnit])[socketUnit], state.active != "inactive" {
+            try systemd.stopUnit(socketUnit)
+        }
     }
 
     /// The flavor drop-in (and its live copies); the directory goes only when empty.

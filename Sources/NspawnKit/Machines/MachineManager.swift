@@ -160,7 +160,9 @@ public struct MachineManager: Sendable {
             let systemd = SystemdManager(bus: bus)
             let wasEnabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
             try machined.renameImage(name, to: newName)
-            // The flavor goes with the machine.
+            // The flavor goes with the machine; live copies from an old resize do not.
+            for path in MachineFiles.controlDropIns(name) { try AtomicFile.remove(path) }
+            rmdir("/run/systemd/system.control/\(name.serviceUnit).d")
             if access(MachineFiles.dropInDirectory(name), F_OK) == 0 {
                 if Glibc.rename(MachineFiles.dropInDirectory(name), MachineFiles.dropInDirectory(newName)) != 0 {
                     throw NspawnError.failed("cannot move '\(MachineFiles.dropInDirectory(name))' to '\(MachineFiles.dropInDirectory(newName))': \(Errno(rawValue: errno))")

@@ -47,6 +47,10 @@ enum AtomicFile {
 
     /// The file's text, or nil when it does not exist. Other read errors are thrown.
     static func read(_ path: String, limit: Int = 1024 * 1024) throws(NspawnError) -> String? {
+        try readBytes(path, limit: limit).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    static func readBytes(_ path: String, limit: Int = 1024 * 1024) throws(NspawnError) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
         if fd < 0 {
             if errno == ENOENT { return nil }
@@ -54,7 +58,7 @@ enum AtomicFile {
         }
         defer { close(fd) }
         do {
-            return String(decoding: try readAll(fd, limit: limit), as: UTF8.self)
+            return try readAll(fd, limit: limit)
         } catch {
             throw .failed("cannot read '\(path)': \(error)")
         }

@@ -54,16 +54,25 @@ public struct NspawnSettings: Sendable, Equatable {
                 copy.set("Exec", "Boot", to: "yes")
                 copy.remove("Exec", "Parameters")
             case .exec(let command):
-                let parameters = try quoteCommandLine(command)
+                let parameters = try quoteNspawnWords(command, what: "command")
                 copy.set("Exec", "Boot", to: "no")
                 copy.set("Exec", "Parameters", to: parameters)
             }
         }
         for assignment in edit.environment {
-            try SettingKey.environment.validate(assignment)
+            let word = try quoteNspawnWords([assignment], what: "environment assignment")
+            try SettingKey.environment.validate(word)
+            // nspawn splits each Environment= line into words: drop only this variable's word.
             let variable = assignment.prefix { $0 != "=" }
-            let kept = copy.values("Exec", "Environment").filter { $0.prefix { $0 != "=" } != variable }
-            copy.set("Exec", "Environment", to: kept + [assignment])
+            var kept: [String] = []
+            for line in copy.values("Exec", "Environment") {
+                guard let words = splitNspawnWords(line) else { kept.append(line); continue }
+                let others = words.filter { $0.prefix { $0 != "=" } != variable }
+                if others.count == words.count { kept.append(line) } else if !others.isEmpty {
+                    kept.append(try quoteNspawnWords(others, what: "environment assignment"))
+                }
+            }
+            copy.set("Exec", "Environment", to: kept + [word])
         }
         for bind in edit.binds {
             try SettingKey.bind.validate(bind)
@@ -108,20 +117,21 @@ public struct NspawnSettings: Sendable, Equatable {
             try SettingKey.port.validate(port)
             if !copy.values("Network", "Port").contains(port) { copy.add("Network", "Port", port) }
         }
-        // Port= needs a virtual link; with the host's network it would be silently ignored.
+        // nspawn refuses to start with Port= and no virtual link to forward to.
         let candidate = NspawnSettings(document: copy)
-        if !candidate.ports.isEmpty && candidate.usesHostNetwork {
-            throw .invalidArgument("Port= needs a private network with a virtual link (--network veth, bridge=… or zone=…), not the host's")
+        if !candidate.ports.isEmpty && !candidate.hasVirtualLink {
+            throw .invalidArgument("Port= needs a virtual link to the container (--network veth, bridge=BRIDGE or zone=ZONE)")
         }
         document = copy
     }
 
-    /// Whether the machine shares the host's network, as far as this file says.
-    /// systemd-nspawn@.service adds --network-veth, so no Network= keys means a veth link.
-    var usesHostNetwork: Bool {
-        value(.privateNetwork).flatMap(parseSystemdBool) == false
-            && value(.virtualEthernet).flatMap(parseSystemdBool) == false
-            && value(.bridge) == nil && value(.zone) == nil
+    /// Whether the container gets a veth link. nspawn takes the file's network keys as a group:
+    /// with none, systemd-nspawn@.service's own --network-veth applies; with any, only
+    /// VirtualEthernet=yes, Bridge= or Zone= make a link.
+    var hasVirtualLink: Bool {
+        let networkKeys = ["Private", "VirtualEthernet", "VirtualEthernetExtra", "Bridge", "Zone", "Interface", "MACVLAN", "IPVLAN"]
+        if networkKeys.allSatisfy({ document.value("Network", $0) == nil }) { return true }
+        return value(.virtualEthernet).flatMap(parseSystemdBool) == true || value(.bridge) != nil || value(.zone) != nil
     }
 }
 
@@ -277,11 +287,15 @@ public struct SettingKey: Sendable, Hashable {
         case .text:
             return nil
         case .environment:
-            guard let equals = value.firstIndex(of: "=") else { return "expected NAME=VALUE" }
-            let variable = value[..<equals]
-            guard let first = variable.unicodeScalars.first, first == "_" || first.properties.isAlphabetic && first.isASCII,
-                  variable.unicodeScalars.allSatisfy({ $0.isASCII && ($0 == "_" || $0.properties.isAlphabetic || ("0"..."9").contains($0)) })
-            else { return "'\(variable)' is not a valid variable name" }
+            // nspawn reads the line as words, each one NAME=VALUE.
+            guard let words = splitNspawnWords(value) else { return "unbalanced quotes or a backslash" }
+            for word in words {
+                guard let equals = word.firstIndex(of: "=") else { return "expected NAME=VALUE" }
+                let variable = word[..<equals]
+                guard let first = variable.unicodeScalars.first, first == "_" || first.properties.isAlphabetic && first.isASCII,
+                      variable.unicodeScalars.allSatisfy({ $0.isASCII && ($0 == "_" || $0.properties.isAlphabetic || ("0"..."9").contains($0)) })
+                else { return "'\(variable)' is not a valid variable name" }
+            }
             return nil
         case .user:
             let ok = value.count <= 32 && value.unicodeScalars.allSatisfy {
@@ -340,9 +354,11 @@ enum PortForward {
     }
 }
 
-/// Why `path` is not a clean absolute path, or nil.
+/// Why `path` is not a clean absolute path, or nil. nspawn unescapes backslashes in paths,
+/// so one would silently change the path.
 func pathProblem(_ path: String) -> String? {
     guard path.hasPrefix("/") else { return "'\(path)' is not an absolute path" }
+    if path.contains("\\") { return "backslashes in paths are not supported" }
     let components = path.split(separator: "/")
     if components.contains("..") || components.contains(".") { return "'\(path)' must not contain '.' or '..'" }
     return nil
@@ -375,20 +391,68 @@ func parseSystemdBool(_ text: String) -> Bool? {
     }
 }
 
-/// Quotes a command line so systemd splits it back into exactly these words.
-func quoteCommandLine(_ words: [String]) throws(NspawnError) -> String {
+/// Quotes words for a `.nspawn` value (Parameters=, Environment=). nspawn unquotes but keeps
+/// backslashes as they are, so a word is wrapped in the quote it does not contain; one with
+/// both quotes, or with a backslash, cannot be written faithfully and is refused.
+func quoteNspawnWords(_ words: [String], what: String) throws(NspawnError) -> String {
+    guard !words.isEmpty else { throw .invalidArgument("the \(what) is empty") }
+    return try words.map { word throws(NspawnError) -> String in
+        if word.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
+            throw .invalidArgument("invalid \(what) '\(word.escapedForMessage)': control characters are not allowed")
+        }
+        if word.contains("\\") {
+            throw .invalidArgument("invalid \(what) '\(word.escapedForMessage)': backslashes are not supported in .nspawn files")
+        }
+        if isPlainWord(word) { return word }
+        if !word.contains("\"") { return "\"\(word)\"" }
+        if !word.contains("'") { return "'\(word)'" }
+        throw .invalidArgument("invalid \(what) '\(word.escapedForMessage)': it holds both kinds of quote")
+    }.joined(separator: " ")
+}
+
+/// Splits a `.nspawn` value into words the way nspawn does for the values we write; nil for
+/// unbalanced quotes or backslashes, which we never write.
+func splitNspawnWords(_ text: String) -> [String]? {
+    var words: [String] = []
+    var current = ""
+    var inWord = false
+    var quote: Character?
+    for character in text {
+        if character == "\\" { return nil }
+        if let open = quote {
+            if character == open { quote = nil } else { current.append(character) }
+        } else if character == "\"" || character == "'" {
+            quote = character
+            inWord = true
+        } else if character == " " || character == "\t" {
+            if inWord { words.append(current); current = ""; inWord = false }
+        } else {
+            current.append(character)
+            inWord = true
+        }
+    }
+    if quote != nil { return nil }
+    if inWord { words.append(current) }
+    return words
+}
+
+private func isPlainWord(_ word: String) -> Bool {
+    !word.isEmpty && word.unicodeScalars.allSatisfy {
+        $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/._-+=,@%:".unicodeScalars.contains($0))
+    }
+}
+
+/// Quotes a command line for ExecStart= in a unit file, which unescapes C-style within double
+/// quotes and expands `%` specifiers and `$` variables even there.
+func quoteExecStart(_ words: [String]) throws(NspawnError) -> String {
     guard !words.isEmpty else { throw .invalidArgument("the command to run is empty") }
     return try words.map { word throws(NspawnError) -> String in
         if word.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
             throw .invalidArgument("invalid command word '\(word.escapedForMessage)': control characters are not allowed")
         }
-        let plain = !word.isEmpty && word.unicodeScalars.allSatisfy {
-            $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "/._-+=,@%:".unicodeScalars.contains($0))
-        }
-        if plain { return word }
-        // Within double quotes systemd takes \\ \" and, for unit files, \$ is not special; % is
-        // a specifier only in unit files, which callers double themselves.
-        let escaped = word.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"")
+        let literal = word.replacing("%", with: "%%").replacing("$", with: "$$")
+        if isPlainWord(word) && !word.contains("%") { return literal }
+        let escaped = literal.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"")
         return "\"\(escaped)\""
     }.joined(separator: " ")
 }

@@ -74,7 +74,7 @@ public enum ExposeHandler: Sendable, Equatable, Codable {
     public func validate() throws(NspawnError) {
         switch self {
         case .exec(let command):
-            _ = try quoteCommandLine(command)
+            _ = try quoteExecStart(command)
             guard let program = command.first, program.hasPrefix("/") else {
                 throw .invalidArgument("the command to run must start with an absolute path, not '\((command.first ?? "").escapedForMessage)'")
             }
@@ -161,8 +161,7 @@ public struct SocketActivation: Sendable, Equatable {
     /// in scripts/bench, doubling the warm reply time.
     func guestServiceText() throws(NspawnError) -> String? {
         guard case .exec(let command) = handler else { return nil }
-        // '%' starts a specifier in unit files.
-        let execStart = try quoteCommandLine(command).replacing("%", with: "%%")
+        let execStart = try quoteExecStart(command)
         return """
         # Written by 'nspawnctl expose' on the host; removed by 'nspawnctl unexpose'.
         [Unit]

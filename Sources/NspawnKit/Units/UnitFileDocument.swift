@@ -36,10 +36,12 @@ public struct UnitFileDocument: Sendable, Equatable {
             } else if trimmed.hasPrefix("[") && trimmed.hasSuffix("]") {
                 lines.append(.section(String(trimmed.dropFirst().dropLast()), raw: raw))
             } else if let equals = trimmed.firstIndex(of: "=") {
-                // A trailing backslash continues the value on the next line, as in systemd.
+                // An odd number of backslashes at the very end continues the line, as systemd
+                // counts them; comment lines inside a continuation are skipped.
                 var rawLines = [raw]
                 var value = String(trimmed[trimmed.index(after: equals)...])
-                while value.hasSuffix("\\"), index < physical.count {
+                var continues = endsWithEscape(raw)
+                while continues, index < physical.count {
                     value = String(value.dropLast()).trimmedWhitespace
                     let next = physical[index]
                     index += 1
@@ -47,6 +49,7 @@ public struct UnitFileDocument: Sendable, Equatable {
                     let nextTrimmed = next.trimmedWhitespace
                     if nextTrimmed.hasPrefix("#") || nextTrimmed.hasPrefix(";") { value += "\\"; continue }
                     value += " " + nextTrimmed
+                    continues = endsWithEscape(next)
                 }
                 let key = String(trimmed[..<equals]).trimmedWhitespace
                 lines.append(.entry(key: key, value: value.trimmedWhitespace, raw: rawLines.joined(separator: "\n")))
@@ -54,6 +57,19 @@ public struct UnitFileDocument: Sendable, Equatable {
                 lines.append(.other(raw))
             }
         }
+    }
+
+    /// Whether systemd would read the line as continued: an odd run of trailing backslashes.
+    private func endsWithEscape(_ line: String) -> Bool {
+        line.reversed().prefix { $0 == "\\" }.count % 2 == 1
+    }
+
+    /// Whether rewriting the file would change bytes nobody asked to change: carriage returns
+    /// (Swift reads "\r\n" as one character, so lines would not split) or text that is not UTF-8.
+    public static func rewriteProblem(_ bytes: [UInt8]) -> String? {
+        if bytes.contains(UInt8(ascii: "\r")) { return "it has carriage returns (CRLF line ends)" }
+        if String(validating: bytes, as: UTF8.self) == nil { return "it is not valid UTF-8" }
+        return nil
     }
 
     public func rendered() -> String {
@@ -76,14 +92,18 @@ public struct UnitFileDocument: Sendable, Equatable {
     }
 
     /// All values of `key` in `section`, in file order (a section may appear more than once).
+    /// An empty assignment (`Key=`) resets the list, as in systemd.
     public func values(_ section: String, _ key: String) -> [String] {
-        zip(lines, sectionOfLine).compactMap { line, lineSection in
-            guard lineSection == section, case .entry(key, let value, _) = line else { return nil }
-            return value
+        var result: [String] = []
+        for (line, lineSection) in zip(lines, sectionOfLine) {
+            guard lineSection == section, case .entry(key, let value, _) = line else { continue }
+            if value.isEmpty { result.removeAll() } else { result.append(value) }
         }
+        return result
     }
 
-    /// The value that counts for a single-valued key: the last one, as systemd reads it.
+    /// The value that counts for a single-valued key: the last one, as systemd reads it;
+    /// nil when unset or reset to empty.
     public func value(_ section: String, _ key: String) -> String? {
         values(section, key).last
     }
