@@ -236,6 +236,23 @@ extension EndToEndTests {
         }
     }
 
+    @Test func settingsNextToTheImageAreNeverShadowedSilently() throws {
+        let name = "e2e-adjacent"
+        try Fixture.with([name]) {
+            try Fixture.busybox(name)
+            // Only the untrusted file next to the image: systemd-nspawn reads it (minus privileged keys).
+            try Testbed.mustSh("mv /etc/systemd/nspawn/\(name).nspawn /var/lib/machines/\(name).nspawn")
+            defer { _ = try? Testbed.sh("rm -f /var/lib/machines/\(name).nspawn") }
+            let config = try Testbed.nspawnctl("config", name, "--port", "8080")
+            #expect(config.status == Exit.conflict, "\(config)")
+            #expect(config.stderr.contains("/var/lib/machines/\(name).nspawn"), "\(config.stderr)")
+            #expect(try Testbed.sh("test -e /etc/systemd/nspawn/\(name).nspawn").status != 0, "nothing was written to /etc")
+            let expose = try Testbed.nspawnctl("expose", name, "--listen", "127.0.0.1:18087", "--exec", "/bin/sh")
+            #expect(expose.status == Exit.invalidInput && expose.stderr.contains("Boot=no"), "its Boot=no counts: \(expose)")
+            #expect(try Testbed.sh("test -e /etc/systemd/system/systemd-nspawn@\(name).socket").status != 0)
+        }
+    }
+
     @Test func badFlagValuesLeaveTheSettingsFileUntouched() throws {
         let name = "e2e-config"
         try Fixture.with([name]) {
