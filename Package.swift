@@ -6,12 +6,14 @@ let package = Package(
     products: [
         .library(name: "NspawnKit", targets: ["NspawnKit"]),
         .executable(name: "nspawnctl", targets: ["nspawnctl"]),
+        .executable(name: "nspawnd", targets: ["nspawnd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
@@ -39,8 +41,30 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "nspawnctl", dependencies: ["NspawnCLI"]),
+        // The daemon's wire layer: HTTP decoding, peer-credential authorization and routing
+        // over NspawnKit calls.
+        .target(
+            name: "NspawnDaemon",
+            dependencies: [
+                "NspawnKit",
+                "CSystemd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "nspawnd",
+            dependencies: [
+                "NspawnDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "NspawnKitTests", dependencies: ["NspawnKit", "CSystemd"]),
         .testTarget(name: "NspawnCLITests", dependencies: ["NspawnCLI", "NspawnKit"]),
+        .testTarget(name: "NspawnDaemonTests", dependencies: ["NspawnDaemon", "NspawnKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["NspawnKit"]),
     ],
     swiftLanguageModes: [.v6]

@@ -5,10 +5,7 @@ import NspawnKit
 public enum Renderer {
     /// JSON with sorted keys, snake_case names and ISO-8601 dates.
     public static func json<T: Encodable>(_ value: T, compact: Bool = false) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = compact ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.dateEncodingStrategy = .iso8601
+        let encoder = WireJSON.encoder(pretty: !compact)
         do {
             return String(decoding: try encoder.encode(value), as: UTF8.self)
         } catch {

@@ -1,0 +1,283 @@
+import FoundationEssentials
+import NspawnKit
+
+/// One decoded HTTP request, as the router sees it.
+public struct APIRequest: Sendable {
+    public var method: String
+    /// The path without the query, percent-decoding not applied (names never need it).
+    public var path: String
+    public var body: [UInt8]
+    public var contentType: String?
+    public var peer: Peer
+
+    public init(method: String, path: String, body: [UInt8] = [], contentType: String? = nil, peer: Peer) {
+        self.method = method
+        self.path = path
+        self.body = body
+        self.contentType = contentType
+        self.peer = peer
+    }
+}
+
+public struct APIResponse: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+    public var headers: [(String, String)] = []
+
+    public init(status: Int, body: [UInt8], headers: [(String, String)] = []) {
+        self.status = status
+        self.body = body
+        self.headers = headers
+    }
+
+    static func json<T: Encodable>(_ value: T, status: Int = 200) -> APIResponse {
+        do {
+            return APIResponse(status: status, body: Array(try WireJSON.encoder(pretty: false).encode(value)) + [0x0A])
+        } catch {
+            return .error(status: 500, code: "failure", message: "cannot encode the response: \(error)")
+        }
+    }
+
+    static func error(status: Int, code: String, message: String, busError: String? = nil) -> APIResponse {
+        json(ErrorBody(error: .init(code: code, message: message, busError: busError)), status: status)
+    }
+
+    static func error(_ error: NspawnError) -> APIResponse {
+        .error(status: httpStatus(error.category), code: error.category.rawValue, message: error.description, busError: error.busError?.name)
+    }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`, the same shape `nspawnctl --json` prints.
+struct ErrorBody: Codable {
+    struct Detail: Codable {
+        var code: String
+        var message: String
+        var busError: String?
+    }
+    var error: Detail
+}
+
+/// The HTTP status for each error category.
+func httpStatus(_ category: NspawnError.Category) -> Int {
+    switch category {
+    case .invalidInput: 400
+    case .permissionDenied: 403
+    case .notFound: 404
+    case .conflict: 409
+    case .verificationFailed: 422
+    case .cancelled: 409
+    case .failure: 500
+    }
+}
+
+/// The operations the API needs from the library; `MachineManager` in production.
+public protocol MachineService: Sendable {
+    func list(includeHidden: Bool) async throws -> [MachineSummary]
+    func status(_ name: MachineName) async throws -> MachineStatus
+    func start(_ name: MachineName) async throws
+    func stop(_ name: MachineName, timeout: Duration) async throws
+    func reboot(_ name: MachineName) async throws
+    func terminate(_ name: MachineName) async throws
+    func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws
+    func remove(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws
+    func rename(_ name: MachineName, to newName: MachineName) async throws
+    func clone(_ name: MachineName, to newName: MachineName, readOnly: Bool) async throws
+}
+
+extension MachineManager: MachineService {}
+
+public struct VersionInfo: Codable, Sendable {
+    public var name = "nspawnd"
+    public var version: String
+    public var api = "v1"
+}
+
+/// Routes `/v1/...` requests to the library, after checking the peer's role.
+public struct Router: Sendable {
+    public static let version = "0.5.0"
+    let service: any MachineService
+    let authorizer: Authorizer
+
+    public init(service: any MachineService, authorizer: Authorizer = Authorizer()) {
+        self.service = service
+        self.authorizer = authorizer
+    }
+
+    public func handle(_ request: APIRequest) async -> APIResponse {
+        let segments = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
+        guard request.path.hasPrefix("/"), segments.first == "v1" else {
+            return .error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForJSONMessage)'; the API lives under /v1")
+        }
+        let route = Route(Array(segments.dropFirst()))
+        let role = authorizer.role(of: request.peer)
+        do {
+            if case .version = route, request.method == "GET" {
+                return .json(VersionInfo(version: Self.version))
+            }
+            guard role >= .operator else {
+                return .error(status: 403, code: "permission_denied",
+                              message: "permission denied: uid \(request.peer.uid) is neither root nor in group '\(authorizer.group)'")
+            }
+            switch (request.method, route) {
+            case ("GET", .machines):
+                return .json(try await service.list(includeHidden: false))
+            case ("GET", .machine(let name)):
+                return .json(try await service.status(try MachineName(name)))
+            case ("POST", .machineAction(let name, let action)):
+                return try await machineAction(try MachineName(name), action, request)
+            case ("GET", .images):
+                return .json(try await service.list(includeHidden: false).filter { $0.imageType != nil })
+            case ("DELETE", .image(let name)), ("POST", .imageAction(let name, _)):
+                guard role >= .admin else {
+                    return .error(status: 403, code: "permission_denied",
+                                  message: "permission denied: changing images needs root; uid \(request.peer.uid) may read and run machines")
+                }
+                return try await imageAction(try MachineName(name), route, request)
+            case (_, .unknown):
+                return .error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForJSONMessage)'")
+            default:
+                return .error(status: 405, code: "invalid_input", message: "\(request.method.escapedForJSONMessage) is not allowed on \(request.path.escapedForJSONMessage)")
+            }
+        } catch let error as NspawnError {
+            return .error(error)
+        } catch let error as BodyError {
+            return .error(status: error.status, code: "invalid_input", message: error.message)
+        } catch {
+            return .error(status: 500, code: "failure", message: "\(error)")
+        }
+    }
+
+    struct StopBody: Decodable { var timeout: Double? }
+    struct KillBody: Decodable {
+        var signal: String?
+        var whom: String?
+    }
+    struct NameBody: Decodable {
+        var name: String
+        var readOnly: Bool?
+    }
+    struct ForceBody: Decodable { var force: Bool? }
+
+    private func machineAction(_ name: MachineName, _ action: String, _ request: APIRequest) async throws -> APIResponse {
+        switch action {
+        case "start":
+            try await service.start(name)
+        case "stop":
+            let body = try decodeBody(StopBody.self, request, optional: true)
+            let seconds = body?.timeout ?? 90
+            guard seconds.isFinite, seconds >= 0, seconds <= 86_400 else {
+                throw BodyError(status: 400, message: "invalid timeout \(seconds): expected seconds between 0 and 86400")
+            }
+            try await service.stop(name, timeout: .milliseconds(Int64(seconds * 1000)))
+        case "reboot":
+            try await service.reboot(name)
+        case "terminate":
+            try await service.terminate(name)
+        case "kill":
+            let body = try decodeBody(KillBody.self, request, optional: true)
+            let signal = try UnixSignal(parsing: body?.signal ?? "TERM")
+            let whom: KillWhom
+            switch body?.whom ?? "all" {
+            case "all": whom = .all
+            case "leader": whom = .leader
+            case let other: throw BodyError(status: 400, message: "invalid whom '\(other.escapedForJSONMessage)': expected leader or all")
+            }
+            try await service.kill(name, signal: signal, whom: whom)
+        default:
+            return .error(status: 404, code: "not_found", message: "no action '\(action.escapedForJSONMessage)'; expected start, stop, reboot, terminate or kill")
+        }
+        return .json(ActionResult(name: name.rawValue, result: action))
+    }
+
+    private func imageAction(_ name: MachineName, _ route: Route, _ request: APIRequest) async throws -> APIResponse {
+        switch (request.method, route) {
+        case ("DELETE", .image):
+            let force = try decodeBody(ForceBody.self, request, optional: true)?.force ?? false
+            try await service.remove(name, force: force, stopTimeout: .seconds(90))
+            return .json(ActionResult(name: name.rawValue, result: "removed"))
+        case ("POST", .imageAction(_, "clone")):
+            let body = try decodeBody(NameBody.self, request, optional: false)!
+            let newName = try MachineName(body.name)
+            try await service.clone(name, to: newName, readOnly: body.readOnly ?? false)
+            return .json(ActionResult(name: newName.rawValue, result: "cloned from \(name)"), status: 201)
+        case ("POST", .imageAction(_, "rename")):
+            let body = try decodeBody(NameBody.self, request, optional: false)!
+            let newName = try MachineName(body.name)
+            try await service.rename(name, to: newName)
+            return .json(ActionResult(name: newName.rawValue, result: "renamed from \(name)"))
+        default:
+            return .error(status: 404, code: "not_found", message: "no such image action '\(request.path.escapedForJSONMessage)'; expected clone or rename")
+        }
+    }
+
+    /// Decodes a JSON body. An empty body is nil when `optional`; anything else must be JSON.
+    func decodeBody<T: Decodable>(_ type: T.Type, _ request: APIRequest, optional: Bool) throws -> T? {
+        if request.body.isEmpty {
+            if optional { return nil }
+            throw BodyError(status: 400, message: "a JSON body is required")
+        }
+        if let contentType = request.contentType, !contentType.lowercased().hasPrefix("application/json") {
+            throw BodyError(status: 415, message: "expected Content-Type application/json, not '\(contentType.escapedForJSONMessage)'")
+        }
+        do {
+            return try WireJSON.decoder().decode(T.self, from: Data(request.body))
+        } catch {
+            throw BodyError(status: 400, message: "malformed JSON body: \(Self.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): "missing key '\(key.stringValue)'"
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'"
+        case DecodingError.dataCorrupted: "not valid JSON"
+        default: "not valid JSON"
+        }
+    }
+}
+
+/// The resources under /v1, parsed from path segments.
+enum Route: Equatable {
+    case version, machines, images
+    case machine(String)
+    case machineAction(String, String)
+    case image(String)
+    case imageAction(String, String)
+    case unknown
+
+    init(_ segments: [String]) {
+        switch segments.count {
+        case 1:
+            switch segments[0] {
+            case "version": self = .version
+            case "machines": self = .machines
+            case "images": self = .images
+            default: self = .unknown
+            }
+        case 2 where segments[0] == "machines": self = .machine(segments[1])
+        case 2 where segments[0] == "images": self = .image(segments[1])
+        case 3 where segments[0] == "machines": self = .machineAction(segments[1], segments[2])
+        case 3 where segments[0] == "images": self = .imageAction(segments[1], segments[2])
+        default: self = .unknown
+        }
+    }
+}
+
+/// The result of an action on one machine, as `nspawnctl --json` prints it.
+struct ActionResult: Codable {
+    var name: String
+    var result: String
+}
+
+struct BodyError: Error {
+    var status: Int
+    var message: String
+}
+
+extension String {
+    /// Hostile paths and names are echoed without control characters.
+    var escapedForJSONMessage: String {
+        String(String.UnicodeScalarView(unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : $0 }.prefix(200)))
+    }
+}

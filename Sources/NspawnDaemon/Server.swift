@@ -1,0 +1,188 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NspawnKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP/1.1 server on a unix socket: one task per connection, bounded request bodies,
+/// a deadline for every request, and an exit once idle.
+public struct DaemonServer: Sendable {
+    public struct Configuration: Sendable {
+        /// Exit after this long with no open connection; nil never exits.
+        public var idleTimeout: Duration?
+        /// Largest accepted request body.
+        public var maximumBodySize: Int = 64 * 1024
+        /// A client must send a whole request within this time, so slow or half-open
+        /// clients cannot pin a connection.
+        public var requestTimeout: TimeAmount = .seconds(10)
+
+        public init(idleTimeout: Duration?) {
+            self.idleTimeout = idleTimeout
+        }
+    }
+
+    let configuration: Configuration
+    let router: Router
+    let logger: Logger
+
+    public init(configuration: Configuration, router: Router, logger: Logger) {
+        self.configuration = configuration
+        self.router = router
+        self.logger = logger
+    }
+
+    /// Serves `listeningSocket` until idle for `idleTimeout`. The socket is already bound and
+    /// listening, by systemd or by `ListenSocket.bind`.
+    public func run(listeningSocket: Int32) async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 128)
+            .bind(listeningSocket) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: configuration.requestTimeout))
+                    try channel.pipeline.syncOperations.addHandler(CloseOnIdle())
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let activity = Activity()
+        logger.info("serving", metadata: ["fd": "\(listeningSocket)", "idle-timeout": "\(configuration.idleTimeout.map { "\($0)" } ?? "never")"])
+        try await withThrowingDiscardingTaskGroup { tasks in
+            if let idleTimeout = configuration.idleTimeout {
+                tasks.addTask {
+                    while true {
+                        try await Task.sleep(for: .milliseconds(250))
+                        if await activity.idleFor(longerThan: idleTimeout) {
+                            logger.info("idle, exiting", metadata: ["idle-timeout": "\(idleTimeout)"])
+                            try? await server.channel.close()
+                            return
+                        }
+                    }
+                }
+            }
+            try await server.executeThenClose { connections in
+                for try await connection in connections {
+                    await activity.opened()
+                    tasks.addTask {
+                        await self.serve(connection)
+                        await activity.closed()
+                    }
+                }
+            }
+            tasks.cancelAll()
+        }
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+        let peer: Peer
+        do {
+            peer = try await Self.peerCredentials(connection.channel)
+        } catch {
+            logger.warning("cannot read peer credentials; closing", metadata: ["error": "\(error)"])
+            try? await connection.channel.close()
+            return
+        }
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                var head: HTTPRequestHead?
+                var body: [UInt8] = []
+                var tooLarge = false
+                for try await part in inbound {
+                    switch part {
+                    case .head(let requestHead):
+                        head = requestHead
+                        body.removeAll(keepingCapacity: true)
+                        tooLarge = Self.declaredLength(requestHead).map { $0 > configuration.maximumBodySize } ?? false
+                    case .body(let chunk):
+                        if body.count + chunk.readableBytes > configuration.maximumBodySize { tooLarge = true }
+                        if !tooLarge { body += chunk.readableBytesView }
+                    case .end:
+                        guard let requestHead = head else { continue }
+                        let response: APIResponse
+                        if tooLarge {
+                            response = .error(status: 413, code: "invalid_input", message: "request body larger than \(configuration.maximumBodySize) bytes")
+                        } else {
+                            let path = String(requestHead.uri.prefix { $0 != "?" && $0 != "#" })
+                            response = await router.handle(APIRequest(
+                                method: requestHead.method.rawValue, path: path, body: body,
+                                contentType: requestHead.headers.first(name: "content-type"), peer: peer))
+                        }
+                        logger.debug("request", metadata: ["method": "\(requestHead.method.rawValue)", "uri": "\(requestHead.uri)",
+                                                           "status": "\(response.status)", "peer": "\(peer)"])
+                        // A body we refused to read leaves the stream unusable: close after answering.
+                        let keepAlive = requestHead.isKeepAlive && !tooLarge
+                        try await Self.write(response, keepAlive: keepAlive, version: requestHead.version, to: outbound)
+                        if !keepAlive { return }
+                        head = nil
+                    }
+                }
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)", "peer": "\(peer)"])
+        }
+    }
+
+    static func declaredLength(_ head: HTTPRequestHead) -> Int? {
+        head.headers.first(name: "content-length").flatMap { Int($0) }
+    }
+
+    static func write(_ response: APIResponse, keepAlive: Bool, version: HTTPVersion,
+                      to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: String(response.body.count))
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        for (name, value) in response.headers { headers.add(name: name, value: value) }
+        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        try await outbound.write(.head(head))
+        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: response.body))))
+        try await outbound.write(.end(nil))
+    }
+
+    /// SO_PEERCRED: the connecting process's pid, uid and gid as the kernel recorded them at connect.
+    static func peerCredentials(_ channel: any Channel) async throws -> Peer {
+        guard let provider = channel as? any SocketOptionProvider else { throw NspawnError.failed("the channel has no socket") }
+        let credentials: PeerCredentialsValue = try await provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED)).get()
+        return Peer(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
+    }
+}
+
+/// The layout of `struct ucred`, which glibc declares only under _GNU_SOURCE.
+struct PeerCredentialsValue: Sendable {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+/// Closes a connection that sent nothing for the request timeout.
+final class CloseOnIdle: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// Open connections and when the last one closed.
+actor Activity {
+    private var open = 0
+    private var lastClosed = ContinuousClock.now
+
+    func opened() { open += 1 }
+
+    func closed() {
+        open -= 1
+        lastClosed = .now
+    }
+
+    func idleFor(longerThan timeout: Duration) -> Bool {
+        open == 0 && ContinuousClock.now - lastClosed >= timeout
+    }
+}

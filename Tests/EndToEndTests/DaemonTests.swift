@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+
+/// What `curl --unix-socket` got: the HTTP status (000 when it could not connect), the body and curl's exit code.
+struct HTTPResult: CustomStringConvertible {
+    var status: Int
+    var body: String
+    var curlExit: Int32
+
+    var description: String { "HTTP \(status), curl exit \(curlExit): \(body)" }
+}
+
+enum API {
+    static let socket = "/run/nspawnd/nspawnd.sock"
+
+    /// Runs curl inside the testbed, as `user` when given.
+    static func request(_ method: String, _ path: String, body: String? = nil, user: String? = nil,
+                        socket: String = socket, extra: [String] = []) throws -> HTTPResult {
+        var arguments = ["curl", "-sS", "--max-time", "60", "--unix-socket", socket, "-X", method, "-o", "/tmp/api-body", "-w", "%{http_code}"]
+        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        arguments += extra + ["http://nspawnd\(path)"]
+        let quoted = arguments.map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+        let script = "rm -f /tmp/api-body; " + (user.map { "su -s /bin/sh \($0) -c \"\(quoted.replacingOccurrences(of: "\"", with: "\\\""))\"" } ?? quoted)
+            + "; rc=$?; echo; echo \"rc=$rc\"; cat /tmp/api-body 2>/dev/null"
+        let result = try Testbed.sh(script)
+        let lines = result.stdout.split(separator: "\n", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        let status = Int(lines.first ?? "") ?? 0
+        let exit = Int32((lines.count > 1 ? lines[1] : "rc=255").dropFirst(3)) ?? 255
+        return HTTPResult(status: status, body: lines.count > 2 ? lines[2] : "", curlExit: exit)
+    }
+
+    static func serviceState() throws -> String {
+        try Testbed.run(["systemctl", "show", "-p", "ActiveState", "--value", "nspawnd.service"]).trimmed
+    }
+}
+
+extension EndToEndTests {
+    @Test func theFirstRequestActivatesTheDaemonAndItExitsWhenIdle() throws {
+        // A short idle timeout for this test only, in /run so it cannot outlive the testbed.
+        try Testbed.mustSh("""
+            mkdir -p /run/systemd/system/nspawnd.service.d
+            printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/nspawnd --idle-timeout 2\\n' > /run/systemd/system/nspawnd.service.d/50-e2e-idle.conf
+            systemctl daemon-reload
+            systemctl stop nspawnd.service
+            """)
+        defer { _ = try? Testbed.sh("rm -rf /run/systemd/system/nspawnd.service.d; systemctl daemon-reload; systemctl stop nspawnd.service") }
+        #expect(try API.serviceState() == "inactive")
+        #expect(try Testbed.run(["systemctl", "is-active", "nspawnd.socket"]).trimmed == "active")
+
+        let first = try API.request("GET", "/v1/version")
+        #expect(first.status == 200 && first.body.contains("\"api\":\"v1\""), "\(first)")
+        #expect(try API.serviceState() == "active", "the request started nspawnd.service")
+
+        // Idle for 2 s: it exits on its own, cleanly, and the socket stays.
+        var state = ""
+        for _ in 0..<60 {
+            state = try API.serviceState()
+            if state == "inactive" { break }
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(state == "inactive", "nspawnd did not exit when idle")
+        #expect(try Testbed.run(["systemctl", "show", "-p", "Result", "--value", "nspawnd.service"]).trimmed == "success")
+        #expect(try Testbed.run(["systemctl", "is-active", "nspawnd.socket"]).trimmed == "active")
+
+        let again = try API.request("GET", "/v1/version")
+        #expect(again.status == 200, "the socket brings it back: \(again)")
+        let log = try Testbed.sh("journalctl -u nspawnd.service --no-pager -o cat | grep -c 'idle, exiting'")
+        #expect((Int(log.trimmed) ?? 0) >= 1, "it logs its exit to the journal: \(log)")
+    }
+
+    @Test func machinesThroughTheAPIMatchTheCLI() throws {
+        try Fixture.with(["e2e-api-ls"]) {
+            try Fixture.busybox("e2e-api-ls")
+            #expect(try Testbed.nspawnctl("start", "e2e-api-ls").status == Exit.ok)
+            let listed = try API.request("GET", "/v1/machines")
+            #expect(listed.status == 200, "\(listed)")
+            let viaAPI = try decodeJSON([ListedMachine].self, from: listed.body)
+            let viaCLI = try decodeJSON([ListedMachine].self, from: try Testbed.nspawnctl("ls", "--json").stdout)
+            #expect(viaAPI.map(\.name) == viaCLI.map(\.name))
+            #expect(viaAPI.first { $0.name == "e2e-api-ls" }?.state == "running")
+
+            let one = try API.request("GET", "/v1/machines/e2e-api-ls")
+            let status = try decodeJSON(StatusJSON.self, from: one.body)
+            let leader = try Testbed.run(["machinectl", "show", "e2e-api-ls", "-p", "Leader", "--value"]).trimmed
+            #expect(one.status == 200 && status.machine?.leader.map(String.init) == leader, "\(one)")
+
+            let images = try API.request("GET", "/v1/images")
+            #expect(images.status == 200 && images.body.contains("\"name\":\"e2e-api-ls\""), "\(images)")
+        }
+    }
+
+    @Test func peerCredentialsDecideWhatACallerMayDo() throws {
+        let name = "e2e-api-auth"
+        try Fixture.with([name]) {
+            try Fixture.busybox(name)
+            try Testbed.mustSh("""
+                id e2e-outsider >/dev/null 2>&1 || useradd --no-create-home e2e-outsider
+                id e2e-member >/dev/null 2>&1 || useradd --no-create-home --groups nspawn e2e-member
+                """)
+            // The unit's socket is 0660 root:nspawn: an outsider cannot even connect.
+            let refused = try API.request("GET", "/v1/version", user: "e2e-outsider")
+            #expect(refused.status == 0 && refused.curlExit == 7, "\(refused)")
+
+            // A daemon on a world-accessible socket shows nspawnd's own check for outsiders.
+            try Testbed.mustSh("""
+                systemd-run --unit=e2e-nspawnd-open /usr/local/bin/nspawnd --socket /run/e2e-nspawnd.sock --socket-mode 0666 --idle-timeout 0 >/dev/null 2>&1
+                for i in $(seq 1 50); do [ -S /run/e2e-nspawnd.sock ] && break; sleep 0.1; done
+                """)
+            defer { _ = try? Testbed.sh("systemctl stop e2e-nspawnd-open; rm -f /run/e2e-nspawnd.sock") }
+            let version = try API.request("GET", "/v1/version", user: "e2e-outsider", socket: "/run/e2e-nspawnd.sock")
+            #expect(version.status == 200, "\(version)")
+            let forbidden = try API.request("GET", "/v1/machines", user: "e2e-outsider", socket: "/run/e2e-nspawnd.sock")
+            #expect(forbidden.status == 403 && forbidden.body.contains("permission_denied"), "\(forbidden)")
+            let forbiddenStart = try API.request("POST", "/v1/machines/\(name)/start", user: "e2e-outsider", socket: "/run/e2e-nspawnd.sock")
+            #expect(forbiddenStart.status == 403)
+            #expect(try Fixture.machinedState(name) == nil)
+
+            // A member of group nspawn may read and run machines, through the real unit's socket.
+            let list = try API.request("GET", "/v1/machines", user: "e2e-member")
+            #expect(list.status == 200, "\(list)")
+            let start = try API.request("POST", "/v1/machines/\(name)/start", user: "e2e-member")
+            #expect(start.status == 200, "\(start)")
+            #expect(try Fixture.machinedState(name) == "running")
+            let stop = try API.request("POST", "/v1/machines/\(name)/stop", body: #"{"timeout": 1}"#, user: "e2e-member")
+            #expect(stop.status == 200, "\(stop)")
+            #expect(try Fixture.machinedState(name) == nil)
+            // …but not change images.
+            let delete = try API.request("DELETE", "/v1/images/\(name)", user: "e2e-member")
+            #expect(delete.status == 403, "\(delete)")
+            #expect(try Fixture.imageNames().contains(name))
+        }
+    }
+
+    @Test func malformedAndOversizedRequestsGet4xxAndTheDaemonCarriesOn() throws {
+        let cases: [(String, String, String?, [String], Int)] = [
+            ("GET", "/", nil, ["--request-target", "bad target"], 400),
+            ("GET", "/v1/version", nil, ["-H", "Content-Length: abc"], 400),
+            ("GET", "/v2/machines", nil, [], 404),
+            ("GET", "/v1/nothing", nil, [], 404),
+            ("PUT", "/v1/machines", nil, [], 405),
+            ("GET", "/v1/machines/..", nil, ["--path-as-is"], 400),
+            ("GET", "/v1/machines/e2e-no-such-machine", nil, [], 404),
+            ("POST", "/v1/machines/e2e-no-such-machine/explode", nil, [], 404),
+            ("POST", "/v1/machines/e2e-no-such-machine/kill", #"{"signal": "NOPE"}"#, [], 400),
+            ("POST", "/v1/machines/e2e-no-such-machine/stop", #"{"timeout": "#, [], 400),
+            ("POST", "/v1/machines/e2e-no-such-machine/stop", #"{"timeout": -5}"#, [], 400),
+            ("POST", "/v1/images/e2e-no-such-machine/clone", #"{"name": "a/b"}"#, [], 400),
+            ("POST", "/v1/images/e2e-no-such-machine/clone", #"{"nom": 1}"#, [], 400),
+            ("POST", "/v1/images/e2e-no-such-machine/clone", "name=x", ["-H", "Content-Type: text/plain"], 415),
+        ]
+        for (method, path, body, extra, expected) in cases {
+            let result = try API.request(method, path, body: body, extra: extra)
+            #expect(result.status == expected, "\(method) \(path) \(body ?? ""): \(result)")
+            if expected != 400 || extra.isEmpty {
+                #expect(result.body.contains("\"error\""), "errors are JSON: \(result)")
+            }
+        }
+        try Testbed.mustSh("head -c 200000 /dev/zero | tr '\\0' 'x' > /tmp/big-body")
+        let big = try API.request("POST", "/v1/images/e2e-no-such-machine/clone", body: "@/tmp/big-body")
+        #expect(big.status == 413, "\(big)")
+        let alive = try API.request("GET", "/v1/version")
+        #expect(alive.status == 200, "the daemon still answers: \(alive)")
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+@testable import NspawnDaemon
+import NspawnKit
+
+/// Records what the router asked for; plain values, no bus.
+actor RecordingService: MachineService {
+    var calls: [String] = []
+
+    func record(_ call: String) { calls.append(call) }
+
+    nonisolated func list(includeHidden: Bool) async throws -> [MachineSummary] {
+        await record("list")
+        return [MachineSummary(name: "web", state: .running, imageType: "directory"), MachineSummary(name: "adhoc", state: .running)]
+    }
+    nonisolated func status(_ name: MachineName) async throws -> MachineStatus {
+        await record("status \(name)")
+        throw NspawnError.noSuchImage(name.rawValue)
+    }
+    nonisolated func start(_ name: MachineName) async throws { await record("start \(name)") }
+    nonisolated func stop(_ name: MachineName, timeout: Duration) async throws { await record("stop \(name) \(timeout)") }
+    nonisolated func reboot(_ name: MachineName) async throws { await record("reboot \(name)") }
+    nonisolated func terminate(_ name: MachineName) async throws { await record("terminate \(name)") }
+    nonisolated func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws { await record("kill \(name) \(signal.number) \(whom)") }
+    nonisolated func remove(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws { await record("remove \(name) \(force)") }
+    nonisolated func rename(_ name: MachineName, to newName: MachineName) async throws { await record("rename \(name) \(newName)") }
+    nonisolated func clone(_ name: MachineName, to newName: MachineName, readOnly: Bool) async throws { await record("clone \(name) \(newName) \(readOnly)") }
+}
+
+@Suite("Router")
+struct RouterTests {
+    static let root = Peer(pid: 1, uid: 0, gid: 0)
+    /// No such group exists, so only root is privileged.
+    static let authorizer = Authorizer(group: "nspawnctl-test-no-such-group")
+
+    func handle(_ method: String, _ path: String, body: String = "", peer: Peer = root,
+                contentType: String? = "application/json") async -> (APIResponse, RecordingService) {
+        let service = RecordingService()
+        let router = Router(service: service, authorizer: Self.authorizer)
+        let response = await router.handle(APIRequest(method: method, path: path, body: Array(body.utf8), contentType: contentType, peer: peer))
+        return (response, service)
+    }
+
+    func errorCode(_ response: APIResponse) throws -> String {
+        let object = try JSONSerialization.jsonObject(with: Data(response.body)) as? [String: [String: String]]
+        return try #require(object?["error"]?["code"])
+    }
+
+    @Test func versionIsOpenToEveryone() async throws {
+        let (response, _) = await handle("GET", "/v1/version", peer: Peer(pid: 2, uid: 1000, gid: 1000))
+        #expect(response.status == 200)
+        #expect(String(decoding: response.body, as: UTF8.self).contains("\"api\":\"v1\""))
+    }
+
+    @Test func outsidersGet403AndNothingIsCalled() async throws {
+        let outsider = Peer(pid: 2, uid: 1000, gid: 1000)
+        for (method, path) in [("GET", "/v1/machines"), ("POST", "/v1/machines/web/start"), ("DELETE", "/v1/images/web")] {
+            let (response, service) = await handle(method, path, peer: outsider)
+            #expect(response.status == 403)
+            #expect(try errorCode(response) == "permission_denied")
+            #expect(await service.calls.isEmpty)
+        }
+    }
+
+    @Test func actionsReachTheLibraryWithValidatedArguments() async throws {
+        let (stop, stopService) = await handle("POST", "/v1/machines/web/stop", body: #"{"timeout": 2.5}"#)
+        #expect(stop.status == 200)
+        #expect(await stopService.calls == ["stop web 2.5 seconds"])
+        let (kill, killService) = await handle("POST", "/v1/machines/web/kill", body: #"{"signal": "HUP", "whom": "leader"}"#)
+        #expect(kill.status == 200)
+        #expect(await killService.calls == ["kill web 1 leader"])
+        let (clone, cloneService) = await handle("POST", "/v1/images/web/clone", body: #"{"name": "web2", "read_only": true}"#)
+        #expect(clone.status == 201)
+        #expect(await cloneService.calls == ["clone web web2 true"])
+        let (images, _) = await handle("GET", "/v1/images")
+        #expect(String(decoding: images.body, as: UTF8.self).contains("\"web\"") && !String(decoding: images.body, as: UTF8.self).contains("adhoc"))
+    }
+
+    static let badRequests: [(String, String, String, String?, Int)] = [
+        ("GET", "/v1/machines/a..b", "", "application/json", 400),
+        ("POST", "/v1/machines/web/stop", #"{"timeout": -1}"#, "application/json", 400),
+        ("POST", "/v1/machines/web/stop", #"{"timeout": 1e300}"#, "application/json", 400),
+        ("POST", "/v1/machines/web/stop", "{", "application/json", 400),
+        ("POST", "/v1/machines/web/kill", #"{"signal": "SIGNOPE"}"#, "application/json", 400),
+        ("POST", "/v1/machines/web/kill", #"{"whom": "everyone"}"#, "application/json", 400),
+        ("POST", "/v1/machines/web/fly", "", "application/json", 404),
+        ("POST", "/v1/images/web/clone", "", "application/json", 400),
+        ("POST", "/v1/images/web/clone", #"{"name": "../etc"}"#, "application/json", 400),
+        ("POST", "/v1/images/web/clone", #"{"name": "x"}"#, "text/plain", 415),
+        ("GET", "/v1/machines/web/extra/segments", "", nil, 404),
+        ("GET", "/machines", "", nil, 404),
+        ("PATCH", "/v1/machines", "", nil, 405),
+        ("GET", "/v1/machines/web", "", nil, 404),
+    ]
+
+    @Test(arguments: badRequests)
+    func badRequestsGetAnErrorAndCallNothingThatChanges(_ method: String, _ path: String, _ body: String, _ contentType: String?, _ status: Int) async throws {
+        let (response, service) = await handle(method, path, body: body, contentType: contentType)
+        #expect(response.status == status, "\(method) \(path) \(body)")
+        #expect(!(try errorCode(response)).isEmpty)
+        let changes = await service.calls.filter { !$0.hasPrefix("status") && !$0.hasPrefix("list") }
+        #expect(changes.isEmpty)
+    }
+}
