@@ -146,7 +146,7 @@ extension EndToEndTests {
             ("POST", "/v1/machines/e2e-no-such-machine/stop", #"{"timeout": -5}"#, [], 400),
             ("POST", "/v1/images/e2e-no-such-machine/clone", #"{"name": "a/b"}"#, [], 400),
             ("POST", "/v1/images/e2e-no-such-machine/clone", #"{"nom": 1}"#, [], 400),
-            ("POST", "/v1/images/e2e-no-such-machine/clone", "name=x", ["-H", "Content-Type: text/plain"], 415),
+            ("POST", "/v1/images/e2e-no-such-machine/clone", nil, ["-H", "Content-Type: text/plain", "--data-binary", "name=x"], 415),
         ]
         for (method, path, body, extra, expected) in cases {
             let result = try API.request(method, path, body: body, extra: extra)
