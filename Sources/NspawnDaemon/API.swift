@@ -103,6 +103,12 @@ public struct Router: Sendable {
         self.authorizer = authorizer
     }
 
+    /// Nil when `peer` may follow `GET /v1/events` (the server streams it itself), else the refusal.
+    public func eventsRefusal(for peer: Peer) -> APIResponse? {
+        authorizer.role(of: peer) >= .operator ? nil
+            : .error(status: 403, code: "permission_denied", message: "permission denied: uid \(peer.uid) is neither root nor in group '\(authorizer.group)'")
+    }
+
     public func handle(_ request: APIRequest) async -> APIResponse {
         let segments = request.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
         guard request.path.hasPrefix("/"), segments.first == "v1" else {
@@ -239,7 +245,7 @@ public struct Router: Sendable {
 
 /// The resources under /v1, parsed from path segments.
 enum Route: Equatable {
-    case version, machines, images
+    case version, machines, images, events
     case machine(String)
     case machineAction(String, String)
     case image(String)
@@ -253,6 +259,7 @@ enum Route: Equatable {
             case "version": self = .version
             case "machines": self = .machines
             case "images": self = .images
+            case "events": self = .events
             default: self = .unknown
             }
         case 2 where segments[0] == "machines": self = .machine(segments[1])

@@ -42,7 +42,7 @@ public struct DaemonServer: Sendable {
             .bind(listeningSocket) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: configuration.requestTimeout))
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: configuration.requestTimeout), name: Self.requestTimeoutHandler)
                     try channel.pipeline.syncOperations.addHandler(CloseOnIdle())
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                 }
@@ -100,11 +100,19 @@ public struct DaemonServer: Sendable {
                         if !tooLarge { body += chunk.readableBytesView }
                     case .end:
                         guard let requestHead = head else { continue }
+                        let path = String(requestHead.uri.prefix { $0 != "?" && $0 != "#" })
+                        if requestHead.method == .GET && path == "/v1/events" && !tooLarge {
+                            if let refusal = router.eventsRefusal(for: peer) {
+                                try await Self.write(refusal, keepAlive: false, version: requestHead.version, to: outbound)
+                            } else {
+                                try await streamEvents(on: connection.channel, version: requestHead.version, to: outbound)
+                            }
+                            return
+                        }
                         let response: APIResponse
                         if tooLarge {
                             response = .error(status: 413, code: "invalid_input", message: "request body larger than \(configuration.maximumBodySize) bytes")
                         } else {
-                            let path = String(requestHead.uri.prefix { $0 != "?" && $0 != "#" })
                             response = await router.handle(APIRequest(
                                 method: requestHead.method.rawValue, path: path, body: body,
                                 contentType: requestHead.headers.first(name: "content-type"), peer: peer))
@@ -122,6 +130,31 @@ public struct DaemonServer: Sendable {
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)", "peer": "\(peer)"])
         }
+    }
+
+    static let requestTimeoutHandler = "request-timeout"
+
+    /// Server-sent events until the client goes away: machined's changes as they happen.
+    /// A heartbeat comment every 15 s finds dead clients, so the request timeout is lifted.
+    private func streamEvents(on channel: any Channel, version: HTTPVersion,
+                              to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+        try await channel.pipeline.removeHandler(name: Self.requestTimeoutHandler).get()
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/event-stream")
+        headers.add(name: "Cache-Control", value: "no-cache")
+        headers.add(name: "Connection", value: "close")
+        try await outbound.write(.head(HTTPResponseHead(version: version, status: .ok, headers: headers)))
+        let encoder = WireJSON.encoder(pretty: false)
+        for try await event in MachineEvents.stream() {
+            let text: String
+            if event.event == .heartbeat {
+                text = ": heartbeat\n\n"
+            } else {
+                text = "event: \(event.event.rawValue)\ndata: \(String(decoding: try encoder.encode(event), as: UTF8.self))\n\n"
+            }
+            try await outbound.write(.body(.byteBuffer(ByteBuffer(string: text))))
+        }
+        try await outbound.write(.end(nil))
     }
 
     static func declaredLength(_ head: HTTPRequestHead) -> Int? {

@@ -131,6 +131,34 @@ extension EndToEndTests {
         }
     }
 
+    @Test func eventsArriveForAStartAndAStop() throws {
+        let name = "e2e-api-events"
+        try Fixture.with([name]) {
+            try Fixture.busybox(name)
+            // curl follows the stream as a unit of its own, so nothing here waits on its output pipe.
+            try Testbed.mustSh("""
+                rm -f /tmp/e2e-events.txt
+                systemd-run --unit=e2e-events -p StandardOutput=file:/tmp/e2e-events.txt \
+                    curl -sN --unix-socket \(API.socket) http://nspawnd/v1/events >/dev/null 2>&1
+                for i in $(seq 1 100); do grep -q '^event: subscribed' /tmp/e2e-events.txt 2>/dev/null && exit 0; sleep 0.1; done
+                exit 1
+                """)
+            defer { _ = try? Testbed.sh("systemctl stop e2e-events; systemctl reset-failed e2e-events 2>/dev/null; true") }
+            #expect(try Testbed.nspawnctl("start", name).status == Exit.ok)
+            #expect(try Testbed.nspawnctl("stop", "--timeout", "1", name).status == Exit.ok)
+            let stream = try Testbed.sh("""
+                for i in $(seq 1 100); do grep -q '"event":"machine_removed","name":"\(name)"' /tmp/e2e-events.txt && break; sleep 0.1; done
+                cat /tmp/e2e-events.txt
+                """).stdout
+            let events = stream.split(separator: "\n").filter { $0.hasPrefix("data: ") }.map { String($0.dropFirst(6)) }
+                .filter { $0.contains("\"name\":\"\(name)\"") }
+            #expect(events.count == 2, "\(stream)")
+            #expect(events.first?.contains("\"event\":\"machine_new\"") == true && events.first?.contains("\"state\":\"running\"") == true)
+            #expect(events.last?.contains("\"event\":\"machine_removed\"") == true && events.last?.contains("\"state\":\"stopped\"") == true)
+            #expect(stream.contains("event: machine_new\n") && stream.contains("event: machine_removed\n"), "SSE event lines: \(stream)")
+        }
+    }
+
     @Test func malformedAndOversizedRequestsGet4xxAndTheDaemonCarriesOn() throws {
         let cases: [(String, String, String?, [String], Int)] = [
             ("GET", "/", nil, ["--request-target", "bad target"], 400),
