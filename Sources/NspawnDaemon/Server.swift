@@ -41,7 +41,8 @@ public struct DaemonServer: Sendable {
             .serverChannelOption(.backlog, value: 128)
             .bind(listeningSocket) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    try channel.pipeline.syncOperations.addHandler(JSONProtocolErrorHandler())
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: configuration.requestTimeout), name: Self.requestTimeoutHandler)
                     try channel.pipeline.syncOperations.addHandler(CloseOnIdle())
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
@@ -188,6 +189,30 @@ struct PeerCredentialsValue: Sendable {
     var pid: Int32 = 0
     var uid: UInt32 = 0
     var gid: UInt32 = 0
+}
+
+/// Answers a request the HTTP parser rejected with a JSON 400, like every other error, and
+/// closes the connection: after a parse error the stream cannot be trusted.
+final class JSONProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard error is HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        let body = APIResponse.error(status: 400, code: "invalid_input", message: "malformed HTTP request: \(error)").body
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
 }
 
 /// Closes a connection that sent nothing for the request timeout.

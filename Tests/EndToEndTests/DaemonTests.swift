@@ -26,7 +26,23 @@ enum API {
         let lines = result.stdout.split(separator: "\n", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
         let status = Int(lines.first ?? "") ?? 0
         let exit = Int32((lines.count > 1 ? lines[1] : "rc=255").dropFirst(3)) ?? 255
-        return HTTPResult(status: status, body: lines.count > 2 ? lines[2] : "", curlExit: exit)
+        let response = HTTPResult(status: status, body: lines.count > 2 ? lines[2] : "", curlExit: exit)
+        if status != 0 { try conformsToOpenAPI(method, path, response) }
+        return response
+    }
+
+    /// Every response the tests see is checked against units/openapi.yaml, by a checker
+    /// (python3-jsonschema) that shares no code with the daemon.
+    static func conformsToOpenAPI(_ method: String, _ path: String, _ response: HTTPResult,
+                                  sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("api-body-\(UUID().uuidString)")
+        try Data(response.body.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let root = Testbed.repositoryRoot.path
+        let check = try Testbed.runLocal(["/usr/bin/python3", "\(root)/Tests/Fixtures/check-openapi", "\(root)/units/openapi.yaml",
+                                          method, path, String(response.status), file.path])
+        #expect(check.status == 0, "response does not conform to the OpenAPI document: \(check.stdout)\(check.stderr)",
+                sourceLocation: sourceLocation)
     }
 
     static func serviceState() throws -> String {
@@ -179,9 +195,7 @@ extension EndToEndTests {
         for (method, path, body, extra, expected) in cases {
             let result = try API.request(method, path, body: body, extra: extra)
             #expect(result.status == expected, "\(method) \(path) \(body ?? ""): \(result)")
-            if expected != 400 || extra.isEmpty {
-                #expect(result.body.contains("\"error\""), "errors are JSON: \(result)")
-            }
+            #expect(result.body.contains("\"error\""), "errors are JSON: \(result)")
         }
         try Testbed.mustSh("head -c 200000 /dev/zero | tr '\\0' 'x' > /tmp/big-body")
         let big = try API.request("POST", "/v1/images/e2e-no-such-machine/clone", body: "@/tmp/big-body")
