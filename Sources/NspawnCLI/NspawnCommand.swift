@@ -18,7 +18,7 @@ public struct Nspawnctl: AsyncParsableCommand {
         subcommands: [
             List.self, Status.self, Start.self, Stop.self, Reboot.self, Terminate.self, Kill.self,
             Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
-            Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self,
+            Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Events.self,
         ]
     )
 
@@ -78,7 +78,7 @@ public enum NspawnCommand {
     static func report(_ error: NspawnError, programName: String, json: Bool) {
         if json {
             let body = ErrorBody(error: .init(code: error.category.rawValue, message: error.description,
-                                              busError: error.busError?.name))
+                                              busError: error.busErrorName))
             // One compact object per line, so several failures stay parseable as JSON lines.
             writeStandardError(Renderer.json(body, compact: true) + "\n")
         } else {

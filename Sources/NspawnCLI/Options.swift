@@ -1,9 +1,21 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 import NspawnKit
 
 struct OutputOptions: ParsableArguments {
     @Flag(help: "Print machine-readable JSON on stdout (and errors as JSON on stderr).")
     var json = false
+
+    @Flag(help: "Go through nspawnd (/run/nspawnd/nspawnd.sock, or $NSPAWND_SOCKET); the default when not root.")
+    var api = false
+
+    /// nspawnd for callers who are not root (or ask for it); the library directly for root, so
+    /// the daemon is never required.
+    var machines: any MachineService {
+        api || geteuid() != 0 ? APIClient() : MachineManager()
+    }
 }
 
 /// A machine name argument, validated before any bus call.

@@ -43,7 +43,7 @@ public struct APIResponse: Sendable {
     }
 
     static func error(_ error: NspawnError) -> APIResponse {
-        .error(status: httpStatus(error.category), code: error.category.rawValue, message: error.description, busError: error.busError?.name)
+        .error(status: httpStatus(error.category), code: error.category.rawValue, message: error.description, busError: error.busErrorName)
     }
 }
 
@@ -69,22 +69,6 @@ func httpStatus(_ category: NspawnError.Category) -> Int {
     case .failure: 500
     }
 }
-
-/// The operations the API needs from the library; `MachineManager` in production.
-public protocol MachineService: Sendable {
-    func list(includeHidden: Bool) async throws -> [MachineSummary]
-    func status(_ name: MachineName) async throws -> MachineStatus
-    func start(_ name: MachineName) async throws
-    func stop(_ name: MachineName, timeout: Duration) async throws
-    func reboot(_ name: MachineName) async throws
-    func terminate(_ name: MachineName) async throws
-    func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws
-    func remove(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws
-    func rename(_ name: MachineName, to newName: MachineName) async throws
-    func clone(_ name: MachineName, to newName: MachineName, readOnly: Bool) async throws
-}
-
-extension MachineManager: MachineService {}
 
 public struct VersionInfo: Codable, Sendable {
     public var name = "nspawnd"

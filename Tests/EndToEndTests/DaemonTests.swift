@@ -175,6 +175,60 @@ extension EndToEndTests {
         }
     }
 
+    @Test func theCLIGoesThroughTheDaemonWhenNotRootWithTheSameOutputAndExitCodes() throws {
+        let name = "e2e-api-cli"
+        try Fixture.with([name]) {
+            try Fixture.busybox(name)
+            try Testbed.mustSh("""
+                id e2e-outsider >/dev/null 2>&1 || useradd --no-create-home e2e-outsider
+                id e2e-member >/dev/null 2>&1 || useradd --no-create-home --groups nspawn e2e-member
+                rm -f /tmp/e2e-cli-events.txt
+                systemd-run --unit=e2e-cli-events --uid=e2e-member -p StandardOutput=file:/tmp/e2e-cli-events.txt \
+                    /usr/local/bin/nspawnctl events --json >/dev/null 2>&1
+                for i in $(seq 1 100); do grep -q '"event":"subscribed"' /tmp/e2e-cli-events.txt 2>/dev/null && exit 0; sleep 0.1; done
+                exit 1
+                """)
+            defer { _ = try? Testbed.sh("systemctl stop e2e-cli-events; systemctl reset-failed e2e-cli-events 2>/dev/null; true") }
+            func asUser(_ user: String, _ command: String) throws -> CommandResult {
+                try Testbed.sh("su -s /bin/sh \(user) -c '\(command)'")
+            }
+            let direct = try Testbed.nspawnctl("ls", "--json")
+            let viaRootAPI = try Testbed.nspawnctl("ls", "--api", "--json")
+            let viaMember = try asUser("e2e-member", "nspawnctl ls --json")
+            #expect(direct.status == 0 && viaRootAPI.status == 0 && viaMember.status == 0, "\(viaMember)")
+            let names = try decodeJSON([ListedMachine].self, from: direct.stdout).map(\.name)
+            #expect(try decodeJSON([ListedMachine].self, from: viaMember.stdout).map(\.name) == names)
+            #expect(try decodeJSON([ListedMachine].self, from: viaRootAPI.stdout).map(\.name) == names)
+
+            let start = try asUser("e2e-member", "nspawnctl start \(name)")
+            #expect(start.status == Exit.ok, "\(start)")
+            #expect(try Fixture.machinedState(name) == "running")
+            let status = try asUser("e2e-member", "nspawnctl status \(name)")
+            #expect(status.status == Exit.ok && status.stdout.contains("State: running"), "\(status)")
+            let stop = try asUser("e2e-member", "nspawnctl stop --timeout 1 \(name)")
+            #expect(stop.status == Exit.ok, "\(stop)")
+            #expect(try Fixture.machinedState(name) == nil)
+
+            // The same exit codes as the library gives root.
+            let remove = try asUser("e2e-member", "nspawnctl remove \(name)")
+            #expect(remove.status == Exit.permissionDenied && remove.stderr.contains("permission denied"), "\(remove)")
+            let missing = try asUser("e2e-member", "nspawnctl status --json e2e-no-such-machine")
+            #expect(missing.status == Exit.notFound && missing.stderr.contains("\"code\":\"not_found\""), "\(missing)")
+            #expect(try Testbed.nspawnctl("status", "e2e-no-such-machine").status == Exit.notFound)
+            let notRunning = try asUser("e2e-member", "nspawnctl stop \(name)")
+            #expect(notRunning.status == Exit.conflict, "\(notRunning)")
+            let outsider = try asUser("e2e-outsider", "nspawnctl ls")
+            #expect(outsider.status == Exit.permissionDenied && outsider.stderr.contains("group"), "\(outsider)")
+
+            let events = try Testbed.sh("""
+                for i in $(seq 1 100); do grep -q '"event":"machine_removed","name":"\(name)"' /tmp/e2e-cli-events.txt && break; sleep 0.1; done
+                cat /tmp/e2e-cli-events.txt
+                """).stdout
+            #expect(events.contains("\"event\":\"machine_new\",\"name\":\"\(name)\"") && events.contains("\"event\":\"machine_removed\",\"name\":\"\(name)\""),
+                    "nspawnctl events followed the daemon's stream: \(events)")
+        }
+    }
+
     @Test func malformedAndOversizedRequestsGet4xxAndTheDaemonCarriesOn() throws {
         let cases: [(String, String, String?, [String], Int)] = [
             ("GET", "/", nil, ["--request-target", "bad target"], 400),

@@ -18,7 +18,7 @@ struct Kill: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = MachineManager()
+        let manager = output.machines
         let (signal, whom) = (signal, killWhom)
         try await runAction(on: machines, output: output, result: "signalled \(signal)") {
             try await manager.kill($0, signal: signal, whom: whom)

@@ -13,7 +13,7 @@ struct List: AsyncParsableCommand, JSONCapable {
     var all = false
 
     func run() async throws {
-        let machines = try await MachineManager().list(includeHidden: all)
+        let machines = try await output.machines.list(includeHidden: all)
         printOut(output.json ? Renderer.json(machines) : Renderer.listTable(machines))
     }
 }

@@ -10,7 +10,7 @@ struct Reboot: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = MachineManager()
+        let manager = output.machines
         try await runAction(on: machines, output: output, result: "rebooting") { try await manager.reboot($0) }
     }
 }

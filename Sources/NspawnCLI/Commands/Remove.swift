@@ -18,7 +18,7 @@ struct Remove: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = MachineManager()
+        let manager = output.machines
         let (force, timeout) = (force, timeout)
         try await runAction(on: machines, output: output, result: "removed") {
             try await manager.remove($0, force: force, stopTimeout: timeout)

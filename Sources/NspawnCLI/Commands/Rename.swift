@@ -13,7 +13,7 @@ struct Rename: AsyncParsableCommand, JSONCapable {
     var newName: MachineName
 
     func run() async throws {
-        try await MachineManager().rename(name, to: newName)
+        try await output.machines.rename(name, to: newName)
         if output.json { printOut(Renderer.json(ActionResult(name: newName.rawValue, result: "renamed from \(name)"))) }
     }
 }
@@ -33,7 +33,7 @@ struct Clone: AsyncParsableCommand, JSONCapable {
     var newName: MachineName
 
     func run() async throws {
-        try await MachineManager().clone(name, to: newName, readOnly: readOnly)
+        try await output.machines.clone(name, to: newName, readOnly: readOnly)
         if output.json { printOut(Renderer.json(ActionResult(name: newName.rawValue, result: "cloned from \(name)"))) }
     }
 }

@@ -10,7 +10,7 @@ struct Start: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = MachineManager()
+        let manager = output.machines
         let statuses = StatusCollector()
         let json = output.json
         try await fanOut(machines.names) { name in

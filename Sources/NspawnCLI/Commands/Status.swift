@@ -10,7 +10,7 @@ struct Status: AsyncParsableCommand, JSONCapable {
     var name: MachineName
 
     func run() async throws {
-        let status = try await MachineManager().status(name)
+        let status = try await output.machines.status(name)
         printOut(output.json ? Renderer.json(status) : Renderer.statusText(status))
     }
 }

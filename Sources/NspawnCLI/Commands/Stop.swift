@@ -17,7 +17,7 @@ struct Stop: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = MachineManager()
+        let manager = output.machines
         let timeout = timeout
         try await runAction(on: machines, output: output, result: "stopped") { try await manager.stop($0, timeout: timeout) }
     }

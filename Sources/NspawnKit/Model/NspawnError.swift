@@ -26,6 +26,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case cancelled(String)
     /// A failure outside the bus, described in full.
     case failed(String)
+    /// An error nspawnd reported, with its category and message as it sent them.
+    case remote(Category, message: String, busError: String?)
 
     /// The broad class of an error, which decides the CLI's exit code and the daemon's HTTP status.
     public enum Category: String, Sendable, Codable {
@@ -47,10 +49,17 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notRunning, .notExposed, .alreadyExists, .busy: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed: .failure
+        case .remote(let category, _, _): category
         }
     }
 
     /// The bus error behind this one, if any, with its D-Bus error name intact.
+    /// The D-Bus error name behind this one, also when nspawnd reported it.
+    public var busErrorName: String? {
+        if case .remote(_, _, let name) = self { return name }
+        return busError?.name
+    }
+
     public var busError: BusError? {
         switch self {
         case .permissionDenied(_, let cause): cause
@@ -99,7 +108,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
                 + ": \(reason)"
         case .verificationFailed(let message), .cancelled(let message):
             message
-        case .failed(let message):
+        case .failed(let message), .remote(_, let message, _):
             message
         }
     }
