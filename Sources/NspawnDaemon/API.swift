@@ -81,10 +81,13 @@ public struct Router: Sendable {
     public static let version = "0.5.0"
     let service: any MachineService
     let authorizer: Authorizer
+    public let operations: OperationRegistry
 
-    public init(service: any MachineService, authorizer: Authorizer = Authorizer()) {
+    public init(service: any MachineService, authorizer: Authorizer = Authorizer(),
+                operations: OperationRegistry = OperationRegistry()) {
         self.service = service
         self.authorizer = authorizer
+        self.operations = operations
     }
 
     /// Nil when `peer` may follow `GET /v1/events` (the server streams it itself), else the refusal.
@@ -117,6 +120,25 @@ public struct Router: Sendable {
                 return try await machineAction(try MachineName(name), action, request)
             case ("GET", .images):
                 return .json(try await service.list(includeHidden: false).filter { $0.imageType != nil })
+            case ("POST", .images):
+                guard role >= .admin else {
+                    return .error(status: 403, code: "permission_denied",
+                                  message: "permission denied: importing images needs root; uid \(request.peer.uid) may read and run machines")
+                }
+                return try await startImport(request)
+            case ("GET", .operation(let id)):
+                guard let operation = await operations.get(id) else {
+                    return .error(status: 404, code: "not_found", message: "no operation '\(id.escapedForJSONMessage)'")
+                }
+                return .json(operation)
+            case ("DELETE", .operation(let id)):
+                guard role >= .admin else {
+                    return .error(status: 403, code: "permission_denied", message: "permission denied: cancelling imports needs root")
+                }
+                guard let operation = await operations.cancel(id) else {
+                    return .error(status: 404, code: "not_found", message: "no operation '\(id.escapedForJSONMessage)'")
+                }
+                return .json(operation)
             case ("DELETE", .image(let name)), ("POST", .imageAction(let name, _)):
                 guard role >= .admin else {
                     return .error(status: 403, code: "permission_denied",
@@ -200,6 +222,69 @@ public struct Router: Sendable {
         }
     }
 
+    /// Validates an import request whole, then starts it and answers 202 with the operation.
+    private func startImport(_ request: APIRequest) async throws -> APIResponse {
+        guard let body = try decodeBody(ImportRequest.self, request, optional: false) else {
+            throw BodyError(status: 400, message: "a JSON body is required")
+        }
+        let name = try MachineName(body.name)
+        let plan: (ImageSource, ImportOptions)
+        switch (body.url, body.recipe) {
+        case (let url?, nil):
+            guard Self.isURL(url), !url.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }), url.utf8.count <= 4096 else {
+                throw BodyError(status: 400, message: "invalid url '\(url.escapedForJSONMessage)': expected http:// or https://")
+            }
+            if let checksum = body.checksum, !Self.isSHA256Checksum(checksum) {
+                throw BodyError(status: 400, message: "invalid checksum '\(checksum.escapedForJSONMessage)': expected sha256:64-HEX")
+            }
+            if let signature = body.signature, !Self.isURL(signature) && !signature.hasPrefix("/") {
+                throw BodyError(status: 400, message: "invalid signature '\(signature.escapedForJSONMessage)': expected a URL or an absolute path")
+            }
+            if let keyring = body.keyring, !keyring.hasPrefix("/") {
+                throw BodyError(status: 400, message: "invalid keyring '\(keyring.escapedForJSONMessage)': expected an absolute path")
+            }
+            if (body.signature == nil) != (body.keyring == nil) {
+                throw BodyError(status: 400, message: "signature and keyring go together")
+            }
+            plan = (.url(url), ImportOptions(checksum: body.checksum, signature: body.signature, keyring: body.keyring, force: body.force ?? false))
+        case (nil, let recipeName?):
+            guard !recipeName.contains("/") else {
+                throw BodyError(status: 400, message: "invalid recipe '\(recipeName.escapedForJSONMessage)': give a recipe name, not a path")
+            }
+            let recipe = try Recipe.load(recipeName)
+            let bootstrap = Bootstrapper.Request(recipe: recipe, name: name, mirror: body.mirror,
+                                                 verify: body.verify ?? true, force: body.force ?? false)
+            // Planning may fetch a signed checksum list: off the server's threads.
+            let planned = Task.detached { () -> Result<PlannedImport, NspawnError> in
+                do throws(NspawnError) {
+                    let (source, options) = try Bootstrapper().plan(bootstrap)
+                    return .success(PlannedImport(source: source, options: options))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            let result = try await planned.value.get()
+            plan = (result.source, result.options)
+        default:
+            throw BodyError(status: 400, message: "give exactly one of url or recipe")
+        }
+        let operation = await operations.start(name: name, source: plan.0, options: plan.1)
+        var response = APIResponse.json(operation, status: 202)
+        response.headers.append(("Location", "/v1/operations/\(operation.id)"))
+        return response
+    }
+
+    static func isURL(_ text: String) -> Bool {
+        if case .url = ImageSource(text) { return true }
+        return false
+    }
+
+    static func isSHA256Checksum(_ text: String) -> Bool {
+        guard text.hasPrefix("sha256:") else { return false }
+        let hex = text.dropFirst("sha256:".count)
+        return hex.count == 64 && hex.unicodeScalars.allSatisfy { $0.properties.isASCIIHexDigit }
+    }
+
     /// Decodes a JSON body. An empty body is nil when `optional`; anything else must be JSON.
     func decodeBody<T: Decodable>(_ type: T.Type, _ request: APIRequest, optional: Bool) throws -> T? {
         if request.body.isEmpty {
@@ -230,6 +315,7 @@ public struct Router: Sendable {
 /// The resources under /v1, parsed from path segments.
 enum Route: Equatable {
     case version, machines, images, events
+    case operation(String)
     case machine(String)
     case machineAction(String, String)
     case image(String)
@@ -248,6 +334,7 @@ enum Route: Equatable {
             }
         case 2 where segments[0] == "machines": self = .machine(segments[1])
         case 2 where segments[0] == "images": self = .image(segments[1])
+        case 2 where segments[0] == "operations": self = .operation(segments[1])
         case 3 where segments[0] == "machines": self = .machineAction(segments[1], segments[2])
         case 3 where segments[0] == "images": self = .imageAction(segments[1], segments[2])
         default: self = .unknown
@@ -259,6 +346,11 @@ enum Route: Equatable {
 struct ActionResult: Codable {
     var name: String
     var result: String
+}
+
+struct PlannedImport: Sendable {
+    var source: ImageSource
+    var options: ImportOptions
 }
 
 struct BodyError: Error {

@@ -55,7 +55,8 @@ public struct DaemonServer: Sendable {
                 tasks.addTask {
                     while true {
                         try await Task.sleep(for: .milliseconds(250))
-                        if await activity.idleFor(longerThan: idleTimeout) {
+                        // An import keeps the daemon up however long it takes.
+                        if await router.operations.runningCount == 0, await activity.idleFor(longerThan: idleTimeout) {
                             logger.info("idle, exiting", metadata: ["idle-timeout": "\(idleTimeout)"])
                             try? await server.channel.close()
                             return
@@ -145,15 +146,39 @@ public struct DaemonServer: Sendable {
         headers.add(name: "Cache-Control", value: "no-cache")
         headers.add(name: "Connection", value: "close")
         try await outbound.write(.head(HTTPResponseHead(version: version, status: .ok, headers: headers)))
-        let encoder = WireJSON.encoder(pretty: false)
-        for try await event in MachineEvents.stream() {
-            let text: String
-            if event.event == .heartbeat {
-                text = ": heartbeat\n\n"
-            } else {
-                text = "event: \(event.event.rawValue)\ndata: \(String(decoding: try encoder.encode(event), as: UTF8.self))\n\n"
+        // Machine events and operation progress merge into one ordered stream of SSE frames.
+        let (frames, sink) = AsyncStream<String>.makeStream()
+        let (key, progress) = await router.operations.subscribe()
+        let operations = router.operations
+        let machineTask = Task {
+            let encoder = WireJSON.encoder(pretty: false)
+            do {
+                for try await event in MachineEvents.stream() {
+                    if event.event == .heartbeat {
+                        sink.yield(": heartbeat\n\n")
+                    } else {
+                        sink.yield("event: \(event.event.rawValue)\ndata: \(String(decoding: try encoder.encode(event), as: UTF8.self))\n\n")
+                    }
+                }
+            } catch {
+                sink.yield("event: error\ndata: \(String(decoding: APIResponse.error(status: 500, code: "failure", message: "\(error)").body, as: UTF8.self))\n")
             }
-            try await outbound.write(.body(.byteBuffer(ByteBuffer(string: text))))
+            sink.finish()
+        }
+        let operationTask = Task {
+            let encoder = WireJSON.encoder(pretty: false)
+            for await operation in progress {
+                guard let data = try? encoder.encode(operation) else { continue }
+                sink.yield("event: operation\ndata: \(String(decoding: data, as: UTF8.self))\n\n")
+            }
+        }
+        defer {
+            machineTask.cancel()
+            operationTask.cancel()
+            Task { await operations.unsubscribe(key) }
+        }
+        for await frame in frames {
+            try await outbound.write(.body(.byteBuffer(ByteBuffer(string: frame))))
         }
         try await outbound.write(.end(nil))
     }

@@ -229,6 +229,66 @@ extension EndToEndTests {
         }
     }
 
+    @Test func importsRunAsOperationsAndCancellingLeavesNothing() throws {
+        try ImageFixtures.prepare()
+        try Fixture.with(["e2e-api-import", "e2e-api-stalled"]) {
+            // A finished import: 202, then the operation reports success and the image exists.
+            let sha = try Testbed.sh("sha256sum /var/tmp/fx/small.tar.gz | cut -c1-64").trimmed
+            let accepted = try API.request("POST", "/v1/images",
+                                           body: #"{"name": "e2e-api-import", "url": "http://127.0.0.1:8088/small.tar.gz", "checksum": "sha256:\#(sha)"}"#)
+            #expect(accepted.status == 202, "\(accepted)")
+            let id = try #require(Self.operationID(accepted.body))
+            var state = ""
+            for _ in 0..<100 {
+                let polled = try API.request("GET", "/v1/operations/\(id)")
+                state = Self.field("state", in: polled.body) ?? ""
+                if state != "running" { break }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            #expect(state == "succeeded")
+            #expect(try Fixture.imageNames().contains("e2e-api-import"))
+
+            // A stalled source: cancelling stops the import, and nothing of it stays on disk.
+            try Testbed.mustSh("""
+                head -c 2000 /var/tmp/fx/small.tar.gz > /tmp/e2e-head
+                systemd-run --unit=e2e-stalled-httpd /bin/sh -c \
+                    '(printf "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n"; cat /tmp/e2e-head; sleep 120) | busybox nc -l -p 8099' >/dev/null 2>&1
+                sleep 0.3
+                """)
+            defer { _ = try? Testbed.sh("systemctl stop e2e-stalled-httpd; systemctl reset-failed e2e-stalled-httpd 2>/dev/null; true") }
+            let stalled = try API.request("POST", "/v1/images", body: #"{"name": "e2e-api-stalled", "url": "http://127.0.0.1:8099/x.tar.gz"}"#)
+            #expect(stalled.status == 202, "\(stalled)")
+            let stalledID = try #require(Self.operationID(stalled.body))
+            Thread.sleep(forTimeInterval: 1)
+            let running = try API.request("GET", "/v1/operations/\(stalledID)")
+            #expect(Self.field("state", in: running.body) == "running", "\(running)")
+            let cancelled = try API.request("DELETE", "/v1/operations/\(stalledID)")
+            #expect(cancelled.status == 200 && Self.field("state", in: cancelled.body) == "cancelled", "\(cancelled)")
+            #expect(try !Fixture.imageNames().contains("e2e-api-stalled"))
+            let leftovers = try Testbed.sh("ls -A /var/lib/machines | grep -e e2e-api-stalled || true")
+            #expect(leftovers.trimmed.isEmpty, "no half image: \(leftovers)")
+
+            // Bad requests are refused before anything starts.
+            for body in [#"{"name": "x"}"#, #"{"name": "x", "url": "file:///etc/shadow"}"#, #"{"name": "x", "url": "/etc/shadow"}"#,
+                         #"{"name": "x", "recipe": "/etc/passwd"}"#, #"{"name": "../x", "url": "http://127.0.0.1:8088/small.tar.gz"}"#,
+                         #"{"name": "x", "url": "http://127.0.0.1:8088/small.tar.gz", "checksum": "md5:00"}"#,
+                         #"{"name": "x", "url": "http://127.0.0.1:8088/a", "recipe": "archlinux"}"#] {
+                let refused = try API.request("POST", "/v1/images", body: body)
+                #expect(refused.status == 400, "\(body): \(refused)")
+            }
+            let unknown = try API.request("GET", "/v1/operations/0000")
+            #expect(unknown.status == 404)
+            let member = try API.request("POST", "/v1/images", body: #"{"name": "x", "url": "http://127.0.0.1:8088/small.tar.gz"}"#, user: "e2e-member")
+            #expect(member.status == 403 || member.curlExit == 7, "\(member)")
+        }
+    }
+
+    static func field(_ key: String, in body: String) -> String? {
+        (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?[key] as? String
+    }
+
+    static func operationID(_ body: String) -> String? { field("id", in: body) }
+
     @Test func malformedAndOversizedRequestsGet4xxAndTheDaemonCarriesOn() throws {
         let cases: [(String, String, String?, [String], Int)] = [
             ("GET", "/", nil, ["--request-target", "bad target"], 400),
