@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -15,9 +16,11 @@ public struct DaemonServer: Sendable {
         public var idleTimeout: Duration?
         /// Largest accepted request body.
         public var maximumBodySize: Int = 64 * 1024
-        /// A client must send a whole request within this time, so slow or half-open
-        /// clients cannot pin a connection.
+        /// A client must send a whole request within this time, and a connection that sends
+        /// nothing is closed after it, so slow or half-open clients cannot pin the daemon.
         public var requestTimeout: TimeAmount = .seconds(10)
+        /// Connections beyond this are closed at once, before the daemon runs out of files.
+        public var maximumConnections = 512
 
         public init(idleTimeout: Duration?) {
             self.idleTimeout = idleTimeout
@@ -66,6 +69,11 @@ public struct DaemonServer: Sendable {
             }
             try await server.executeThenClose { connections in
                 for try await connection in connections {
+                    guard await activity.open < configuration.maximumConnections else {
+                        logger.warning("too many connections; closing a new one", metadata: ["limit": "\(configuration.maximumConnections)"])
+                        try? await connection.channel.close()
+                        continue
+                    }
                     await activity.opened()
                     tasks.addTask {
                         await self.serve(connection)
@@ -86,6 +94,8 @@ public struct DaemonServer: Sendable {
             try? await connection.channel.close()
             return
         }
+        let deadline = RequestDeadline(channel: connection.channel, timeout: configuration.requestTimeout)
+        deadline.arm()
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var head: HTTPRequestHead?
@@ -101,13 +111,14 @@ public struct DaemonServer: Sendable {
                         if body.count + chunk.readableBytes > configuration.maximumBodySize { tooLarge = true }
                         if !tooLarge { body += chunk.readableBytesView }
                     case .end:
+                        deadline.disarm()
                         guard let requestHead = head else { continue }
                         let path = String(requestHead.uri.prefix { $0 != "?" && $0 != "#" })
                         if requestHead.method == .GET && path == "/v1/events" && !tooLarge {
                             if let refusal = router.eventsRefusal(for: peer) {
                                 try await Self.write(refusal, keepAlive: false, version: requestHead.version, to: outbound)
                             } else {
-                                try await streamEvents(on: connection.channel, version: requestHead.version, to: outbound)
+                                try await streamEvents(on: connection.channel, deadline: deadline, version: requestHead.version, to: outbound)
                             }
                             return
                         }
@@ -126,6 +137,7 @@ public struct DaemonServer: Sendable {
                         try await Self.write(response, keepAlive: keepAlive, version: requestHead.version, to: outbound)
                         if !keepAlive { return }
                         head = nil
+                        deadline.arm()
                     }
                 }
             }
@@ -138,9 +150,10 @@ public struct DaemonServer: Sendable {
 
     /// Server-sent events until the client goes away: machined's changes as they happen.
     /// A heartbeat comment every 15 s finds dead clients, so the request timeout is lifted.
-    private func streamEvents(on channel: any Channel, version: HTTPVersion,
+    private func streamEvents(on channel: any Channel, deadline: RequestDeadline, version: HTTPVersion,
                               to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
         try await channel.pipeline.removeHandler(name: Self.requestTimeoutHandler).get()
+        deadline.disarm()
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/event-stream")
         headers.add(name: "Cache-Control", value: "no-cache")
@@ -236,7 +249,8 @@ final class JSONProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHand
         headers.add(name: "Connection", value: "close")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
     }
 }
 
@@ -253,9 +267,32 @@ final class CloseOnIdle: ChannelInboundHandler, Sendable {
     }
 }
 
+/// Closes the connection unless a whole request arrives in time: the idle handler alone
+/// would let a client that trickles a byte now and then hold a connection forever.
+final class RequestDeadline: Sendable {
+    private let channel: any Channel
+    private let timeout: TimeAmount
+    private let scheduled = NIOLockedValueBox<Scheduled<Void>?>(nil)
+
+    init(channel: any Channel, timeout: TimeAmount) {
+        self.channel = channel
+        self.timeout = timeout
+    }
+
+    func arm() {
+        let channel = channel
+        let task = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        scheduled.withLockedValue { $0?.cancel(); $0 = task }
+    }
+
+    func disarm() {
+        scheduled.withLockedValue { $0?.cancel(); $0 = nil }
+    }
+}
+
 /// Open connections and when the last one closed.
 actor Activity {
-    private var open = 0
+    private(set) var open = 0
     private var lastClosed = ContinuousClock.now
 
     func opened() { open += 1 }

@@ -23,6 +23,9 @@ struct Nspawnd: AsyncParsableCommand {
     @Option(help: "Mode of a socket bound by hand, in octal.")
     var socketMode = "0660"
 
+    @Option(help: "Seconds a client has to send a whole request; a connection silent this long is closed.")
+    var requestTimeout: Double = 10
+
     @Option(help: "Group whose members may read and run machines.")
     var group = "nspawn"
 
@@ -32,6 +35,9 @@ struct Nspawnd: AsyncParsableCommand {
     func validate() throws {
         guard idleTimeout.isFinite, idleTimeout >= 0, idleTimeout <= 86_400 else {
             throw ValidationError("--idle-timeout must be between 0 and 86400 seconds")
+        }
+        guard requestTimeout.isFinite, requestTimeout > 0, requestTimeout <= 3600 else {
+            throw ValidationError("--request-timeout must be between 0 and 3600 seconds")
         }
         guard mode_t(socketMode, radix: 8).map({ $0 <= 0o777 }) == true else {
             throw ValidationError("--socket-mode must be an octal mode such as 0660")
@@ -57,6 +63,7 @@ struct Nspawnd: AsyncParsableCommand {
             }
             var configuration = DaemonServer.Configuration(idleTimeout: idleTimeout > 0 ? .milliseconds(Int64(idleTimeout * 1000)) : nil)
             configuration.maximumBodySize = 64 * 1024
+            configuration.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
             let server = DaemonServer(configuration: configuration,
                                       router: Router(service: MachineManager(), authorizer: Authorizer(group: group)),
                                       logger: logger)

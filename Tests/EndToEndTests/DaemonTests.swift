@@ -283,6 +283,23 @@ extension EndToEndTests {
         }
     }
 
+    @Test func aClientThatTricklesItsRequestIsCutOff() throws {
+        try Testbed.mustSh("""
+            systemd-run --unit=e2e-nspawnd-slow /usr/local/bin/nspawnd --socket /run/e2e-nspawnd-slow.sock --idle-timeout 0 --request-timeout 2 >/dev/null 2>&1
+            for i in $(seq 1 50); do [ -S /run/e2e-nspawnd-slow.sock ] && break; sleep 0.1; done
+            head -c 300 /dev/zero | tr '\\0' ' ' > /tmp/e2e-slow-body
+            """)
+        defer { _ = try? Testbed.sh("systemctl stop e2e-nspawnd-slow; rm -f /run/e2e-nspawnd-slow.sock") }
+        // 300 bytes at 10 bytes/s would take 30 s; the daemon gives a whole request 2 s.
+        let started = Date()
+        let slow = try Testbed.sh("curl -sS --max-time 60 --limit-rate 10 --unix-socket /run/e2e-nspawnd-slow.sock -H 'Content-Type: application/json' --data-binary @/tmp/e2e-slow-body http://nspawnd/v1/images/x/clone")
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(slow.status != 0, "the daemon closed the connection: \(slow)")
+        #expect(elapsed < 20, "cut off after \(elapsed) s")
+        let alive = try API.request("GET", "/v1/version", socket: "/run/e2e-nspawnd-slow.sock")
+        #expect(alive.status == 200, "\(alive)")
+    }
+
     static func field(_ key: String, in body: String) -> String? {
         (try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])?[key] as? String
     }
