@@ -65,7 +65,7 @@ struct Nspawnd: AsyncParsableCommand {
             configuration.maximumBodySize = 64 * 1024
             configuration.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
             let server = DaemonServer(configuration: configuration,
-                                      router: Router(service: MachineManager(), authorizer: Authorizer(group: group)),
+                                      router: Router(service: MachineManager(detailsCache: MachineDetailsCache(ttl: .seconds(2))), authorizer: Authorizer(group: group)),
                                       logger: logger)
             try await server.run(listeningSocket: fd)
         } catch let error as NspawnError {

@@ -12,16 +12,21 @@ import Glibc
 public struct MachineManager: Sendable {
     /// How long `terminate` and the escalation steps of `stop` wait for a machine to go away.
     public var terminateGrace: Duration
+    /// Remembers what machined must fork into a container to learn (os-release, addresses)
+    /// for a long-running caller such as the daemon; nil asks every time.
+    public var detailsCache: MachineDetailsCache?
 
-    public init(terminateGrace: Duration = .seconds(30)) {
+    public init(terminateGrace: Duration = .seconds(30), detailsCache: MachineDetailsCache? = nil) {
         self.terminateGrace = terminateGrace
+        self.detailsCache = detailsCache
     }
 
     // MARK: Views
 
     /// Machines and images merged by name, sorted. Hidden names (".host") only with `includeHidden`.
     public func list(includeHidden: Bool = false) async throws -> [MachineSummary] {
-        try await withBus { bus in try Self.list(bus: bus, includeHidden: includeHidden) }
+        let cache = detailsCache
+        return try await withBus { bus in try Self.list(bus: bus, includeHidden: includeHidden, cache: cache) }
     }
 
     public func status(_ name: MachineName) async throws -> MachineStatus {
@@ -282,7 +287,7 @@ public struct MachineManager: Sendable {
         }
     }
 
-    static func list(bus: BusConnection, includeHidden: Bool) throws -> [MachineSummary] {
+    static func list(bus: BusConnection, includeHidden: Bool, cache: MachineDetailsCache? = nil) throws -> [MachineSummary] {
         let machined = Machined(bus: bus)
         let visible: (String) -> Bool = { includeHidden || !$0.hasPrefix(".") }
         let machines = try machined.listMachines().filter { visible($0.name) }
@@ -302,11 +307,19 @@ public struct MachineManager: Sendable {
             questions.append(question)
             calls.append(call)
         }
+        let cached = cache?.freshEntries() ?? [:]
+        // os-release of stopped images found in the cache, by name.
+        var rows0: [String: String?] = [:]
+        func askDetails(_ name: String) {
+            ask(.machineOS(name), Machined.managerCall("GetMachineOSRelease", [.string(name)]))
+            ask(.addresses(name), Machined.managerCall("GetMachineAddresses", [.string(name)]))
+        }
         for name in names {
             if let machine = machinesByName[name] {
                 ask(.properties(name), Machined.propertiesCall(path: machine.path, interface: Machined.machineInterface))
-                ask(.machineOS(name), Machined.managerCall("GetMachineOSRelease", [.string(name)]))
-                ask(.addresses(name), Machined.managerCall("GetMachineAddresses", [.string(name)]))
+                if cached[name] == nil { askDetails(name) }
+            } else if let image = imagesByName[name], let os = cache?.imageOS(name, modified: image.modified) {
+                rows0[name] = os
             } else {
                 ask(.imageOS(name), Machined.managerCall("GetImageOSRelease", [.string(name)]))
             }
@@ -340,17 +353,23 @@ public struct MachineManager: Sendable {
                 rows[name]?.exposed = (try? exposedAddresses(of: MachineName(unchecked: name))) ?? []
             }
         }
-        for (question, answer) in zip(questions, answers) {
-            // A machine without os-release or a private network is normal: leave the field empty.
-            guard case .success(let reply) = answer else { continue }
+        var leaders: [String: UInt32] = [:]
+        var fetched = Set<String>()
+        func record(_ question: Question, _ reply: [BusValue]) {
             switch question {
             case .properties(let name):
                 let properties = MachineProperties(reply.first?.stringKeyedDictionary ?? [:])
                 rows[name]?.state = MachineState(machinedState: properties.state)
+                leaders[name] = properties.leader
             case .machineOS(let name), .imageOS(let name):
                 rows[name]?.os = osDisplayName(Machined.osRelease(from: reply))
+                if case .machineOS = question { fetched.insert(name) }
+                if case .imageOS = question, let image = imagesByName[name] {
+                    cache?.storeImageOS(name, modified: image.modified, os: rows[name]?.os)
+                }
             case .addresses(let name):
                 rows[name]?.addresses = Machined.addresses(from: reply)
+                fetched.insert(name)
             case .unitFileState(let name):
                 rows[name]?.enabled = SystemdManager.isEnabled(reply.first?.string)
             case .socketStates:
@@ -359,6 +378,38 @@ public struct MachineManager: Sendable {
                     if rows[name]?.state == .stopped { rows[name]?.state = .listening }
                 }
             }
+        }
+        for (question, answer) in zip(questions, answers) {
+            // A machine without os-release or a private network is normal: leave the field empty.
+            guard case .success(let reply) = answer else { continue }
+            record(question, reply)
+        }
+        for (name, os) in rows0 { rows[name]?.os = os }
+        if let cache {
+            // Cached details count only for the same leader; a machine restarted since is asked again.
+            var stale: [String] = []
+            for (name, entry) in cached where machinesByName[name] != nil {
+                if leaders[name] != nil, leaders[name] == entry.leader {
+                    rows[name]?.os = entry.os
+                    rows[name]?.addresses = entry.addresses
+                } else {
+                    stale.append(name)
+                }
+            }
+            if !stale.isEmpty {
+                let start = questions.count
+                for name in stale { askDetails(name) }
+                let more = (try? bus.callAll(Array(calls[start...]))) ?? []
+                for (question, answer) in zip(questions[start...], more) {
+                    if case .success(let reply) = answer { record(question, reply) }
+                }
+            }
+            for name in fetched.union(stale) where machinesByName[name] != nil {
+                if let leader = leaders[name] {
+                    cache.store(name, MachineDetailsCache.Entry(leader: leader, os: rows[name]?.os, addresses: rows[name]?.addresses ?? []))
+                }
+            }
+            cache.forget(except: Set(machinesByName.keys))
         }
         return names.compactMap { rows[$0] }
     }
