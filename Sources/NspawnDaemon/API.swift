@@ -82,6 +82,7 @@ public struct Router: Sendable {
     let service: any MachineService
     let authorizer: Authorizer
     public let operations: OperationRegistry
+    let listings = ListCoalescer()
 
     public init(service: any MachineService, authorizer: Authorizer = Authorizer(),
                 operations: OperationRegistry = OperationRegistry()) {
@@ -113,13 +114,13 @@ public struct Router: Sendable {
             }
             switch (request.method, route) {
             case ("GET", .machines):
-                return .json(try await service.list(includeHidden: false))
+                return .json(try await listings.list(service))
             case ("GET", .machine(let name)):
                 return .json(try await service.status(try MachineName(name)))
             case ("POST", .machineAction(let name, let action)):
                 return try await machineAction(try MachineName(name), action, request)
             case ("GET", .images):
-                return .json(try await service.list(includeHidden: false).filter { $0.imageType != nil })
+                return .json(try await listings.list(service).filter { $0.imageType != nil })
             case ("POST", .images):
                 guard role >= .admin else {
                     return .error(status: 403, code: "permission_denied",
@@ -170,7 +171,23 @@ public struct Router: Sendable {
     }
     struct ForceBody: Decodable { var force: Bool? }
 
+    /// Runs a change, then retires any listing that began before it ended, whatever the outcome.
+    private func changing(_ body: () async throws -> APIResponse) async throws -> APIResponse {
+        do {
+            let response = try await body()
+            await listings.invalidate()
+            return response
+        } catch {
+            await listings.invalidate()
+            throw error
+        }
+    }
+
     private func machineAction(_ name: MachineName, _ action: String, _ request: APIRequest) async throws -> APIResponse {
+        try await changing { try await machineAction0(name, action, request) }
+    }
+
+    private func machineAction0(_ name: MachineName, _ action: String, _ request: APIRequest) async throws -> APIResponse {
         switch action {
         case "start":
             try await service.start(name)
@@ -202,6 +219,10 @@ public struct Router: Sendable {
     }
 
     private func imageAction(_ name: MachineName, _ route: Route, _ request: APIRequest) async throws -> APIResponse {
+        try await changing { try await imageAction0(name, route, request) }
+    }
+
+    private func imageAction0(_ name: MachineName, _ route: Route, _ request: APIRequest) async throws -> APIResponse {
         switch (request.method, route) {
         case ("DELETE", .image):
             let force = try decodeBody(ForceBody.self, request, optional: true)?.force ?? false
@@ -309,6 +330,32 @@ public struct Router: Sendable {
         case DecodingError.dataCorrupted: "not valid JSON"
         default: "not valid JSON"
         }
+    }
+}
+
+/// Concurrent `GET /v1/machines` share one listing: machined answers one client at a time, so
+/// 50 clients asking at once would otherwise queue 50 identical rounds. A listing is shared only
+/// with requests that arrive while it runs and no change made through the daemon finished since
+/// it began, so a client never sees a list older than its own last action.
+actor ListCoalescer {
+    private var generation = 0
+    private var running: (generation: Int, task: Task<[MachineSummary], any Error>)?
+
+    func list(_ service: any MachineService) async throws -> [MachineSummary] {
+        if let running, running.generation == generation {
+            return try await running.task.value
+        }
+        let task = Task { try await service.list(includeHidden: false) }
+        let mine = generation
+        running = (mine, task)
+        defer {
+            if running?.generation == mine, running?.task == task { running = nil }
+        }
+        return try await task.value
+    }
+
+    func invalidate() {
+        generation += 1
     }
 }
 

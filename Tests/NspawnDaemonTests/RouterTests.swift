@@ -102,3 +102,60 @@ struct RouterTests {
         #expect(changes.isEmpty)
     }
 }
+
+/// Counts listings and holds each one until released, so calls can overlap on purpose.
+actor SlowListing: MachineService {
+    var listings = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func release() {
+        for continuation in waiting { continuation.resume() }
+        waiting.removeAll()
+    }
+
+    var pending: Int { waiting.count }
+
+    func list(includeHidden: Bool) async throws -> [MachineSummary] {
+        listings += 1
+        let number = listings
+        await withCheckedContinuation { waiting.append($0) }
+        return [MachineSummary(name: "listing-\(number)", state: .running)]
+    }
+    func status(_ name: MachineName) async throws -> MachineStatus { throw NspawnError.noSuchImage(name.rawValue) }
+    func start(_ name: MachineName) async throws {}
+    func stop(_ name: MachineName, timeout: Duration) async throws {}
+    func reboot(_ name: MachineName) async throws {}
+    func terminate(_ name: MachineName) async throws {}
+    func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws {}
+    func remove(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws {}
+    func rename(_ name: MachineName, to newName: MachineName) async throws {}
+    func clone(_ name: MachineName, to newName: MachineName, readOnly: Bool) async throws {}
+}
+
+@Suite("List coalescing")
+struct ListCoalescerTests {
+    @Test func concurrentListsShareOneRoundButNotAcrossAChange() async throws {
+        let service = SlowListing()
+        let coalescer = ListCoalescer()
+        async let first = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        async let second = coalescer.list(service)
+        // The second joins the running listing instead of starting its own.
+        for _ in 0..<100 { await Task.yield() }
+        #expect(await service.listings == 1)
+        await service.release()
+        let (a, b) = try await (first, second)
+        #expect(a.map(\.name) == ["listing-1"] && b.map(\.name) == ["listing-1"])
+
+        // A change that finishes while a listing runs retires it for later callers.
+        async let third = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        await coalescer.invalidate()
+        async let fourth = coalescer.list(service)
+        while await service.pending < 2 { await Task.yield() }
+        await service.release()
+        let (c, d) = try await (third, fourth)
+        #expect(c.map(\.name) == ["listing-2"] && d.map(\.name) == ["listing-3"])
+        #expect(await service.listings == 3)
+    }
+}
