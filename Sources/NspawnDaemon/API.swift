@@ -82,13 +82,15 @@ public struct Router: Sendable {
     let service: any MachineService
     let authorizer: Authorizer
     public let operations: OperationRegistry
-    let listings = ListCoalescer()
+    public let listings: ListCoalescer
 
-    public init(service: any MachineService, authorizer: Authorizer = Authorizer(),
-                operations: OperationRegistry = OperationRegistry()) {
+    public init(service: any MachineService, authorizer: Authorizer = Authorizer(), importer: ImageImporter = ImageImporter()) {
         self.service = service
         self.authorizer = authorizer
-        self.operations = operations
+        let listings = ListCoalescer()
+        self.listings = listings
+        // A finished import adds an image, which machined announces to nobody.
+        self.operations = OperationRegistry(importer: importer, onFinish: { await listings.invalidate() })
     }
 
     /// Nil when `peer` may follow `GET /v1/events` (the server streams it itself), else the refusal.
@@ -333,30 +335,54 @@ public struct Router: Sendable {
     }
 }
 
-/// Concurrent `GET /v1/machines` share one listing: machined answers one client at a time, so
-/// 50 clients asking at once would otherwise queue 50 identical rounds. A listing is shared only
-/// with requests that arrive while it runs and no change made through the daemon finished since
-/// it began, so a client never sees a list older than its own last action.
-actor ListCoalescer {
+/// `GET /v1/machines` answers from one listing at a time. machined serves one client at a time,
+/// so 50 clients asking at once would otherwise queue 50 identical rounds.
+/// - Requests that arrive while a listing runs share it.
+/// - A finished listing answers for `maxAge` more, until anything changes: a change made through
+///   the daemon, or machined's MachineNew/MachineRemoved (the server invalidates on both).
+/// A client therefore never sees a list older than its own last action, and a change made
+/// elsewhere shows within `maxAge` at most.
+public actor ListCoalescer {
     private var generation = 0
     private var running: (generation: Int, task: Task<[MachineSummary], any Error>)?
+    private var last: (generation: Int, started: ContinuousClock.Instant, machines: [MachineSummary])?
+    let maxAge: Duration
+
+    init(maxAge: Duration = .seconds(1)) {
+        self.maxAge = maxAge
+    }
 
     func list(_ service: any MachineService) async throws -> [MachineSummary] {
+        if let last, last.generation == generation, ContinuousClock.now - last.started < (maxAgeOverride ?? maxAge) {
+            return last.machines
+        }
         if let running, running.generation == generation {
             return try await running.task.value
         }
         let task = Task { try await service.list(includeHidden: false) }
         let mine = generation
+        let started = ContinuousClock.now
         running = (mine, task)
         defer {
             if running?.generation == mine, running?.task == task { running = nil }
         }
-        return try await task.value
+        let machines = try await task.value
+        if generation == mine { last = (mine, started, machines) }
+        return machines
     }
 
-    func invalidate() {
+    public func invalidate() {
         generation += 1
+        last = nil
     }
+
+    /// Without machined's signals a finished listing could be stale: answer each request anew.
+    public func disable() {
+        maxAgeOverride = .zero
+        invalidate()
+    }
+
+    private var maxAgeOverride: Duration?
 }
 
 /// The resources under /v1, parsed from path segments.

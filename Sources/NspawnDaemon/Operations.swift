@@ -49,11 +49,13 @@ public actor OperationRegistry {
     private var order: [String] = []
     private var listeners: [UUID: AsyncStream<Operation>.Continuation] = [:]
     private let importer: ImageImporter
+    private let onFinish: @Sendable () async -> Void
     /// Finished operations kept for GET, oldest dropped first.
     private let keep = 100
 
-    public init(importer: ImageImporter = ImageImporter()) {
+    public init(importer: ImageImporter = ImageImporter(), onFinish: @escaping @Sendable () async -> Void = {}) {
         self.importer = importer
+        self.onFinish = onFinish
     }
 
     public var runningCount: Int { entries.values.filter { $0.operation.state == .running }.count }
@@ -76,6 +78,7 @@ public actor OperationRegistry {
             } catch {
                 outcome = .failure(error)
             }
+            await onFinish()
             self.finish(id, outcome)
         }
         broadcast(operation)

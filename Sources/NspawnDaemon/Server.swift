@@ -67,6 +67,17 @@ public struct DaemonServer: Sendable {
                     }
                 }
             }
+            // machined's own news retires the shared listing, whoever made the change.
+            tasks.addTask {
+                do {
+                    for try await event in MachineEvents.stream() where event.event == .machineNew || event.event == .machineRemoved {
+                        await router.listings.invalidate()
+                    }
+                } catch {
+                    logger.warning("not following machined's signals; listings are not shared", metadata: ["error": "\(error)"])
+                    await router.listings.disable()
+                }
+            }
             try await server.executeThenClose { connections in
                 for try await connection in connections {
                     guard await activity.open < configuration.maximumConnections else {

@@ -132,11 +132,11 @@ actor SlowListing: MachineService {
     func clone(_ name: MachineName, to newName: MachineName, readOnly: Bool) async throws {}
 }
 
-@Suite("List coalescing")
+@Suite("List coalescing", .timeLimit(.minutes(1)))
 struct ListCoalescerTests {
     @Test func concurrentListsShareOneRoundButNotAcrossAChange() async throws {
         let service = SlowListing()
-        let coalescer = ListCoalescer()
+        let coalescer = ListCoalescer(maxAge: .zero)
         async let first = coalescer.list(service)
         while await service.pending < 1 { await Task.yield() }
         async let second = coalescer.list(service)
@@ -157,5 +157,34 @@ struct ListCoalescerTests {
         let (c, d) = try await (third, fourth)
         #expect(c.map(\.name) == ["listing-2"] && d.map(\.name) == ["listing-3"])
         #expect(await service.listings == 3)
+    }
+}
+
+extension ListCoalescerTests {
+    @Test func aFinishedListingAnswersUntilAChange() async throws {
+        let service = SlowListing()
+        let coalescer = ListCoalescer(maxAge: .seconds(60))
+        async let first = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        await service.release()
+        #expect(try await first.map(\.name) == ["listing-1"])
+        #expect(try await coalescer.list(service).map(\.name) == ["listing-1"], "reused within maxAge")
+        #expect(await service.listings == 1)
+
+        await coalescer.invalidate()
+        async let after = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        await service.release()
+        #expect(try await after.map(\.name) == ["listing-2"], "a change retires it")
+
+        await coalescer.disable()
+        async let uncached = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        await service.release()
+        #expect(try await uncached.map(\.name) == ["listing-3"])
+        async let again = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        await service.release()
+        #expect(try await again.map(\.name) == ["listing-4"], "without signals nothing is reused")
     }
 }
