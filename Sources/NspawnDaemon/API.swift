@@ -116,7 +116,7 @@ public struct Router: Sendable {
             }
             switch (request.method, route) {
             case ("GET", .machines):
-                return .json(try await listings.list(service))
+                return APIResponse(status: 200, body: try await listings.listJSON(service))
             case ("GET", .machine(let name)):
                 return .json(try await service.status(try MachineName(name)))
             case ("POST", .machineAction(let name, let action)):
@@ -351,6 +351,17 @@ public actor ListCoalescer {
     init(maxAge: Duration = .seconds(1)) {
         self.maxAge = maxAge
     }
+
+    /// The listing as the response body, encoded once per listing.
+    func listJSON(_ service: any MachineService) async throws -> [UInt8] {
+        let machines = try await list(service)
+        if let lastJSON, lastJSON.generation == generation, lastJSON.machines == machines { return lastJSON.body }
+        let body = APIResponse.json(machines).body
+        lastJSON = (generation, machines, body)
+        return body
+    }
+
+    private var lastJSON: (generation: Int, machines: [MachineSummary], body: [UInt8])?
 
     func list(_ service: any MachineService) async throws -> [MachineSummary] {
         if let last, last.generation == generation, ContinuousClock.now - last.started < (maxAgeOverride ?? maxAge) {
