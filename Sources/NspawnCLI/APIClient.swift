@@ -29,7 +29,7 @@ struct APIClient: MachineService {
     func start(_ name: MachineName) async throws { _ = try await call("POST", "/v1/machines/\(name)/start") }
 
     func stop(_ name: MachineName, timeout: Duration) async throws {
-        _ = try await call("POST", "/v1/machines/\(name)/stop", body: ["timeout": .number(timeout.secondsValue)])
+        _ = try await call("POST", "/v1/machines/\(name)/stop", body: ["timeout": .number(timeout.seconds)])
     }
 
     func reboot(_ name: MachineName) async throws { _ = try await call("POST", "/v1/machines/\(name)/reboot") }
@@ -111,11 +111,7 @@ struct APIClient: MachineService {
 
     /// The daemon's JSON error as an NspawnError of the same category, so exit codes match.
     static func error(status: Int, body: [UInt8], socketPath: String) -> NspawnError {
-        struct Body: Decodable {
-            struct Detail: Decodable { var code: String; var message: String; var busError: String? }
-            var error: Detail
-        }
-        if let decoded = try? WireJSON.decoder().decode(Body.self, from: Data(body)),
+        if let decoded = try? WireJSON.decoder().decode(ErrorBody.self, from: Data(body)),
            let category = NspawnError.Category(rawValue: decoded.error.code) {
             return .remote(category, message: decoded.error.message, busError: decoded.error.busError)
         }
@@ -255,13 +251,6 @@ enum OffThread {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
         }
-    }
-}
-
-extension Duration {
-    var secondsValue: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
 

@@ -77,22 +77,12 @@ public enum NspawnCommand {
 
     static func report(_ error: NspawnError, programName: String, json: Bool) {
         if json {
-            let body = ErrorBody(error: .init(code: error.category.rawValue, message: error.description,
-                                              busError: error.busErrorName))
+            let body = ErrorBody(error)
             // One compact object per line, so several failures stay parseable as JSON lines.
             writeStandardError(Renderer.json(body, compact: true) + "\n")
         } else {
             writeStandardError("\(programName): \(error.description)\n")
         }
-    }
-
-    struct ErrorBody: Encodable {
-        struct Detail: Encodable {
-            var code: String
-            var message: String
-            var busError: String?
-        }
-        var error: Detail
     }
 }
 

@@ -39,22 +39,12 @@ public struct APIResponse: Sendable {
     }
 
     static func error(status: Int, code: String, message: String, busError: String? = nil) -> APIResponse {
-        json(ErrorBody(error: .init(code: code, message: message, busError: busError)), status: status)
+        json(ErrorBody(code: code, message: message, busError: busError), status: status)
     }
 
     static func error(_ error: NspawnError) -> APIResponse {
         .error(status: httpStatus(error.category), code: error.category.rawValue, message: error.description, busError: error.busErrorName)
     }
-}
-
-/// `{"error": {"code": "...", "message": "..."}}`, the same shape `nspawnctl --json` prints.
-struct ErrorBody: Codable {
-    struct Detail: Codable {
-        var code: String
-        var message: String
-        var busError: String?
-    }
-    var error: Detail
 }
 
 /// The HTTP status for each error category.

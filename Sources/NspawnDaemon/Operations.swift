@@ -137,9 +137,3 @@ public actor OperationRegistry {
         for continuation in listeners.values { continuation.yield(operation) }
     }
 }
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
-}

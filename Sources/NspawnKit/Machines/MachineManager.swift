@@ -309,7 +309,7 @@ public struct MachineManager: Sendable {
         }
         let cached = cache?.freshEntries() ?? [:]
         // os-release of stopped images found in the cache, by name.
-        var rows0: [String: String?] = [:]
+        var cachedImageOS: [String: String?] = [:]
         func askDetails(_ name: String) {
             ask(.machineOS(name), Machined.managerCall("GetMachineOSRelease", [.string(name)]))
             ask(.addresses(name), Machined.managerCall("GetMachineAddresses", [.string(name)]))
@@ -319,7 +319,7 @@ public struct MachineManager: Sendable {
                 ask(.properties(name), Machined.propertiesCall(path: machine.path, interface: Machined.machineInterface))
                 if cached[name] == nil { askDetails(name) }
             } else if let image = imagesByName[name], let os = cache?.imageOS(name, modified: image.modified) {
-                rows0[name] = os
+                cachedImageOS[name] = os
             } else {
                 ask(.imageOS(name), Machined.managerCall("GetImageOSRelease", [.string(name)]))
             }
@@ -384,7 +384,7 @@ public struct MachineManager: Sendable {
             guard case .success(let reply) = answer else { continue }
             record(question, reply)
         }
-        for (name, os) in rows0 { rows[name]?.os = os }
+        for (name, os) in cachedImageOS { rows[name]?.os = os }
         if let cache {
             // Cached details count only for the same leader; a machine restarted since is asked again.
             var stale: [String] = []
@@ -468,7 +468,7 @@ func connectSystemBus() throws(NspawnError) -> BusConnection {
 }
 
 extension Duration {
-    var seconds: Double {
+    public var seconds: Double {
         let (s, atto) = components
         return Double(s) + Double(atto) / 1e18
     }
