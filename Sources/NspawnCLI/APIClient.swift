@@ -201,7 +201,7 @@ struct APIClient: MachineService {
                 let line = try readLine()
                 if line.isEmpty { break }
                 guard let colon = line.firstIndex(of: ":") else { continue }
-                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                headers[line[..<colon].lowercased()] = String(line[line.index(after: colon)...]).trimmedWhitespace
             }
             return (status, headers)
         }

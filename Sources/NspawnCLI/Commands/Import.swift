@@ -128,7 +128,7 @@ final class ProgressDisplay: @unchecked Sendable {
     static func bar(_ p: ImportProgress) -> String {
         let done = Renderer.humanSize(UInt64(max(0, p.bytes)))
         let rate = Renderer.humanSize(UInt64(max(0, p.bytesPerSecond))) + "/s"
-        var line = "\(p.phase.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)) "
+        var line = "\(p.phase.rawValue.rightPadded(to: 10)) "
         if let total = p.totalBytes, total > 0 {
             let fraction = min(1, Double(p.bytes) / Double(total))
             let filled = Int(fraction * 30)
