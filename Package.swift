@@ -48,6 +48,7 @@ let package = Package(
             dependencies: [
                 "NspawnKit",
                 "CSystemd",
+                "CLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -61,7 +62,8 @@ let package = Package(
                 "NspawnDaemon",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"])]
         ),
         .testTarget(name: "NspawnKitTests", dependencies: ["NspawnKit", "CSystemd"]),
         .testTarget(name: "NspawnCLITests", dependencies: ["NspawnCLI", "NspawnKit"]),

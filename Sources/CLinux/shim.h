@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <malloc.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>

@@ -1,9 +1,11 @@
+import CLinux
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NspawnKit
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -54,16 +56,22 @@ public struct DaemonServer: Sendable {
         let activity = Activity()
         logger.info("serving", metadata: ["fd": "\(listeningSocket)", "idle-timeout": "\(configuration.idleTimeout.map { "\($0)" } ?? "never")"])
         try await withThrowingDiscardingTaskGroup { tasks in
-            if let idleTimeout = configuration.idleTimeout {
-                tasks.addTask {
-                    while true {
-                        try await Task.sleep(for: .milliseconds(250))
-                        // An import keeps the daemon up however long it takes.
-                        if await router.operations.runningCount == 0, await activity.idleFor(longerThan: idleTimeout) {
-                            logger.info("idle, exiting", metadata: ["idle-timeout": "\(idleTimeout)"])
-                            try? await server.channel.close()
-                            return
-                        }
+            tasks.addTask {
+                var trimmed = 0
+                while true {
+                    try await Task.sleep(for: .milliseconds(250))
+                    // glibc keeps what a burst of requests freed; hand it back once the burst is over.
+                    let served = activity.served
+                    if served != trimmed, await activity.open == 0 {
+                        trimmed = served
+                        malloc_trim(0)
+                    }
+                    // An import keeps the daemon up however long it takes.
+                    if let idleTimeout = configuration.idleTimeout,
+                       await router.operations.runningCount == 0, await activity.idleFor(longerThan: idleTimeout) {
+                        logger.info("idle, exiting", metadata: ["idle-timeout": "\(idleTimeout)"])
+                        try? await server.channel.close()
+                        return
                     }
                 }
             }
@@ -305,8 +313,15 @@ final class RequestDeadline: Sendable {
 actor Activity {
     private(set) var open = 0
     private var lastClosed = ContinuousClock.now
+    private nonisolated let servedConnections = Atomic<Int>(0)
 
-    func opened() { open += 1 }
+    /// Connections opened so far, readable without waiting for the actor.
+    nonisolated var served: Int { servedConnections.load(ordering: .relaxed) }
+
+    func opened() {
+        open += 1
+        servedConnections.add(1, ordering: .relaxed)
+    }
 
     func closed() {
         open -= 1
