@@ -330,8 +330,10 @@ public struct Router: Sendable {
 /// - Requests that arrive while a listing runs share it.
 /// - A finished listing answers for `maxAge` more, until anything changes: a change made through
 ///   the daemon, or machined's MachineNew/MachineRemoved (the server invalidates on both).
+/// - Once it is older, the first request starts a new listing and waits for it; requests that
+///   arrive meanwhile get the previous one rather than queue behind machined.
 /// A client therefore never sees a list older than its own last action, and a change made
-/// elsewhere shows within `maxAge` at most.
+/// elsewhere shows within `maxAge` plus one listing's run time.
 public actor ListCoalescer {
     private var generation = 0
     private var running: (generation: Int, task: Task<[MachineSummary], any Error>)?
@@ -354,8 +356,10 @@ public actor ListCoalescer {
     private var lastJSON: (generation: Int, machines: [MachineSummary], body: [UInt8])?
 
     func list(_ service: any MachineService) async throws -> [MachineSummary] {
-        if let last, last.generation == generation, ContinuousClock.now - last.started < (maxAgeOverride ?? maxAge) {
-            return last.machines
+        let maxAge = maxAgeOverride ?? maxAge
+        if let last, last.generation == generation, maxAge > .zero {
+            if ContinuousClock.now - last.started < maxAge { return last.machines }
+            if let running, running.generation == generation { return last.machines }
         }
         if let running, running.generation == generation {
             return try await running.task.value

@@ -187,4 +187,34 @@ extension ListCoalescerTests {
         await service.release()
         #expect(try await again.map(\.name) == ["listing-4"], "without signals nothing is reused")
     }
+
+    @Test func anOlderListingAnswersWhileItsReplacementRuns() async throws {
+        let service = SlowListing()
+        let coalescer = ListCoalescer(maxAge: .milliseconds(1))
+        async let first = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        await service.release()
+        #expect(try await first.map(\.name) == ["listing-1"])
+        try await Task.sleep(for: .milliseconds(5))
+
+        // Past maxAge: the first caller starts a listing and waits for it...
+        async let refreshed = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        // ...while a caller arriving meanwhile gets the previous one at once.
+        #expect(try await coalescer.list(service).map(\.name) == ["listing-1"])
+        await service.release()
+        #expect(try await refreshed.map(\.name) == ["listing-2"])
+        #expect(await service.listings == 2)
+
+        // After a change nobody gets the older listing, even while the next one runs.
+        try await Task.sleep(for: .milliseconds(5))
+        async let afterAge = coalescer.list(service)
+        while await service.pending < 1 { await Task.yield() }
+        await coalescer.invalidate()
+        async let afterChange = coalescer.list(service)
+        while await service.pending < 2 { await Task.yield() }
+        await service.release()
+        #expect(try await afterAge.map(\.name) == ["listing-3"])
+        #expect(try await afterChange.map(\.name) == ["listing-4"])
+    }
 }
