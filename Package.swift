@@ -24,11 +24,21 @@ let package = Package(
             name: "NspawnKit",
             dependencies: [
                 "CSystemd",
+                "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // Downloading, verifying and unpacking images. Apart from NspawnKit so the daemon, which
+        // runs imports as `nspawnctl` children, does not load libcurl and libarchive (6 MB of RSS).
+        .target(
+            name: "NspawnImages",
+            dependencies: [
+                "NspawnKit",
                 "CArchive",
                 "CCurl",
                 "CLinux",
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
@@ -37,6 +47,7 @@ let package = Package(
             name: "NspawnCLI",
             dependencies: [
                 "NspawnKit",
+                "NspawnImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -65,7 +76,7 @@ let package = Package(
             ],
             linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"])]
         ),
-        .testTarget(name: "NspawnKitTests", dependencies: ["NspawnKit", "CSystemd"]),
+        .testTarget(name: "NspawnKitTests", dependencies: ["NspawnKit", "NspawnImages", "CSystemd"]),
         .testTarget(name: "NspawnCLITests", dependencies: ["NspawnCLI", "NspawnKit"]),
         .testTarget(name: "NspawnDaemonTests", dependencies: ["NspawnDaemon", "NspawnKit"]),
         .testTarget(name: "EndToEndTests", dependencies: ["NspawnKit"]),

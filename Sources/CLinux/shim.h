@@ -20,6 +20,7 @@ static inline int nspawnctl_openat2(int dirfd, const char *path, uint64_t flags,
 static inline int nspawnctl_unshare_fs(void) { return (int)syscall(SYS_unshare, 0x00000200 /* CLONE_FS */); }
 
 /* GNU extensions the Swift Glibc module does not expose. */
+static inline int nspawnctl_pipe_cloexec(int fds[2]) { return (int)syscall(SYS_pipe2, fds, O_CLOEXEC); }
 static inline int nspawnctl_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */); }
 static inline int nspawnctl_renameat2(int olddir, const char *old, int newdir, const char *new, unsigned flags) {
     return (int)syscall(SYS_renameat2, olddir, old, newdir, new, flags);

@@ -74,7 +74,7 @@ public struct Router: Sendable {
     public let operations: OperationRegistry
     public let listings: ListCoalescer
 
-    public init(service: any MachineService, authorizer: Authorizer = Authorizer(), importer: ImageImporter = ImageImporter()) {
+    public init(service: any MachineService, authorizer: Authorizer = Authorizer(), importer: ChildImporter = ChildImporter()) {
         self.service = service
         self.authorizer = authorizer
         let listings = ListCoalescer()
@@ -241,7 +241,7 @@ public struct Router: Sendable {
             throw BodyError(status: 400, message: "a JSON body is required")
         }
         let name = try MachineName(body.name)
-        let plan: (ImageSource, ImportOptions)
+        let job: ImportJob
         switch (body.url, body.recipe) {
         case (let url?, nil):
             guard Self.isURL(url), !url.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }), url.utf8.count <= 4096 else {
@@ -259,29 +259,22 @@ public struct Router: Sendable {
             if (body.signature == nil) != (body.keyring == nil) {
                 throw BodyError(status: 400, message: "signature and keyring go together")
             }
-            plan = (.url(url), ImportOptions(checksum: body.checksum, signature: body.signature, keyring: body.keyring, force: body.force ?? false))
+            job = .url(url, checksum: body.checksum, signature: body.signature, keyring: body.keyring, force: body.force ?? false)
         case (nil, let recipeName?):
-            guard !recipeName.contains("/") else {
+            guard !recipeName.contains("/"), !recipeName.hasPrefix(".") else {
                 throw BodyError(status: 400, message: "invalid recipe '\(recipeName.escapedForJSONMessage)': give a recipe name, not a path")
             }
-            let recipe = try Recipe.load(recipeName)
-            let bootstrap = Bootstrapper.Request(recipe: recipe, name: name, mirror: body.mirror,
-                                                 verify: body.verify ?? true, force: body.force ?? false)
-            // Planning may fetch a signed checksum list: off the server's threads.
-            let planned = Task.detached { () -> Result<PlannedImport, NspawnError> in
-                do throws(NspawnError) {
-                    let (source, options) = try Bootstrapper().plan(bootstrap)
-                    return .success(PlannedImport(source: source, options: options))
-                } catch {
-                    return .failure(error)
-                }
+            if let mirror = body.mirror, !Self.isURL(mirror) || mirror.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) {
+                throw BodyError(status: 400, message: "invalid mirror '\(mirror.escapedForJSONMessage)': expected http:// or https://")
             }
-            let result = try await planned.value.get()
-            plan = (result.source, result.options)
+            // An unknown recipe or a bad mirror is refused now; fetching the checksum list and
+            // checking it is the import's own first step.
+            _ = try Recipe.load(recipeName).resolved(mirror: body.mirror)
+            job = .recipe(recipeName, mirror: body.mirror, verify: body.verify ?? true, force: body.force ?? false)
         default:
             throw BodyError(status: 400, message: "give exactly one of url or recipe")
         }
-        let operation = await operations.start(name: name, source: plan.0, options: plan.1)
+        let operation = await operations.start(name: name, job: job)
         var response = APIResponse.json(operation, status: 202)
         response.headers.append(("Location", "/v1/operations/\(operation.id)"))
         return response
@@ -424,11 +417,6 @@ enum Route: Equatable {
 struct ActionResult: Codable {
     var name: String
     var result: String
-}
-
-struct PlannedImport: Sendable {
-    var source: ImageSource
-    var options: ImportOptions
 }
 
 struct BodyError: Error {

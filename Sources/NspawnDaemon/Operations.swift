@@ -41,42 +41,37 @@ struct ImportRequest: Decodable {
 public actor OperationRegistry {
     private struct Entry {
         var operation: Operation
-        let cancellation: ImportCancellation
+        let cancel: ChildCancel
         var task: Task<Void, Never>?
     }
 
     private var entries: [String: Entry] = [:]
     private var order: [String] = []
     private var listeners: [UUID: AsyncStream<Operation>.Continuation] = [:]
-    private let importer: ImageImporter
+    private let importer: ChildImporter
     private let onFinish: @Sendable () async -> Void
     /// Finished operations kept for GET, oldest dropped first.
     private let keep = 100
 
-    public init(importer: ImageImporter = ImageImporter(), onFinish: @escaping @Sendable () async -> Void = {}) {
+    public init(importer: ChildImporter = ChildImporter(), onFinish: @escaping @Sendable () async -> Void = {}) {
         self.importer = importer
         self.onFinish = onFinish
     }
 
     public var runningCount: Int { entries.values.filter { $0.operation.state == .running }.count }
 
-    func start(name: MachineName, source: ImageSource, options: ImportOptions) -> Operation {
+    func start(name: MachineName, job: ImportJob) -> Operation {
         var bytes = [UInt8](repeating: 0, count: 8)
         for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255) }
         let id = bytes.map { String($0, radix: 16).leftPadded(to: 2) }.joined()
-        let operation = Operation(id: id, name: name.rawValue, source: source.description, state: .running, created: Date())
-        let cancellation = ImportCancellation()
-        entries[id] = Entry(operation: operation, cancellation: cancellation)
+        let operation = Operation(id: id, name: name.rawValue, source: job.source, state: .running, created: Date())
+        let cancel = ChildCancel()
+        entries[id] = Entry(operation: operation, cancel: cancel)
         order.append(id)
         let importer = importer
         entries[id]?.task = Task {
-            let outcome: Result<ImportResult, NspawnError>
-            do throws(NspawnError) {
-                outcome = .success(try await importer.importImage(name, from: source, options: options, cancellation: cancellation) { progress in
-                    Task { await self.update(id) { $0.progress = progress } }
-                })
-            } catch {
-                outcome = .failure(error)
+            let outcome = await importer.run(job, name: name, cancel: cancel) { progress in
+                Task { await self.update(id) { $0.progress = progress } }
             }
             await onFinish()
             self.finish(id, outcome)
@@ -90,7 +85,7 @@ public actor OperationRegistry {
     /// Cancels and waits until the import has cleaned up, so the answer is final.
     func cancel(_ id: String) async -> Operation? {
         guard let entry = entries[id] else { return nil }
-        entry.cancellation.cancel()
+        entry.cancel.cancel()
         await entry.task?.value
         return entries[id]?.operation
     }

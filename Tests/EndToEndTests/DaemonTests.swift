@@ -231,7 +231,7 @@ extension EndToEndTests {
 
     @Test func importsRunAsOperationsAndCancellingLeavesNothing() throws {
         try ImageFixtures.prepare()
-        try Fixture.with(["e2e-api-import", "e2e-api-stalled"]) {
+        try Fixture.with(["e2e-api-import", "e2e-api-stalled", "e2e-api-missing"]) {
             // A finished import: 202, then the operation reports success and the image exists.
             let sha = try Testbed.sh("sha256sum /var/tmp/fx/small.tar.gz | cut -c1-64").trimmed
             let accepted = try API.request("POST", "/v1/images",
@@ -247,6 +247,24 @@ extension EndToEndTests {
             }
             #expect(state == "succeeded")
             #expect(try Fixture.imageNames().contains("e2e-api-import"))
+            // The import ran as an nspawnctl child: the daemon itself never maps libcurl or libarchive.
+            let maps = try Testbed.sh("grep -c -e libcurl -e libarchive /proc/$(systemctl show -p MainPID --value nspawnd.service)/maps || true")
+            #expect(maps.trimmed == "0", "nspawnd maps libcurl/libarchive: \(maps)")
+
+            // A failing download fails the operation with the child's error, and leaves no image.
+            let missing = try API.request("POST", "/v1/images", body: #"{"name": "e2e-api-missing", "url": "http://127.0.0.1:8088/missing.tar.gz"}"#)
+            #expect(missing.status == 202, "\(missing)")
+            let missingID = try #require(Self.operationID(missing.body))
+            var failed = ""
+            for _ in 0..<100 {
+                failed = try API.request("GET", "/v1/operations/\(missingID)").body
+                if Self.field("state", in: failed) != "running" { break }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            #expect(Self.field("state", in: failed) == "failed", "\(failed)")
+            #expect(failed.contains("\"code\":\"failure\"") || failed.contains("\"code\" : \"failure\""), "\(failed)")
+            #expect(failed.contains("missing.tar.gz"), "the error names the URL: \(failed)")
+            #expect(try !Fixture.imageNames().contains("e2e-api-missing"))
 
             // A stalled source: cancelling stops the import, and nothing of it stays on disk.
             try Testbed.mustSh("""
@@ -267,6 +285,8 @@ extension EndToEndTests {
             #expect(try !Fixture.imageNames().contains("e2e-api-stalled"))
             let leftovers = try Testbed.sh("ls -A /var/lib/machines | grep -e e2e-api-stalled || true")
             #expect(leftovers.trimmed.isEmpty, "no half image: \(leftovers)")
+            let children = try Testbed.sh("pgrep -af '[n]spawnctl import' || true")
+            #expect(children.trimmed.isEmpty, "the import child is gone: \(children)")
 
             // Bad requests are refused before anything starts.
             for body in [#"{"name": "x"}"#, #"{"name": "x", "url": "file:///etc/shadow"}"#, #"{"name": "x", "url": "/etc/shadow"}"#,
@@ -278,6 +298,7 @@ extension EndToEndTests {
             }
             let unknown = try API.request("GET", "/v1/operations/0000")
             #expect(unknown.status == 404)
+            try Testbed.mustSh("id e2e-member >/dev/null 2>&1 || useradd --no-create-home --groups nspawn e2e-member")
             let member = try API.request("POST", "/v1/images", body: #"{"name": "x", "url": "http://127.0.0.1:8088/small.tar.gz"}"#, user: "e2e-member")
             #expect(member.status == 403 || member.curlExit == 7, "\(member)")
         }

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Testing
 @testable import NspawnKit
+@testable import NspawnImages
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -27,16 +27,16 @@ public struct ImageStore: Sendable {
         self.lockDirectory = lockDirectory
     }
 
-    static let importPrefix = ".#import."
-    static let replacedPrefix = ".#replaced."
+    package static let importPrefix = ".#import."
+    package static let replacedPrefix = ".#replaced."
 
-    static func temporaryName(_ prefix: String, for name: MachineName) -> String {
+    package static func temporaryName(_ prefix: String, for name: MachineName) -> String {
         let random = String(UInt32.random(in: .min ... .max), radix: 16).leftPadded(to: 8)
         return "\(prefix)\(random).\(name.rawValue)"
     }
 
     /// The image name a work-in-progress entry belongs to, if `entry` is one of ours.
-    static func owner(ofTemporary entry: String) -> String? {
+    package static func owner(ofTemporary entry: String) -> String? {
         for prefix in [importPrefix, replacedPrefix] where entry.hasPrefix(prefix) {
             let rest = entry.dropFirst(prefix.count)
             guard rest.count > 9, rest[rest.index(rest.startIndex, offsetBy: 8)] == "." else { return nil }
@@ -46,7 +46,7 @@ public struct ImageStore: Sendable {
         return nil
     }
 
-    func openDirectory() throws(NspawnError) -> Directory {
+    package func openDirectory() throws(NspawnError) -> Directory {
         do {
             return try Directory(path: directory)
         } catch .noSuchFileOrDirectory {
@@ -63,7 +63,7 @@ public struct ImageStore: Sendable {
 
     /// Takes the lock on `name` that systemd's tools take too, so one import (or machined's
     /// remove/rename) at a time touches a name. A second taker gets a conflict, not a wait.
-    func lockName(_ name: MachineName) throws(NspawnError) -> FileLock {
+    package func lockName(_ name: MachineName) throws(NspawnError) -> FileLock {
         do {
             try makeDirectories(lockDirectory, mode: 0o755)
             let locks = try Directory(path: lockDirectory)
@@ -79,7 +79,7 @@ public struct ImageStore: Sendable {
     }
 
     /// Where else machined would find `name`, shadowing or shadowed by ours.
-    func existingImage(_ name: MachineName, in store: Directory) throws(NspawnError) -> String? {
+    package func existingImage(_ name: MachineName, in store: Directory) throws(NspawnError) -> String? {
         for suffix in ["", ".raw"] {
             if (try? store.status(name.rawValue + suffix)) != nil { return "\(directory)/\(name)\(suffix)" }
         }
@@ -94,7 +94,7 @@ public struct ImageStore: Sendable {
     }
 
     /// Removes what interrupted imports of `name` left (only call with the name lock held).
-    func removeLeftovers(of name: MachineName, in store: Directory) throws(NspawnError) -> [String] {
+    package func removeLeftovers(of name: MachineName, in store: Directory) throws(NspawnError) -> [String] {
         var removed: [String] = []
         let entries: [String]
         do { entries = try store.entries() } catch { throw .failed("cannot list '\(directory)': \(error)") }
@@ -109,7 +109,7 @@ public struct ImageStore: Sendable {
 }
 
 /// mkdir -p; existing directories are fine.
-func makeDirectories(_ path: String, mode: mode_t) throws(Errno) {
+package func makeDirectories(_ path: String, mode: mode_t) throws(Errno) {
     var current = path.hasPrefix("/") ? "" : "."
     for component in path.split(separator: "/") {
         current += "/" + component
@@ -117,7 +117,7 @@ func makeDirectories(_ path: String, mode: mode_t) throws(Errno) {
     }
 }
 
-extension ImageStore {
+package extension ImageStore {
     /// The first `PREFIXNN` (child01, child02, …) no image uses, as the classic nspawn-arch picked.
     public func nextFreeName(prefix: String = "child") throws(NspawnError) -> MachineName {
         let store = try openDirectory()

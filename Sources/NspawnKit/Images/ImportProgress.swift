@@ -1,9 +1,10 @@
+import Synchronization
 /// A snapshot of a running import, for a progress bar, JSON lines or the daemon's operations.
 public struct ImportProgress: Sendable, Codable, Equatable {
     public enum Phase: String, Sendable, Codable {
         case download, extract, verify, postSteps = "post-steps", install
 
-        var code: UInt8 {
+        package var code: UInt8 {
             switch self {
             case .download: 0
             case .extract: 1
@@ -13,7 +14,7 @@ public struct ImportProgress: Sendable, Codable, Equatable {
             }
         }
 
-        init(code: UInt8) {
+        package init(code: UInt8) {
             self = [.download, .extract, .verify, .postSteps, .install][Int(min(code, 4))]
         }
     }
@@ -28,14 +29,39 @@ public struct ImportProgress: Sendable, Codable, Equatable {
     /// Seconds left at the current rate, when the size is known.
     public var etaSeconds: Double?
     public var elapsedSeconds: Double
+
+    package init(phase: Phase, bytes: Int64, totalBytes: Int64?, entries: Int, bytesPerSecond: Double,
+                 etaSeconds: Double?, elapsedSeconds: Double) {
+        self.phase = phase
+        self.bytes = bytes
+        self.totalBytes = totalBytes
+        self.entries = entries
+        self.bytesPerSecond = bytesPerSecond
+        self.etaSeconds = etaSeconds
+        self.elapsedSeconds = elapsedSeconds
+    }
 }
 
 /// Cancels a running import from another task or a signal handler; the import cleans up after itself.
 public final class ImportCancellation: Sendable {
-    let counters = ImportCounters()
+    package let counters = ImportCounters()
 
     public init() {}
 
     public func cancel() { counters.cancelled.store(true, ordering: .relaxed) }
     public var isCancelled: Bool { counters.isCancelled }
+}
+
+/// What the import threads report, read by the progress ticker. Also the cancel switch.
+package final class ImportCounters: Sendable {
+    package let sourceBytes = Atomic<Int64>(0)
+    /// -1 while unknown (stdin, a server without Content-Length).
+    package let sourceSize = Atomic<Int64>(-1)
+    package let entries = Atomic<Int>(0)
+    package let cancelled = Atomic<Bool>(false)
+    package let phase = Atomic<UInt8>(ImportProgress.Phase.extract.code)
+
+    package var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+
+    package init() {}
 }

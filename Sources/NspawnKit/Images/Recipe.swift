@@ -52,7 +52,7 @@ public struct Recipe: Sendable, Equatable {
         return names.sorted()
     }
 
-    static func readText(_ path: String) throws(NspawnError) -> String {
+    package static func readText(_ path: String) throws(NspawnError) -> String {
         guard let text = readSmallFile(FilePath(path), limit: 256 * 1024) else {
             throw .invalidArgument("cannot read recipe '\(path.escapedForMessage)'")
         }
@@ -108,7 +108,7 @@ public struct Recipe: Sendable, Equatable {
                       checksumsSignatureURL: values["ChecksumsSignatureURL"], keyring: values["Keyring"], setup: steps)
     }
 
-    static func parseStep(_ key: String, _ value: String, at location: String) throws(NspawnError) -> SetupStep {
+    package static func parseStep(_ key: String, _ value: String, at location: String) throws(NspawnError) -> SetupStep {
         func pathAndRest() throws(NspawnError) -> (String, String) {
             guard let space = value.firstIndex(of: " "), value.hasPrefix("/") else {
                 throw .invalidArgument("\(location): \(key)= expects an absolute path and a value")
@@ -135,7 +135,7 @@ public struct Recipe: Sendable, Equatable {
     public func resolved(mirror override: String?) throws(NspawnError) -> Recipe {
         var mirror = override ?? self.mirror ?? ""
         while mirror.hasSuffix("/") { mirror.removeLast() }
-        if let override, !HTTPDownload.isURL(override) {
+        if let override, !ImageSource.isURL(override) {
             throw .invalidArgument("invalid mirror '\(override.escapedForMessage)': expected an http(s) URL")
         }
         if url.contains("{mirror}") && mirror.isEmpty { throw .invalidArgument("recipe '\(name)' needs --mirror") }
@@ -159,7 +159,7 @@ public struct Recipe: Sendable, Equatable {
     }
 
     /// The sha256 a checksum list gives for `fileName` ("HEX  name" or "HEX *name" lines).
-    static func digest(in list: String, for fileName: String) -> String? {
+    package static func digest(in list: String, for fileName: String) -> String? {
         for line in list.split(separator: "\n") {
             let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
             guard parts.count == 2, parts[0].count == 64 else { continue }
@@ -171,75 +171,6 @@ public struct Recipe: Sendable, Equatable {
     }
 }
 
-/// Bootstraps a named image from a recipe.
-public struct Bootstrapper: Sendable {
-    public var importer: ImageImporter
-
-    public init(importer: ImageImporter = ImageImporter()) { self.importer = importer }
-
-    public struct Request: Sendable {
-        public var recipe: Recipe
-        public var name: MachineName
-        public var mirror: String?
-        /// A local tarball in place of the download (offline use).
-        public var tarball: String?
-        /// Overrides of the recipe's verification.
-        public var signature: String?
-        public var keyring: String?
-        public var checksum: String?
-        public var verify = true
-        public var force = false
-
-        public init(recipe: Recipe, name: MachineName, mirror: String? = nil, tarball: String? = nil, signature: String? = nil,
-                    keyring: String? = nil, checksum: String? = nil, verify: Bool = true, force: Bool = false) {
-            self.recipe = recipe
-            self.name = name
-            self.mirror = mirror
-            self.tarball = tarball
-            self.signature = signature
-            self.keyring = keyring
-            self.checksum = checksum
-            self.verify = verify
-            self.force = force
-        }
-    }
-
-    /// The source and options an import needs for this request; fetches and checks a signed checksum list.
-    public func plan(_ request: Request) throws(NspawnError) -> (ImageSource, ImportOptions) {
-        let recipe = try request.recipe.resolved(mirror: request.mirror)
-        let source: ImageSource = request.tarball.map { .file($0) } ?? .url(recipe.url)
-        var options = ImportOptions(checksum: request.checksum, force: request.force, setup: recipe.setup)
-        guard request.verify else { return (source, options) }
-        let keyring = request.keyring ?? recipe.keyring
-        func requireKeyring() throws(NspawnError) -> String {
-            guard let keyring else {
-                throw .invalidArgument("recipe '\(recipe.name)' names no keyring; pass --keyring FILE or --no-verify")
-            }
-            guard access(keyring, R_OK) == 0 else {
-                throw .invalidArgument("recipe '\(recipe.name)' verifies with keyring '\(keyring)', which is missing; install it, pass --keyring FILE, or say --no-verify")
-            }
-            return keyring
-        }
-        if let signature = request.signature ?? (request.tarball == nil ? recipe.signatureURL : nil) {
-            options.signature = signature
-            options.keyring = try requireKeyring()
-        } else if let list = recipe.checksumsURL, let listSignature = recipe.checksumsSignatureURL, options.checksum == nil {
-            let check = SignatureCheck(signature: try SignatureCheck.load(listSignature, what: "signature"),
-                                       keyring: try SignatureCheck.checkedKeyring(try requireKeyring()))
-            let bytes = try SignatureCheck.load(list, what: "checksum list")
-            try check.verify(bytes, what: list)
-            let fileName = String(recipe.url.split(separator: "/").last ?? "")
-            guard let digest = Recipe.digest(in: String(decoding: bytes, as: UTF8.self), for: fileName) else {
-                throw .verificationFailed("checksum list '\(list)' has no entry for '\(fileName)'")
-            }
-            options.checksum = "sha256:" + digest
-        } else if options.checksum == nil {
-            throw .invalidArgument("nothing verifies '\(source)': give --signature (with the recipe's keyring), --checksum, or say --no-verify")
-        }
-        return (source, options)
-    }
-}
-
-extension String {
-    func replacingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
+package extension String {
+    package func replacingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
 }

@@ -456,7 +456,7 @@ public struct MachineManager: Sendable {
     }
 }
 
-func connectSystemBus() throws(NspawnError) -> BusConnection {
+package func connectSystemBus() throws(NspawnError) -> BusConnection {
     do {
         return try BusConnection.system()
     } catch {

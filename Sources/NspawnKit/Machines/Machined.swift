@@ -2,42 +2,44 @@
 ///
 /// Each method maps D-Bus errors onto `NspawnError`, keeping the original error
 /// (and its D-Bus name) where no more specific case fits.
-struct Machined {
-    let bus: BusConnection
+package struct Machined {
+    package let bus: BusConnection
 
-    static let destination = "org.freedesktop.machine1"
-    static let managerPath = "/org/freedesktop/machine1"
-    static let managerInterface = "org.freedesktop.machine1.Manager"
-    static let machineInterface = "org.freedesktop.machine1.Machine"
-    static let imageInterface = "org.freedesktop.machine1.Image"
+    package init(bus: BusConnection) { self.bus = bus }
 
-    struct MachineListing: Equatable, Sendable {
-        var name: String
-        var machineClass: String
-        var service: String
-        var path: String
+    package static let destination = "org.freedesktop.machine1"
+    package static let managerPath = "/org/freedesktop/machine1"
+    package static let managerInterface = "org.freedesktop.machine1.Manager"
+    package static let machineInterface = "org.freedesktop.machine1.Machine"
+    package static let imageInterface = "org.freedesktop.machine1.Image"
+
+    package struct MachineListing: Equatable, Sendable {
+        package var name: String
+        package var machineClass: String
+        package var service: String
+        package var path: String
     }
 
-    struct ImageListing: Equatable, Sendable {
-        var name: String
-        var type: String
-        var readOnly: Bool
-        var created: UInt64
-        var modified: UInt64
-        var usage: UInt64
-        var path: String
+    package struct ImageListing: Equatable, Sendable {
+        package var name: String
+        package var type: String
+        package var readOnly: Bool
+        package var created: UInt64
+        package var modified: UInt64
+        package var usage: UInt64
+        package var path: String
     }
 
-    static func managerCall(_ member: String, _ arguments: [BusValue] = []) -> MethodCall {
+    package static func managerCall(_ member: String, _ arguments: [BusValue] = []) -> MethodCall {
         MethodCall(destination: destination, path: managerPath, interface: managerInterface, member: member, arguments: arguments)
     }
 
-    static func propertiesCall(path: String, interface: String) -> MethodCall {
+    package static func propertiesCall(path: String, interface: String) -> MethodCall {
         MethodCall(destination: destination, path: path, interface: "org.freedesktop.DBus.Properties",
                    member: "GetAll", arguments: [.string(interface)])
     }
 
-    func callManager(_ member: String, _ arguments: [BusValue] = [], subject: String,
+    package func callManager(_ member: String, _ arguments: [BusValue] = [], subject: String,
                      timeout: BusTimeout = .standard) throws(NspawnError) -> [BusValue] {
         do {
             return try bus.call(Self.managerCall(member, arguments), timeout: timeout)
@@ -48,7 +50,7 @@ struct Machined {
 
     // MARK: Listing
 
-    func listMachines() throws(NspawnError) -> [MachineListing] {
+    package func listMachines() throws(NspawnError) -> [MachineListing] {
         let reply = try callManager("ListMachines", subject: "machines")
         guard let rows = reply.first?.elements else { throw .malformedReply("ListMachines") }
         return try rows.map { row throws(NspawnError) in
@@ -59,7 +61,7 @@ struct Machined {
         }
     }
 
-    func listImages() throws(NspawnError) -> [ImageListing] {
+    package func listImages() throws(NspawnError) -> [ImageListing] {
         let reply = try callManager("ListImages", subject: "images")
         guard let rows = reply.first?.elements else { throw .malformedReply("ListImages") }
         return try rows.map { row throws(NspawnError) in
@@ -74,14 +76,14 @@ struct Machined {
 
     // MARK: One machine or image
 
-    func machinePath(_ name: MachineName) throws(NspawnError) -> String {
+    package func machinePath(_ name: MachineName) throws(NspawnError) -> String {
         guard let path = try callManager("GetMachine", [.string(name.rawValue)], subject: name.rawValue).first?.string
         else { throw .malformedReply("GetMachine") }
         return path
     }
 
     /// The machine's object path, or nil when no machine of that name runs.
-    func machinePathIfRunning(_ name: MachineName) throws(NspawnError) -> String? {
+    package func machinePathIfRunning(_ name: MachineName) throws(NspawnError) -> String? {
         do {
             return try machinePath(name)
         } catch .noSuchMachine {
@@ -89,14 +91,14 @@ struct Machined {
         }
     }
 
-    func imagePath(_ name: MachineName) throws(NspawnError) -> String {
+    package func imagePath(_ name: MachineName) throws(NspawnError) -> String {
         guard let path = try callManager("GetImage", [.string(name.rawValue)], subject: name.rawValue).first?.string
         else { throw .malformedReply("GetImage") }
         return path
     }
 
     /// The image's object path, or nil when there is no image of that name.
-    func imagePathIfExists(_ name: MachineName) throws(NspawnError) -> String? {
+    package func imagePathIfExists(_ name: MachineName) throws(NspawnError) -> String? {
         do {
             return try imagePath(name)
         } catch .noSuchImage {
@@ -104,11 +106,11 @@ struct Machined {
         }
     }
 
-    func imageExists(_ name: MachineName) throws(NspawnError) -> Bool {
+    package func imageExists(_ name: MachineName) throws(NspawnError) -> Bool {
         try imagePathIfExists(name) != nil
     }
 
-    func properties(path: String, interface: String, subject: String) throws(NspawnError) -> [String: BusValue] {
+    package func properties(path: String, interface: String, subject: String) throws(NspawnError) -> [String: BusValue] {
         do {
             let reply = try bus.call(Self.propertiesCall(path: path, interface: interface))
             guard let dictionary = reply.first?.stringKeyedDictionary else { throw NspawnError.malformedReply("GetAll \(interface)") }
@@ -122,40 +124,40 @@ struct Machined {
         }
     }
 
-    func machineProperties(_ name: MachineName, path: String) throws(NspawnError) -> MachineProperties {
+    package func machineProperties(_ name: MachineName, path: String) throws(NspawnError) -> MachineProperties {
         MachineProperties(try properties(path: path, interface: Self.machineInterface, subject: name.rawValue))
     }
 
-    func imageProperties(_ name: MachineName, path: String) throws(NspawnError) -> ImageProperties {
+    package func imageProperties(_ name: MachineName, path: String) throws(NspawnError) -> ImageProperties {
         ImageProperties(try properties(path: path, interface: Self.imageInterface, subject: name.rawValue))
     }
 
-    func machineOSRelease(_ name: MachineName) throws(NspawnError) -> [String: String] {
+    package func machineOSRelease(_ name: MachineName) throws(NspawnError) -> [String: String] {
         let reply = try callManager("GetMachineOSRelease", [.string(name.rawValue)], subject: name.rawValue)
         return Self.osRelease(from: reply)
     }
 
-    func machineAddresses(_ name: MachineName) throws(NspawnError) -> [String] {
+    package func machineAddresses(_ name: MachineName) throws(NspawnError) -> [String] {
         let reply = try callManager("GetMachineAddresses", [.string(name.rawValue)], subject: name.rawValue)
         return Self.addresses(from: reply)
     }
 
     // MARK: Actions
 
-    func terminateMachine(_ name: MachineName) throws(NspawnError) {
+    package func terminateMachine(_ name: MachineName) throws(NspawnError) {
         _ = try callManager("TerminateMachine", [.string(name.rawValue)], subject: name.rawValue)
     }
 
-    func killMachine(_ name: MachineName, whom: KillWhom, signal: UnixSignal) throws(NspawnError) {
+    package func killMachine(_ name: MachineName, whom: KillWhom, signal: UnixSignal) throws(NspawnError) {
         _ = try callManager("KillMachine", [.string(name.rawValue), .string(whom.rawValue), .int32(signal.number)],
                             subject: name.rawValue)
     }
 
-    func removeImage(_ name: MachineName) throws(NspawnError) {
+    package func removeImage(_ name: MachineName) throws(NspawnError) {
         _ = try callManager("RemoveImage", [.string(name.rawValue)], subject: name.rawValue, timeout: .none)
     }
 
-    func renameImage(_ name: MachineName, to newName: MachineName) throws(NspawnError) {
+    package func renameImage(_ name: MachineName, to newName: MachineName) throws(NspawnError) {
         do {
             _ = try callManager("RenameImage", [.string(name.rawValue), .string(newName.rawValue)], subject: name.rawValue,
                                 timeout: .none)
@@ -164,7 +166,7 @@ struct Machined {
         }
     }
 
-    func cloneImage(_ name: MachineName, to newName: MachineName, readOnly: Bool) throws(NspawnError) {
+    package func cloneImage(_ name: MachineName, to newName: MachineName, readOnly: Bool) throws(NspawnError) {
         do {
             _ = try callManager("CloneImage", [.string(name.rawValue), .string(newName.rawValue), .bool(readOnly)],
                                 subject: name.rawValue, timeout: .none)
@@ -173,18 +175,18 @@ struct Machined {
         }
     }
 
-    func markImageReadOnly(_ name: MachineName, _ readOnly: Bool) throws(NspawnError) {
+    package func markImageReadOnly(_ name: MachineName, _ readOnly: Bool) throws(NspawnError) {
         _ = try callManager("MarkImageReadOnly", [.string(name.rawValue), .bool(readOnly)], subject: name.rawValue)
     }
 
     // MARK: Decoding helpers shared with pipelined calls
 
-    static func osRelease(from reply: [BusValue]) -> [String: String] {
+    package static func osRelease(from reply: [BusValue]) -> [String: String] {
         guard let dictionary = reply.first?.stringKeyedDictionary else { return [:] }
         return dictionary.compactMapValues(\.string)
     }
 
-    static func addresses(from reply: [BusValue]) -> [String] {
+    package static func addresses(from reply: [BusValue]) -> [String] {
         guard let rows = reply.first?.elements else { return [] }
         return rows.compactMap { row in
             guard let fields = row.elements, fields.count == 2,
@@ -194,7 +196,7 @@ struct Machined {
     }
 
     /// Maps a machined error to the project's error, naming `subject`.
-    static func translate(_ error: BusError, subject: String, action: String) -> NspawnError {
+    package static func translate(_ error: BusError, subject: String, action: String) -> NspawnError {
         switch error.name {
         case "org.freedesktop.machine1.NoSuchMachine":
             return .noSuchMachine(subject)
@@ -223,18 +225,18 @@ public enum KillWhom: String, Sendable, Codable, CaseIterable {
 }
 
 /// The Machine object's properties this project reads.
-struct MachineProperties: Sendable {
-    var state: String?
-    var leader: UInt32?
-    var rootDirectory: String?
-    var unit: String?
-    var machineClass: String?
-    var service: String?
+package struct MachineProperties: Sendable {
+    package var state: String?
+    package var leader: UInt32?
+    package var rootDirectory: String?
+    package var unit: String?
+    package var machineClass: String?
+    package var service: String?
     /// Microseconds since the epoch.
-    var timestamp: UInt64?
-    var networkInterfaces: [Int32]
+    package var timestamp: UInt64?
+    package var networkInterfaces: [Int32]
 
-    init(_ p: [String: BusValue]) {
+    package init(_ p: [String: BusValue]) {
         state = p["State"]?.string
         leader = p["Leader"]?.uint64.map { UInt32(truncatingIfNeeded: $0) }
         rootDirectory = p["RootDirectory"]?.string
@@ -247,17 +249,17 @@ struct MachineProperties: Sendable {
 }
 
 /// The Image object's properties this project reads.
-struct ImageProperties: Sendable {
-    var name: String?
-    var path: String?
-    var type: String?
-    var readOnly: Bool?
-    var created: UInt64?
-    var modified: UInt64?
-    var usage: UInt64?
-    var limit: UInt64?
+package struct ImageProperties: Sendable {
+    package var name: String?
+    package var path: String?
+    package var type: String?
+    package var readOnly: Bool?
+    package var created: UInt64?
+    package var modified: UInt64?
+    package var usage: UInt64?
+    package var limit: UInt64?
 
-    init(_ p: [String: BusValue]) {
+    package init(_ p: [String: BusValue]) {
         name = p["Name"]?.string
         path = p["Path"]?.string
         type = p["Type"]?.string

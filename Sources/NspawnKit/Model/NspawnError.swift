@@ -26,7 +26,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case cancelled(String)
     /// A failure outside the bus, described in full.
     case failed(String)
-    /// An error nspawnd reported, with its category and message as it sent them.
+    /// An error nspawnd or an nspawnctl child reported, with its category and message as it sent them.
     case remote(Category, message: String, busError: String?)
 
     /// The broad class of an error, which decides the CLI's exit code and the daemon's HTTP status.
@@ -116,7 +116,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
 
 extension String {
     /// Keeps control characters in hostile input from reaching a terminal raw.
-    var escapedForMessage: String {
+    package var escapedForMessage: String {
         var out = ""
         for scalar in unicodeScalars {
             if scalar.value < 0x20 || scalar.value == 0x7f {

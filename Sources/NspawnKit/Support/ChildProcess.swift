@@ -5,16 +5,16 @@ import Glibc
 #endif
 
 /// A child started with posix_spawn; used only for the standard interfaces (systemd-nspawn, gpgv).
-struct ChildProcess {
-    let pid: pid_t
-    let argv: [String]
+package struct ChildProcess {
+    package let pid: pid_t
+    package let argv: [String]
 
-    enum Termination: Equatable, CustomStringConvertible {
+    package enum Termination: Equatable, CustomStringConvertible {
         case exited(Int32)
         case signaled(Int32)
 
-        var succeeded: Bool { self == .exited(0) }
-        var description: String {
+        package var succeeded: Bool { self == .exited(0) }
+        package var description: String {
             switch self {
             case .exited(let code): "exited with status \(code)"
             case .signaled(let signal): "killed by signal \(signal)"
@@ -25,7 +25,7 @@ struct ChildProcess {
     /// Starts `argv[0]` from PATH with the given descriptors as its stdin, stdout and stderr
     /// (nil: /dev/null). Every other descriptor of ours is close-on-exec, so the child holds none.
     /// `extra` maps our descriptors to the child's descriptor 3 and up, in order.
-    static func spawn(_ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
+    package static func spawn(_ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
                       extra: [Int32] = []) throws(NspawnError) -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -61,7 +61,7 @@ struct ChildProcess {
         return ChildProcess(pid: pid, argv: argv)
     }
 
-    func wait() -> Termination {
+    package func wait() -> Termination {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
             if errno != EINTR { return .exited(127) }
@@ -72,7 +72,7 @@ struct ChildProcess {
 
     /// Runs to the end with stdin from /dev/null and returns how it ended with its output (stdout and
     /// stderr interleaved, the last `limit` bytes).
-    static func run(_ argv: [String], limit: Int = 16 * 1024) throws(NspawnError) -> (Termination, String) {
+    package static func run(_ argv: [String], limit: Int = 16 * 1024) throws(NspawnError) -> (Termination, String) {
         let capture = try MemoryFile()
         let child = try spawn(argv, stdout: capture.fd, stderr: capture.fd)
         let termination = child.wait()
@@ -82,10 +82,10 @@ struct ChildProcess {
 
 /// An anonymous in-memory file (memfd): collects a child's output without a reader thread, or
 /// hands a child a small document by descriptor.
-final class MemoryFile {
-    let fd: Int32
+package final class MemoryFile {
+    package let fd: Int32
 
-    init() throws(NspawnError) {
+    package init() throws(NspawnError) {
         let fd = nspawnctl_memfd_create("nspawnctl-output")
         guard fd >= 0 else { throw .failed("cannot create a buffer for child output: \(Errno(rawValue: errno))") }
         self.fd = fd
@@ -93,7 +93,7 @@ final class MemoryFile {
 
     deinit { close(fd) }
 
-    func text(limit: Int) -> String {
+    package func text(limit: Int) -> String {
         let size = lseek(fd, 0, SEEK_END)
         guard size > 0 else { return "" }
         let start = max(0, Int(size) - limit)

@@ -4,7 +4,7 @@ import SystemPackage
 import Glibc
 #endif
 
-extension String {
+package extension String {
     public var trimmedWhitespace: String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
@@ -13,7 +13,7 @@ extension String {
 }
 
 /// Reads `fd` to its end; more than `limit` bytes is an error (EFBIG), never a silent cut.
-func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
+package func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 64 * 1024)
     while true {
@@ -26,19 +26,19 @@ func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
 }
 
 /// An open directory, used as the anchor for every *at() call so no path is resolved twice.
-final class Directory {
-    let fd: Int32
+package final class Directory {
+    package let fd: Int32
 
-    init(fd: Int32) { self.fd = fd }
+    package init(fd: Int32) { self.fd = fd }
 
     /// Opens a directory without following a symlink at its last component.
-    convenience init(path: String) throws(Errno) {
+    package convenience init(path: String) throws(Errno) {
         try self.init(fd: Directory.retrying { open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
     }
 
     deinit { close(fd) }
 
-    static func retrying(_ body: () -> Int32) throws(Errno) -> Int32 {
+    package static func retrying(_ body: () -> Int32) throws(Errno) -> Int32 {
         while true {
             let result = body()
             if result >= 0 { return result }
@@ -46,39 +46,39 @@ final class Directory {
         }
     }
 
-    func openDirectory(_ name: String) throws(Errno) -> Directory {
+    package func openDirectory(_ name: String) throws(Errno) -> Directory {
         let fd = fd
         return Directory(fd: try Directory.retrying { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
     }
 
-    func makeDirectory(_ name: String, mode: mode_t) throws(Errno) {
+    package func makeDirectory(_ name: String, mode: mode_t) throws(Errno) {
         if mkdirat(fd, name, mode) != 0 { throw Errno(rawValue: errno) }
     }
 
     /// lstat of an entry; nil when it does not exist.
-    func status(_ name: String) throws(Errno) -> stat? {
+    package func status(_ name: String) throws(Errno) -> stat? {
         var st = stat()
         if fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 { return st }
         if errno == ENOENT { return nil }
         throw Errno(rawValue: errno)
     }
 
-    func rename(_ name: String, to newName: String, in target: Directory? = nil) throws(Errno) {
+    package func rename(_ name: String, to newName: String, in target: Directory? = nil) throws(Errno) {
         if renameat(fd, name, (target ?? self).fd, newName) != 0 { throw Errno(rawValue: errno) }
     }
 
     /// Swaps two entries atomically (renameat2 RENAME_EXCHANGE).
-    func exchange(_ name: String, with other: String) throws(Errno) {
+    package func exchange(_ name: String, with other: String) throws(Errno) {
         if nspawnctl_renameat2(fd, name, fd, other, nspawnctl_rename_exchange) != 0 { throw Errno(rawValue: errno) }
     }
 
     /// Renames only if `newName` does not exist (renameat2 RENAME_NOREPLACE).
-    func renameNoReplace(_ name: String, to newName: String) throws(Errno) {
+    package func renameNoReplace(_ name: String, to newName: String) throws(Errno) {
         if nspawnctl_renameat2(fd, name, fd, newName, nspawnctl_rename_noreplace) != 0 { throw Errno(rawValue: errno) }
     }
 
     /// Names in the directory, without "." and "..".
-    func entries() throws(Errno) -> [String] {
+    package func entries() throws(Errno) -> [String] {
         let copy = dup(fd)
         guard copy >= 0, let stream = fdopendir(copy) else { throw Errno(rawValue: errno) }
         defer { closedir(stream) }
@@ -95,7 +95,7 @@ final class Directory {
 
     /// Removes `name` and everything below it. Never follows a symlink and never descends into
     /// another file system, so a stray bind mount below an image cannot take host data with it.
-    func removeTree(_ name: String) throws(Errno) {
+    package func removeTree(_ name: String) throws(Errno) {
         guard let st = try status(name) else { return }
         if (st.st_mode & S_IFMT) != S_IFDIR {
             if unlinkat(fd, name, 0) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
@@ -110,7 +110,7 @@ final class Directory {
     }
 
     /// Takes a BSD lock on `name` (created 0600 if missing); nil when someone else holds it.
-    func tryLock(_ name: String, shared: Bool = false) throws(Errno) -> FileLock? {
+    package func tryLock(_ name: String, shared: Bool = false) throws(Errno) -> FileLock? {
         let fd = fd
         let lockFD = try Directory.retrying { openat(fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         if flock(lockFD, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
@@ -124,16 +124,18 @@ final class Directory {
 }
 
 /// A held flock; released when dropped (and by the kernel if we die).
-final class FileLock {
-    let fd: Int32
-    init(fd: Int32) { self.fd = fd }
+package final class FileLock {
+    package let fd: Int32
+    package init(fd: Int32) { self.fd = fd }
     deinit { close(fd) }
 }
 
 /// File access inside an untrusted root: every path resolves as if the root were `/`
 /// (openat2 RESOLVE_IN_ROOT), so a symlink such as `etc/pacman.conf -> /etc/shadow` stays inside.
-struct ContainedRoot {
-    let root: Directory
+package struct ContainedRoot {
+    package let root: Directory
+
+    package init(root: Directory) { self.root = root }
 
     private func open(_ path: String, flags: Int32, mode: mode_t = 0) throws(Errno) -> Int32 {
         let rootFD = root.fd
@@ -144,7 +146,7 @@ struct ContainedRoot {
     }
 
     /// The file's bytes, or nil when it does not exist.
-    func read(_ path: String, limit: Int = 4 * 1024 * 1024) throws(Errno) -> [UInt8]? {
+    package func read(_ path: String, limit: Int = 4 * 1024 * 1024) throws(Errno) -> [UInt8]? {
         let fd: Int32
         do { fd = try open(path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK) } catch .noSuchFileOrDirectory { return nil }
         defer { close(fd) }
@@ -154,7 +156,7 @@ struct ContainedRoot {
         return try readAll(fd, limit: limit)
     }
 
-    func exists(_ path: String) -> Bool {
+    package func exists(_ path: String) -> Bool {
         guard let fd = try? open(path, flags: nspawnctl_o_path) else { return false }
         close(fd)
         return true
@@ -169,7 +171,7 @@ struct ContainedRoot {
     }
 
     /// mkdir -p inside the root; every component resolves inside it.
-    func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(Errno) {
+    package func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(Errno) {
         var current = ""
         for component in path.split(separator: "/") {
             current += "/" + component
@@ -180,7 +182,7 @@ struct ContainedRoot {
     }
 
     /// Creates or replaces the symlink `path` pointing at `target` (a path as the guest sees it).
-    func symlink(_ target: String, at path: String) throws(Errno) {
+    package func symlink(_ target: String, at path: String) throws(Errno) {
         let (directory, base) = try parent(of: path)
         if let existing = try directory.status(base) {
             guard (existing.st_mode & S_IFMT) == S_IFLNK else { throw Errno.fileExists }
@@ -190,7 +192,7 @@ struct ContainedRoot {
     }
 
     /// Removes a file or symlink (never a directory); one that is already gone is fine.
-    func remove(_ path: String) throws(Errno) {
+    package func remove(_ path: String) throws(Errno) {
         let directory: Directory
         let base: String
         do { (directory, base) = try parent(of: path) } catch .noSuchFileOrDirectory { return }
@@ -199,7 +201,7 @@ struct ContainedRoot {
 
     /// Replaces the file atomically (a temporary file in the same directory, then rename),
     /// keeping the mode and owner of the file it replaces.
-    func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(Errno) {
+    package func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(Errno) {
         let (directory, base) = try parent(of: path)
         var finalMode = mode
         var owner: (uid_t, gid_t)?

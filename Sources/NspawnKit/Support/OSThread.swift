@@ -4,16 +4,16 @@ import Glibc
 
 /// A dedicated OS thread. Import stages need one each: they block in C code for minutes, and
 /// extraction changes its thread's working directory, which must never leak into a shared pool.
-final class OSThread: @unchecked Sendable {
+package final class OSThread: @unchecked Sendable {
     private var thread = pthread_t()
     private var joined = false
 
     private final class Job {
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
+        package let body: () -> Void
+        package init(_ body: @escaping () -> Void) { self.body = body }
     }
 
-    init(_ body: @escaping @Sendable () -> Void) {
+    package init(_ body: @escaping @Sendable () -> Void) {
         let job = Unmanaged.passRetained(Job(body)).toOpaque()
         let code = pthread_create(&thread, nil, { raw in
             Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue().body()
@@ -22,14 +22,14 @@ final class OSThread: @unchecked Sendable {
         precondition(code == 0, "pthread_create failed: \(code)")
     }
 
-    func join() {
+    package func join() {
         guard !joined else { return }
         joined = true
         pthread_join(thread, nil)
     }
 
     /// Runs blocking work on its own thread without holding up the caller's executor.
-    static func run<T: Sendable>(_ body: @escaping @Sendable () throws(NspawnError) -> T) async throws(NspawnError) -> T {
+    package static func run<T: Sendable>(_ body: @escaping @Sendable () throws(NspawnError) -> T) async throws(NspawnError) -> T {
         let result: Result<T, NspawnError> = await withCheckedContinuation { continuation in
             let thread = OSThread {
                 do throws(NspawnError) {

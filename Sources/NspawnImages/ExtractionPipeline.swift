@@ -2,21 +2,10 @@ import CArchive
 import CLinux
 import Crypto
 import Synchronization
+import NspawnKit
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// What the import threads report, read by the progress ticker. Also the cancel switch.
-final class ImportCounters: Sendable {
-    let sourceBytes = Atomic<Int64>(0)
-    /// -1 while unknown (stdin, a server without Content-Length).
-    let sourceSize = Atomic<Int64>(-1)
-    let entries = Atomic<Int>(0)
-    let cancelled = Atomic<Bool>(false)
-    let phase = Atomic<UInt8>(ImportProgress.Phase.extract.code)
-
-    var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
-}
 
 /// Reads the raw (still compressed) source for libarchive, and on the way hashes it, counts it and
 /// feeds it to gpgv. Lives on the decompression thread.

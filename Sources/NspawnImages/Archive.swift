@@ -1,4 +1,5 @@
 import CArchive
+import NspawnKit
 
 /// A libarchive failure: the return code, the errno it recorded and its own message.
 struct ArchiveError: Error, Sendable, CustomStringConvertible {

@@ -1,5 +1,6 @@
 import CLinux
 import SystemPackage
+import NspawnKit
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,7 +36,7 @@ struct SignatureCheck {
 
     /// Reads a small document from a file or URL.
     static func load(_ location: String, what: String) throws(NspawnError) -> [UInt8] {
-        if HTTPDownload.isURL(location) { return try HTTPDownload.fetch(location, limit: sizeLimit) }
+        if ImageSource.isURL(location) { return try HTTPDownload.fetch(location, limit: sizeLimit) }
         let fd = open(location, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(Errno(rawValue: errno))") }
         defer { close(fd) }

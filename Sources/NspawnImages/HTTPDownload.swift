@@ -1,4 +1,5 @@
 import CCurl
+import NspawnKit
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,11 +7,6 @@ import Glibc
 /// HTTP(S) downloads with libcurl, in-process. Only http and https, also across redirects.
 enum HTTPDownload {
     private static let globalInit: Bool = curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
-
-    static func isURL(_ text: String) -> Bool {
-        let lower = text.lowercased()
-        return lower.hasPrefix("http://") || lower.hasPrefix("https://")
-    }
 
     /// Where the bytes go and what the transfer learned; shared with curl's C callbacks.
     final class Sink: @unchecked Sendable {

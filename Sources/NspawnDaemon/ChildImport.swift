@@ -1,0 +1,190 @@
+import CLinux
+import FoundationEssentials
+import NspawnKit
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `POST /v1/images` starts, as `nspawnctl` arguments.
+public enum ImportJob: Sendable, Equatable {
+    case url(String, checksum: String?, signature: String?, keyring: String?, force: Bool)
+    case recipe(String, mirror: String?, verify: Bool, force: Bool)
+
+    /// Options use the `--name=value` form and positionals follow `--`, so no value is ever
+    /// read as an option.
+    func arguments(name: MachineName) -> [String] {
+        switch self {
+        case .url(let url, let checksum, let signature, let keyring, let force):
+            var argv = ["import", "--json"]
+            if let checksum { argv.append("--checksum=\(checksum)") }
+            if let signature { argv.append("--signature=\(signature)") }
+            if let keyring { argv.append("--keyring=\(keyring)") }
+            if force { argv.append("--force") }
+            return argv + ["--", name.rawValue, url]
+        case .recipe(let recipe, let mirror, let verify, let force):
+            var argv = ["bootstrap", "--json"]
+            if let mirror { argv.append("--mirror=\(mirror)") }
+            if !verify { argv.append("--no-verify") }
+            if force { argv.append("--force") }
+            return argv + ["--", recipe, name.rawValue]
+        }
+    }
+
+    var source: String {
+        switch self {
+        case .url(let url, _, _, _, _): url
+        case .recipe(let recipe, _, _, _): "recipe:\(recipe)"
+        }
+    }
+}
+
+/// Runs each import as an `nspawnctl import|bootstrap --json` child, the way importd runs
+/// systemd-pull: the daemon never loads libcurl or libarchive, untrusted archives are parsed in
+/// a process that ends with the import, and a cancel is the child's own SIGTERM handling, which
+/// removes everything it wrote.
+public struct ChildImporter: Sendable {
+    /// The nspawnctl binary; by default the one installed next to nspawnd.
+    public var executable: String
+
+    public init(executable: String? = nil) {
+        self.executable = executable ?? Self.besideSelf()
+    }
+
+    static func besideSelf() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return "nspawnctl" }
+        let path = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let slash = path.lastIndex(of: "/") else { return "nspawnctl" }
+        return String(path[...slash]) + "nspawnctl"
+    }
+
+    /// Runs the import to its end; `progress` sees each progress line the child prints.
+    func run(_ job: ImportJob, name: MachineName, cancel: ChildCancel,
+             progress: @escaping @Sendable (ImportProgress) -> Void) async -> Result<ImportResult, NspawnError> {
+        let argv = [executable] + job.arguments(name: name)
+        // The child's lifetime is one blocking wait; a thread of its own keeps it off the pool.
+        do {
+            return try await OSThread.run { Self.runBlocking(argv, cancel: cancel, progress: progress) }
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    static func runBlocking(_ argv: [String], cancel: ChildCancel,
+                            progress: @Sendable (ImportProgress) -> Void) -> Result<ImportResult, NspawnError> {
+        var pipeEnds: [Int32] = [-1, -1]
+        guard nspawnctl_pipe_cloexec(&pipeEnds) == 0 else {
+            return .failure(.failed("cannot start an import: pipe: \(String(cString: strerror(errno)))"))
+        }
+        let output: MemoryFile
+        let child: ChildProcess
+        do throws(NspawnError) {
+            output = try MemoryFile()
+            child = try ChildProcess.spawn(argv, stdout: output.fd, stderr: pipeEnds[1])
+        } catch {
+            close(pipeEnds[0])
+            close(pipeEnds[1])
+            return .failure(error)
+        }
+        close(pipeEnds[1])
+        cancel.attach(child.pid)
+
+        // stderr carries JSON lines: progress while it runs, the error if it fails.
+        var lastError: ErrorBody?
+        var lastLine = ""
+        let decoder = WireJSON.decoder()
+        readLines(pipeEnds[0]) { line in
+            let data = Data(line.utf8)
+            if let event = try? decoder.decode(ProgressLine.self, from: data), event.event == "progress" {
+                progress(event.progress)
+            } else if let error = try? decoder.decode(ErrorBody.self, from: data) {
+                lastError = error
+            } else if !line.isEmpty {
+                lastLine = line
+            }
+        }
+        close(pipeEnds[0])
+        // Wait for the exit without reaping, so a cancel can never signal a reused pid.
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(child.pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
+        cancel.detach()
+        let termination = child.wait()
+
+        if termination.succeeded {
+            let text = output.text(limit: 1 << 20)
+            guard let result = try? decoder.decode(ImportResult.self, from: Data(text.utf8)) else {
+                return .failure(.failed("'\(argv[0])' succeeded but printed no import result: '\(text.prefix(200))'"))
+            }
+            return .success(result)
+        }
+        if let lastError {
+            let category = NspawnError.Category(rawValue: lastError.error.code) ?? .failure
+            return .failure(.remote(category, message: lastError.error.message, busError: lastError.error.busError))
+        }
+        if cancel.isCancelled {
+            return .failure(.cancelled("import cancelled"))
+        }
+        let detail = lastLine.isEmpty ? "" : ": \(lastLine)"
+        return .failure(.failed("import child '\(argv[0])' \(termination)\(detail)"))
+    }
+
+    struct ProgressLine: Decodable {
+        var event: String
+        var progress: ImportProgress
+    }
+
+    /// Calls `body` with each line read from `fd` until end of file; a line longer than 64 KiB
+    /// is cut, never buffered without bound.
+    static func readLines(_ fd: Int32, _ body: (String) -> Void) {
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            pending += chunk.prefix(count)
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                body(String(decoding: pending[..<newline], as: UTF8.self))
+                pending.removeSubrange(...newline)
+            }
+            if pending.count > 64 * 1024 { pending.removeAll() }
+        }
+        if !pending.isEmpty { body(String(decoding: pending, as: UTF8.self)) }
+    }
+}
+
+/// Cancels an import child: SIGTERM, which the child answers by removing its work and exiting 130.
+/// A cancel that comes before the child exists is delivered as soon as it does.
+public final class ChildCancel: Sendable {
+    private struct State {
+        var pid: pid_t?
+        var cancelled = false
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+    public func cancel() {
+        state.withLock { state in
+            state.cancelled = true
+            if let pid = state.pid { kill(pid, SIGTERM) }
+        }
+    }
+
+    func attach(_ pid: pid_t) {
+        state.withLock { state in
+            state.pid = pid
+            if state.cancelled { kill(pid, SIGTERM) }
+        }
+    }
+
+    /// Called once the child is reaped, so its pid, free for reuse, is never signalled.
+    func detach() {
+        state.withLock { $0.pid = nil }
+    }
+}

@@ -1,0 +1,133 @@
+import FoundationEssentials
+
+/// Where an image's tarball comes from.
+public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
+    case file(String)
+    case standardInput
+    case url(String)
+
+    /// `-` is stdin, http(s):// a URL, anything else a file path.
+    public init(_ text: String) {
+        if text == "-" { self = .standardInput }
+        else if Self.isURL(text) { self = .url(text) }
+        else { self = .file(text) }
+    }
+
+    /// Whether `text` is an http:// or https:// URL, the only downloads there are.
+    public static func isURL(_ text: String) -> Bool {
+        let lower = text.lowercased()
+        return lower.hasPrefix("http://") || lower.hasPrefix("https://")
+    }
+
+    public var description: String {
+        switch self {
+        case .file(let path): path
+        case .standardInput: "-"
+        case .url(let url): url
+        }
+    }
+}
+
+/// How an import is checked and what it may replace.
+public struct ImportOptions: Sendable {
+    /// "sha256:HEX", checked while streaming.
+    public var checksum: String?
+    /// A detached OpenPGP signature of the source (file path or URL), checked with gpgv and `keyring`.
+    public var signature: String?
+    public var keyring: String?
+    /// Replace an existing image (never the image of a running machine).
+    public var force = false
+    /// Steps run on the new root before it becomes visible.
+    public var setup: [SetupStep] = []
+
+    public init(checksum: String? = nil, signature: String? = nil, keyring: String? = nil, force: Bool = false,
+                setup: [SetupStep] = []) {
+        self.checksum = checksum
+        self.signature = signature
+        self.keyring = keyring
+        self.force = force
+        self.setup = setup
+    }
+
+    /// The expected SHA-256 as 32 bytes, validating the "sha256:HEX" form.
+    package func expectedDigest() throws(NspawnError) -> [UInt8]? {
+        guard let checksum else { return nil }
+        let lower = checksum.lowercased()
+        guard lower.hasPrefix("sha256:") else {
+            throw .invalidArgument("invalid checksum '\(checksum.escapedForMessage)': expected sha256:HEX")
+        }
+        let hex = Array(lower.dropFirst(7).utf8)
+        guard hex.count == 64, let bytes = decodeHex(hex) else {
+            throw .invalidArgument("invalid checksum '\(checksum.escapedForMessage)': expected 64 hex digits after 'sha256:'")
+        }
+        return bytes
+    }
+}
+
+package func decodeHex(_ hex: [UInt8]) -> [UInt8]? {
+    guard hex.count % 2 == 0 else { return nil }
+    func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+    var out: [UInt8] = []
+    out.reserveCapacity(hex.count / 2)
+    var index = 0
+    while index < hex.count {
+        guard let high = nibble(hex[index]), let low = nibble(hex[index + 1]) else { return nil }
+        out.append(high << 4 | low)
+        index += 2
+    }
+    return out
+}
+
+package func encodeHex<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> String {
+    let digits = Array("0123456789abcdef")
+    var out = ""
+    for byte in bytes {
+        out.append(digits[Int(byte >> 4)])
+        out.append(digits[Int(byte & 0xf)])
+    }
+    return out
+}
+
+/// What an import did.
+public struct ImportResult: Sendable, Codable, Equatable {
+    public var name: String
+    public var path: String
+    public var source: String
+    public var sourceBytes: Int64
+    public var entries: Int
+    /// Compression filters found, e.g. ["zstd"]; empty for a plain tar.
+    public var compression: [String]
+    public var sha256: String
+    /// What was checked: "sha256", "signature".
+    public var verified: [String]
+    /// The single top directory that was stripped, e.g. "root.x86_64".
+    public var strippedDirectory: String?
+    public var replaced: Bool
+    /// Leftovers of interrupted imports of this name that were removed first.
+    public var removedLeftovers: [String]
+    public var seconds: Double
+
+    package init(name: String, path: String, source: String, sourceBytes: Int64, entries: Int, compression: [String],
+                 sha256: String, verified: [String], strippedDirectory: String?, replaced: Bool,
+                 removedLeftovers: [String], seconds: Double) {
+        self.name = name
+        self.path = path
+        self.source = source
+        self.sourceBytes = sourceBytes
+        self.entries = entries
+        self.compression = compression
+        self.sha256 = sha256
+        self.verified = verified
+        self.strippedDirectory = strippedDirectory
+        self.replaced = replaced
+        self.removedLeftovers = removedLeftovers
+        self.seconds = seconds
+    }
+}

@@ -1,0 +1,107 @@
+import FoundationEssentials
+import Glibc
+import Synchronization
+import Testing
+@testable import NspawnDaemon
+@testable import NspawnKit
+
+@Suite("Imports as nspawnctl children", .timeLimit(.minutes(1)))
+struct ChildImportTests {
+    @Test func argumentsNeverLetAValueReadAsAnOption() throws {
+        let name = try MachineName("web")
+        let url = ImportJob.url("http://127.0.0.1/a.tar.gz", checksum: "sha256:" + String(repeating: "a", count: 64),
+                                signature: "/srv/a.sig", keyring: "/srv/k.gpg", force: true)
+        #expect(url.arguments(name: name) == ["import", "--json", "--checksum=sha256:" + String(repeating: "a", count: 64),
+                                              "--signature=/srv/a.sig", "--keyring=/srv/k.gpg", "--force", "--", "web", "http://127.0.0.1/a.tar.gz"])
+        let recipe = ImportJob.recipe("-archlinux", mirror: "http://127.0.0.1:8088/arch", verify: false, force: false)
+        #expect(recipe.arguments(name: name) == ["bootstrap", "--json", "--mirror=http://127.0.0.1:8088/arch", "--no-verify",
+                                                 "--", "-archlinux", "web"])
+    }
+
+    /// A stand-in for nspawnctl that speaks its `--json` protocol: progress and errors as JSON
+    /// lines on stderr, the result on stdout, the category in the exit code.
+    static func fakeChild(_ body: String) throws -> String {
+        let directory = "/tmp/nspawnd-child-test-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        mkdir(directory, 0o700)
+        let path = directory + "/nspawnctl"
+        let script = "#!/bin/sh\n" + body + "\n"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o755)
+        try #require(fd >= 0)
+        _ = script.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+        close(fd)
+        return path
+    }
+
+    static let progressLine = #"{"event":"progress","progress":{"phase":"download","bytes":2000,"total_bytes":4000,"entries":3,"bytes_per_second":1000,"eta_seconds":2,"elapsed_seconds":2}}"#
+
+    @Test func progressLinesAndTheResultComeBack() async throws {
+        let result = ImportResult(name: "web", path: "/var/lib/machines/web", source: "http://127.0.0.1/a.tar.gz", sourceBytes: 4000,
+                                  entries: 12, compression: ["gzip"], sha256: String(repeating: "b", count: 64), verified: ["sha256"],
+                                  strippedDirectory: nil, replaced: false, removedLeftovers: [], seconds: 1.5)
+        let json = String(decoding: try WireJSON.encoder(pretty: true).encode(result), as: UTF8.self)
+        let child = try Self.fakeChild("""
+            echo '\(Self.progressLine)' >&2
+            echo 'a line that is not JSON' >&2
+            cat <<'EOF'
+            \(json)
+            EOF
+            """)
+        let seen = Mutex<[ImportProgress]>([])
+        let outcome = await ChildImporter(executable: child).run(.url("http://127.0.0.1/a.tar.gz", checksum: nil, signature: nil, keyring: nil, force: false),
+                                                                   name: try MachineName("web"), cancel: ChildCancel()) { progress in
+            seen.withLock { $0.append(progress) }
+        }
+        #expect(try outcome.get() == result)
+        #expect(seen.withLock { $0.map(\.bytes) } == [2000])
+    }
+
+    @Test func theChildsErrorKeepsItsCategoryAndMessage() async throws {
+        let child = try Self.fakeChild("""
+            echo '\(Self.progressLine)' >&2
+            echo '{"error":{"code":"verification_failed","message":"checksum mismatch for \\u0027http://127.0.0.1/a.tar.gz\\u0027"}}' >&2
+            exit 6
+            """)
+        let outcome = await ChildImporter(executable: child).run(.recipe("archlinux", mirror: nil, verify: true, force: false),
+                                                                   name: try MachineName("web"), cancel: ChildCancel()) { _ in }
+        guard case .failure(let error) = outcome else { Issue.record("expected a failure, got \(outcome)"); return }
+        #expect(error.category == .verificationFailed)
+        #expect(error.description == "checksum mismatch for 'http://127.0.0.1/a.tar.gz'")
+    }
+
+    @Test func aChildWithoutAnErrorLineFailsWithItsExitAndLastWords() async throws {
+        let child = try Self.fakeChild("echo 'segmentation fault' >&2; exit 139")
+        let outcome = await ChildImporter(executable: child).run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
+                                                                   name: try MachineName("web"), cancel: ChildCancel()) { _ in }
+        guard case .failure(let error) = outcome else { Issue.record("expected a failure, got \(outcome)"); return }
+        #expect(error.category == .failure)
+        #expect(error.description.contains("exited with status 139") && error.description.contains("segmentation fault"), "\(error)")
+    }
+
+    @Test func cancelSendsSIGTERMAndTheChildCleansUp() async throws {
+        // The stand-in removes its marker on SIGTERM and reports the cancel as nspawnctl does.
+        let marker = "/tmp/nspawnd-child-test-marker-\(getpid())"
+        let child = try Self.fakeChild("""
+            touch \(marker)
+            trap 'rm -f \(marker); echo "{\\"error\\":{\\"code\\":\\"cancelled\\",\\"message\\":\\"import of web cancelled\\"}}" >&2; exit 130' TERM
+            echo '\(Self.progressLine)' >&2
+            while :; do sleep 0.05; done
+            """)
+        let cancel = ChildCancel()
+        let started = Mutex(false)
+        let name = try MachineName("web")
+        async let outcome = ChildImporter(executable: child).run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
+                                                                   name: name, cancel: cancel) { _ in started.withLock { $0 = true } }
+        while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+        cancel.cancel()
+        guard case .failure(let error) = await outcome else { Issue.record("expected a cancel"); return }
+        #expect(error.category == .cancelled, "\(error)")
+        #expect(access(marker, F_OK) != 0, "the child ran its cleanup")
+    }
+
+    @Test func aMissingExecutableIsAFailureNotACrash() async throws {
+        let outcome = await ChildImporter(executable: "/nonexistent/nspawnctl").run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
+                                                                                      name: try MachineName("web"), cancel: ChildCancel()) { _ in }
+        guard case .failure(let error) = outcome else { Issue.record("expected a failure"); return }
+        #expect(error.description.contains("/nonexistent/nspawnctl"), "\(error)")
+    }
+}
