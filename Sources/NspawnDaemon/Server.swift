@@ -227,9 +227,8 @@ public struct DaemonServer: Sendable {
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         for (name, value) in response.headers { headers.add(name: name, value: value) }
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
-        try await outbound.write(.head(head))
-        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: response.body))))
-        try await outbound.write(.end(nil))
+        // One hand-over to the event loop for the whole response.
+        try await outbound.write(contentsOf: [.head(head), .body(.byteBuffer(ByteBuffer(bytes: response.body))), .end(nil)])
     }
 
     /// SO_PEERCRED: the connecting process's pid, uid and gid as the kernel recorded them at connect.
