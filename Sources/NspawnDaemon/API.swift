@@ -1,5 +1,8 @@
 import FoundationEssentials
 import NspawnKit
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One decoded HTTP request, as the router sees it.
 public struct APIRequest: Sendable {
@@ -128,7 +131,7 @@ public struct Router: Sendable {
                 guard role >= .admin else {
                     return .error(status: 403, code: "permission_denied", message: "permission denied: cancelling imports needs root")
                 }
-                guard let operation = await operations.cancel(id) else {
+                guard let operation = await operations.remove(id) else {
                     return .error(status: 404, code: "not_found", message: "no operation '\(id.escapedForJSONMessage)'")
                 }
                 return .json(operation)
@@ -141,7 +144,10 @@ public struct Router: Sendable {
             case (_, .unknown):
                 return .error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForJSONMessage)'")
             default:
-                return .error(status: 405, code: "invalid_input", message: "\(request.method.escapedForJSONMessage) is not allowed on \(request.path.escapedForJSONMessage)")
+                var refusal = APIResponse.error(status: 405, code: "invalid_input",
+                                                message: "\(request.method.escapedForJSONMessage) is not allowed on \(request.path.escapedForJSONMessage)")
+                refusal.headers.append(("Allow", route.allowedMethods.joined(separator: ", ")))
+                return refusal
             }
         } catch let error as NspawnError {
             return .error(error)
@@ -152,16 +158,48 @@ public struct Router: Sendable {
         }
     }
 
-    struct StopBody: Decodable { var timeout: Double? }
+    struct StopBody: Decodable {
+        var timeout: Double?
+        enum CodingKeys: CodingKey { case timeout }
+
+        init(from decoder: any Decoder) throws {
+            let body = try decoder.container(keyedBy: CodingKeys.self)
+            timeout = try body.decodeUnlessNull(Double.self, forKey: .timeout)
+        }
+    }
+
     struct KillBody: Decodable {
         var signal: String?
         var whom: String?
+        enum CodingKeys: CodingKey { case signal, whom }
+
+        init(from decoder: any Decoder) throws {
+            let body = try decoder.container(keyedBy: CodingKeys.self)
+            signal = try body.decodeUnlessNull(String.self, forKey: .signal)
+            whom = try body.decodeUnlessNull(String.self, forKey: .whom)
+        }
     }
+
     struct NameBody: Decodable {
         var name: String
         var readOnly: Bool?
+        enum CodingKeys: CodingKey { case name, readOnly }
+
+        init(from decoder: any Decoder) throws {
+            let body = try decoder.container(keyedBy: CodingKeys.self)
+            name = try body.decode(String.self, forKey: .name)
+            readOnly = try body.decodeUnlessNull(Bool.self, forKey: .readOnly)
+        }
     }
-    struct ForceBody: Decodable { var force: Bool? }
+
+    struct ForceBody: Decodable {
+        var force: Bool?
+        enum CodingKeys: CodingKey { case force }
+
+        init(from decoder: any Decoder) throws {
+            force = try decoder.container(keyedBy: CodingKeys.self).decodeUnlessNull(Bool.self, forKey: .force)
+        }
+    }
 
     /// Runs a change, then retires any listing that began before it ended, whatever the outcome.
     private func changing(_ body: () async throws -> APIResponse) async throws -> APIResponse {
@@ -244,16 +282,16 @@ public struct Router: Sendable {
         let job: ImportJob
         switch (body.url, body.recipe) {
         case (let url?, nil):
-            guard Self.isURL(url), !url.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }), url.utf8.count <= 4096 else {
+            guard Self.isURL(url), !url.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }), url.unicodeScalars.count <= 4096 else {
                 throw BodyError(status: 400, message: "invalid url '\(url.escapedForJSONMessage)': expected http:// or https://")
             }
             if let checksum = body.checksum, !Self.isSHA256Checksum(checksum) {
                 throw BodyError(status: 400, message: "invalid checksum '\(checksum.escapedForJSONMessage)': expected sha256:64-HEX")
             }
-            if let signature = body.signature, !Self.isURL(signature) && !signature.hasPrefix("/") {
+            if let signature = body.signature, (!Self.isURL(signature) && !signature.hasPrefix("/")) || signature.unicodeScalars.count > 4096 {
                 throw BodyError(status: 400, message: "invalid signature '\(signature.escapedForJSONMessage)': expected a URL or an absolute path")
             }
-            if let keyring = body.keyring, !keyring.hasPrefix("/") {
+            if let keyring = body.keyring, !keyring.hasPrefix("/") || keyring.unicodeScalars.count > 4096 {
                 throw BodyError(status: 400, message: "invalid keyring '\(keyring.escapedForJSONMessage)': expected an absolute path")
             }
             if (body.signature == nil) != (body.keyring == nil) {
@@ -261,14 +299,17 @@ public struct Router: Sendable {
             }
             job = .url(url, checksum: body.checksum, signature: body.signature, keyring: body.keyring, force: body.force ?? false)
         case (nil, let recipeName?):
-            guard !recipeName.contains("/"), !recipeName.hasPrefix(".") else {
+            guard !recipeName.contains("/"), !recipeName.hasPrefix("."), recipeName.utf8.count <= 64 else {
                 throw BodyError(status: 400, message: "invalid recipe '\(recipeName.escapedForJSONMessage)': give a recipe name, not a path")
             }
-            if let mirror = body.mirror, !Self.isURL(mirror) || mirror.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) {
+            if let mirror = body.mirror, !Self.isURL(mirror) || mirror.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) || mirror.unicodeScalars.count > 4096 {
                 throw BodyError(status: 400, message: "invalid mirror '\(mirror.escapedForJSONMessage)': expected http:// or https://")
             }
             // An unknown recipe or a bad mirror is refused now; fetching the checksum list and
             // checking it is the import's own first step.
+            guard Recipe.searchDirectories.contains(where: { access("\($0)/\(recipeName).recipe", F_OK) == 0 }) else {
+                return .error(status: 404, code: "not_found", message: "no recipe '\(recipeName.escapedForJSONMessage)'")
+            }
             _ = try Recipe.load(recipeName).resolved(mirror: body.mirror)
             job = .recipe(recipeName, mirror: body.mirror, verify: body.verify ?? true, force: body.force ?? false)
         default:
@@ -280,9 +321,10 @@ public struct Router: Sendable {
         return response
     }
 
+    /// http:// or https:// and something after it.
     static func isURL(_ text: String) -> Bool {
-        if case .url = ImageSource(text) { return true }
-        return false
+        guard case .url = ImageSource(text), let scheme = text.firstRange(of: "://") else { return false }
+        return scheme.upperBound < text.endIndex
     }
 
     static func isSHA256Checksum(_ text: String) -> Bool {
@@ -310,7 +352,9 @@ public struct Router: Sendable {
     static func describe(_ error: any Error) -> String {
         switch error {
         case DecodingError.keyNotFound(let key, _): "missing key '\(key.stringValue)'"
-        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+        case DecodingError.valueNotFound(_, let context):
+            "'\(context.codingPath.map(\.stringValue).joined(separator: "."))' must not be null"
+        case DecodingError.typeMismatch(_, let context):
             "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'"
         case DecodingError.dataCorrupted: "not valid JSON"
         default: "not valid JSON"
@@ -393,6 +437,18 @@ enum Route: Equatable {
     case imageAction(String, String)
     case unknown
 
+    /// What a 405 names in its Allow header (RFC 9110).
+    var allowedMethods: [String] {
+        switch self {
+        case .version, .machines, .events, .machine: ["GET"]
+        case .images: ["GET", "POST"]
+        case .operation: ["GET", "DELETE"]
+        case .image: ["DELETE"]
+        case .machineAction, .imageAction: ["POST"]
+        case .unknown: []
+        }
+    }
+
     init(_ segments: [String]) {
         switch segments.count {
         case 1:
@@ -428,5 +484,17 @@ extension String {
     /// Hostile paths and names are echoed without control characters.
     var escapedForJSONMessage: String {
         String(String.UnicodeScalarView(unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? "?" : $0 }.prefix(200)))
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// An absent key is nil, an explicit null an error: the API document has no nullable field,
+    /// and `"url": null` beside a recipe must not pass for "no url".
+    func decodeUnlessNull<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T? {
+        guard contains(key) else { return nil }
+        if try decodeNil(forKey: key) {
+            throw DecodingError.valueNotFound(T.self, .init(codingPath: codingPath + [key], debugDescription: "null"))
+        }
+        return try decode(T.self, forKey: key)
     }
 }

@@ -35,6 +35,20 @@ struct ImportRequest: Decodable {
     var mirror: String?
     var verify: Bool?
     var force: Bool?
+    enum CodingKeys: CodingKey { case name, url, checksum, signature, keyring, recipe, mirror, verify, force }
+
+    init(from decoder: any Decoder) throws {
+        let body = try decoder.container(keyedBy: CodingKeys.self)
+        name = try body.decode(String.self, forKey: .name)
+        url = try body.decodeUnlessNull(String.self, forKey: .url)
+        checksum = try body.decodeUnlessNull(String.self, forKey: .checksum)
+        signature = try body.decodeUnlessNull(String.self, forKey: .signature)
+        keyring = try body.decodeUnlessNull(String.self, forKey: .keyring)
+        recipe = try body.decodeUnlessNull(String.self, forKey: .recipe)
+        mirror = try body.decodeUnlessNull(String.self, forKey: .mirror)
+        verify = try body.decodeUnlessNull(Bool.self, forKey: .verify)
+        force = try body.decodeUnlessNull(Bool.self, forKey: .force)
+    }
 }
 
 /// The running and recent operations, and who listens for their progress.
@@ -82,12 +96,15 @@ public actor OperationRegistry {
 
     func get(_ id: String) -> Operation? { entries[id]?.operation }
 
-    /// Cancels and waits until the import has cleaned up, so the answer is final.
-    func cancel(_ id: String) async -> Operation? {
+    /// Cancels a running import and waits until it has cleaned up, then forgets the operation,
+    /// finished or not: the answer is its final state, and a later GET finds nothing.
+    func remove(_ id: String) async -> Operation? {
         guard let entry = entries[id] else { return nil }
         entry.cancel.cancel()
         await entry.task?.value
-        return entries[id]?.operation
+        guard let final = entries.removeValue(forKey: id)?.operation else { return nil }
+        order.removeAll { $0 == id }
+        return final
     }
 
     func subscribe() -> (UUID, AsyncStream<Operation>) {

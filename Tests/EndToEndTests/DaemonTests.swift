@@ -282,6 +282,8 @@ extension EndToEndTests {
             #expect(Self.field("state", in: running.body) == "running", "\(running)")
             let cancelled = try API.request("DELETE", "/v1/operations/\(stalledID)")
             #expect(cancelled.status == 200 && Self.field("state", in: cancelled.body) == "cancelled", "\(cancelled)")
+            let gone = try API.request("GET", "/v1/operations/\(stalledID)")
+            #expect(gone.status == 404, "a deleted operation is gone: \(gone)")
             #expect(try !Fixture.imageNames().contains("e2e-api-stalled"))
             let leftovers = try Testbed.sh("ls -A /var/lib/machines | grep -e e2e-api-stalled || true")
             #expect(leftovers.trimmed.isEmpty, "no half image: \(leftovers)")
