@@ -232,6 +232,16 @@ extension EndToEndTests {
     @Test func importsRunAsOperationsAndCancellingLeavesNothing() throws {
         try ImageFixtures.prepare()
         try Fixture.with(["e2e-api-import", "e2e-api-stalled", "e2e-api-missing"]) {
+            // The event stream carries the import's progress and its end.
+            try Testbed.mustSh("""
+                rm -f /tmp/e2e-import-events.txt
+                systemd-run --unit=e2e-import-events -p StandardOutput=file:/tmp/e2e-import-events.txt \
+                    curl -sN --unix-socket \(API.socket) http://nspawnd/v1/events >/dev/null 2>&1
+                for i in $(seq 1 100); do grep -q '^event: subscribed' /tmp/e2e-import-events.txt 2>/dev/null && exit 0; sleep 0.1; done
+                exit 1
+                """)
+            defer { _ = try? Testbed.sh("systemctl stop e2e-import-events; systemctl reset-failed e2e-import-events 2>/dev/null; true") }
+
             // A finished import: 202, then the operation reports success and the image exists.
             let sha = try Testbed.sh("sha256sum /var/tmp/fx/small.tar.gz | cut -c1-64").trimmed
             let accepted = try API.request("POST", "/v1/images",
@@ -247,6 +257,14 @@ extension EndToEndTests {
             }
             #expect(state == "succeeded")
             #expect(try Fixture.imageNames().contains("e2e-api-import"))
+            let stream = try Testbed.sh("""
+                for i in $(seq 1 50); do grep -q '"state":"succeeded"' /tmp/e2e-import-events.txt && break; sleep 0.1; done
+                cat /tmp/e2e-import-events.txt
+                """).stdout
+            let operationEvents = stream.split(separator: "\n").filter { $0.hasPrefix("data: ") && $0.contains("\"id\":\"\(id)\"") }
+            #expect(operationEvents.first?.contains("\"state\":\"running\"") == true, "\(stream)")
+            #expect(operationEvents.last?.contains("\"state\":\"succeeded\"") == true, "\(stream)")
+            #expect(stream.contains("event: operation\n"), "\(stream)")
             // The import ran as an nspawnctl child: the daemon itself never maps libcurl or libarchive.
             let maps = try Testbed.sh("grep -c -e libcurl -e libarchive /proc/$(systemctl show -p MainPID --value nspawnd.service)/maps || true")
             #expect(maps.trimmed == "0", "nspawnd maps libcurl/libarchive: \(maps)")
