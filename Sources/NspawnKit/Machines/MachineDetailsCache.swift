@@ -1,44 +1,68 @@
 import Synchronization
 
-/// What machined learns only by entering a running container (os-release, addresses), kept
-/// for `ttl` and only for the same leader process. Listing 20 machines otherwise costs 40 forks
-/// inside machined per request. Which machines exist is never cached.
+/// What machined learns only by entering a running container, kept only for the same leader
+/// process: os-release for `osTTL`, addresses for `addressTTL`. machined forks once per machine
+/// and question, so listing 20 machines otherwise costs it 40 forks per request. os-release
+/// changes only when the machine's OS is upgraded, addresses whenever its network does.
+/// Which machines exist is never cached.
 public final class MachineDetailsCache: Sendable {
-    public struct Entry: Sendable, Equatable {
-        public var leader: UInt32
-        public var os: String?
-        public var addresses: [String]
+    /// What is still fresh for one running machine; a nil field must be asked again.
+    struct Fresh: Equatable {
+        var leader: UInt32
+        /// `.some(nil)`: the machine has no os-release.
+        var os: String??
+        var addresses: [String]?
     }
 
     private struct Stored {
-        var entry: Entry
-        var time: ContinuousClock.Instant
+        var leader: UInt32
+        var os: (value: String?, time: ContinuousClock.Instant)?
+        var addresses: (value: [String], time: ContinuousClock.Instant)?
     }
 
-    public let ttl: Duration
+    public let addressTTL: Duration
+    public let osTTL: Duration
     private let entries = Mutex<[String: Stored]>([:])
-    /// Stopped images' os-release by name, valid for the same modification time and `ttl`.
+    /// Stopped images' os-release by name, valid for the same modification time and `osTTL`.
     private let images = Mutex<[String: (modified: UInt64, os: String?, time: ContinuousClock.Instant)]>([:])
 
-    public init(ttl: Duration = .seconds(2)) {
-        self.ttl = ttl
+    public init(addressTTL: Duration = .seconds(2), osTTL: Duration = .seconds(60)) {
+        self.addressTTL = addressTTL
+        self.osTTL = osTTL
     }
 
-    func freshEntries() -> [String: Entry] {
-        let now = ContinuousClock.now
-        return entries.withLock { stored in
-            stored.compactMapValues { now - $0.time < ttl ? $0.entry : nil }
+    func fresh(now: ContinuousClock.Instant = .now) -> [String: Fresh] {
+        entries.withLock { stored in
+            stored.compactMapValues { entry in
+                let os = entry.os.flatMap { now - $0.time < osTTL ? .some($0.value) : nil }
+                let addresses = entry.addresses.flatMap { now - $0.time < addressTTL ? $0.value : nil }
+                if os == nil && addresses == nil { return nil }
+                return Fresh(leader: entry.leader, os: os, addresses: addresses)
+            }
         }
     }
 
-    func store(_ name: String, _ entry: Entry) {
-        entries.withLock { $0[name] = Stored(entry: entry, time: .now) }
+    func storeOS(_ name: String, leader: UInt32, _ os: String?, now: ContinuousClock.Instant = .now) {
+        update(name, leader: leader) { $0.os = (os, now) }
+    }
+
+    func storeAddresses(_ name: String, leader: UInt32, _ addresses: [String], now: ContinuousClock.Instant = .now) {
+        update(name, leader: leader) { $0.addresses = (addresses, now) }
+    }
+
+    /// A new leader is a new machine: nothing known of the old one carries over.
+    private func update(_ name: String, leader: UInt32, _ change: (inout Stored) -> Void) {
+        entries.withLock { stored in
+            var entry = stored[name].flatMap { $0.leader == leader ? $0 : nil } ?? Stored(leader: leader)
+            change(&entry)
+            stored[name] = entry
+        }
     }
 
     /// The cached os-release of a stopped image: `.some(nil)` means it has none.
     func imageOS(_ name: String, modified: UInt64) -> String?? {
         images.withLock { stored in
-            guard let hit = stored[name], hit.modified == modified, ContinuousClock.now - hit.time < ttl else { return nil }
+            guard let hit = stored[name], hit.modified == modified, ContinuousClock.now - hit.time < osTTL else { return nil }
             return .some(hit.os)
         }
     }

@@ -307,17 +307,16 @@ public struct MachineManager: Sendable {
             questions.append(question)
             calls.append(call)
         }
-        let cached = cache?.freshEntries() ?? [:]
+        let cached = cache?.fresh() ?? [:]
         // os-release of stopped images found in the cache, by name.
         var cachedImageOS: [String: String?] = [:]
-        func askDetails(_ name: String) {
-            ask(.machineOS(name), Machined.managerCall("GetMachineOSRelease", [.string(name)]))
-            ask(.addresses(name), Machined.managerCall("GetMachineAddresses", [.string(name)]))
-        }
+        func askOS(_ name: String) { ask(.machineOS(name), Machined.managerCall("GetMachineOSRelease", [.string(name)])) }
+        func askAddresses(_ name: String) { ask(.addresses(name), Machined.managerCall("GetMachineAddresses", [.string(name)])) }
         for name in names {
             if let machine = machinesByName[name] {
                 ask(.properties(name), Machined.propertiesCall(path: machine.path, interface: Machined.machineInterface))
-                if cached[name] == nil { askDetails(name) }
+                if cached[name]?.os == nil { askOS(name) }
+                if cached[name]?.addresses == nil { askAddresses(name) }
             } else if let image = imagesByName[name], let os = cache?.imageOS(name, modified: image.modified) {
                 cachedImageOS[name] = os
             } else {
@@ -354,7 +353,8 @@ public struct MachineManager: Sendable {
             }
         }
         var leaders: [String: UInt32] = [:]
-        var fetched = Set<String>()
+        var fetchedOS = Set<String>()
+        var fetchedAddresses = Set<String>()
         func record(_ question: Question, _ reply: [BusValue]) {
             switch question {
             case .properties(let name):
@@ -363,13 +363,13 @@ public struct MachineManager: Sendable {
                 leaders[name] = properties.leader
             case .machineOS(let name), .imageOS(let name):
                 rows[name]?.os = osDisplayName(Machined.osRelease(from: reply))
-                if case .machineOS = question { fetched.insert(name) }
+                if case .machineOS = question { fetchedOS.insert(name) }
                 if case .imageOS = question, let image = imagesByName[name] {
                     cache?.storeImageOS(name, modified: image.modified, os: rows[name]?.os)
                 }
             case .addresses(let name):
                 rows[name]?.addresses = Machined.addresses(from: reply)
-                fetched.insert(name)
+                fetchedAddresses.insert(name)
             case .unitFileState(let name):
                 rows[name]?.enabled = SystemdManager.isEnabled(reply.first?.string)
             case .socketStates:
@@ -379,35 +379,42 @@ public struct MachineManager: Sendable {
                 }
             }
         }
-        for (question, answer) in zip(questions, answers) {
-            // A machine without os-release or a private network is normal: leave the field empty.
-            guard case .success(let reply) = answer else { continue }
-            record(question, reply)
+        // A machine without os-release or a private network is normal: the field stays empty,
+        // and that is worth keeping as much as an answer.
+        func settle(_ question: Question, _ answer: Result<[BusValue], BusError>) {
+            switch (question, answer) {
+            case (_, .success(let reply)): record(question, reply)
+            case (.machineOS(let name), .failure): fetchedOS.insert(name)
+            case (.addresses(let name), .failure): fetchedAddresses.insert(name)
+            case (_, .failure): break
+            }
         }
+        for (question, answer) in zip(questions, answers) { settle(question, answer) }
         for (name, os) in cachedImageOS { rows[name]?.os = os }
         if let cache {
             // Cached details count only for the same leader; a machine restarted since is asked again.
             var stale: [String] = []
             for (name, entry) in cached where machinesByName[name] != nil {
                 if leaders[name] != nil, leaders[name] == entry.leader {
-                    rows[name]?.os = entry.os
-                    rows[name]?.addresses = entry.addresses
+                    if let os = entry.os { rows[name]?.os = os }
+                    if let addresses = entry.addresses { rows[name]?.addresses = addresses }
                 } else {
                     stale.append(name)
                 }
             }
             if !stale.isEmpty {
                 let start = questions.count
-                for name in stale { askDetails(name) }
+                for name in stale {
+                    if !fetchedOS.contains(name) { askOS(name) }
+                    if !fetchedAddresses.contains(name) { askAddresses(name) }
+                }
                 let more = (try? bus.callAll(Array(calls[start...]))) ?? []
-                for (question, answer) in zip(questions[start...], more) {
-                    if case .success(let reply) = answer { record(question, reply) }
-                }
+                for (question, answer) in zip(questions[start...], more) { settle(question, answer) }
             }
-            for name in fetched.union(stale) where machinesByName[name] != nil {
-                if let leader = leaders[name] {
-                    cache.store(name, MachineDetailsCache.Entry(leader: leader, os: rows[name]?.os, addresses: rows[name]?.addresses ?? []))
-                }
+            for name in machinesByName.keys {
+                guard let leader = leaders[name] else { continue }
+                if fetchedOS.contains(name) { cache.storeOS(name, leader: leader, rows[name]?.os) }
+                if fetchedAddresses.contains(name) { cache.storeAddresses(name, leader: leader, rows[name]?.addresses ?? []) }
             }
             cache.forget(except: Set(machinesByName.keys))
         }
