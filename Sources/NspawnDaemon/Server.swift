@@ -60,11 +60,12 @@ public struct DaemonServer: Sendable {
                 var trimmed = 0
                 while true {
                     try await Task.sleep(for: .milliseconds(250))
-                    // glibc keeps what a burst of requests freed; hand it back once the burst is over.
+                    // glibc keeps what a burst of requests freed; hand it back once the burst has
+                    // been over for a second. It walks the whole heap, so not on an event loop.
                     let served = activity.served
-                    if served != trimmed, await activity.open == 0 {
+                    if served != trimmed, await activity.idleFor(longerThan: .seconds(1)) {
                         trimmed = served
-                        malloc_trim(0)
+                        _ = try? await OSThread.run { malloc_trim(0) }
                     }
                     // An import keeps the daemon up however long it takes.
                     if let idleTimeout = configuration.idleTimeout,
