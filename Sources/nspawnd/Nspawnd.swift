@@ -8,7 +8,6 @@ import Glibc
 
 /// nspawnd: NspawnKit over HTTP/1.1 + JSON on a unix socket. Started by nspawnd.socket, it
 /// serves the socket systemd passes; started by hand, it binds --socket itself.
-@main
 struct Nspawnd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nspawnd",
@@ -31,6 +30,12 @@ struct Nspawnd: AsyncParsableCommand {
 
     @Flag(help: "Log every request.")
     var verbose = false
+
+    /// AsyncParsableCommand's entry point. Top-level code would pick ParsableCommand's
+    /// synchronous `main`, which only prints help for a command whose `run` is async.
+    static func start() async {
+        await main(nil)
+    }
 
     func validate() throws {
         guard idleTimeout.isFinite, idleTimeout >= 0, idleTimeout <= 86_400 else {
@@ -65,7 +70,7 @@ struct Nspawnd: AsyncParsableCommand {
             configuration.maximumBodySize = 64 * 1024
             configuration.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
             let server = DaemonServer(configuration: configuration,
-                                      router: Router(service: MachineManager(detailsCache: MachineDetailsCache(ttl: .seconds(2))), authorizer: Authorizer(group: group)),
+                                      router: Router(service: MachineManager(detailsCache: MachineDetailsCache()), authorizer: Authorizer(group: group)),
                                       logger: logger)
             try await server.run(listeningSocket: fd)
         } catch let error as NspawnError {
