@@ -6,7 +6,7 @@ import Testing
 @testable import NspawnKit
 
 @Suite("Imports as nspawnctl children", .timeLimit(.minutes(1)))
-struct ChildImportTests {
+final class ChildImportTests {
     @Test func argumentsNeverLetAValueReadAsAnOption() throws {
         let name = try MachineName("web")
         let url = ImportJob.url("http://127.0.0.1/a.tar.gz", checksum: "sha256:" + String(repeating: "a", count: 64),
@@ -18,11 +18,21 @@ struct ChildImportTests {
                                                  "--", "-archlinux", "web"])
     }
 
+    /// Where this test's stand-ins live; removed with the suite instance after each test.
+    let directory = "/tmp/nspawnd-child-test-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+
+    init() {
+        mkdir(directory, 0o700)
+    }
+
+    deinit {
+        unlink(directory + "/nspawnctl")
+        rmdir(directory)
+    }
+
     /// A stand-in for nspawnctl that speaks its `--json` protocol: progress and errors as JSON
     /// lines on stderr, the result on stdout, the category in the exit code.
-    static func fakeChild(_ body: String) throws -> String {
-        let directory = "/tmp/nspawnd-child-test-\(getpid())-\(UInt32.random(in: 0 ... .max))"
-        mkdir(directory, 0o700)
+    func fakeChild(_ body: String) throws -> String {
         let path = directory + "/nspawnctl"
         let script = "#!/bin/sh\n" + body + "\n"
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o755)
@@ -39,7 +49,7 @@ struct ChildImportTests {
                                   entries: 12, compression: ["gzip"], sha256: String(repeating: "b", count: 64), verified: ["sha256"],
                                   strippedDirectory: nil, replaced: false, removedLeftovers: [], seconds: 1.5)
         let json = String(decoding: try WireJSON.encoder(pretty: true).encode(result), as: UTF8.self)
-        let child = try Self.fakeChild("""
+        let child = try fakeChild("""
             echo '\(Self.progressLine)' >&2
             echo 'a line that is not JSON' >&2
             cat <<'EOF'
@@ -56,7 +66,7 @@ struct ChildImportTests {
     }
 
     @Test func theChildsErrorKeepsItsCategoryAndMessage() async throws {
-        let child = try Self.fakeChild("""
+        let child = try fakeChild("""
             echo '\(Self.progressLine)' >&2
             echo '{"error":{"code":"verification_failed","message":"checksum mismatch for \\u0027http://127.0.0.1/a.tar.gz\\u0027"}}' >&2
             exit 6
@@ -69,7 +79,7 @@ struct ChildImportTests {
     }
 
     @Test func aChildWithoutAnErrorLineFailsWithItsExitAndLastWords() async throws {
-        let child = try Self.fakeChild("echo 'segmentation fault' >&2; exit 139")
+        let child = try fakeChild("echo 'segmentation fault' >&2; exit 139")
         let outcome = await ChildImporter(executable: child).run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
                                                                    name: try MachineName("web"), cancel: ChildCancel()) { _ in }
         guard case .failure(let error) = outcome else { Issue.record("expected a failure, got \(outcome)"); return }
@@ -80,7 +90,7 @@ struct ChildImportTests {
     @Test func cancelSendsSIGTERMAndTheChildCleansUp() async throws {
         // The stand-in removes its marker on SIGTERM and reports the cancel as nspawnctl does.
         let marker = "/tmp/nspawnd-child-test-marker-\(getpid())"
-        let child = try Self.fakeChild("""
+        let child = try fakeChild("""
             touch \(marker)
             trap 'rm -f \(marker); echo "{\\"error\\":{\\"code\\":\\"cancelled\\",\\"message\\":\\"import of web cancelled\\"}}" >&2; exit 130' TERM
             echo '\(Self.progressLine)' >&2
