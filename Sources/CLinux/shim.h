@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <malloc.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -20,6 +21,11 @@ static inline int nspawnctl_openat2(int dirfd, const char *path, uint64_t flags,
 static inline int nspawnctl_unshare_fs(void) { return (int)syscall(SYS_unshare, 0x00000200 /* CLONE_FS */); }
 
 /* GNU extensions the Swift Glibc module does not expose. */
+/* glibc 2.34+ declares this only under _GNU_SOURCE. */
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
+static inline int nspawnctl_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
 static inline int nspawnctl_pipe_cloexec(int fds[2]) { return (int)syscall(SYS_pipe2, fds, O_CLOEXEC); }
 static inline int nspawnctl_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */); }
 static inline int nspawnctl_renameat2(int olddir, const char *old, int newdir, const char *new, unsigned flags) {

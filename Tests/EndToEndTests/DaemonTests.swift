@@ -298,6 +298,19 @@ extension EndToEndTests {
             Thread.sleep(forTimeInterval: 1)
             let running = try API.request("GET", "/v1/operations/\(stalledID)")
             #expect(Self.field("state", in: running.body) == "running", "\(running)")
+            // The child holds none of the daemon's client connections (the event stream above
+            // is one): a connection the daemon closes must reach its client as EOF.
+            let shared = try Testbed.sh("""
+                daemon=$(systemctl show -p MainPID --value nspawnd.service)
+                child=$(pgrep -f '[n]spawnctl import' | head -1)
+                [ -n "$child" ] || { echo "no import child"; exit 1; }
+                sockets() { ls -l /proc/$1/fd | grep -o 'socket:\\[[0-9]*\\]' | sort -u; }
+                sockets $daemon > /tmp/e2e-daemon-sockets
+                sockets $child > /tmp/e2e-child-sockets
+                [ -s /tmp/e2e-daemon-sockets ] || { echo "daemon shows no sockets"; exit 1; }
+                comm -12 /tmp/e2e-daemon-sockets /tmp/e2e-child-sockets
+                """)
+            #expect(shared.status == 0 && shared.trimmed.isEmpty, "sockets shared by nspawnd and its import child: \(shared)")
             let cancelled = try API.request("DELETE", "/v1/operations/\(stalledID)")
             #expect(cancelled.status == 200 && Self.field("state", in: cancelled.body) == "cancelled", "\(cancelled)")
             let gone = try API.request("GET", "/v1/operations/\(stalledID)")

@@ -23,8 +23,9 @@ package struct ChildProcess {
     }
 
     /// Starts `argv[0]` from PATH with the given descriptors as its stdin, stdout and stderr
-    /// (nil: /dev/null). Every other descriptor of ours is close-on-exec, so the child holds none.
-    /// `extra` maps our descriptors to the child's descriptor 3 and up, in order.
+    /// (nil: /dev/null). `extra` maps our descriptors to the child's descriptor 3 and up, in order.
+    /// The child holds no other descriptor of ours, close-on-exec or not: SwiftNIO accepts
+    /// connections without SOCK_CLOEXEC, and an import child must not keep a client's socket open.
     package static func spawn(_ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
                       extra: [Int32] = []) throws(NspawnError) -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
@@ -38,6 +39,7 @@ package struct ChildProcess {
             }
         }
         for (index, fd) in extra.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + index)) }
+        nspawnctl_spawn_close_from(&actions, Int32(3 + extra.count))
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
