@@ -8,6 +8,7 @@ import Glibc
 
 /// nspawnd: NspawnKit over HTTP/1.1 + JSON on a unix socket. Started by nspawnd.socket, it
 /// serves the socket systemd passes; started by hand, it binds --socket itself.
+@main
 struct Nspawnd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nspawnd",
@@ -30,12 +31,6 @@ struct Nspawnd: AsyncParsableCommand {
 
     @Flag(help: "Log every request.")
     var verbose = false
-
-    /// AsyncParsableCommand's entry point. Top-level code would pick ParsableCommand's
-    /// synchronous `main`, which only prints help for a command whose `run` is async.
-    static func start() async {
-        await main(nil)
-    }
 
     func validate() throws {
         guard idleTimeout.isFinite, idleTimeout >= 0, idleTimeout <= 86_400 else {
