@@ -279,23 +279,27 @@ public struct Router: Sendable {
             throw BodyError(status: 400, message: "a JSON body is required")
         }
         let name = try MachineName(body.name)
+        // What verifies the tarball is checked the same for both kinds and handed to the child.
+        if let checksum = body.checksum, !Self.isSHA256Checksum(checksum) {
+            throw BodyError(status: 400, message: "invalid checksum '\(checksum.escapedForJSONMessage)': expected sha256:64-HEX")
+        }
+        if let signature = body.signature, (!Self.isURL(signature) && !signature.hasPrefix("/")) || signature.unicodeScalars.count > 4096 {
+            throw BodyError(status: 400, message: "invalid signature '\(signature.escapedForJSONMessage)': expected a URL or an absolute path")
+        }
+        if let keyring = body.keyring, !keyring.hasPrefix("/") || keyring.unicodeScalars.count > 4096 {
+            throw BodyError(status: 400, message: "invalid keyring '\(keyring.escapedForJSONMessage)': expected an absolute path")
+        }
+        if (body.signature == nil) != (body.keyring == nil) {
+            throw BodyError(status: 400, message: "signature and keyring go together")
+        }
         let job: ImportJob
         switch (body.url, body.recipe) {
         case (let url?, nil):
             guard Self.isURL(url), !url.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }), url.unicodeScalars.count <= 4096 else {
                 throw BodyError(status: 400, message: "invalid url '\(url.escapedForJSONMessage)': expected http:// or https://")
             }
-            if let checksum = body.checksum, !Self.isSHA256Checksum(checksum) {
-                throw BodyError(status: 400, message: "invalid checksum '\(checksum.escapedForJSONMessage)': expected sha256:64-HEX")
-            }
-            if let signature = body.signature, (!Self.isURL(signature) && !signature.hasPrefix("/")) || signature.unicodeScalars.count > 4096 {
-                throw BodyError(status: 400, message: "invalid signature '\(signature.escapedForJSONMessage)': expected a URL or an absolute path")
-            }
-            if let keyring = body.keyring, !keyring.hasPrefix("/") || keyring.unicodeScalars.count > 4096 {
-                throw BodyError(status: 400, message: "invalid keyring '\(keyring.escapedForJSONMessage)': expected an absolute path")
-            }
-            if (body.signature == nil) != (body.keyring == nil) {
-                throw BodyError(status: 400, message: "signature and keyring go together")
+            if body.mirror != nil || body.verify != nil {
+                throw BodyError(status: 400, message: "mirror and verify belong to recipe imports; a url import verifies with checksum or signature")
             }
             job = .url(url, checksum: body.checksum, signature: body.signature, keyring: body.keyring, force: body.force ?? false)
         case (nil, let recipeName?):
@@ -305,13 +309,17 @@ public struct Router: Sendable {
             if let mirror = body.mirror, !Self.isURL(mirror) || mirror.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) || mirror.unicodeScalars.count > 4096 {
                 throw BodyError(status: 400, message: "invalid mirror '\(mirror.escapedForJSONMessage)': expected http:// or https://")
             }
+            if body.verify == false && (body.checksum != nil || body.signature != nil) {
+                throw BodyError(status: 400, message: "verify false contradicts checksum and signature")
+            }
             // An unknown recipe or a bad mirror is refused now; fetching the checksum list and
             // checking it is the import's own first step.
             guard Recipe.searchDirectories.contains(where: { access("\($0)/\(recipeName).recipe", F_OK) == 0 }) else {
                 return .error(status: 404, code: "not_found", message: "no recipe '\(recipeName.escapedForJSONMessage)'")
             }
             _ = try Recipe.load(recipeName).resolved(mirror: body.mirror)
-            job = .recipe(recipeName, mirror: body.mirror, verify: body.verify ?? true, force: body.force ?? false)
+            job = .recipe(recipeName, mirror: body.mirror, checksum: body.checksum, signature: body.signature, keyring: body.keyring,
+                          verify: body.verify ?? true, force: body.force ?? false)
         default:
             throw BodyError(status: 400, message: "give exactly one of url or recipe")
         }

@@ -9,7 +9,7 @@ import Glibc
 /// What `POST /v1/images` starts, as `nspawnctl` arguments.
 public enum ImportJob: Sendable, Equatable {
     case url(String, checksum: String?, signature: String?, keyring: String?, force: Bool)
-    case recipe(String, mirror: String?, verify: Bool, force: Bool)
+    case recipe(String, mirror: String?, checksum: String?, signature: String?, keyring: String?, verify: Bool, force: Bool)
 
     /// Options use the `--name=value` form and positionals follow `--`, so no value is ever
     /// read as an option.
@@ -22,9 +22,12 @@ public enum ImportJob: Sendable, Equatable {
             if let keyring { argv.append("--keyring=\(keyring)") }
             if force { argv.append("--force") }
             return argv + ["--", name.rawValue, url]
-        case .recipe(let recipe, let mirror, let verify, let force):
+        case .recipe(let recipe, let mirror, let checksum, let signature, let keyring, let verify, let force):
             var argv = ["bootstrap", "--json"]
             if let mirror { argv.append("--mirror=\(mirror)") }
+            if let checksum { argv.append("--checksum=\(checksum)") }
+            if let signature { argv.append("--signature=\(signature)") }
+            if let keyring { argv.append("--keyring=\(keyring)") }
             if !verify { argv.append("--no-verify") }
             if force { argv.append("--force") }
             return argv + ["--", recipe, name.rawValue]
@@ -34,7 +37,7 @@ public enum ImportJob: Sendable, Equatable {
     var source: String {
         switch self {
         case .url(let url, _, _, _, _): url
-        case .recipe(let recipe, _, _, _): "recipe:\(recipe)"
+        case .recipe(let recipe, _, _, _, _, _, _): "recipe:\(recipe)"
         }
     }
 }
@@ -112,12 +115,13 @@ public struct ChildImporter: Sendable {
         cancel.detach()
         let termination = child.wait()
 
-        if termination.succeeded {
-            let text = output.text(limit: 1 << 20)
-            guard let result = try? decoder.decode(ImportResult.self, from: Data(text.utf8)) else {
-                return .failure(.failed("'\(argv[0])' succeeded but printed no import result: '\(text.prefix(200))'"))
-            }
+        // A printed result means the image is in place, even if a late cancel killed the child.
+        let text = output.text(limit: 1 << 20)
+        if let result = try? decoder.decode(ImportResult.self, from: Data(text.utf8)) {
             return .success(result)
+        }
+        if termination.succeeded {
+            return .failure(.failed("'\(argv[0])' succeeded but printed no import result: '\(text.prefix(200))'"))
         }
         if let lastError {
             let category = NspawnError.Category(rawValue: lastError.error.code) ?? .failure
@@ -135,8 +139,8 @@ public struct ChildImporter: Sendable {
         var progress: ImportProgress
     }
 
-    /// Calls `body` with each line read from `fd` until end of file; a line longer than 64 KiB
-    /// is cut, never buffered without bound.
+    /// Calls `body` with each line read from `fd` until end of file. Of a line longer than
+    /// 64 KiB only the end is passed on: nothing is buffered without bound.
     static func readLines(_ fd: Int32, _ body: (String) -> Void) {
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
@@ -183,7 +187,8 @@ public final class ChildCancel: Sendable {
         }
     }
 
-    /// Called once the child is reaped, so its pid, free for reuse, is never signalled.
+    /// Called once the child has exited and before it is reaped, so its pid, free for reuse
+    /// after the reap, is never signalled.
     func detach() {
         state.withLock { $0.pid = nil }
     }

@@ -58,12 +58,18 @@ public struct DaemonServer: Sendable {
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask {
                 var trimmed = 0
+                var seen = 0
+                var quietSince = ContinuousClock.now
                 while true {
                     try await Task.sleep(for: .milliseconds(250))
-                    // glibc keeps what a burst of requests freed; hand it back once the burst has
-                    // been over for a second. It walks the whole heap, so not on an event loop.
-                    let served = activity.served
-                    if served != trimmed, await activity.idleFor(longerThan: .seconds(1)) {
+                    // glibc keeps what a burst of requests freed; hand it back once no request
+                    // has come for a second (an open event stream does not count). It walks the
+                    // whole heap holding its locks, so on a thread of its own.
+                    let served = activity.requests
+                    if served != seen {
+                        seen = served
+                        quietSince = .now
+                    } else if served != trimmed, ContinuousClock.now - quietSince >= .seconds(1) {
                         trimmed = served
                         _ = try? await OSThread.run { malloc_trim(0) }
                     }
@@ -96,7 +102,7 @@ public struct DaemonServer: Sendable {
                     }
                     await activity.opened()
                     tasks.addTask {
-                        await self.serve(connection)
+                        await self.serve(connection, activity: activity)
                         await activity.closed()
                     }
                 }
@@ -105,7 +111,7 @@ public struct DaemonServer: Sendable {
         }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>) async {
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, activity: Activity) async {
         let peer: Peer
         do {
             peer = try await Self.peerCredentials(connection.channel)
@@ -132,6 +138,7 @@ public struct DaemonServer: Sendable {
                         if !tooLarge { body += chunk.readableBytesView }
                     case .end:
                         deadline.disarm()
+                        activity.answered()
                         guard let requestHead = head else { continue }
                         let path = String(requestHead.uri.prefix { $0 != "?" && $0 != "#" })
                         if requestHead.method == .GET && path == "/v1/events" && !tooLarge {
@@ -313,15 +320,13 @@ final class RequestDeadline: Sendable {
 actor Activity {
     private(set) var open = 0
     private var lastClosed = ContinuousClock.now
-    private nonisolated let servedConnections = Atomic<Int>(0)
+    private nonisolated let requestCount = Atomic<Int>(0)
 
-    /// Connections opened so far, readable without waiting for the actor.
-    nonisolated var served: Int { servedConnections.load(ordering: .relaxed) }
+    /// Requests answered so far, counted and read without waiting for the actor.
+    nonisolated var requests: Int { requestCount.load(ordering: .relaxed) }
+    nonisolated func answered() { requestCount.add(1, ordering: .relaxed) }
 
-    func opened() {
-        open += 1
-        servedConnections.add(1, ordering: .relaxed)
-    }
+    func opened() { open += 1 }
 
     func closed() {
         open -= 1

@@ -13,9 +13,15 @@ final class ChildImportTests {
                                 signature: "/srv/a.sig", keyring: "/srv/k.gpg", force: true)
         #expect(url.arguments(name: name) == ["import", "--json", "--checksum=sha256:" + String(repeating: "a", count: 64),
                                               "--signature=/srv/a.sig", "--keyring=/srv/k.gpg", "--force", "--", "web", "http://127.0.0.1/a.tar.gz"])
-        let recipe = ImportJob.recipe("-archlinux", mirror: "http://127.0.0.1:8088/arch", verify: false, force: false)
+        let recipe = ImportJob.recipe("-archlinux", mirror: "http://127.0.0.1:8088/arch", checksum: nil, signature: nil, keyring: nil,
+                                      verify: false, force: false)
         #expect(recipe.arguments(name: name) == ["bootstrap", "--json", "--mirror=http://127.0.0.1:8088/arch", "--no-verify",
                                                  "--", "-archlinux", "web"])
+        // A recipe import keeps what the caller pinned.
+        let pinned = ImportJob.recipe("archlinux", mirror: nil, checksum: "sha256:" + String(repeating: "c", count: 64),
+                                      signature: "/srv/a.sig", keyring: "/srv/k.gpg", verify: true, force: true)
+        #expect(pinned.arguments(name: name) == ["bootstrap", "--json", "--checksum=sha256:" + String(repeating: "c", count: 64),
+                                                 "--signature=/srv/a.sig", "--keyring=/srv/k.gpg", "--force", "--", "archlinux", "web"])
     }
 
     /// Where this test's stand-ins live; removed with the suite instance after each test.
@@ -71,7 +77,7 @@ final class ChildImportTests {
             echo '{"error":{"code":"verification_failed","message":"checksum mismatch for \\u0027http://127.0.0.1/a.tar.gz\\u0027"}}' >&2
             exit 6
             """)
-        let outcome = await ChildImporter(executable: child).run(.recipe("archlinux", mirror: nil, verify: true, force: false),
+        let outcome = await ChildImporter(executable: child).run(.recipe("archlinux", mirror: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false),
                                                                    name: try MachineName("web"), cancel: ChildCancel()) { _ in }
         guard case .failure(let error) = outcome else { Issue.record("expected a failure, got \(outcome)"); return }
         #expect(error.category == .verificationFailed)

@@ -97,6 +97,10 @@ struct RouterTests {
         ("POST", "/v1/images", #"{"name": "x", "recipe": "no-such-recipe"}"#, "application/json", 404),
         ("POST", "/v1/images", #"{"name": "x", "url": "http://"}"#, "application/json", 400),
         ("POST", "/v1/images", #"{"name": "x", "url": "http://h/a", "signature": "/s"}"#, "application/json", 400),
+        ("POST", "/v1/images", #"{"name": "x", "url": "http://h/a", "mirror": "http://m"}"#, "application/json", 400),
+        ("POST", "/v1/images", #"{"name": "x", "url": "http://h/a", "verify": false}"#, "application/json", 400),
+        ("POST", "/v1/images", #"{"name": "x", "recipe": "archlinux", "verify": false, "checksum": "sha256:\#(String(repeating: "0", count: 64))"}"#, "application/json", 400),
+        ("POST", "/v1/images", #"{"name": "x", "recipe": "archlinux", "checksum": "md5:0"}"#, "application/json", 400),
         ("POST", "/v1/images", #"{"name": "x", "recipe": "\#(String(repeating: "r", count: 65))"}"#, "application/json", 400),
     ]
 

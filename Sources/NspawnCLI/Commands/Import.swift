@@ -69,6 +69,8 @@ func runImport(name: MachineName, source: ImageSource, options: ImportOptions, o
     display.finish()
     if output.json {
         printOut(Renderer.json(result))
+        // Out before SIGTERM regains its default: nspawnd reads this to learn the import succeeded.
+        fflush(nil)
     } else if !quiet {
         let stripped = result.strippedDirectory.map { ", stripped '\($0)/'" } ?? ""
         let checks = result.verified.isEmpty ? "not verified" : "verified: " + result.verified.joined(separator: ", ")

@@ -379,15 +379,10 @@ public struct MachineManager: Sendable {
                 }
             }
         }
-        // A machine without os-release or a private network is normal: the field stays empty,
-        // and that is worth keeping as much as an answer.
+        // A machine without os-release or a private network is normal: the field stays empty.
+        // A failure is not cached, so a timeout under load does not blank a machine for a minute.
         func settle(_ question: Question, _ answer: Result<[BusValue], BusError>) {
-            switch (question, answer) {
-            case (_, .success(let reply)): record(question, reply)
-            case (.machineOS(let name), .failure): fetchedOS.insert(name)
-            case (.addresses(let name), .failure): fetchedAddresses.insert(name)
-            case (_, .failure): break
-            }
+            if case .success(let reply) = answer { record(question, reply) }
         }
         for (question, answer) in zip(questions, answers) { settle(question, answer) }
         for (name, os) in cachedImageOS { rows[name]?.os = os }
