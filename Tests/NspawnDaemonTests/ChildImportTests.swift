@@ -114,6 +114,27 @@ final class ChildImportTests {
         #expect(access(marker, F_OK) != 0, "the child ran its cleanup")
     }
 
+    @Test func aCancelThatComesAfterTheResultLeavesASuccess() async throws {
+        // The image is in place once the result is printed, whatever kills the child after it.
+        let result = ImportResult(name: "web", path: "/var/lib/machines/web", source: "http://127.0.0.1/a", sourceBytes: 1,
+                                  entries: 1, compression: [], sha256: String(repeating: "d", count: 64), verified: [],
+                                  strippedDirectory: nil, replaced: false, removedLeftovers: [], seconds: 0.1)
+        let json = String(decoding: try WireJSON.encoder(pretty: false).encode(result), as: UTF8.self)
+        let child = try fakeChild("""
+            echo '\(json)'
+            echo '\(Self.progressLine)' >&2
+            exec sleep 30
+            """)
+        let cancel = ChildCancel()
+        let started = Mutex(false)
+        let name = try MachineName("web")
+        async let outcome = ChildImporter(executable: child).run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
+                                                                   name: name, cancel: cancel) { _ in started.withLock { $0 = true } }
+        while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+        cancel.cancel()
+        #expect(try await outcome.get() == result)
+    }
+
     @Test func aMissingExecutableIsAFailureNotACrash() async throws {
         let outcome = await ChildImporter(executable: "/nonexistent/nspawnctl").run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
                                                                                       name: try MachineName("web"), cancel: ChildCancel()) { _ in }
