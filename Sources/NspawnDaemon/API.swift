@@ -331,8 +331,10 @@ public struct Router: Sendable {
 
     /// http:// or https:// and something after it.
     static func isURL(_ text: String) -> Bool {
-        guard case .url = ImageSource(text), let scheme = text.firstRange(of: "://") else { return false }
-        return scheme.upperBound < text.endIndex
+        guard ImageSource.isURL(text) else { return false }
+        // "http:" has its colon at byte 4, "https:" at byte 5.
+        let schemeLength = Array(text.utf8.prefix(5)).last == UInt8(ascii: ":") ? 7 : 8
+        return text.utf8.count > schemeLength
     }
 
     static func isSHA256Checksum(_ text: String) -> Bool {

@@ -96,6 +96,7 @@ struct RouterTests {
         ("POST", "/v1/machines/web/kill", #"{"signal": null}"#, "application/json", 400),
         ("POST", "/v1/images", #"{"name": "x", "recipe": "no-such-recipe"}"#, "application/json", 404),
         ("POST", "/v1/images", #"{"name": "x", "url": "http://"}"#, "application/json", 400),
+        ("POST", "/v1/images", #"{"name": "x", "url": "HTTPS://"}"#, "application/json", 400),
         ("POST", "/v1/images", #"{"name": "x", "url": "http://h/a", "signature": "/s"}"#, "application/json", 400),
         ("POST", "/v1/images", #"{"name": "x", "url": "http://h/a", "mirror": "http://m"}"#, "application/json", 400),
         ("POST", "/v1/images", #"{"name": "x", "url": "http://h/a", "verify": false}"#, "application/json", 400),
@@ -236,5 +237,19 @@ extension ListCoalescerTests {
         await service.release()
         #expect(try await afterAge.map(\.name) == ["listing-3"])
         #expect(try await afterChange.map(\.name) == ["listing-4"])
+    }
+}
+
+@Suite("URL checks")
+struct URLCheckTests {
+    @Test func schemesAreComparedByBytes() {
+        // An emoji modifier after "//" joins the slash into one Character; the scheme is still http.
+        #expect(ImageSource.isURL("HTtP://\u{1F3FB}<"))
+        #expect(Router.isURL("https://\u{301}x"))
+        #expect(Router.isURL("http://h/a.tar.gz"))
+        #expect(!Router.isURL("http://"))
+        #expect(!Router.isURL("https://"))
+        #expect(!Router.isURL("ftp://h/a"))
+        #expect(!ImageSource.isURL("/srv/http://x"))
     }
 }

@@ -14,9 +14,11 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Whether `text` is an http:// or https:// URL, the only downloads there are.
+    /// Compared by bytes: as characters, "http://" followed by a combining mark or an emoji
+    /// modifier would not start with "http://".
     public static func isURL(_ text: String) -> Bool {
-        let lower = text.lowercased()
-        return lower.hasPrefix("http://") || lower.hasPrefix("https://")
+        let head = text.utf8.prefix(8).map { $0 >= 0x41 && $0 <= 0x5a ? $0 + 0x20 : $0 }
+        return head.starts(with: "http://".utf8) || head.starts(with: "https://".utf8)
     }
 
     public var description: String {
