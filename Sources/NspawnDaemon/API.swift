@@ -295,7 +295,7 @@ public struct Router: Sendable {
         let job: ImportJob
         switch (body.url, body.recipe) {
         case (let url?, nil):
-            guard Self.isURL(url), !url.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }), url.unicodeScalars.count <= 4096 else {
+            guard Self.isDownloadURL(url) else {
                 throw BodyError(status: 400, message: "invalid url '\(url.escapedForJSONMessage)': expected http:// or https://")
             }
             if body.mirror != nil || body.verify != nil {
@@ -306,7 +306,7 @@ public struct Router: Sendable {
             guard !recipeName.contains("/"), !recipeName.hasPrefix("."), recipeName.utf8.count <= 64 else {
                 throw BodyError(status: 400, message: "invalid recipe '\(recipeName.escapedForJSONMessage)': give a recipe name, not a path")
             }
-            if let mirror = body.mirror, !Self.isURL(mirror) || mirror.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) || mirror.unicodeScalars.count > 4096 {
+            if let mirror = body.mirror, !Self.isDownloadURL(mirror) {
                 throw BodyError(status: 400, message: "invalid mirror '\(mirror.escapedForJSONMessage)': expected http:// or https://")
             }
             if body.verify == false && (body.checksum != nil || body.signature != nil) {
@@ -327,6 +327,12 @@ public struct Router: Sendable {
         var response = APIResponse.json(operation, status: 202)
         response.headers.append(("Location", "/v1/operations/\(operation.id)"))
         return response
+    }
+
+    /// A URL the child may be told to fetch: no spaces or control characters, at most 4096 long.
+    static func isDownloadURL(_ text: String) -> Bool {
+        isURL(text) && text.unicodeScalars.count <= 4096
+            && !text.unicodeScalars.contains { $0.value <= 0x20 || $0.value == 0x7f }
     }
 
     /// http:// or https:// and something after it.

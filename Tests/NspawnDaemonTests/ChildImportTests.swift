@@ -86,7 +86,7 @@ final class ChildImportTests {
 
     @Test func aChildWithoutAnErrorLineFailsWithItsExitAndLastWords() async throws {
         let child = try fakeChild("echo 'segmentation fault' >&2; exit 139")
-        let outcome = await ChildImporter(executable: child).run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
+        let outcome = await ChildImporter(executable: child).run(Self.urlJob,
                                                                    name: try MachineName("web"), cancel: ChildCancel()) { _ in }
         guard case .failure(let error) = outcome else { Issue.record("expected a failure, got \(outcome)"); return }
         #expect(error.category == .failure)
@@ -102,14 +102,8 @@ final class ChildImportTests {
             echo '\(Self.progressLine)' >&2
             while :; do sleep 0.05; done
             """)
-        let cancel = ChildCancel()
-        let started = Mutex(false)
-        let name = try MachineName("web")
-        async let outcome = ChildImporter(executable: child).run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
-                                                                   name: name, cancel: cancel) { _ in started.withLock { $0 = true } }
-        while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
-        cancel.cancel()
-        guard case .failure(let error) = await outcome else { Issue.record("expected a cancel"); return }
+        let outcome = try await Self.cancelAfterFirstProgress(child)
+        guard case .failure(let error) = outcome else { Issue.record("expected a cancel"); return }
         #expect(error.category == .cancelled, "\(error)")
         #expect(access(marker, F_OK) != 0, "the child ran its cleanup")
     }
@@ -125,18 +119,26 @@ final class ChildImportTests {
             echo '\(Self.progressLine)' >&2
             exec sleep 30
             """)
+        #expect(try await Self.cancelAfterFirstProgress(child).get() == result)
+    }
+
+    /// Runs a URL import with `child`, and cancels it once the child has reported progress.
+    static func cancelAfterFirstProgress(_ child: String) async throws -> Result<ImportResult, NspawnError> {
         let cancel = ChildCancel()
         let started = Mutex(false)
         let name = try MachineName("web")
-        async let outcome = ChildImporter(executable: child).run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
-                                                                   name: name, cancel: cancel) { _ in started.withLock { $0 = true } }
+        async let outcome = ChildImporter(executable: child).run(urlJob, name: name, cancel: cancel) { _ in
+            started.withLock { $0 = true }
+        }
         while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
         cancel.cancel()
-        #expect(try await outcome.get() == result)
+        return await outcome
     }
 
+    static let urlJob = ImportJob.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false)
+
     @Test func aMissingExecutableIsAFailureNotACrash() async throws {
-        let outcome = await ChildImporter(executable: "/nonexistent/nspawnctl").run(.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false),
+        let outcome = await ChildImporter(executable: "/nonexistent/nspawnctl").run(Self.urlJob,
                                                                                       name: try MachineName("web"), cancel: ChildCancel()) { _ in }
         guard case .failure(let error) = outcome else { Issue.record("expected a failure"); return }
         #expect(error.description.contains("/nonexistent/nspawnctl"), "\(error)")
