@@ -14,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // Tests only: units/openapi.yaml read as data, to hold the contract's types against it.
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
@@ -42,11 +44,21 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // The wire contract: one request and response type per route, the client over a
+        // transport (unix socket or ssh), and the library as a service both front ends call.
+        .target(
+            name: "NspawnAPI",
+            dependencies: [
+                "NspawnKit",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         // The CLI's commands live in a library so tests can drive parsing and argv[0] dispatch.
         .target(
             name: "NspawnCLI",
             dependencies: [
                 "NspawnKit",
+                "NspawnAPI",
                 "NspawnImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -58,6 +70,8 @@ let package = Package(
             name: "NspawnDaemon",
             dependencies: [
                 "NspawnKit",
+                "NspawnAPI",
+                .product(name: "SystemPackage", package: "swift-system"),
                 "CSystemd",
                 "CLinux",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -71,6 +85,8 @@ let package = Package(
             name: "nspawnd",
             dependencies: [
                 "NspawnDaemon",
+                "NspawnAPI",
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -78,7 +94,11 @@ let package = Package(
         ),
         .testTarget(name: "NspawnKitTests", dependencies: ["NspawnKit", "NspawnImages", "CSystemd"]),
         .testTarget(name: "NspawnCLITests", dependencies: ["NspawnCLI", "NspawnKit"]),
-        .testTarget(name: "NspawnDaemonTests", dependencies: ["NspawnDaemon", "NspawnKit"]),
+        // The router, and the contract: CLI → client → router → a recording service, and the
+        // request types against units/openapi.yaml.
+        .testTarget(name: "NspawnDaemonTests", dependencies: [
+            "NspawnDaemon", "NspawnAPI", "NspawnCLI", "NspawnKit", .product(name: "Yams", package: "Yams"),
+        ]),
         .testTarget(name: "EndToEndTests", dependencies: ["NspawnKit"]),
     ],
     swiftLanguageModes: [.v6]

@@ -9,10 +9,14 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     case permissionDenied = 4
     case conflict = 5
     case verificationFailed = 6
+    /// nspawnd cannot be reached: no socket, an unreachable host, nothing serving it there.
+    case unreachable = 7
+    /// nspawnd speaks an API level this nspawnctl does not.
+    case unsupportedAPI = 8
     /// 128 + SIGINT, as shells report an interrupted command.
     case cancelled = 130
 
-    init(_ category: NspawnError.Category) {
+    public init(_ category: NspawnError.Category) {
         switch category {
         case .failure: self = .failure
         case .invalidInput: self = .invalidInput
@@ -21,6 +25,13 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
         case .conflict: self = .conflict
         case .verificationFailed: self = .verificationFailed
         case .cancelled: self = .cancelled
+        case .unreachable: self = .unreachable
+        case .unsupportedAPI: self = .unsupportedAPI
         }
+    }
+
+    /// The category an exit code stands for; nil for success.
+    public var category: NspawnError.Category? {
+        NspawnError.Category.allCases.first { ExitStatus($0) == self }
     }
 }

@@ -13,12 +13,14 @@ public struct Nspawnctl: AsyncParsableCommand {
         discussion: """
             Exit codes: 0 success, 1 failure, 2 invalid input, 3 not found, \
             4 permission denied, 5 conflict (already exists, running, not running), \
-            6 verification failed (checksum or signature), 130 cancelled by a signal.
+            6 verification failed (checksum, signature, ssh host key), 7 nspawnd unreachable, \
+            8 nspawnd speaks another API level, 130 cancelled by a signal.
             """,
         subcommands: [
             List.self, Status.self, Start.self, Stop.self, Reboot.self, Terminate.self, Kill.self,
             Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
             Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Events.self,
+            DialStdio.self,
         ]
     )
 

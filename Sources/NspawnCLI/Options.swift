@@ -2,6 +2,8 @@ import ArgumentParser
 #if canImport(Glibc)
 import Glibc
 #endif
+import FoundationEssentials
+import NspawnAPI
 import NspawnKit
 
 struct OutputOptions: ParsableArguments {
@@ -11,10 +13,45 @@ struct OutputOptions: ParsableArguments {
     @Flag(help: "Go through nspawnd (/run/nspawnd/nspawnd.sock, or $NSPAWND_SOCKET); the default when not root.")
     var api = false
 
-    /// nspawnd for callers who are not root (or ask for it); the library directly for root, so
-    /// the daemon is never required.
-    var machines: any MachineService {
-        api || geteuid() != 0 ? APIClient() : MachineManager()
+    @Option(name: [.customShort("H"), .long], help: ArgumentHelp(
+        "Run against another host's nspawnd over ssh (also $NSPAWNCTL_HOST).", valueName: "ssh://[USER@]HOST[:PORT]"))
+    var host: String?
+
+    func validate() throws {
+        _ = try route
+    }
+
+    /// How this invocation reaches the machines.
+    enum Route {
+        /// The library in this process (`LocalService`).
+        case direct(any NspawnService)
+        case daemon(APIClient)
+
+        /// Tests put a recorder, or a client of an in-process router, in place of the real thing.
+        @TaskLocal static var override: Route?
+    }
+
+    var route: Route {
+        get throws {
+            if let override = Route.override { return override }
+            let host = host ?? ProcessInfo.processInfo.environment["NSPAWNCTL_HOST"].flatMap { $0.isEmpty ? nil : $0 }
+            if let host {
+                let connector = SSHConnector(destination: try SSHDestination(parsing: host))
+                return .daemon(APIClient(transport: StreamTransport(connector: connector)))
+            }
+            // Root calls the library directly, so the daemon is never required.
+            return api || geteuid() != 0 ? .daemon(.local()) : .direct(LocalService())
+        }
+    }
+
+    /// Every verb's calls: the library in this process, or nspawnd.
+    var service: any NspawnService {
+        get throws {
+            switch try route {
+            case .direct(let service): service
+            case .daemon(let client): client
+            }
+        }
     }
 }
 
@@ -23,11 +60,9 @@ func parseMachineName(_ text: String) throws -> MachineName {
     try MachineName(text)
 }
 
-func parseSeconds(_ text: String) throws -> Duration {
-    guard let seconds = Double(text), seconds.isFinite, seconds >= 0, seconds <= 86_400 * 365 else {
-        throw NspawnError.invalidArgument("invalid timeout '\(text)': expected seconds between 0 and 31536000")
-    }
-    return .milliseconds(Int64((seconds * 1000).rounded()))
+/// A `--timeout`: the API's own limits, so a value the CLI takes the daemon takes too.
+func parseSeconds(_ text: String) throws -> Double {
+    try StopTimeout.parse(text)
 }
 
 func parseBool(_ text: String) throws -> Bool {
@@ -36,12 +71,6 @@ func parseBool(_ text: String) throws -> Bool {
     case "0", "no", "n", "false", "f", "off": return false
     default: throw NspawnError.invalidArgument("invalid boolean '\(text)': expected yes or no")
     }
-}
-
-/// The result of an action on one machine, as `--json` prints it.
-struct ActionResult: Encodable {
-    var name: String
-    var result: String
 }
 
 /// Runs `body` for every name concurrently and reports every failure, not just the first.

@@ -1,3 +1,4 @@
+import NspawnAPI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,26 +16,6 @@ public struct Peer: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String { "pid \(pid) uid \(uid)" }
-}
-
-/// What a peer may do. Ordered: each role includes the ones below it.
-public enum Role: Int, Sendable, Comparable, CustomStringConvertible {
-    /// Only `GET /v1/version`.
-    case none
-    /// Read, and the lifecycle of machines (start, stop, reboot, terminate, kill).
-    case `operator`
-    /// Everything.
-    case admin
-
-    public static func < (lhs: Role, rhs: Role) -> Bool { lhs.rawValue < rhs.rawValue }
-
-    public var description: String {
-        switch self {
-        case .none: "none"
-        case .operator: "operator"
-        case .admin: "admin"
-        }
-    }
 }
 
 /// Maps a peer to a role: uid 0 is admin, members of `group` are operators, everyone else none.

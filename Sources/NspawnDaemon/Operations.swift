@@ -1,55 +1,6 @@
 import FoundationEssentials
+import NspawnAPI
 import NspawnKit
-
-/// Long work started through the API: an import, followed by `GET /v1/operations/{id}` and
-/// cancelled by `DELETE`. Operations live as long as the daemon, which stays up while one runs.
-public struct Operation: Sendable, Codable, Equatable {
-    public enum State: String, Sendable, Codable {
-        case running, succeeded, failed, cancelled
-    }
-
-    public struct Failure: Sendable, Codable, Equatable {
-        public var code: String
-        public var message: String
-    }
-
-    public var id: String
-    public var kind = "import"
-    public var name: String
-    public var source: String
-    public var state: State
-    public var progress: ImportProgress?
-    public var result: ImportResult?
-    public var error: Failure?
-    public var created: Date
-}
-
-/// What `POST /v1/images` asks for: a tarball URL, or a recipe.
-struct ImportRequest: Decodable {
-    var name: String
-    var url: String?
-    var checksum: String?
-    var signature: String?
-    var keyring: String?
-    var recipe: String?
-    var mirror: String?
-    var verify: Bool?
-    var force: Bool?
-    enum CodingKeys: CodingKey { case name, url, checksum, signature, keyring, recipe, mirror, verify, force }
-
-    init(from decoder: any Decoder) throws {
-        let body = try decoder.container(keyedBy: CodingKeys.self)
-        name = try body.decode(String.self, forKey: .name)
-        url = try body.decodeUnlessNull(String.self, forKey: .url)
-        checksum = try body.decodeUnlessNull(String.self, forKey: .checksum)
-        signature = try body.decodeUnlessNull(String.self, forKey: .signature)
-        keyring = try body.decodeUnlessNull(String.self, forKey: .keyring)
-        recipe = try body.decodeUnlessNull(String.self, forKey: .recipe)
-        mirror = try body.decodeUnlessNull(String.self, forKey: .mirror)
-        verify = try body.decodeUnlessNull(Bool.self, forKey: .verify)
-        force = try body.decodeUnlessNull(Bool.self, forKey: .force)
-    }
-}
 
 /// The running and recent operations, and who listens for their progress.
 public actor OperationRegistry {

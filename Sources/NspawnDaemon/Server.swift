@@ -4,7 +4,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NspawnAPI
 import NspawnKit
+import SystemPackage
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -41,10 +43,10 @@ public struct DaemonServer: Sendable {
 
     /// Serves `listeningSocket` until idle for `idleTimeout`. The socket is already bound and
     /// listening, by systemd or by `ListenSocket.bind`.
-    public func run(listeningSocket: Int32) async throws {
+    public func run(listeningSocket: SystemPackage.FileDescriptor) async throws {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 128)
-            .bind(listeningSocket) { channel in
+            .bind(listeningSocket.rawValue) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
                     try channel.pipeline.syncOperations.addHandler(JSONProtocolErrorHandler())
@@ -54,7 +56,7 @@ public struct DaemonServer: Sendable {
                 }
             }
         let activity = Activity()
-        logger.info("serving", metadata: ["fd": "\(listeningSocket)", "idle-timeout": "\(configuration.idleTimeout.map { "\($0)" } ?? "never")"])
+        logger.info("serving", metadata: ["fd": "\(listeningSocket.rawValue)", "idle-timeout": "\(configuration.idleTimeout.map { "\($0)" } ?? "never")"])
         try await withThrowingDiscardingTaskGroup { tasks in
             tasks.addTask {
                 var trimmed = 0
@@ -85,7 +87,7 @@ public struct DaemonServer: Sendable {
             // machined's own news retires the shared listing, whoever made the change.
             tasks.addTask {
                 do {
-                    for try await event in MachineEvents.stream() where event.event == .machineNew || event.event == .machineRemoved {
+                    for try await event in router.service.events() where event.event == .machineNew || event.event == .machineRemoved {
                         await router.listings.invalidate()
                     }
                 } catch {
@@ -140,9 +142,10 @@ public struct DaemonServer: Sendable {
                         deadline.disarm()
                         activity.answered()
                         guard let requestHead = head else { continue }
-                        let path = String(requestHead.uri.prefix { $0 != "?" && $0 != "#" })
-                        if requestHead.method == .GET && path == "/v1/events" && !tooLarge {
-                            if let refusal = router.eventsRefusal(for: peer) {
+                        let request = APIRequest(method: requestHead.method.rawValue, target: requestHead.uri, body: body,
+                                                 contentType: requestHead.headers.first(name: "content-type"), peer: peer)
+                        if requestHead.method == .GET && request.path == Endpoint.events.template && !tooLarge {
+                            if let refusal = router.refusal(.events, peer: peer) {
                                 try await Self.write(refusal, keepAlive: false, version: requestHead.version, to: outbound)
                             } else {
                                 try await streamEvents(on: connection.channel, deadline: deadline, version: requestHead.version, to: outbound)
@@ -153,9 +156,7 @@ public struct DaemonServer: Sendable {
                         if tooLarge {
                             response = .error(status: 413, code: "invalid_input", message: "request body larger than \(configuration.maximumBodySize) bytes")
                         } else {
-                            response = await router.handle(APIRequest(
-                                method: requestHead.method.rawValue, path: path, body: body,
-                                contentType: requestHead.headers.first(name: "content-type"), peer: peer))
+                            response = await router.handle(request)
                         }
                         logger.debug("request", metadata: ["method": "\(requestHead.method.rawValue)", "uri": "\(requestHead.uri)",
                                                            "status": "\(response.status)", "peer": "\(peer)"])
@@ -185,38 +186,10 @@ public struct DaemonServer: Sendable {
         headers.add(name: "Content-Type", value: "text/event-stream")
         headers.add(name: "Cache-Control", value: "no-cache")
         headers.add(name: "Connection", value: "close")
+        headers.add(name: APILevel.header, value: APILevel.current)
         try await outbound.write(.head(HTTPResponseHead(version: version, status: .ok, headers: headers)))
-        // Machine events and operation progress merge into one ordered stream of SSE frames.
-        let (frames, sink) = AsyncStream<String>.makeStream()
-        let (key, progress) = await router.operations.subscribe()
-        let operations = router.operations
-        let machineTask = Task {
-            let encoder = WireJSON.encoder(pretty: false)
-            do {
-                for try await event in MachineEvents.stream() {
-                    if event.event == .heartbeat {
-                        sink.yield(": heartbeat\n\n")
-                    } else {
-                        sink.yield("event: \(event.event.rawValue)\ndata: \(String(decoding: try encoder.encode(event), as: UTF8.self))\n\n")
-                    }
-                }
-            } catch {
-                sink.yield("event: error\ndata: \(String(decoding: APIResponse.error(status: 500, code: "failure", message: "\(error)").body, as: UTF8.self))\n")
-            }
-            sink.finish()
-        }
-        let operationTask = Task {
-            let encoder = WireJSON.encoder(pretty: false)
-            for await operation in progress {
-                guard let data = try? encoder.encode(operation) else { continue }
-                sink.yield("event: operation\ndata: \(String(decoding: data, as: UTF8.self))\n\n")
-            }
-        }
-        defer {
-            machineTask.cancel()
-            operationTask.cancel()
-            Task { await operations.unsubscribe(key) }
-        }
+        let (frames, stop) = await router.eventFrames()
+        defer { stop() }
         for await frame in frames {
             try await outbound.write(.body(.byteBuffer(ByteBuffer(string: frame))))
         }
@@ -233,6 +206,7 @@ public struct DaemonServer: Sendable {
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(response.body.count))
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        headers.add(name: APILevel.header, value: APILevel.current)
         for (name, value) in response.headers { headers.add(name: name, value: value) }
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
         // One hand-over to the event loop for the whole response.
@@ -273,6 +247,7 @@ final class JSONProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHand
         headers.add(name: "Content-Type", value: "application/json")
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Connection", value: "close")
+        headers.add(name: APILevel.header, value: APILevel.current)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
         let channel = context.channel

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Logging
+import NspawnAPI
 import NspawnDaemon
 import NspawnKit
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -54,7 +56,7 @@ struct Nspawnd: AsyncParsableCommand {
         }
         let logger = Logger(label: "nspawnd")
         do {
-            let fd: Int32
+            let fd: FileDescriptor
             if let inherited = try ListenSocket.inherited() {
                 fd = inherited
             } else {
@@ -65,7 +67,7 @@ struct Nspawnd: AsyncParsableCommand {
             configuration.maximumBodySize = 64 * 1024
             configuration.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
             let server = DaemonServer(configuration: configuration,
-                                      router: Router(service: MachineManager(detailsCache: MachineDetailsCache()), authorizer: Authorizer(group: group)),
+                                      router: Router(service: LocalService(manager: MachineManager(detailsCache: MachineDetailsCache())), authorizer: Authorizer(group: group)),
                                       logger: logger)
             try await server.run(listeningSocket: fd)
         } catch let error as NspawnError {

@@ -28,7 +28,7 @@ import Testing
         let command = try Nspawnctl.parseAsRoot(Invocation.resolve(["nspawn-stop", "web", "--timeout", "2.5"]).arguments)
         let stop = try #require(command as? Stop)
         #expect(stop.machines.names.map(\.rawValue) == ["web"])
-        #expect(stop.timeout == .milliseconds(2500))
+        #expect(stop.timeout == 2.5)
         #expect(try Nspawnctl.parseAsRoot(Invocation.resolve(["nspawn-del", "x"]).arguments) is Remove)
     }
 }

@@ -1,31 +1,8 @@
 import Foundation
 import Testing
+import NspawnAPI
 @testable import NspawnDaemon
 import NspawnKit
-
-/// Records what the router asked for; plain values, no bus.
-actor RecordingService: MachineService {
-    var calls: [String] = []
-
-    func record(_ call: String) { calls.append(call) }
-
-    nonisolated func list(includeHidden: Bool) async throws -> [MachineSummary] {
-        await record("list")
-        return [MachineSummary(name: "web", state: .running, imageType: "directory"), MachineSummary(name: "adhoc", state: .running)]
-    }
-    nonisolated func status(_ name: MachineName) async throws -> MachineStatus {
-        await record("status \(name)")
-        throw NspawnError.noSuchImage(name.rawValue)
-    }
-    nonisolated func start(_ name: MachineName) async throws { await record("start \(name)") }
-    nonisolated func stop(_ name: MachineName, timeout: Duration) async throws { await record("stop \(name) \(timeout)") }
-    nonisolated func reboot(_ name: MachineName) async throws { await record("reboot \(name)") }
-    nonisolated func terminate(_ name: MachineName) async throws { await record("terminate \(name)") }
-    nonisolated func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws { await record("kill \(name) \(signal.number) \(whom)") }
-    nonisolated func remove(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws { await record("remove \(name) \(force)") }
-    nonisolated func rename(_ name: MachineName, to newName: MachineName) async throws { await record("rename \(name) \(newName)") }
-    nonisolated func clone(_ name: MachineName, to newName: MachineName, readOnly: Bool) async throws { await record("clone \(name) \(newName) \(readOnly)") }
-}
 
 @Suite("Router")
 struct RouterTests {
@@ -65,13 +42,13 @@ struct RouterTests {
     @Test func actionsReachTheLibraryWithValidatedArguments() async throws {
         let (stop, stopService) = await handle("POST", "/v1/machines/web/stop", body: #"{"timeout": 2.5}"#)
         #expect(stop.status == 200)
-        #expect(await stopService.calls == ["stop web 2.5 seconds"])
+        #expect(await stopService.calls == [.stop("web", StopRequest(timeout: 2.5))])
         let (kill, killService) = await handle("POST", "/v1/machines/web/kill", body: #"{"signal": "HUP", "whom": "leader"}"#)
         #expect(kill.status == 200)
-        #expect(await killService.calls == ["kill web 1 leader"])
+        #expect(await killService.calls == [.kill("web", KillRequest(signal: "HUP", whom: .leader))])
         let (clone, cloneService) = await handle("POST", "/v1/images/web/clone", body: #"{"name": "web2", "read_only": true}"#)
         #expect(clone.status == 201)
-        #expect(await cloneService.calls == ["clone web web2 true"])
+        #expect(await cloneService.calls == [.clone("web", CloneRequest(name: "web2", readOnly: true))])
         let (images, _) = await handle("GET", "/v1/images")
         #expect(String(decoding: images.body, as: UTF8.self).contains("\"web\"") && !String(decoding: images.body, as: UTF8.self).contains("adhoc"))
     }
@@ -90,7 +67,6 @@ struct RouterTests {
         ("GET", "/v1/machines/web/extra/segments", "", nil, 404),
         ("GET", "/machines", "", nil, 404),
         ("PATCH", "/v1/machines", "", nil, 405),
-        ("GET", "/v1/machines/web", "", nil, 404),
         // An explicit null is no value: "url": null beside a recipe is not "no url".
         ("POST", "/v1/images", #"{"name": "x", "url": null, "recipe": "archlinux"}"#, "application/json", 400),
         ("POST", "/v1/machines/web/kill", #"{"signal": null}"#, "application/json", 400),
@@ -119,13 +95,18 @@ struct RouterTests {
         let (response, service) = await handle(method, path, body: body, contentType: contentType)
         #expect(response.status == status, "\(method) \(path) \(body)")
         #expect(!(try errorCode(response)).isEmpty)
-        let changes = await service.calls.filter { !$0.hasPrefix("status") && !$0.hasPrefix("list") }
+        let changes = await service.calls.filter {
+            switch $0 {
+            case .status, .list, .config: false
+            default: true
+            }
+        }
         #expect(changes.isEmpty)
     }
 }
 
 /// Counts listings and holds each one until released, so calls can overlap on purpose.
-actor SlowListing: MachineService {
+actor SlowListing {
     var listings = 0
     private var waiting: [CheckedContinuation<Void, Never>] = []
 
@@ -136,21 +117,14 @@ actor SlowListing: MachineService {
 
     var pending: Int { waiting.count }
 
-    func list(includeHidden: Bool) async throws -> [MachineSummary] {
+    func list() async throws -> [MachineSummary] {
         listings += 1
         let number = listings
         await withCheckedContinuation { waiting.append($0) }
         return [MachineSummary(name: "listing-\(number)", state: .running)]
     }
-    func status(_ name: MachineName) async throws -> MachineStatus { throw NspawnError.noSuchImage(name.rawValue) }
-    func start(_ name: MachineName) async throws {}
-    func stop(_ name: MachineName, timeout: Duration) async throws {}
-    func reboot(_ name: MachineName) async throws {}
-    func terminate(_ name: MachineName) async throws {}
-    func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws {}
-    func remove(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws {}
-    func rename(_ name: MachineName, to newName: MachineName) async throws {}
-    func clone(_ name: MachineName, to newName: MachineName, readOnly: Bool) async throws {}
+
+    nonisolated var listing: @Sendable () async throws -> [MachineSummary] { { try await self.list() } }
 }
 
 @Suite("List coalescing", .timeLimit(.minutes(1)))
@@ -158,9 +132,9 @@ struct ListCoalescerTests {
     @Test func concurrentListsShareOneRoundButNotAcrossAChange() async throws {
         let service = SlowListing()
         let coalescer = ListCoalescer(maxAge: .zero)
-        async let first = coalescer.list(service)
+        async let first = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
-        async let second = coalescer.list(service)
+        async let second = coalescer.list(service.listing)
         // The second joins the running listing instead of starting its own.
         for _ in 0..<100 { await Task.yield() }
         #expect(await service.listings == 1)
@@ -169,10 +143,10 @@ struct ListCoalescerTests {
         #expect(a.map(\.name) == ["listing-1"] && b.map(\.name) == ["listing-1"])
 
         // A change that finishes while a listing runs retires it for later callers.
-        async let third = coalescer.list(service)
+        async let third = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         await coalescer.invalidate()
-        async let fourth = coalescer.list(service)
+        async let fourth = coalescer.list(service.listing)
         while await service.pending < 2 { await Task.yield() }
         await service.release()
         let (c, d) = try await (third, fourth)
@@ -185,25 +159,25 @@ extension ListCoalescerTests {
     @Test func aFinishedListingAnswersUntilAChange() async throws {
         let service = SlowListing()
         let coalescer = ListCoalescer(maxAge: .seconds(60))
-        async let first = coalescer.list(service)
+        async let first = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         await service.release()
         #expect(try await first.map(\.name) == ["listing-1"])
-        #expect(try await coalescer.list(service).map(\.name) == ["listing-1"], "reused within maxAge")
+        #expect(try await coalescer.list(service.listing).map(\.name) == ["listing-1"], "reused within maxAge")
         #expect(await service.listings == 1)
 
         await coalescer.invalidate()
-        async let after = coalescer.list(service)
+        async let after = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         await service.release()
         #expect(try await after.map(\.name) == ["listing-2"], "a change retires it")
 
         await coalescer.disable()
-        async let uncached = coalescer.list(service)
+        async let uncached = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         await service.release()
         #expect(try await uncached.map(\.name) == ["listing-3"])
-        async let again = coalescer.list(service)
+        async let again = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         await service.release()
         #expect(try await again.map(\.name) == ["listing-4"], "without signals nothing is reused")
@@ -212,27 +186,27 @@ extension ListCoalescerTests {
     @Test func anOlderListingAnswersWhileItsReplacementRuns() async throws {
         let service = SlowListing()
         let coalescer = ListCoalescer(maxAge: .milliseconds(1))
-        async let first = coalescer.list(service)
+        async let first = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         await service.release()
         #expect(try await first.map(\.name) == ["listing-1"])
         try await Task.sleep(for: .milliseconds(5))
 
         // Past maxAge: the first caller starts a listing and waits for it...
-        async let refreshed = coalescer.list(service)
+        async let refreshed = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         // ...while a caller arriving meanwhile gets the previous one at once.
-        #expect(try await coalescer.list(service).map(\.name) == ["listing-1"])
+        #expect(try await coalescer.list(service.listing).map(\.name) == ["listing-1"])
         await service.release()
         #expect(try await refreshed.map(\.name) == ["listing-2"])
         #expect(await service.listings == 2)
 
         // After a change nobody gets the older listing, even while the next one runs.
         try await Task.sleep(for: .milliseconds(5))
-        async let afterAge = coalescer.list(service)
+        async let afterAge = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         await coalescer.invalidate()
-        async let afterChange = coalescer.list(service)
+        async let afterChange = coalescer.list(service.listing)
         while await service.pending < 2 { await Task.yield() }
         await service.release()
         #expect(try await afterAge.map(\.name) == ["listing-3"])
@@ -245,11 +219,11 @@ struct URLCheckTests {
     @Test func schemesAreComparedByBytes() {
         // An emoji modifier after "//" joins the slash into one Character; the scheme is still http.
         #expect(ImageSource.isURL("HTtP://\u{1F3FB}<"))
-        #expect(Router.isURL("https://\u{301}x"))
-        #expect(Router.isURL("http://h/a.tar.gz"))
-        #expect(!Router.isURL("http://"))
-        #expect(!Router.isURL("https://"))
-        #expect(!Router.isURL("ftp://h/a"))
+        #expect(ImportRequest.isDownloadURL("https://\u{301}x"))
+        #expect(ImportRequest.isDownloadURL("http://h/a.tar.gz"))
+        #expect(!ImportRequest.isDownloadURL("http://"))
+        #expect(!ImportRequest.isDownloadURL("https://"))
+        #expect(!ImportRequest.isDownloadURL("ftp://h/a"))
         #expect(!ImageSource.isURL("/srv/http://x"))
     }
 }

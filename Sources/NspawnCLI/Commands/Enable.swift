@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct Enable: AsyncParsableCommand, JSONCapable {
@@ -9,7 +10,8 @@ struct Enable: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        try await changeEnablement(machines.names, output: output) { try await MachineManager().enable($0) }
+        let service = try output.service
+        try await changeEnablement(machines.names, output: output) { try await service.enable($0) }
     }
 }
 
@@ -21,7 +23,8 @@ struct Disable: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        try await changeEnablement(machines.names, output: output) { try await MachineManager().disable($0) }
+        let service = try output.service
+        try await changeEnablement(machines.names, output: output) { try await service.disable($0) }
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import NspawnAPI
 import NspawnKit
 #if canImport(Glibc)
 import Glibc
@@ -23,12 +24,6 @@ struct Events: AsyncParsableCommand, JSONCapable {
             }
             fflush(nil)
         }
-        if output.api || geteuid() != 0 {
-            try await APIClient().followEvents { data in
-                if let event = try? WireJSON.decoder().decode(MachineEvent.self, from: Data(data.utf8)) { show(event) }
-            }
-        } else {
-            for try await event in MachineEvents.stream() { show(event) }
-        }
+        for try await event in try output.service.events() { show(event) }
     }
 }

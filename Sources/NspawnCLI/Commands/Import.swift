@@ -5,6 +5,7 @@ import FoundationEssentials
 import Glibc
 #endif
 import NspawnImages
+import NspawnAPI
 import NspawnKit
 
 struct ProgressOptions: ParsableArguments {
@@ -50,10 +51,35 @@ struct Import: AsyncParsableCommand, JSONCapable {
     }
 
     func run() async throws {
-        let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring,
-                                    force: force)
-        try await runImport(name: name, source: ImageSource(source), options: options, output: output, quiet: progress.quiet)
+        switch try output.route {
+        case .direct:
+            let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring,
+                                        force: force)
+            try await runImport(name: name, source: ImageSource(source), options: options, output: output, quiet: progress.quiet)
+        case .daemon(let client):
+            // The daemon fetches what it imports; it cannot read this host's files or stdin.
+            guard case .url = ImageSource(source) else {
+                throw NspawnError.invalidArgument("import through nspawnd takes an http(s) URL, which the daemon fetches; '\(source.escapedForMessage)' is a local file or stdin, so import it as root without --api or --host")
+            }
+            let request = ImportRequest(name: name.rawValue, url: source, checksum: verify.checksum, signature: verify.signature,
+                                        keyring: verify.keyring, force: force ? true : nil)
+            try await runDaemonImport(request, client: client, output: output, quiet: progress.quiet)
+        }
     }
+}
+
+/// An import run by nspawnd: the same progress, result and exit codes as in this process, and
+/// SIGINT, SIGTERM or SIGHUP cancel it in the daemon.
+func runDaemonImport(_ request: ImportRequest, client: APIClient, output: OutputOptions, quiet: Bool) async throws {
+    try request.validate()
+    let cancellation = ImportCancellation()
+    let signals = CancelOnSignals(cancellation)
+    defer { signals.restore() }
+    let display = ProgressDisplay(json: output.json, quiet: quiet)
+    let operation = try await client.startImport(request)
+    let result = try await client.follow(operation, cancellation: cancellation) { display.show($0) }
+    display.finish()
+    report(result, output: output, quiet: quiet)
 }
 
 /// Runs an import with signal-driven cancellation and the chosen progress display, then prints the result.
@@ -67,6 +93,10 @@ func runImport(name: MachineName, source: ImageSource, options: ImportOptions, o
         display.show($0)
     }
     display.finish()
+    report(result, output: output, quiet: quiet)
+}
+
+func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) {
     if output.json {
         printOut(Renderer.json(result))
         // Out before SIGTERM regains its default: nspawnd reads this to learn the import succeeded.
@@ -183,6 +213,15 @@ struct Bootstrap: AsyncParsableCommand, JSONCapable {
     }
 
     func run() async throws {
+        if case .daemon(let client) = try output.route {
+            if tarball != nil {
+                throw NspawnError.invalidArgument("bootstrap --tarball reads a file on this host, which nspawnd cannot; run it as root without --api or --host")
+            }
+            let request = ImportRequest(name: name?.rawValue, recipe: recipe, checksum: verify.checksum, signature: verify.signature,
+                                        keyring: verify.keyring, mirror: mirror, verify: noVerify ? false : nil, force: force ? true : nil)
+            try await runDaemonImport(request, client: client, output: output, quiet: progress.quiet)
+            return
+        }
         let recipe = try Recipe.load(recipe)
         let importer = ImageImporter()
         let name = try name ?? importer.store.nextFreeName()

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 extension KillWhom: ExpressibleByArgument {}
@@ -8,20 +9,24 @@ struct Kill: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var output: OutputOptions
 
-    @Option(name: .shortAndLong, help: "Signal name or number (TERM, SIGHUP, 9, RTMIN+4).",
-            transform: { try UnixSignal(parsing: $0) })
-    var signal: UnixSignal = .term
+    @Option(name: .shortAndLong, help: "Signal name or number (TERM, SIGHUP, 9, RTMIN+4; default TERM).")
+    var signal: String?
 
-    @Option(help: "Signal only the leader, or all processes.")
-    var killWhom: KillWhom = .all
+    @Option(help: "Signal only the leader, or all processes (default all).")
+    var killWhom: KillWhom?
+
+    func validate() throws {
+        try KillRequest(signal: signal).validate()
+    }
 
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = output.machines
-        let (signal, whom) = (signal, killWhom)
+        let manager = try output.service
+        let request = KillRequest(signal: signal, whom: killWhom)
+        let signal = try UnixSignal(parsing: signal ?? KillRequest.defaultSignal)
         try await runAction(on: machines, output: output, result: "signalled \(signal)") {
-            try await manager.kill($0, signal: signal, whom: whom)
+            try await manager.kill($0, request)
         }
     }
 }

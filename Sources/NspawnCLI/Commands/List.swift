@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct List: AsyncParsableCommand, JSONCapable {
@@ -13,7 +14,7 @@ struct List: AsyncParsableCommand, JSONCapable {
     var all = false
 
     func run() async throws {
-        let machines = try await output.machines.list(includeHidden: all)
+        let machines = try await output.service.list(ListRequest(all: all ? true : nil))
         printOut(output.json ? Renderer.json(machines) : Renderer.listTable(machines))
     }
 }

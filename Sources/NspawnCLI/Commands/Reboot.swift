@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct Reboot: AsyncParsableCommand, JSONCapable {
@@ -10,7 +11,7 @@ struct Reboot: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = output.machines
+        let manager = try output.service
         try await runAction(on: machines, output: output, result: "rebooting") { try await manager.reboot($0) }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct Remove: AsyncParsableCommand, JSONCapable {
@@ -12,16 +13,16 @@ struct Remove: AsyncParsableCommand, JSONCapable {
     @Flag(name: .shortAndLong, help: "Stop a running machine first.")
     var force = false
 
-    @Option(help: "With --force, seconds to wait for a clean shutdown.", transform: parseSeconds)
-    var timeout: Duration = .seconds(90)
+    @Option(help: "With --force, seconds to wait for a clean shutdown (default 90).", transform: parseSeconds)
+    var timeout: Double?
 
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = output.machines
-        let (force, timeout) = (force, timeout)
+        let manager = try output.service
+        let request = RemoveRequest(force: force ? true : nil, timeout: timeout)
         try await runAction(on: machines, output: output, result: "removed") {
-            try await manager.remove($0, force: force, stopTimeout: timeout)
+            try await manager.remove($0, request)
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct Rename: AsyncParsableCommand, JSONCapable {
@@ -13,7 +14,7 @@ struct Rename: AsyncParsableCommand, JSONCapable {
     var newName: MachineName
 
     func run() async throws {
-        try await output.machines.rename(name, to: newName)
+        try await output.service.rename(name, RenameRequest(name: newName.rawValue))
         if output.json { printOut(Renderer.json(ActionResult(name: newName.rawValue, result: "renamed from \(name)"))) }
     }
 }
@@ -33,7 +34,7 @@ struct Clone: AsyncParsableCommand, JSONCapable {
     var newName: MachineName
 
     func run() async throws {
-        try await output.machines.clone(name, to: newName, readOnly: readOnly)
+        try await output.service.clone(name, CloneRequest(name: newName.rawValue, readOnly: readOnly ? true : nil))
         if output.json { printOut(Renderer.json(ActionResult(name: newName.rawValue, result: "cloned from \(name)"))) }
     }
 }
@@ -52,7 +53,7 @@ struct ReadOnly: AsyncParsableCommand, JSONCapable {
     var value: Bool = true
 
     func run() async throws {
-        try await MachineManager().setReadOnly(name, value)
+        try await output.service.setReadOnly(name, ReadOnlyRequest(readOnly: value))
         if output.json { printOut(Renderer.json(ActionResult(name: name.rawValue, result: value ? "read-only" : "writable"))) }
     }
 }

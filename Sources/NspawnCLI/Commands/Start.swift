@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct Start: AsyncParsableCommand, JSONCapable {
@@ -10,7 +11,7 @@ struct Start: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = output.machines
+        let manager = try output.service
         let statuses = StatusCollector()
         let json = output.json
         try await fanOut(machines.names) { name in

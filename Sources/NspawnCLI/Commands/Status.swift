@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct Status: AsyncParsableCommand, JSONCapable {
@@ -10,7 +11,7 @@ struct Status: AsyncParsableCommand, JSONCapable {
     var name: MachineName
 
     func run() async throws {
-        let status = try await output.machines.status(name)
+        let status = try await output.service.status(name)
         printOut(output.json ? Renderer.json(status) : Renderer.statusText(status))
     }
 }

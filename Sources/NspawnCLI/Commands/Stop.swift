@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct Stop: AsyncParsableCommand, JSONCapable {
@@ -11,14 +12,14 @@ struct Stop: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var output: OutputOptions
 
-    @Option(help: "Seconds to wait for a clean shutdown before terminating.", transform: parseSeconds)
-    var timeout: Duration = .seconds(90)
+    @Option(help: "Seconds to wait for a clean shutdown before terminating (default 90, at most 86400).", transform: parseSeconds)
+    var timeout: Double?
 
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = output.machines
-        let timeout = timeout
-        try await runAction(on: machines, output: output, result: "stopped") { try await manager.stop($0, timeout: timeout) }
+        let manager = try output.service
+        let request = StopRequest(timeout: timeout)
+        try await runAction(on: machines, output: output, result: "stopped") { try await manager.stop($0, request) }
     }
 }

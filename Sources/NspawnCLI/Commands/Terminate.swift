@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 struct Terminate: AsyncParsableCommand, JSONCapable {
@@ -10,7 +11,7 @@ struct Terminate: AsyncParsableCommand, JSONCapable {
     @OptionGroup var machines: MachineNames
 
     func run() async throws {
-        let manager = output.machines
+        let manager = try output.service
         try await runAction(on: machines, output: output, result: "terminated") { try await manager.terminate($0) }
     }
 }

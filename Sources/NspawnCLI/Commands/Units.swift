@@ -1,4 +1,5 @@
 import ArgumentParser
+import NspawnAPI
 import NspawnKit
 
 /// Settings flags shared by `config` and `create`; each adds to the machine's .nspawn file.
@@ -21,18 +22,10 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Apply a resource flavor (a drop-in for systemd-nspawn@NAME.service).", valueName: "FLAVOR"))
     var flavor: String?
 
-    func edit() throws -> SettingsEdit {
-        var edit = SettingsEdit()
-        edit.binds = binds
-        edit.readOnlyBinds = readOnlyBinds
-        edit.ports = ports
-        edit.environment = environment
-        edit.network = try network.map { try SettingsEdit.NetworkMode(parsing: $0) }
-        return edit
-    }
-
-    func loadFlavor() throws -> Flavor? {
-        try flavor.map { try Flavor.load($0) }
+    /// The flags as the API's settings change; empty lists stay absent.
+    var change: SettingsChange {
+        SettingsChange(bind: binds.nilIfEmpty, bindRo: readOnlyBinds.nilIfEmpty, port: ports.nilIfEmpty, network: network,
+                       env: environment.nilIfEmpty, flavor: flavor)
     }
 }
 
@@ -65,26 +58,24 @@ struct Config: AsyncParsableCommand, JSONCapable {
     @Option(parsing: .remaining, help: ArgumentHelp("Run this command instead of booting (Boot=no, Parameters=); takes the rest of the line.", valueName: "CMD"))
     var exec: [String] = []
 
+    var request: ConfigRequest {
+        var change = settings.change
+        change.set = assignments.nilIfEmpty
+        change.unset = removals.nilIfEmpty
+        change.boot = boot ? true : nil
+        change.exec = exec.nilIfEmpty
+        return change
+    }
+
     func validate() throws {
         if boot && !exec.isEmpty { throw ValidationError("--boot and --exec exclude each other") }
+        try request.validate()
     }
 
     func run() async throws {
-        var edit = try settings.edit()
-        for assignment in assignments {
-            guard let equals = assignment.firstIndex(of: "=") else {
-                throw NspawnError.invalidArgument("invalid --set '\(assignment)': expected KEY=VALUE")
-            }
-            edit.assignments.append((try SettingKey(named: String(assignment[..<equals])), String(assignment[assignment.index(after: equals)...])))
-        }
-        edit.removals = try removals.map { try SettingKey(named: $0) }
-        if boot { edit.boot = .boot }
-        if !exec.isEmpty { edit.boot = .exec(exec) }
-        let flavor = try settings.loadFlavor()
-        let manager = MachineManager()
-        let config = edit.isEmpty && flavor == nil
-            ? try await manager.config(name)
-            : try await manager.configure(name, edit: edit, flavor: flavor)
+        let service = try output.service
+        // Reading needs no more than group nspawn; only a change goes to the settings call.
+        let config = request.isEmpty ? try await service.config(name) : try await service.configure(name, request)
         printOut(output.json ? Renderer.json(config) : Renderer.configText(config))
     }
 }
@@ -102,16 +93,7 @@ struct ListenOptions: ParsableArguments {
 
     var isEmpty: Bool { addresses.isEmpty && unit == nil && exec.isEmpty }
 
-    func activation(for name: MachineName) throws -> SocketActivation {
-        let handler: ExposeHandler
-        switch (unit, exec.isEmpty) {
-        case (let unit?, true): handler = .unit(unit)
-        case (nil, false): handler = .exec(exec)
-        case (nil, true): throw NspawnError.invalidArgument("say what answers inside the machine: --exec CMD or --unit UNIT")
-        case (_?, false): throw NspawnError.invalidArgument("--exec and --unit exclude each other")
-        }
-        return try SocketActivation(machine: name, addresses: try addresses.map { try ListenAddress(parsing: $0) }, handler: handler)
-    }
+    var spec: ListenSpec { ListenSpec(listen: addresses, unit: unit, exec: exec.nilIfEmpty) }
 }
 
 struct Expose: AsyncParsableCommand, JSONCapable {
@@ -131,13 +113,21 @@ struct Expose: AsyncParsableCommand, JSONCapable {
     @Flag(help: "Stop a running machine first and start it again afterwards.")
     var restart = false
 
-    @Option(help: "Seconds to wait for a clean shutdown with --restart.", transform: parseSeconds)
-    var timeout: Duration = .seconds(90)
+    @Option(help: "Seconds to wait for a clean shutdown with --restart (default 90).", transform: parseSeconds)
+    var timeout: Double?
 
     @OptionGroup var listen: ListenOptions
 
+    var request: ExposeRequest {
+        ExposeRequest(listen: listen.addresses, unit: listen.unit, exec: listen.exec.nilIfEmpty, restart: restart ? true : nil, timeout: timeout)
+    }
+
+    func validate() throws {
+        try request.validate(for: name)
+    }
+
     func run() async throws {
-        let result = try await MachineManager().expose(try listen.activation(for: name), restart: restart, stopTimeout: timeout)
+        let result = try await output.service.expose(name, request)
         if output.json {
             printOut(Renderer.json(result))
         } else {
@@ -155,14 +145,14 @@ struct Unexpose: AsyncParsableCommand, JSONCapable {
     @Flag(help: "Stop a running machine first (it holds the sockets) and start it again afterwards.")
     var restart = false
 
-    @Option(help: "Seconds to wait for a clean shutdown with --restart.", transform: parseSeconds)
-    var timeout: Duration = .seconds(90)
+    @Option(help: "Seconds to wait for a clean shutdown with --restart (default 90).", transform: parseSeconds)
+    var timeout: Double?
 
     @Argument(help: "Machine name.", transform: parseMachineName)
     var name: MachineName
 
     func run() async throws {
-        try await MachineManager().unexpose(name, restart: restart, stopTimeout: timeout)
+        try await output.service.unexpose(name, UnexposeRequest(restart: restart ? true : nil, timeout: timeout))
         if output.json { printOut(Renderer.json(ActionResult(name: name.rawValue, result: "unexposed"))) }
     }
 }
@@ -180,20 +170,17 @@ struct Resize: AsyncParsableCommand, JSONCapable {
     @Option(help: "Flavor name.")
     var flavor: String
 
-    func run() async throws {
-        let flavor = try Flavor.load(flavor)
-        let limits = try await MachineManager().resize(name, flavor: flavor)
-        if output.json {
-            printOut(Renderer.json(ResizeResult(name: name.rawValue, flavor: flavor, limits: limits)))
-        } else {
-            printOut("\(name): flavor \(flavor.name)" + (limits.map { " applied live (\(Renderer.limitsText($0)))" } ?? " applies at the next start"))
-        }
+    func validate() throws {
+        try ResizeRequest(flavor: flavor).validate()
     }
 
-    struct ResizeResult: Encodable {
-        var name: String
-        var flavor: Flavor
-        var limits: LiveLimits?
+    func run() async throws {
+        let result = try await output.service.resize(name, ResizeRequest(flavor: flavor))
+        if output.json {
+            printOut(Renderer.json(result))
+        } else {
+            printOut("\(name): flavor \(result.flavor.name)" + (result.limits.map { " applied live (\(Renderer.limitsText($0)))" } ?? " applies at the next start"))
+        }
     }
 }
 
@@ -220,13 +207,23 @@ struct Create: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var listen: ListenOptions
 
+    var request: CreateRequest {
+        let settings = settings.change
+        return CreateRequest(name: name.rawValue, image: image.rawValue, start: start ? true : nil,
+                             settings: settings.isEmpty ? nil : settings, expose: listen.isEmpty ? nil : listen.spec)
+    }
+
+    func validate() throws {
+        try request.validate()
+    }
+
     func run() async throws {
-        let edit = try settings.edit()
-        try edit.validate()
-        let flavor = try settings.loadFlavor()
-        let activation = listen.isEmpty ? nil : try listen.activation(for: name)
-        let status = try await MachineManager().create(name, from: image, edit: edit, flavor: flavor,
-                                                       activation: activation, start: start)
+        let status = try await output.service.create(request)
         printOut(output.json ? Renderer.json(status) : Renderer.statusText(status))
     }
+}
+
+extension Array {
+    /// Absent rather than empty, as the API's requests write "not given".
+    var nilIfEmpty: Self? { isEmpty ? nil : self }
 }

@@ -30,7 +30,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case remote(Category, message: String, busError: String?)
 
     /// The broad class of an error, which decides the CLI's exit code and the daemon's HTTP status.
-    public enum Category: String, Sendable, Codable {
+    public enum Category: String, Sendable, Codable, CaseIterable {
         case failure
         case invalidInput = "invalid_input"
         case notFound = "not_found"
@@ -38,6 +38,10 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case conflict
         case verificationFailed = "verification_failed"
         case cancelled
+        /// nspawnd cannot be reached: no socket, no host, no nspawnctl or nspawnd on the remote.
+        case unreachable
+        /// nspawnd speaks an API level this client does not.
+        case unsupportedAPI = "unsupported_api"
     }
 
     public var category: Category {

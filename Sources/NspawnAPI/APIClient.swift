@@ -1,0 +1,199 @@
+import FoundationEssentials
+import NspawnKit
+
+/// nspawnd as a service: each call encodes its request type, sends it over the transport and
+/// decodes the answer or the error, which keeps its category (and so the exit code).
+public struct APIClient: NspawnService {
+    public let transport: any APITransport
+
+    public init(transport: any APITransport) {
+        self.transport = transport
+    }
+
+    /// The local daemon's socket.
+    public static func local() -> APIClient { APIClient(transport: StreamTransport(connector: UnixSocketConnector())) }
+
+    // MARK: NspawnService
+
+    public func list(_ request: ListRequest) async throws -> [MachineSummary] {
+        try await call(.listMachines, query: request.all == true ? "all=true" : nil)
+    }
+
+    public func status(_ name: MachineName) async throws -> MachineStatus { try await call(.getMachine, name) }
+    public func start(_ name: MachineName) async throws { try await action(.start, name) }
+
+    public func stop(_ name: MachineName, _ request: StopRequest) async throws {
+        try await action(.stop, name, body: request, wait: try StopTimeout.duration(request.timeout))
+    }
+
+    public func reboot(_ name: MachineName) async throws { try await action(.reboot, name) }
+    public func terminate(_ name: MachineName) async throws { try await action(.terminate, name) }
+    public func kill(_ name: MachineName, _ request: KillRequest) async throws { try await action(.kill, name, body: request) }
+    public func enable(_ name: MachineName) async throws -> [UnitFileChange] { try await call(.enable, name) }
+    public func disable(_ name: MachineName) async throws -> [UnitFileChange] { try await call(.disable, name) }
+
+    public func remove(_ name: MachineName, _ request: RemoveRequest) async throws {
+        try await action(.removeImage, name, body: request, wait: try StopTimeout.duration(request.timeout))
+    }
+
+    public func rename(_ name: MachineName, _ request: RenameRequest) async throws { try await action(.renameImage, name, body: request) }
+    public func clone(_ name: MachineName, _ request: CloneRequest) async throws { try await action(.cloneImage, name, body: request, wait: .seconds(3600)) }
+    public func setReadOnly(_ name: MachineName, _ request: ReadOnlyRequest) async throws { try await action(.setReadOnly, name, body: request) }
+    public func config(_ name: MachineName) async throws -> MachineConfig { try await call(.getConfig, name) }
+    public func configure(_ name: MachineName, _ request: ConfigRequest) async throws -> MachineConfig { try await call(.configure, name, body: request) }
+
+    public func create(_ request: CreateRequest) async throws -> MachineStatus {
+        // A clone copies a whole root, and a start waits for it.
+        try await call(.createMachine, body: request, wait: .seconds(3600))
+    }
+
+    public func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult {
+        try await call(.expose, name, body: request, wait: try StopTimeout.duration(request.timeout) * 2)
+    }
+
+    public func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws {
+        try await action(.unexpose, name, body: request, wait: try StopTimeout.duration(request.timeout) * 2)
+    }
+
+    public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult { try await call(.resize, name, body: request) }
+
+    public func events() -> AsyncThrowingStream<MachineEvent, any Error> {
+        let (events, sink) = AsyncThrowingStream<MachineEvent, any Error>.makeStream()
+        let transport = transport
+        let task = Task {
+            do {
+                let (head, chunks) = try await transport.stream(HTTPRequestMessage(method: "GET", target: Endpoint.events.path()))
+                guard head.status == 200 else { throw ErrorMapping.error(status: head.status, body: head.body, from: transport.peerName) }
+                var parser = ServerSentEvents()
+                for try await chunk in chunks {
+                    for frame in parser.feed(chunk) {
+                        if frame.event == "error" {
+                            throw ErrorMapping.error(status: 500, body: Array(frame.data.utf8), from: transport.peerName)
+                        }
+                        if let event = try? WireJSON.decoder().decode(MachineEvent.self, from: Data(frame.data.utf8)) {
+                            sink.yield(event)
+                        }
+                    }
+                }
+                sink.finish()
+            } catch {
+                sink.finish(throwing: error)
+            }
+        }
+        sink.onTermination = { _ in task.cancel() }
+        return events
+    }
+
+    // MARK: Imports
+
+    /// Starts an import; it runs in the daemon and is followed with `operation`.
+    public func startImport(_ request: ImportRequest) async throws -> Operation {
+        try await call(.importImage, body: request)
+    }
+
+    public func operation(_ id: String) async throws -> Operation { try await call(.getOperation, id) }
+
+    /// Cancels a running import (the daemon removes what it wrote) and forgets it.
+    public func cancelOperation(_ id: String) async throws -> Operation { try await call(.cancelOperation, id) }
+
+    /// Follows an operation until it ends, handing each progress report to `progress`. Once
+    /// `cancellation` says so, cancels it in the daemon (which removes what it wrote) and
+    /// throws `cancelled`. Polls: a poll is one short request, the same over a socket and ssh.
+    public func follow(_ operation: Operation, cancellation: ImportCancellation,
+                       progress: @Sendable (ImportProgress) -> Void) async throws -> ImportResult {
+        var current = operation
+        var interval = Duration.milliseconds(50)
+        while current.state == .running {
+            for _ in 0..<Int(interval / .milliseconds(50)) where !cancellation.isCancelled {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            if cancellation.isCancelled {
+                current = try await cancelOperation(current.id)
+                if current.state == .running || current.state == .cancelled {
+                    throw NspawnError.cancelled("import of '\(current.name)' cancelled; \(transport.peerName) removed what it wrote")
+                }
+                break
+            }
+            interval = min(interval * 2, .seconds(1))
+            current = try await self.operation(current.id)
+            if let report = current.progress { progress(report) }
+        }
+        if let failure = current.failure { throw failure }
+        guard let result = current.result else {
+            throw NspawnError.malformedReply("\(transport.peerName) ended import '\(current.name)' as \(current.state.rawValue) without a result")
+        }
+        return result
+    }
+
+    // MARK: Wire
+
+    private func action<Body: Encodable>(_ endpoint: Endpoint, _ name: MachineName, body: Body? = Empty?.none, wait: Duration = .seconds(300)) async throws {
+        _ = try await send(endpoint, name.rawValue, query: nil, body: body, wait: wait)
+    }
+
+    private func call<Response: Decodable>(_ endpoint: Endpoint, _ parameter: String? = nil, query: String? = nil) async throws -> Response {
+        try decode(try await send(endpoint, parameter, query: query, body: Empty?.none, wait: .seconds(60)))
+    }
+
+    private func call<Response: Decodable, Body: Encodable>(_ endpoint: Endpoint, _ name: MachineName, body: Body, wait: Duration = .seconds(300)) async throws -> Response {
+        try decode(try await send(endpoint, name.rawValue, query: nil, body: body, wait: wait))
+    }
+
+    private func call<Response: Decodable, Body: Encodable>(_ endpoint: Endpoint, body: Body, wait: Duration = .seconds(300)) async throws -> Response {
+        try decode(try await send(endpoint, nil, query: nil, body: body, wait: wait))
+    }
+
+    private func call<Response: Decodable>(_ endpoint: Endpoint, _ name: MachineName) async throws -> Response {
+        try await call(endpoint, name.rawValue)
+    }
+
+    private func send<Body: Encodable>(_ endpoint: Endpoint, _ parameter: String?, query: String?, body: Body?, wait: Duration) async throws -> [UInt8] {
+        let payload = try body.map { Array(try WireJSON.encoder(pretty: false).encode($0)) }
+        let target = endpoint.path(parameter) + (query.map { "?\($0)" } ?? "")
+        let response = try await transport.exchange(HTTPRequestMessage(method: endpoint.method, target: target, body: payload), wait: wait)
+        guard (200..<300).contains(response.status) else {
+            throw ErrorMapping.error(status: response.status, body: response.body, from: transport.peerName)
+        }
+        return response.body
+    }
+
+    private func decode<T: Decodable>(_ body: [UInt8]) throws -> T {
+        do {
+            return try WireJSON.decoder().decode(T.self, from: Data(body))
+        } catch {
+            throw NspawnError.malformedReply("\(transport.peerName) answered with a \(T.self) that does not decode: \(error)")
+        }
+    }
+
+    private struct Empty: Encodable {}
+}
+
+/// Server-sent events: frames of `event:` and `data:` lines ended by a blank line.
+struct ServerSentEvents {
+    struct Frame: Equatable {
+        var event = "message"
+        var data = ""
+    }
+
+    private var pending: [UInt8] = []
+    private var frame = Frame()
+
+    mutating func feed(_ bytes: [UInt8]) -> [Frame] {
+        pending += bytes
+        var frames: [Frame] = []
+        while let newline = pending.firstIndex(of: 0x0A) {
+            var line = String(decoding: pending[..<newline], as: UTF8.self)
+            pending.removeSubrange(...newline)
+            if line.hasSuffix("\r") { line.removeLast() }
+            if line.isEmpty {
+                if !frame.data.isEmpty { frames.append(frame) }
+                frame = Frame()
+            } else if line.hasPrefix("event:") {
+                frame.event = line.dropFirst(6).trimmedWhitespace
+            } else if line.hasPrefix("data:") {
+                frame.data += (frame.data.isEmpty ? "" : "\n") + String(line.dropFirst(5).drop { $0 == " " })
+            }
+        }
+        return frames
+    }
+}

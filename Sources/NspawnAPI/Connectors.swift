@@ -1,0 +1,242 @@
+import FoundationEssentials
+import NspawnKit
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// nspawnd's socket on this host.
+public struct UnixSocketConnector: Connector {
+    public static let defaultPath = "/run/nspawnd/nspawnd.sock"
+    public let path: String
+
+    /// `$NSPAWND_SOCKET`, else the installed socket.
+    public init(path: String = ProcessInfo.processInfo.environment["NSPAWND_SOCKET"] ?? UnixSocketConnector.defaultPath) {
+        self.path = path
+    }
+
+    public var peerName: String { "nspawnd at \(path)" }
+
+    public func connect() throws(NspawnError) -> any ByteConnection {
+        do {
+            return SocketConnection(descriptor: try UnixSocket.connect(path: path))
+        } catch .permissionDenied, .notPermitted {
+            throw .remote(.permissionDenied, message: "permission denied: cannot connect to nspawnd at \(path); join group 'nspawn' or run as root", busError: nil)
+        } catch .noSuchFileOrDirectory, .connectionRefused, .notDirectory {
+            throw .remote(.unreachable, message: "cannot reach nspawnd at \(path): nothing listens there; is nspawnd.socket enabled?", busError: nil)
+        } catch {
+            throw .remote(.unreachable, message: "cannot reach nspawnd at \(path): \(error)", busError: nil)
+        }
+    }
+}
+
+final class SocketConnection: ByteConnection, @unchecked Sendable {
+    let descriptor: FileDescriptor
+    private var closed = false
+
+    init(descriptor: FileDescriptor) {
+        self.descriptor = descriptor
+    }
+
+    func failureAtEnd() -> NspawnError? { nil }
+
+    func close() {
+        guard !closed else { return }
+        closed = true
+        try? descriptor.close()
+    }
+
+    deinit { close() }
+}
+
+/// Another host's nspawnd, through OpenSSH: `ssh -T HOST nspawnctl dial-stdio` carries the
+/// HTTP stream to the remote socket, as docker's and podman's ssh:// remotes do. ssh does
+/// the authentication and host-key checking with the user's own configuration; nspawnctl
+/// never weakens either and never sees a key or a password.
+public struct SSHConnector: Connector {
+    public let destination: SSHDestination
+    /// Asking for a passphrase is fine on a terminal, a hang anywhere else.
+    let interactive: Bool
+
+    public init(destination: SSHDestination, interactive: Bool = isatty(0) == 1) {
+        self.destination = destination
+        self.interactive = interactive
+    }
+
+    public var peerName: String { "nspawnd on \(destination.host)" }
+
+    public var argv: [String] {
+        var argv = ["ssh", "-T", "-o", "ConnectTimeout=10"]
+        if !interactive { argv += ["-o", "BatchMode=yes"] }
+        if let user = destination.user { argv += ["-l", user] }
+        if let port = destination.port { argv += ["-p", String(port)] }
+        return argv + ["--", destination.host, "nspawnctl", "dial-stdio"]
+    }
+
+    public func connect() throws(NspawnError) -> any ByteConnection {
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw .failed("cannot create a socket pair for ssh: \(Errno(rawValue: errno))")
+        }
+        let stderr: MemoryFile
+        let child: ChildProcess
+        do {
+            stderr = try MemoryFile()
+            child = try ChildProcess.spawn(argv, stdin: pair[1], stdout: pair[1], stderr: stderr.fd)
+        } catch {
+            Glibc.close(pair[0])
+            Glibc.close(pair[1])
+            if case .failed = error { throw .remote(.unreachable, message: "cannot run ssh to reach \(destination.host): \(error)", busError: nil) }
+            throw error
+        }
+        Glibc.close(pair[1])
+        return SSHConnection(descriptor: FileDescriptor(rawValue: pair[0]), child: child, stderr: stderr, destination: destination)
+    }
+}
+
+/// `ssh://[USER@]HOST[:PORT]`, as docker and podman write remotes.
+public struct SSHDestination: Sendable, Equatable, CustomStringConvertible {
+    public var user: String?
+    public var host: String
+    public var port: UInt16?
+
+    public init(parsing text: String) throws(NspawnError) {
+        guard text.hasPrefix("ssh://") else {
+            throw .invalidArgument("invalid host '\(text.escapedForMessage)': expected ssh://[USER@]HOST[:PORT]")
+        }
+        var rest = Substring(text.dropFirst("ssh://".count))
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        if let at = rest.lastIndex(of: "@") {
+            user = String(rest[..<at])
+            rest = rest[rest.index(after: at)...]
+        }
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            rest = rest[rest.index(after: close)...]
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            rest = rest[colon...]
+        } else {
+            host = String(rest)
+            rest = ""
+        }
+        if rest.hasPrefix(":") {
+            guard let port = UInt16(rest.dropFirst()), port > 0 else {
+                throw .invalidArgument("invalid port in '\(text.escapedForMessage)': expected 1 to 65535")
+            }
+            self.port = port
+        } else if !rest.isEmpty {
+            throw .invalidArgument("invalid host '\(text.escapedForMessage)': expected ssh://[USER@]HOST[:PORT]")
+        }
+        // Nothing that ssh could read as an option or that a shell would split.
+        let allowed = { (scalar: Unicode.Scalar) in
+            scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || "-._:%".unicodeScalars.contains(scalar))
+        }
+        guard !host.isEmpty, !host.hasPrefix("-"), host.unicodeScalars.allSatisfy(allowed), host.utf8.count <= 253 else {
+            throw .invalidArgument("invalid host name in '\(text.escapedForMessage)'")
+        }
+        if let user, user.isEmpty || user.hasPrefix("-") || !user.unicodeScalars.allSatisfy({ allowed($0) && $0 != ":" }) || user.utf8.count > 64 {
+            throw .invalidArgument("invalid user name in '\(text.escapedForMessage)'")
+        }
+    }
+
+    public var description: String {
+        "ssh://" + (user.map { "\($0)@" } ?? "") + (host.contains(":") ? "[\(host)]" : host) + (port.map { ":\($0)" } ?? "")
+    }
+}
+
+final class SSHConnection: ByteConnection, @unchecked Sendable {
+    let descriptor: FileDescriptor
+    private let child: ChildProcess
+    private let stderr: MemoryFile
+    private let destination: SSHDestination
+    private var termination: ChildProcess.Termination?
+    private let lock = NSLockish()
+
+    init(descriptor: FileDescriptor, child: ChildProcess, stderr: MemoryFile, destination: SSHDestination) {
+        self.descriptor = descriptor
+        self.child = child
+        self.stderr = stderr
+        self.destination = destination
+    }
+
+    /// ssh has no other interface for why it failed than its exit status and its words on
+    /// stderr; these are OpenSSH's stable messages.
+    func failureAtEnd() -> NspawnError? {
+        let termination = reap(kill: false)
+        let said = stderr.text(limit: 4096)
+        let host = destination.description
+        let lastLine = said.split(separator: "\n").last.map(String.init) ?? ""
+        let detail = lastLine.isEmpty ? "" : ": \(lastLine.escapedForMessage)"
+        switch termination {
+        case .exited(0): return nil
+        case .exited(255):
+            if said.contains("Host key verification failed") || said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || said.contains("No ED25519 host key is known")
+                || said.contains("host key for") && said.contains("has changed") {
+                return .remote(.verificationFailed, message: "ssh to \(host): host key verification failed; check known_hosts\(detail)", busError: nil)
+            }
+            if said.contains("Permission denied") || said.contains("Too many authentication failures") {
+                return .remote(.permissionDenied, message: "ssh to \(host): authentication refused\(detail)", busError: nil)
+            }
+            return .remote(.unreachable, message: "cannot reach \(host) over ssh\(detail)", busError: nil)
+        case .exited(127):
+            return .remote(.unreachable, message: "no nspawnctl on \(host): the remote shell cannot find it\(detail)", busError: nil)
+        case .exited(let code):
+            // dial-stdio's own failure (no nspawnd there), with its exit code's category.
+            if let category = Self.category(exitCode: code) {
+                return .remote(category, message: "\(host): \(lastLine.isEmpty ? "nspawnctl dial-stdio exited with status \(code)" : lastLine.escapedForMessage)", busError: nil)
+            }
+            return .remote(.unreachable, message: "\(host): the remote command exited with status \(code)\(detail)", busError: nil)
+        case .signaled(let signal):
+            return .remote(.unreachable, message: "ssh to \(host) was killed by signal \(signal)\(detail)", busError: nil)
+        }
+    }
+
+    /// The categories dial-stdio can end with, by its exit code.
+    static func category(exitCode: Int32) -> NspawnError.Category? {
+        switch exitCode {
+        case 4: .permissionDenied
+        case 7: .unreachable
+        default: nil
+        }
+    }
+
+    /// Waits for ssh to end; `kill` ends it first. Bounded: a ControlMaster ssh forks, and a
+    /// hung one must not hang us.
+    private func reap(kill: Bool) -> ChildProcess.Termination {
+        lock.withLock {
+            if let termination { return termination }
+            if kill { Glibc.kill(child.pid, SIGTERM) }
+            var status: Int32 = 0
+            for attempt in 0..<200 {
+                let done = waitpid(child.pid, &status, WNOHANG)
+                if done == child.pid {
+                    let signal = status & 0x7f
+                    let result: ChildProcess.Termination = signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
+                    termination = result
+                    return result
+                }
+                if done < 0 && errno != EINTR { break }
+                if attempt == 100 { Glibc.kill(child.pid, SIGKILL) }
+                usleep(10_000)
+            }
+            let result = ChildProcess.Termination.signaled(SIGKILL)
+            termination = result
+            return result
+        }
+    }
+
+    private var closed = false
+
+    func close() {
+        let first = lock.withLock { () -> Bool in
+            defer { closed = true }
+            return !closed
+        }
+        guard first else { return }
+        try? descriptor.close()
+        _ = reap(kill: true)
+    }
+
+    deinit { close() }
+}

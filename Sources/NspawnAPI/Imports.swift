@@ -1,0 +1,126 @@
+import FoundationEssentials
+import NspawnKit
+
+/// `POST /v1/images`: an import from a tarball URL, or a recipe's bootstrap.
+public struct ImportRequest: Codable, Sendable, Equatable {
+    /// The new image; a recipe import without one takes the next free childNN.
+    public var name: String?
+    public var url: String?
+    public var recipe: String?
+    /// "sha256:HEX".
+    public var checksum: String?
+    /// A detached signature (URL or absolute path on the daemon's host), with `keyring`.
+    public var signature: String?
+    public var keyring: String?
+    /// A recipe's mirror, replacing its default.
+    public var mirror: String?
+    /// A recipe's own verification; false must be said.
+    public var verify: Bool?
+    /// Replace an existing image atomically.
+    public var force: Bool?
+
+    public init(name: String? = nil, url: String? = nil, recipe: String? = nil, checksum: String? = nil, signature: String? = nil,
+                keyring: String? = nil, mirror: String? = nil, verify: Bool? = nil, force: Bool? = nil) {
+        self.name = name
+        self.url = url
+        self.recipe = recipe
+        self.checksum = checksum
+        self.signature = signature
+        self.keyring = keyring
+        self.mirror = mirror
+        self.verify = verify
+        self.force = force
+    }
+
+    /// The whole request checked, before anything starts.
+    public func validate() throws(NspawnError) {
+        if let name { _ = try MachineName(name) }
+        _ = try ImportOptions(checksum: checksum).expectedDigest()
+        if let signature, (!Self.isDownloadURL(signature) && !signature.hasPrefix("/")) || signature.unicodeScalars.count > 4096 {
+            throw .invalidArgument("invalid signature '\(signature.escapedForMessage)': expected a URL or an absolute path")
+        }
+        if let keyring, !keyring.hasPrefix("/") || keyring.unicodeScalars.count > 4096 {
+            throw .invalidArgument("invalid keyring '\(keyring.escapedForMessage)': expected an absolute path")
+        }
+        if (signature == nil) != (keyring == nil) {
+            throw .invalidArgument("signature and keyring go together")
+        }
+        switch (url, recipe) {
+        case (let url?, nil):
+            if name == nil { throw .invalidArgument("an import from a url needs a name") }
+            guard Self.isDownloadURL(url) else {
+                throw .invalidArgument("invalid url '\(url.escapedForMessage)': expected http:// or https://")
+            }
+            if mirror != nil || verify != nil {
+                throw .invalidArgument("mirror and verify belong to recipe imports; a url import verifies with checksum or signature")
+            }
+        case (nil, let recipe?):
+            guard !recipe.isEmpty, !recipe.contains("/"), !recipe.hasPrefix("."), recipe.utf8.count <= 64 else {
+                throw .invalidArgument("invalid recipe '\(recipe.escapedForMessage)': give a recipe name, not a path")
+            }
+            if let mirror, !Self.isDownloadURL(mirror) {
+                throw .invalidArgument("invalid mirror '\(mirror.escapedForMessage)': expected http:// or https://")
+            }
+            if verify == false && (checksum != nil || signature != nil) {
+                throw .invalidArgument("verify false contradicts checksum and signature")
+            }
+        default:
+            throw .invalidArgument("give exactly one of url or recipe")
+        }
+    }
+
+    /// A URL an import may fetch: http(s) and something after it, no spaces or control
+    /// characters, at most 4096 long.
+    public static func isDownloadURL(_ text: String) -> Bool {
+        guard ImageSource.isURL(text), text.unicodeScalars.count <= 4096,
+              !text.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) else { return false }
+        // "http:" has its colon at byte 4, "https:" at byte 5.
+        let schemeLength = Array(text.utf8.prefix(5)).last == UInt8(ascii: ":") ? 7 : 8
+        return text.utf8.count > schemeLength
+    }
+}
+
+/// Long work started through the API: an import, followed by `GET /v1/operations/{id}` and
+/// cancelled by `DELETE`.
+public struct Operation: Sendable, Codable, Equatable {
+    public enum State: String, Sendable, Codable {
+        case running, succeeded, failed, cancelled
+    }
+
+    public struct Failure: Sendable, Codable, Equatable {
+        public var code: String
+        public var message: String
+        public init(code: String, message: String) {
+            self.code = code
+            self.message = message
+        }
+    }
+
+    public var id: String
+    public var kind = "import"
+    public var name: String
+    public var source: String
+    public var state: State
+    public var progress: ImportProgress?
+    public var result: ImportResult?
+    public var error: Failure?
+    public var created: Date
+
+    public init(id: String, name: String, source: String, state: State, created: Date) {
+        self.id = id
+        self.name = name
+        self.source = source
+        self.state = state
+        self.created = created
+    }
+
+    /// The operation's failure as the error the direct path would have thrown.
+    public var failure: NspawnError? {
+        switch state {
+        case .running, .succeeded: nil
+        case .failed, .cancelled:
+            .remote(error.flatMap { NspawnError.Category(rawValue: $0.code) } ?? (state == .cancelled ? .cancelled : .failure),
+                    message: error?.message ?? "import of '\(name)' \(state.rawValue)", busError: nil)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+import NspawnKit
+
+/// Every verb as one call taking its route's request type. Three implementations: the library
+/// itself (`LocalService`, which nspawnd serves too), the HTTP client (`APIClient`, over a unix
+/// socket or ssh), and the tests' recorder. Imports are operations, not calls: see `APIClient`.
+public protocol NspawnService: Sendable {
+    func list(_ request: ListRequest) async throws -> [MachineSummary]
+    func status(_ name: MachineName) async throws -> MachineStatus
+    func start(_ name: MachineName) async throws
+    func stop(_ name: MachineName, _ request: StopRequest) async throws
+    func reboot(_ name: MachineName) async throws
+    func terminate(_ name: MachineName) async throws
+    func kill(_ name: MachineName, _ request: KillRequest) async throws
+    func enable(_ name: MachineName) async throws -> [UnitFileChange]
+    func disable(_ name: MachineName) async throws -> [UnitFileChange]
+    func remove(_ name: MachineName, _ request: RemoveRequest) async throws
+    func rename(_ name: MachineName, _ request: RenameRequest) async throws
+    func clone(_ name: MachineName, _ request: CloneRequest) async throws
+    func setReadOnly(_ name: MachineName, _ request: ReadOnlyRequest) async throws
+    func config(_ name: MachineName) async throws -> MachineConfig
+    func configure(_ name: MachineName, _ request: ConfigRequest) async throws -> MachineConfig
+    func create(_ request: CreateRequest) async throws -> MachineStatus
+    func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult
+    func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws
+    func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult
+    /// machined's MachineNew and MachineRemoved until the consumer stops iterating.
+    func events() -> AsyncThrowingStream<MachineEvent, any Error>
+}
+
+/// The library, called in this process: the CLI's direct path, and what nspawnd serves.
+public struct LocalService: NspawnService {
+    let manager: MachineManager
+
+    public init(manager: MachineManager = MachineManager()) {
+        self.manager = manager
+    }
+
+    public func list(_ request: ListRequest) async throws -> [MachineSummary] {
+        try await manager.list(includeHidden: request.includeHidden)
+    }
+
+    public func status(_ name: MachineName) async throws -> MachineStatus { try await manager.status(name) }
+    public func start(_ name: MachineName) async throws { try await manager.start(name) }
+
+    public func stop(_ name: MachineName, _ request: StopRequest) async throws {
+        try await manager.stop(name, timeout: try StopTimeout.duration(request.timeout))
+    }
+
+    public func reboot(_ name: MachineName) async throws { try await manager.reboot(name) }
+    public func terminate(_ name: MachineName) async throws { try await manager.terminate(name) }
+
+    public func kill(_ name: MachineName, _ request: KillRequest) async throws {
+        try await manager.kill(name, signal: try request.unixSignal, whom: request.whom ?? KillRequest.defaultWhom)
+    }
+
+    public func enable(_ name: MachineName) async throws -> [UnitFileChange] { try await manager.enable(name) }
+    public func disable(_ name: MachineName) async throws -> [UnitFileChange] { try await manager.disable(name) }
+
+    public func remove(_ name: MachineName, _ request: RemoveRequest) async throws {
+        try await manager.remove(name, force: request.force ?? false, stopTimeout: try StopTimeout.duration(request.timeout))
+    }
+
+    public func rename(_ name: MachineName, _ request: RenameRequest) async throws {
+        try await manager.rename(name, to: try MachineName(request.name))
+    }
+
+    public func clone(_ name: MachineName, _ request: CloneRequest) async throws {
+        try await manager.clone(name, to: try MachineName(request.name), readOnly: request.readOnly ?? false)
+    }
+
+    public func setReadOnly(_ name: MachineName, _ request: ReadOnlyRequest) async throws {
+        try await manager.setReadOnly(name, request.readOnly)
+    }
+
+    public func config(_ name: MachineName) async throws -> MachineConfig { try await manager.config(name) }
+
+    public func configure(_ name: MachineName, _ request: ConfigRequest) async throws -> MachineConfig {
+        let edit = try request.settingsEdit()
+        let flavor = try request.flavor.map { (flavor) throws(NspawnError) in try Flavor.load(flavor) }
+        if edit.isEmpty && flavor == nil { return try await manager.config(name) }
+        return try await manager.configure(name, edit: edit, flavor: flavor)
+    }
+
+    public func create(_ request: CreateRequest) async throws -> MachineStatus {
+        try request.validate()
+        let name = try MachineName(request.name)
+        let settings = request.settings ?? SettingsChange()
+        return try await manager.create(
+            name, from: try MachineName(request.image), edit: try settings.settingsEdit(),
+            flavor: try settings.flavor.map { (flavor) throws(NspawnError) in try Flavor.load(flavor) },
+            activation: try request.expose?.activation(for: name), start: request.start ?? false)
+    }
+
+    public func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult {
+        try await manager.expose(try request.spec.activation(for: name), restart: request.restart ?? false,
+                                 stopTimeout: try StopTimeout.duration(request.timeout))
+    }
+
+    public func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws {
+        try await manager.unexpose(name, restart: request.restart ?? false, stopTimeout: try StopTimeout.duration(request.timeout))
+    }
+
+    public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult {
+        try request.validate()
+        let flavor = try Flavor.load(request.flavor)
+        return ResizeResult(name: name.rawValue, flavor: flavor, limits: try await manager.resize(name, flavor: flavor))
+    }
+
+    public func events() -> AsyncThrowingStream<MachineEvent, any Error> { MachineEvents.stream() }
+}

@@ -1,0 +1,319 @@
+import FoundationEssentials
+import NspawnKit
+
+// One Codable request per route that takes a body (or a query), with its defaults and limits.
+// The CLI fills them from its flags, the client sends them, the router decodes them, and
+// `LocalService` turns them into library calls: one shape, one set of checks, every path.
+// Absent fields mean "the default"; the daemon refuses an explicit null (the document has no
+// nullable field), so a client can never send "null" for "default" by mistake.
+
+/// What `stop --timeout` and every other wait for a clean shutdown accept.
+public enum StopTimeout {
+    public static let defaultSeconds: Double = 90
+    public static let maximumSeconds: Double = 86_400
+
+    /// Seconds as the CLI and the API both accept them: 0 to one day, kept to the millisecond.
+    public static func check(_ seconds: Double) throws(NspawnError) -> Double {
+        guard seconds.isFinite, seconds >= 0, seconds <= maximumSeconds else {
+            throw .invalidArgument("invalid timeout \(seconds.formatted): expected seconds between 0 and \(Int(maximumSeconds))")
+        }
+        return (seconds * 1000).rounded() / 1000
+    }
+
+    /// Parses a `--timeout` value.
+    public static func parse(_ text: String) throws(NspawnError) -> Double {
+        guard let seconds = Double(text) else {
+            throw .invalidArgument("invalid timeout '\(text.escapedForMessage)': expected seconds between 0 and \(Int(maximumSeconds))")
+        }
+        return try check(seconds)
+    }
+
+    static func duration(_ seconds: Double?) throws(NspawnError) -> Duration {
+        .milliseconds(Int64(try check(seconds ?? defaultSeconds) * 1000))
+    }
+}
+
+extension Double {
+    /// 2.5 as "2.5", 90 as "90".
+    var formatted: String { rounded() == self && abs(self) < 1e15 ? String(Int64(self)) : String(self) }
+}
+
+/// `GET /v1/machines?all=true`: hidden names such as `.host` too.
+public struct ListRequest: Codable, Sendable, Equatable {
+    public var all: Bool?
+    public init(all: Bool? = nil) { self.all = all }
+    var includeHidden: Bool { all ?? false }
+}
+
+/// `POST /v1/machines/{name}/stop`.
+public struct StopRequest: Codable, Sendable, Equatable {
+    /// Seconds to wait for a clean shutdown before terminating (default 90, at most a day).
+    public var timeout: Double?
+    public init(timeout: Double? = nil) { self.timeout = timeout }
+    public func validate() throws(NspawnError) { _ = try StopTimeout.duration(timeout) }
+}
+
+/// `POST /v1/machines/{name}/kill`.
+public struct KillRequest: Codable, Sendable, Equatable {
+    public static let defaultSignal = "TERM"
+    public static let defaultWhom = KillWhom.all
+    /// A name (TERM, SIGHUP, RTMIN+4) or number.
+    public var signal: String?
+    public var whom: KillWhom?
+    public init(signal: String? = nil, whom: KillWhom? = nil) {
+        self.signal = signal
+        self.whom = whom
+    }
+    public func validate() throws(NspawnError) { _ = try unixSignal }
+    var unixSignal: UnixSignal { get throws(NspawnError) { try UnixSignal(parsing: signal ?? Self.defaultSignal) } }
+}
+
+/// `DELETE /v1/images/{name}`.
+public struct RemoveRequest: Codable, Sendable, Equatable {
+    /// Stop a running machine first.
+    public var force: Bool?
+    /// With `force`, seconds to wait for a clean shutdown.
+    public var timeout: Double?
+    public init(force: Bool? = nil, timeout: Double? = nil) {
+        self.force = force
+        self.timeout = timeout
+    }
+    public func validate() throws(NspawnError) { _ = try StopTimeout.duration(timeout) }
+}
+
+/// `POST /v1/images/{name}/clone`.
+public struct CloneRequest: Codable, Sendable, Equatable {
+    public var name: String
+    public var readOnly: Bool?
+    public init(name: String, readOnly: Bool? = nil) {
+        self.name = name
+        self.readOnly = readOnly
+    }
+    public func validate() throws(NspawnError) { _ = try MachineName(name) }
+}
+
+/// `POST /v1/images/{name}/rename`.
+public struct RenameRequest: Codable, Sendable, Equatable {
+    public var name: String
+    public init(name: String) { self.name = name }
+    public func validate() throws(NspawnError) { _ = try MachineName(name) }
+}
+
+/// `POST /v1/images/{name}/read-only`.
+public struct ReadOnlyRequest: Codable, Sendable, Equatable {
+    public var readOnly: Bool
+    public init(readOnly: Bool) { self.readOnly = readOnly }
+}
+
+/// `POST /v1/machines/{name}/resize`.
+public struct ResizeRequest: Codable, Sendable, Equatable {
+    public var flavor: String
+    public init(flavor: String) { self.flavor = flavor }
+    public func validate() throws(NspawnError) { try checkFlavorName(flavor) }
+}
+
+/// The settings a `config` change or a `create` writes, in the CLI's own words.
+public struct SettingsChange: Codable, Sendable, Equatable {
+    /// `[SECTION.]KEY=VALUE`, replacing all the key's values.
+    public var set: [String]?
+    /// `[SECTION.]KEY`.
+    public var unset: [String]?
+    public var bind: [String]?
+    public var bindRo: [String]?
+    public var port: [String]?
+    /// veth, private, host, bridge=BR or zone=Z.
+    public var network: String?
+    /// NAME=VALUE.
+    public var env: [String]?
+    public var flavor: String?
+    /// Boot the image's init (Boot=yes).
+    public var boot: Bool?
+    /// Run this command instead of booting (Boot=no, Parameters=).
+    public var exec: [String]?
+
+    public init(set: [String]? = nil, unset: [String]? = nil, bind: [String]? = nil, bindRo: [String]? = nil, port: [String]? = nil,
+                network: String? = nil, env: [String]? = nil, flavor: String? = nil, boot: Bool? = nil, exec: [String]? = nil) {
+        self.set = set
+        self.unset = unset
+        self.bind = bind
+        self.bindRo = bindRo
+        self.port = port
+        self.network = network
+        self.env = env
+        self.flavor = flavor
+        self.boot = boot
+        self.exec = exec
+    }
+
+    /// Nothing to change: `config` then only shows the settings.
+    public var isEmpty: Bool {
+        [set, unset, bind, bindRo, port, env, exec].allSatisfy { $0?.isEmpty ?? true } && network == nil && flavor == nil && boot == nil
+    }
+
+    /// The library's edit, every value checked; nothing is written.
+    func settingsEdit() throws(NspawnError) -> SettingsEdit {
+        var edit = SettingsEdit()
+        for assignment in set ?? [] {
+            guard let equals = assignment.firstIndex(of: "=") else {
+                throw .invalidArgument("invalid --set '\(assignment.escapedForMessage)': expected KEY=VALUE")
+            }
+            edit.assignments.append((try SettingKey(named: String(assignment[..<equals])), String(assignment[assignment.index(after: equals)...])))
+        }
+        edit.removals = try (unset ?? []).map { (key) throws(NspawnError) in try SettingKey(named: key) }
+        edit.binds = bind ?? []
+        edit.readOnlyBinds = bindRo ?? []
+        edit.ports = port ?? []
+        edit.environment = env ?? []
+        if let network { edit.network = try SettingsEdit.NetworkMode(parsing: network) }
+        switch (boot, exec) {
+        case (true, let exec?) where !exec.isEmpty: throw .invalidArgument("--boot and --exec exclude each other")
+        case (true, _): edit.boot = .boot
+        case (_, let exec?) where !exec.isEmpty: edit.boot = .exec(exec)
+        case (_, []?): throw .invalidArgument("--exec needs a command")
+        default: break
+        }
+        try edit.validate()
+        return edit
+    }
+
+    public func validate() throws(NspawnError) {
+        _ = try settingsEdit()
+        if let flavor { try checkFlavorName(flavor) }
+    }
+}
+
+/// `POST /v1/machines/{name}/config`.
+public typealias ConfigRequest = SettingsChange
+
+/// The host's listening addresses and what answers inside, for `expose` and `create`.
+public struct ListenSpec: Codable, Sendable, Equatable {
+    /// `[ADDR:]PORT`, the same on both sides.
+    public var listen: [String]
+    /// A guest service that takes the sockets (Accept=no).
+    public var unit: String?
+    /// A guest command run per connection (Accept=yes).
+    public var exec: [String]?
+
+    public init(listen: [String], unit: String? = nil, exec: [String]? = nil) {
+        self.listen = listen
+        self.unit = unit
+        self.exec = exec
+    }
+
+    func activation(for name: MachineName) throws(NspawnError) -> SocketActivation {
+        let handler: ExposeHandler
+        switch (unit, exec ?? []) {
+        case (let unit?, []): handler = .unit(unit)
+        case (nil, let exec) where !exec.isEmpty: handler = .exec(exec)
+        case (nil, _): throw .invalidArgument("say what answers inside the machine: --exec CMD or --unit UNIT")
+        case (_?, _): throw .invalidArgument("--exec and --unit exclude each other")
+        }
+        if listen.isEmpty { throw .invalidArgument("give at least one --listen [ADDR:]PORT") }
+        return try SocketActivation(machine: name, addresses: try listen.map { (text) throws(NspawnError) in try ListenAddress(parsing: text) },
+                                    handler: handler)
+    }
+}
+
+/// `POST /v1/machines/{name}/expose`.
+public struct ExposeRequest: Codable, Sendable, Equatable {
+    public var listen: [String]
+    public var unit: String?
+    public var exec: [String]?
+    /// Stop a running machine first and start it again afterwards.
+    public var restart: Bool?
+    /// Seconds to wait for a clean shutdown with `restart`.
+    public var timeout: Double?
+
+    public init(listen: [String], unit: String? = nil, exec: [String]? = nil, restart: Bool? = nil, timeout: Double? = nil) {
+        self.listen = listen
+        self.unit = unit
+        self.exec = exec
+        self.restart = restart
+        self.timeout = timeout
+    }
+
+    var spec: ListenSpec { ListenSpec(listen: listen, unit: unit, exec: exec) }
+
+    public func validate(for name: MachineName) throws(NspawnError) {
+        _ = try spec.activation(for: name)
+        _ = try StopTimeout.duration(timeout)
+    }
+}
+
+/// `POST /v1/machines/{name}/unexpose`.
+public struct UnexposeRequest: Codable, Sendable, Equatable {
+    public var restart: Bool?
+    public var timeout: Double?
+    public init(restart: Bool? = nil, timeout: Double? = nil) {
+        self.restart = restart
+        self.timeout = timeout
+    }
+    public func validate() throws(NspawnError) { _ = try StopTimeout.duration(timeout) }
+}
+
+/// `POST /v1/machines`: a machine from an image in one step.
+public struct CreateRequest: Codable, Sendable, Equatable {
+    public var name: String
+    public var image: String
+    public var start: Bool?
+    public var settings: SettingsChange?
+    public var expose: ListenSpec?
+
+    public init(name: String, image: String, start: Bool? = nil, settings: SettingsChange? = nil, expose: ListenSpec? = nil) {
+        self.name = name
+        self.image = image
+        self.start = start
+        self.settings = settings
+        self.expose = expose
+    }
+
+    public func validate() throws(NspawnError) {
+        let name = try MachineName(name)
+        _ = try MachineName(image)
+        try settings?.validate()
+        if settings?.boot != nil || settings?.exec != nil || settings?.set != nil || settings?.unset != nil {
+            throw .invalidArgument("create takes --bind, --bind-ro, --port, --network, --env and --flavor; change other keys with config")
+        }
+        _ = try expose?.activation(for: name)
+    }
+}
+
+/// What `resize` did.
+public struct ResizeResult: Codable, Sendable, Equatable {
+    public var name: String
+    public var flavor: Flavor
+    public var limits: LiveLimits?
+    public init(name: String, flavor: Flavor, limits: LiveLimits?) {
+        self.name = name
+        self.flavor = flavor
+        self.limits = limits
+    }
+}
+
+/// The result of an action on one machine, as `nspawnctl --json` prints it.
+public struct ActionResult: Codable, Sendable, Equatable {
+    public var name: String
+    public var result: String
+    public init(name: String, result: String) {
+        self.name = name
+        self.result = result
+    }
+}
+
+/// `GET /v1/version`.
+public struct VersionInfo: Codable, Sendable, Equatable {
+    public var name = "nspawnd"
+    public var version: String
+    public var api: String
+    public init(version: String, api: String = APILevel.current) {
+        self.version = version
+        self.api = api
+    }
+}
+
+func checkFlavorName(_ name: String) throws(NspawnError) {
+    guard !name.isEmpty, name.utf8.count <= 64, !name.hasPrefix("."),
+          name.unicodeScalars.allSatisfy({ $0.properties.isAlphabetic && $0.isASCII || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0) }) else {
+        throw .invalidArgument("invalid flavor '\(name.escapedForMessage)': expected a flavor name such as small")
+    }
+}

@@ -1,0 +1,317 @@
+import FoundationEssentials
+import NspawnAPI
+import NspawnKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Routes `/v1/...` requests: finds the endpoint, checks the peer's role, decodes the
+/// endpoint's request type and makes the one service call it stands for.
+public struct Router: Sendable {
+    public static let version = "0.6.0"
+    let service: any NspawnService
+    let authorizer: Authorizer
+    public let operations: OperationRegistry
+    public let listings: ListCoalescer
+
+    public init(service: any NspawnService, authorizer: Authorizer = Authorizer(), importer: ChildImporter = ChildImporter()) {
+        self.service = service
+        self.authorizer = authorizer
+        let listings = ListCoalescer()
+        self.listings = listings
+        // A finished import adds an image, which machined announces to nobody.
+        self.operations = OperationRegistry(importer: importer, onFinish: { await listings.invalidate() })
+    }
+
+    public func handle(_ request: APIRequest) async -> APIResponse {
+        switch Endpoint.match(method: request.method, path: request.path) {
+        case .unknown:
+            let hint = request.path.hasPrefix("/v1/") ? "" : "; the API lives under /v1"
+            return .error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForMessage)'\(hint)")
+        case .methodNotAllowed(let allowed):
+            var refusal = APIResponse.error(status: 405, code: "invalid_input",
+                                            message: "\(request.method.escapedForMessage) is not allowed on \(request.path.escapedForMessage)")
+            refusal.headers.append(("Allow", allowed.joined(separator: ", ")))
+            return refusal
+        case .found(let endpoint, let parameter):
+            if let refusal = refusal(endpoint, peer: request.peer) { return refusal }
+            do {
+                return try await dispatch(endpoint, parameter ?? "", request)
+            } catch let error as NspawnError {
+                return .error(error)
+            } catch let error as BodyError {
+                return .error(status: error.status, code: "invalid_input", message: error.message)
+            } catch {
+                return .error(status: 500, code: "failure", message: "\(error)")
+            }
+        }
+    }
+
+    /// Nil when `peer` may use `endpoint`, else the 403 that says what it would need.
+    public func refusal(_ endpoint: Endpoint, peer: Peer) -> APIResponse? {
+        let role = authorizer.role(of: peer)
+        guard role < endpoint.role else { return nil }
+        let message = endpoint.role == .admin && role == .operator
+            ? "permission denied: \(endpoint.purpose) needs root; uid \(peer.uid) (group '\(authorizer.group)') may read and run machines"
+            : "permission denied: uid \(peer.uid) is neither root nor in group '\(authorizer.group)'"
+        return .error(status: 403, code: "permission_denied", message: message)
+    }
+
+    private func dispatch(_ endpoint: Endpoint, _ parameter: String, _ request: APIRequest) async throws -> APIResponse {
+        switch endpoint {
+        case .version:
+            return .json(VersionInfo(version: Self.version))
+        case .listMachines:
+            let query = try ListRequest(query: request.query)
+            if query.all == true { return .json(try await service.list(query)) }
+            let service = service
+            return APIResponse(status: 200, body: try await listings.listJSON { try await service.list(ListRequest()) })
+        case .listImages:
+            let service = service
+            return .json(try await listings.list { try await service.list(ListRequest()) }.filter { $0.imageType != nil })
+        case .getMachine:
+            return .json(try await service.status(try MachineName(parameter)))
+        case .getConfig:
+            return .json(try await service.config(try MachineName(parameter)))
+        case .importImage:
+            return try await startImport(try decode(ImportRequest.self, request))
+        case .getOperation:
+            guard let operation = await operations.get(parameter) else { throw NspawnError.remote(.notFound, message: "no operation '\(parameter.escapedForMessage)'", busError: nil) }
+            return .json(operation)
+        case .cancelOperation:
+            guard let operation = await operations.remove(parameter) else { throw NspawnError.remote(.notFound, message: "no operation '\(parameter.escapedForMessage)'", busError: nil) }
+            return .json(operation)
+        case .createMachine:
+            let body = try decode(CreateRequest.self, request)
+            try body.validate()
+            return try await changing { .json(try await service.create(body), status: 201) }
+        case .events:
+            // The server streams these itself; a router without a server has nothing to give.
+            throw NspawnError.remote(.invalidInput, message: "GET /v1/events is a stream; read it as one", busError: nil)
+        default:
+            let name = try MachineName(parameter)
+            return try await changing { try await change(endpoint, name, request) }
+        }
+    }
+
+    /// The endpoints that change a machine or an image.
+    private func change(_ endpoint: Endpoint, _ name: MachineName, _ request: APIRequest) async throws -> APIResponse {
+        let done = ActionResult(name: name.rawValue, result: endpoint.rawValue)
+        switch endpoint {
+        case .start:
+            try await service.start(name)
+        case .stop:
+            let body = try decodeOptional(StopRequest.self, request) ?? StopRequest()
+            try body.validate()
+            try await service.stop(name, body)
+        case .reboot:
+            try await service.reboot(name)
+        case .terminate:
+            try await service.terminate(name)
+        case .kill:
+            let body = try decodeOptional(KillRequest.self, request) ?? KillRequest()
+            try body.validate()
+            try await service.kill(name, body)
+        case .enable:
+            return .json(try await service.enable(name))
+        case .disable:
+            return .json(try await service.disable(name))
+        case .configure:
+            let body = try decode(ConfigRequest.self, request)
+            try body.validate()
+            return .json(try await service.configure(name, body))
+        case .expose:
+            let body = try decode(ExposeRequest.self, request)
+            try body.validate(for: name)
+            return .json(try await service.expose(name, body))
+        case .unexpose:
+            let body = try decodeOptional(UnexposeRequest.self, request) ?? UnexposeRequest()
+            try body.validate()
+            try await service.unexpose(name, body)
+            return .json(ActionResult(name: name.rawValue, result: "unexposed"))
+        case .resize:
+            let body = try decode(ResizeRequest.self, request)
+            try body.validate()
+            return .json(try await service.resize(name, body))
+        case .removeImage:
+            let body = try decodeOptional(RemoveRequest.self, request) ?? RemoveRequest()
+            try body.validate()
+            try await service.remove(name, body)
+            return .json(ActionResult(name: name.rawValue, result: "removed"))
+        case .cloneImage:
+            let body = try decode(CloneRequest.self, request)
+            try body.validate()
+            try await service.clone(name, body)
+            return .json(ActionResult(name: body.name, result: "cloned from \(name)"), status: 201)
+        case .renameImage:
+            let body = try decode(RenameRequest.self, request)
+            try body.validate()
+            try await service.rename(name, body)
+            return .json(ActionResult(name: body.name, result: "renamed from \(name)"))
+        case .setReadOnly:
+            let body = try decode(ReadOnlyRequest.self, request)
+            try await service.setReadOnly(name, body)
+            return .json(ActionResult(name: name.rawValue, result: body.readOnly ? "read-only" : "writable"))
+        default:
+            throw NspawnError.remote(.notFound, message: "no such resource '\(request.path.escapedForMessage)'", busError: nil)
+        }
+        return .json(done)
+    }
+
+    /// `GET /v1/events` as server-sent event frames: machined's changes and operations'
+    /// progress merged in order, with a comment for each heartbeat. The producers hold the
+    /// stream open, so its consumer calls `stop` when it is done.
+    public func eventFrames() async -> (frames: AsyncStream<String>, stop: @Sendable () -> Void) {
+        let (frames, sink) = AsyncStream<String>.makeStream()
+        let (key, progress) = await operations.subscribe()
+        let (operations, service) = (operations, service)
+        let machineTask = Task {
+            let encoder = WireJSON.encoder(pretty: false)
+            do {
+                for try await event in service.events() {
+                    if event.event == .heartbeat {
+                        sink.yield(": heartbeat\n\n")
+                    } else {
+                        sink.yield("event: \(event.event.rawValue)\ndata: \(String(decoding: try encoder.encode(event), as: UTF8.self))\n\n")
+                    }
+                }
+            } catch {
+                sink.yield("event: error\ndata: \(String(decoding: APIResponse.error(status: 500, code: "failure", message: "\(error)").body.dropLast(), as: UTF8.self))\n\n")
+            }
+            sink.finish()
+        }
+        let operationTask = Task {
+            let encoder = WireJSON.encoder(pretty: false)
+            for await operation in progress {
+                guard let data = try? encoder.encode(operation) else { continue }
+                sink.yield("event: operation\ndata: \(String(decoding: data, as: UTF8.self))\n\n")
+            }
+        }
+        return (frames, {
+            machineTask.cancel()
+            operationTask.cancel()
+            sink.finish()
+            Task { await operations.unsubscribe(key) }
+        })
+    }
+
+    /// Runs a change, then retires any listing that began before it ended, whatever the outcome.
+    private func changing(_ body: () async throws -> APIResponse) async throws -> APIResponse {
+        do {
+            let response = try await body()
+            await listings.invalidate()
+            return response
+        } catch {
+            await listings.invalidate()
+            throw error
+        }
+    }
+
+    /// Validates an import request whole, then starts it and answers 202 with the operation.
+    private func startImport(_ body: ImportRequest) async throws -> APIResponse {
+        try body.validate()
+        let job: ImportJob
+        if let url = body.url {
+            job = .url(url, checksum: body.checksum, signature: body.signature, keyring: body.keyring, force: body.force ?? false)
+        } else if let recipeName = body.recipe {
+            // An unknown recipe or a bad mirror is refused now; fetching the checksum list and
+            // checking it is the import's own first step.
+            guard Recipe.searchDirectories.contains(where: { access("\($0)/\(recipeName).recipe", F_OK) == 0 }) else {
+                return .error(status: 404, code: "not_found", message: "no recipe '\(recipeName.escapedForMessage)'")
+            }
+            _ = try Recipe.load(recipeName).resolved(mirror: body.mirror)
+            job = .recipe(recipeName, mirror: body.mirror, checksum: body.checksum, signature: body.signature, keyring: body.keyring,
+                          verify: body.verify ?? true, force: body.force ?? false)
+        } else {
+            throw BodyError(status: 400, message: "give exactly one of url or recipe")
+        }
+        let name = try body.name.map { try MachineName($0) } ?? ImageStore.system.nextFreeName()
+        let operation = await operations.start(name: name, job: job)
+        var response = APIResponse.json(operation, status: 202)
+        response.headers.append(("Location", Endpoint.getOperation.path(operation.id)))
+        return response
+    }
+
+    /// A required JSON body as `T`.
+    func decode<T: Decodable>(_ type: T.Type, _ request: APIRequest) throws -> T {
+        guard let body = try decodeOptional(type, request) else { throw BodyError(status: 400, message: "a JSON body is required") }
+        return body
+    }
+
+    /// A JSON body as `T`, nil when there is none. An explicit null is refused, not read as absent:
+    /// the document has no nullable field, and `"url": null` beside a recipe must not pass for "no url".
+    func decodeOptional<T: Decodable>(_ type: T.Type, _ request: APIRequest) throws -> T? {
+        if request.body.isEmpty { return nil }
+        if let contentType = request.contentType, !contentType.lowercased().hasPrefix("application/json") {
+            throw BodyError(status: 415, message: "expected Content-Type application/json, not '\(contentType.escapedForMessage)'")
+        }
+        do {
+            let data = Data(request.body)
+            if let null = try JSONDecoder().decode(JSONShape.self, from: data).firstNull() {
+                throw BodyError(status: 400, message: "malformed JSON body: '\(null)' must not be null")
+            }
+            return try WireJSON.decoder().decode(T.self, from: data)
+        } catch let error as BodyError {
+            throw error
+        } catch {
+            throw BodyError(status: 400, message: "malformed JSON body: \(Self.describe(error))")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): "missing key '\(key.stringValue)'"
+        case DecodingError.valueNotFound(_, let context):
+            "'\(context.codingPath.map(\.stringValue).joined(separator: "."))' must not be null"
+        case DecodingError.typeMismatch(_, let context):
+            "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'"
+        case DecodingError.dataCorrupted(let context) where !context.codingPath.isEmpty:
+            "wrong value at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'"
+        default: "not valid JSON"
+        }
+    }
+}
+
+/// Any JSON value, to find nulls before a typed decode would read them as absent.
+enum JSONShape: Decodable {
+    case null, scalar
+    case array([JSONShape])
+    case object([String: JSONShape])
+
+    init(from decoder: any Decoder) throws {
+        let single = try decoder.singleValueContainer()
+        if single.decodeNil() { self = .null }
+        else if let object = try? single.decode([String: JSONShape].self) { self = .object(object) }
+        else if let array = try? single.decode([JSONShape].self) { self = .array(array) }
+        else { self = .scalar }
+    }
+
+    /// The dotted path of the first null, if any.
+    func firstNull(_ path: String = "") -> String? {
+        switch self {
+        case .null: path
+        case .scalar: nil
+        case .array(let items): items.enumerated().lazy.compactMap { $1.firstNull("\(path)[\($0)]") }.first
+        case .object(let members): members.sorted { $0.key < $1.key }.lazy.compactMap { $1.firstNull(path.isEmpty ? $0 : "\(path).\($0)") }.first
+        }
+    }
+}
+
+extension ListRequest {
+    /// `all=true` or `all=false`; nothing else is a listing's query.
+    init(query: String?) throws {
+        self.init()
+        for pair in (query ?? "").split(separator: "&") {
+            switch pair {
+            case "all=true", "all=1": all = true
+            case "all=false", "all=0": all = false
+            default: throw BodyError(status: 400, message: "invalid query '\(String(pair).escapedForMessage)': expected all=true or all=false")
+            }
+        }
+    }
+}
+
+struct BodyError: Error {
+    var status: Int
+    var message: String
+}

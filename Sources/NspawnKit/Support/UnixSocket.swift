@@ -1,0 +1,78 @@
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Unix stream sockets by path: the client's connection to nspawnd and the daemon's own
+/// listening socket share one address type and one set of syscall wrappers.
+public enum UnixSocket {
+    /// Connects to `path`. Failures keep their errno: ENOENT and ECONNREFUSED mean nothing
+    /// listens there, EACCES that the caller may not.
+    public static func connect(path: String) throws(Errno) -> FileDescriptor {
+        var address = try socketAddress(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw Errno(rawValue: errno) }
+        while true {
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            if connected == 0 { return FileDescriptor(rawValue: fd) }
+            let code = errno
+            if code == EINTR { continue }
+            close(fd)
+            throw Errno(rawValue: code)
+        }
+    }
+
+    /// Binds and listens on `path` with `mode`, replacing a stale socket file (never another file).
+    public static func listen(path: String, mode: mode_t) throws(NspawnError) -> FileDescriptor {
+        var address: sockaddr_un
+        do { address = try socketAddress(path) } catch { throw .invalidArgument("socket path '\(path.escapedForMessage)' is too long") }
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw .busy(path, reason: "it exists and is not a socket") }
+            unlink(path)
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw .failed("cannot create a socket for '\(path)': \(Errno(rawValue: errno))") }
+        let previousMask = umask(0o177)
+        defer { umask(previousMask) }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, chmod(path, mode) == 0, Glibc.listen(fd, 128) == 0 else {
+            let code = Errno(rawValue: errno)
+            close(fd)
+            if code == .permissionDenied || code == .notPermitted {
+                throw .remote(.permissionDenied, message: "cannot listen on '\(path)': \(code)", busError: nil)
+            }
+            throw .failed("cannot listen on '\(path)': \(code)")
+        }
+        return FileDescriptor(rawValue: fd)
+    }
+
+    private static func socketAddress(_ path: String) throws(Errno) -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw .fileNameTooLong }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in bytes.enumerated() { buffer[index] = byte }
+        }
+        return address
+    }
+}
+
+extension FileDescriptor {
+    /// Waits until the descriptor is readable (or at end, or in error), for at most `timeout`.
+    /// False when the time ran out.
+    public func waitReadable(timeout: Duration) throws(Errno) -> Bool {
+        var entry = pollfd(fd: rawValue, events: Int16(POLLIN), revents: 0)
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        while true {
+            let ready = poll(&entry, 1, max(0, milliseconds))
+            if ready >= 0 { return ready > 0 }
+            if errno != EINTR { throw Errno(rawValue: errno) }
+        }
+    }
+}

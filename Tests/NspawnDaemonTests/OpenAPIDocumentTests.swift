@@ -1,0 +1,104 @@
+import Foundation
+import NspawnAPI
+import NspawnKit
+import Testing
+import Yams
+
+/// units/openapi.yaml against the Swift contract: a route or a field on one side only fails.
+@Suite("OpenAPI document")
+struct OpenAPIDocumentTests {
+    static var document: [String: Any] {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("units/openapi.yaml")
+        let text = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
+        return ((try? Yams.load(yaml: text)) as? [String: Any]) ?? [:]
+    }
+
+    static var paths: [String: [String: Any]] { document["paths"] as? [String: [String: Any]] ?? [:] }
+    static var schemas: [String: [String: Any]] {
+        ((document["components"] as? [String: Any])?["schemas"] as? [String: [String: Any]]) ?? [:]
+    }
+
+    @Test func everyRouteIsDocumentedAndEveryDocumentedRouteExists() {
+        #expect(!Self.paths.isEmpty, "units/openapi.yaml did not load")
+        let swift = Set(Endpoint.allCases.map { "\($0.method) \($0.template)" })
+        var documented = Set<String>()
+        for (path, item) in Self.paths {
+            for method in ["get", "post", "put", "patch", "delete"] where item[method] != nil {
+                documented.insert("\(method.uppercased()) \(path)")
+            }
+        }
+        #expect(swift.subtracting(documented).isEmpty, "routes missing from the document: \(swift.subtracting(documented).sorted())")
+        #expect(documented.subtracting(swift).isEmpty, "documented routes nspawnd does not serve: \(documented.subtracting(swift).sorted())")
+    }
+
+    @Test func everyRouteDocumentsTheRoleItNeeds() {
+        for endpoint in Endpoint.allCases {
+            let operation = Self.paths[endpoint.template]?[endpoint.method.lowercased()] as? [String: Any]
+            #expect(operation?["x-role"] as? String == endpoint.role.description, "\(endpoint.method) \(endpoint.template)")
+        }
+    }
+
+    /// Each request type, with every field filled, and the schema that documents it.
+    static var requests: [(Endpoint?, String, any Encodable)] { [
+        (.stop, "StopRequest", StopRequest(timeout: 1)),
+        (.kill, "KillRequest", KillRequest(signal: "HUP", whom: .leader)),
+        (.removeImage, "RemoveRequest", RemoveRequest(force: true, timeout: 1)),
+        (.cloneImage, "CloneRequest", CloneRequest(name: "b", readOnly: true)),
+        (.renameImage, "RenameRequest", RenameRequest(name: "b")),
+        (.setReadOnly, "ReadOnlyRequest", ReadOnlyRequest(readOnly: true)),
+        (.resize, "ResizeRequest", ResizeRequest(flavor: "small")),
+        (.configure, "SettingsChange", filledSettings),
+        (.expose, "ExposeRequest", ExposeRequest(listen: ["80"], unit: "u", exec: ["x"], restart: true, timeout: 1)),
+        (.unexpose, "UnexposeRequest", UnexposeRequest(restart: true, timeout: 1)),
+        (.createMachine, "CreateRequest", CreateRequest(name: "a", image: "b", start: true, settings: filledSettings,
+                                                        expose: ListenSpec(listen: ["80"], unit: "u", exec: ["x"]))),
+        (nil, "ListenSpec", ListenSpec(listen: ["80"], unit: "u", exec: ["x"])),
+        (.importImage, "ImportRequest", ImportRequest(name: "a", url: "http://h/a", recipe: "r", checksum: "c", signature: "s",
+                                                       keyring: "k", mirror: "m", verify: true, force: true)),
+        (nil, "ActionResult", ActionResult(name: "a", result: "r")),
+        (nil, "Version", VersionInfo(version: "1")),
+        (nil, "ResizeResult", ResizeResult(name: "a", flavor: Flavor(name: "f"), limits: nil)),
+    ] }
+
+    static let filledSettings = SettingsChange(set: ["a"], unset: ["b"], bind: ["c"], bindRo: ["d"], port: ["e"], network: "f",
+                                               env: ["g"], flavor: "h", boot: true, exec: ["i"])
+
+    @Test func everyFieldIsDocumentedAndEveryDocumentedFieldExists() throws {
+        for (endpoint, schemaName, example) in Self.requests {
+            let schema = try #require(Self.schemas[schemaName], "no schema \(schemaName)")
+            let documented = Set((schema["properties"] as? [String: Any] ?? [:]).keys)
+            let encoded = try JSONSerialization.jsonObject(with: try WireJSON.encoder(pretty: false).encode(AnyEncodable(example))) as? [String: Any]
+            let fields = Set((encoded ?? [:]).keys)
+            // ResizeResult's limits are optional and left out when nil; compare what is there.
+            let expected = schemaName == "ResizeResult" ? documented.subtracting(["limits"]) : documented
+            #expect(fields == expected, "\(schemaName): Swift \(fields.sorted()) vs document \(documented.sorted())")
+            for required in schema["required"] as? [String] ?? [] {
+                #expect(fields.contains(required), "\(schemaName) requires \(required)")
+            }
+            guard let endpoint else { continue }
+            let operation = Self.paths[endpoint.template]?[endpoint.method.lowercased()] as? [String: Any]
+            let body = ((operation?["requestBody"] as? [String: Any])?["content"] as? [String: Any])?["application/json"] as? [String: Any]
+            let reference = (body?["schema"] as? [String: Any])?["$ref"] as? String
+            #expect(reference == "#/components/schemas/\(schemaName)", "\(endpoint) takes \(schemaName)")
+        }
+    }
+
+    /// The Swift side's own limits are the document's.
+    @Test func limitsAgree() throws {
+        let timeout = try #require(Self.schemas["Timeout"])
+        #expect((timeout["maximum"] as? Int).map(Double.init) == StopTimeout.maximumSeconds)
+        #expect(timeout["minimum"] as? Int == 0)
+        #expect(throws: NspawnError.self) { try StopTimeout.parse(String(StopTimeout.maximumSeconds + 1)) }
+        #expect(try StopTimeout.parse(String(StopTimeout.maximumSeconds)) == StopTimeout.maximumSeconds)
+        let whom = ((Self.schemas["KillRequest"]?["properties"] as? [String: Any])?["whom"] as? [String: Any])?["enum"] as? [String]
+        #expect(Set(whom ?? []) == Set(KillWhom.allCases.map(\.rawValue)))
+    }
+}
+
+/// Encodes any value through its own conformance.
+struct AnyEncodable: Encodable {
+    let value: any Encodable
+    init(_ value: any Encodable) { self.value = value }
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}

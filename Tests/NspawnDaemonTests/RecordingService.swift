@@ -1,0 +1,159 @@
+import FoundationEssentials
+import NspawnAPI
+@testable import NspawnDaemon
+import NspawnKit
+
+/// Every service call with its typed request, as the service received it.
+enum Call: Equatable, Sendable {
+    case list(ListRequest)
+    case status(String)
+    case start(String), reboot(String), terminate(String)
+    case stop(String, StopRequest)
+    case kill(String, KillRequest)
+    case enable(String), disable(String)
+    case remove(String, RemoveRequest)
+    case rename(String, RenameRequest)
+    case clone(String, CloneRequest)
+    case setReadOnly(String, ReadOnlyRequest)
+    case config(String)
+    case configure(String, ConfigRequest)
+    case create(CreateRequest)
+    case expose(String, ExposeRequest)
+    case unexpose(String, UnexposeRequest)
+    case resize(String, ResizeRequest)
+    case events
+}
+
+/// Records what it is asked for and answers with plain values, or throws `failure` for every call.
+actor RecordingService: NspawnService {
+    private(set) var calls: [Call] = []
+    let failure: NspawnError?
+
+    init(failure: NspawnError? = nil) {
+        self.failure = failure
+    }
+
+    private func record(_ call: Call) throws {
+        calls.append(call)
+        if let failure { throw failure }
+    }
+
+    static let machines = [MachineSummary(name: "web", state: .running, imageType: "directory"), MachineSummary(name: "adhoc", state: .running)]
+
+    func list(_ request: ListRequest) throws -> [MachineSummary] {
+        try record(.list(request))
+        return Self.machines
+    }
+
+    func status(_ name: MachineName) throws -> MachineStatus {
+        try record(.status(name.rawValue))
+        return try Self.decoded(#"{"name": "\#(name)", "state": "running", "addresses": [], "enabled": false, "exposed": []}"#)
+    }
+
+    func start(_ name: MachineName) throws { try record(.start(name.rawValue)) }
+    func stop(_ name: MachineName, _ request: StopRequest) throws { try record(.stop(name.rawValue, request)) }
+    func reboot(_ name: MachineName) throws { try record(.reboot(name.rawValue)) }
+    func terminate(_ name: MachineName) throws { try record(.terminate(name.rawValue)) }
+    func kill(_ name: MachineName, _ request: KillRequest) throws { try record(.kill(name.rawValue, request)) }
+
+    func enable(_ name: MachineName) throws -> [UnitFileChange] {
+        try record(.enable(name.rawValue))
+        return try Self.decoded(#"[{"type": "symlink", "path": "/etc/systemd/system/machines.target.wants/systemd-nspawn@\#(name).service", "source": "/lib/systemd/system/systemd-nspawn@.service"}]"#)
+    }
+
+    func disable(_ name: MachineName) throws -> [UnitFileChange] {
+        try record(.disable(name.rawValue))
+        return []
+    }
+
+    func remove(_ name: MachineName, _ request: RemoveRequest) throws { try record(.remove(name.rawValue, request)) }
+    func rename(_ name: MachineName, _ request: RenameRequest) throws { try record(.rename(name.rawValue, request)) }
+    func clone(_ name: MachineName, _ request: CloneRequest) throws { try record(.clone(name.rawValue, request)) }
+    func setReadOnly(_ name: MachineName, _ request: ReadOnlyRequest) throws { try record(.setReadOnly(name.rawValue, request)) }
+
+    func config(_ name: MachineName) throws -> MachineConfig {
+        try record(.config(name.rawValue))
+        return try Self.config(name)
+    }
+
+    func configure(_ name: MachineName, _ request: ConfigRequest) throws -> MachineConfig {
+        try record(.configure(name.rawValue, request))
+        return try Self.config(name)
+    }
+
+    static func config(_ name: MachineName) throws -> MachineConfig {
+        try decoded(#"{"name": "\#(name)", "settings": {"settings": {"Boot": ["no"]}, "other": []}, "exposed": []}"#)
+    }
+
+    /// Library values built as the wire carries them; their initializers are the library's own.
+    static func decoded<T: Decodable>(_ json: String) throws -> T {
+        try WireJSON.decoder().decode(T.self, from: Data(json.utf8))
+    }
+
+    func create(_ request: CreateRequest) throws -> MachineStatus {
+        try record(.create(request))
+        return try Self.decoded(#"{"name": "\#(request.name)", "state": "stopped", "addresses": [], "enabled": false, "exposed": []}"#)
+    }
+
+    func expose(_ name: MachineName, _ request: ExposeRequest) throws -> ExposeResult {
+        try record(.expose(name.rawValue, request))
+        return try Self.decoded(#"{"name": "\#(name)", "addresses": ["8080"], "socket_unit": "systemd-nspawn@\#(name).socket", "restarted": false}"#)
+    }
+
+    func unexpose(_ name: MachineName, _ request: UnexposeRequest) throws { try record(.unexpose(name.rawValue, request)) }
+
+    func resize(_ name: MachineName, _ request: ResizeRequest) throws -> ResizeResult {
+        try record(.resize(name.rawValue, request))
+        return ResizeResult(name: name.rawValue, flavor: Flavor(name: request.flavor), limits: nil)
+    }
+
+    nonisolated func events() -> AsyncThrowingStream<MachineEvent, any Error> {
+        let (stream, sink) = AsyncThrowingStream<MachineEvent, any Error>.makeStream()
+        Task {
+            do {
+                try await record(.events)
+                sink.yield(MachineEvent(event: .subscribed, time: Date(timeIntervalSince1970: 0)))
+                sink.yield(MachineEvent(event: .machineNew, name: "web", state: .running, time: Date(timeIntervalSince1970: 1)))
+                sink.finish()
+            } catch {
+                sink.finish(throwing: error)
+            }
+        }
+        return stream
+    }
+}
+
+/// The client's requests handed straight to a router, as the server would: no socket, the
+/// same bytes in and out.
+struct InProcessTransport: APITransport {
+    let router: Router
+    let peer: Peer
+
+    var peerName: String { "nspawnd in this process" }
+
+    func exchange(_ request: HTTPRequestMessage, wait: Duration) async throws -> HTTPResponseMessage {
+        let response = await router.handle(APIRequest(method: request.method, target: request.target, body: request.body ?? [],
+                                                      contentType: request.body == nil ? nil : "application/json", peer: peer))
+        var headers = [APILevel.header.lowercased(): APILevel.current]
+        for (name, value) in response.headers { headers[name.lowercased()] = value }
+        return HTTPResponseMessage(status: response.status, headers: headers, body: response.body)
+    }
+
+    func stream(_ request: HTTPRequestMessage) async throws -> (HTTPResponseMessage, AsyncThrowingStream<[UInt8], any Error>) {
+        if let refusal = router.refusal(.events, peer: peer) {
+            return (HTTPResponseMessage(status: refusal.status, headers: [:], body: refusal.body), AsyncThrowingStream { $0.finish() })
+        }
+        let (frames, stop) = await router.eventFrames()
+        let (chunks, sink) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
+        Task {
+            // The recorder's events end; the operations' side never does, so stop after them.
+            for await frame in frames {
+                sink.yield(Array(frame.utf8))
+                if frame.hasPrefix("event: machine_new") || frame.hasPrefix("event: error") { break }
+            }
+            stop()
+            sink.finish()
+        }
+        return (HTTPResponseMessage(status: 200, headers: [:], body: []), chunks)
+    }
+}
