@@ -143,9 +143,8 @@ public enum ErrorMapping {
     /// The category an error response stands for: the body's code when it has one we know,
     /// else what the status means.
     public static func error(status: Int, body: [UInt8], from peer: String) -> NspawnError {
-        if let decoded = try? WireJSON.decoder().decode(ErrorBody.self, from: Data(body)),
-           let category = NspawnError.Category(rawValue: decoded.error.code) {
-            return .remote(category, message: decoded.error.message, busError: decoded.error.busError)
+        if let decoded = try? WireJSON.decoder().decode(ErrorBody.self, from: Data(body)) {
+            return decoded.nspawnError
         }
         let category: NspawnError.Category = switch status {
         case 400, 405, 413, 415: .invalidInput

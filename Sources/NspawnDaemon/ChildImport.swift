@@ -124,8 +124,7 @@ public struct ChildImporter: Sendable {
             return .failure(.failed("'\(argv[0])' succeeded but printed no import result: '\(text.prefix(200))'"))
         }
         if let lastError {
-            let category = NspawnError.Category(rawValue: lastError.error.code) ?? .failure
-            return .failure(.remote(category, message: lastError.error.message, busError: lastError.error.busError))
+            return .failure(lastError.nspawnError)
         }
         if cancel.isCancelled {
             return .failure(.cancelled("import cancelled"))

@@ -22,4 +22,10 @@ public struct ErrorBody: Codable, Sendable {
     public init(code: String, message: String, busError: String? = nil) {
         self.error = Detail(code: code, message: message, busError: busError)
     }
+
+    /// The error this body reports, with its category (failure for a code this side does not
+    /// know) and D-Bus error name: what nspawnd or an nspawnctl child said, as ours.
+    public var nspawnError: NspawnError {
+        .remote(NspawnError.Category(rawValue: error.code) ?? .failure, message: error.message, busError: error.busError)
+    }
 }
