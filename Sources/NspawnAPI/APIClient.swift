@@ -120,7 +120,7 @@ public struct APIClient: NspawnService {
         }
         if let failure = current.failure { throw failure }
         guard let result = current.result else {
-            throw NspawnError.malformedReply("\(transport.peerName) ended import '\(current.name)' as \(current.state.rawValue) without a result")
+            throw NspawnError.failed("\(transport.peerName) ended import '\(current.name)' as \(current.state.rawValue) without a result")
         }
         return result
     }
@@ -132,7 +132,7 @@ public struct APIClient: NspawnService {
     }
 
     private func call<Response: Decodable>(_ endpoint: Endpoint, _ parameter: String? = nil, query: String? = nil) async throws -> Response {
-        try decode(try await send(endpoint, parameter, query: query, body: Empty?.none, wait: .seconds(60)))
+        try decode(try await send(endpoint, parameter, query: query, body: Empty?.none, wait: .zero))
     }
 
     private func call<Response: Decodable, Body: Encodable>(_ endpoint: Endpoint, _ name: MachineName, body: Body, wait: Duration = .seconds(300)) async throws -> Response {
@@ -161,7 +161,7 @@ public struct APIClient: NspawnService {
         do {
             return try WireJSON.decoder().decode(T.self, from: Data(body))
         } catch {
-            throw NspawnError.malformedReply("\(transport.peerName) answered with a \(T.self) that does not decode: \(error)")
+            throw NspawnError.failed("\(transport.peerName) answered with a \(T.self) that does not decode: \(error)")
         }
     }
 

@@ -207,7 +207,7 @@ final class HTTPReader: @unchecked Sendable {
 
     /// Where the stream ended too early: ssh's own explanation when there is one.
     private func truncated(_ what: String) -> NspawnError {
-        connection.failureAtEnd() ?? .malformedReply("\(peerName) closed the connection \(what)")
+        connection.failureAtEnd() ?? .failed("\(peerName) closed the connection \(what)")
     }
 
     private func readLine() throws(NspawnError) -> String {
@@ -221,7 +221,7 @@ final class HTTPReader: @unchecked Sendable {
             }
             searched = buffer.count
             guard buffer.count <= StreamTransport.maximumHeadLine else {
-                throw .malformedReply("\(peerName) sent a header line longer than \(StreamTransport.maximumHeadLine) bytes")
+                throw .failed("\(peerName) sent a header line longer than \(StreamTransport.maximumHeadLine) bytes")
             }
             guard try fill() else { throw truncated(received ? "mid-response" : "without answering") }
         }
@@ -231,13 +231,13 @@ final class HTTPReader: @unchecked Sendable {
         let statusLine = try readLine()
         let parts = statusLine.split(separator: " ", maxSplits: 2)
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), parts[1].count == 3, let status = Int(parts[1]) else {
-            throw .malformedReply("\(peerName) answered '\(statusLine.prefix(80).escapedForMessage)', which is not HTTP")
+            throw .failed("\(peerName) answered '\(statusLine.prefix(80).escapedForMessage)', which is not HTTP")
         }
         var headers: [String: String] = [:]
         for count in 0... {
             let line = try readLine()
             if line.isEmpty { break }
-            guard count < 100 else { throw .malformedReply("\(peerName) sent more than 100 header lines") }
+            guard count < 100 else { throw .failed("\(peerName) sent more than 100 header lines") }
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers[line[..<colon].lowercased()] = String(line[line.index(after: colon)...]).trimmedWhitespace
         }
@@ -258,7 +258,7 @@ final class HTTPReader: @unchecked Sendable {
             return body
         }
         if let text = headers["content-length"] {
-            guard let length = Int(text), length >= 0 else { throw .malformedReply("\(peerName) sent Content-Length '\(text.prefix(40).escapedForMessage)'") }
+            guard let length = Int(text), length >= 0 else { throw .failed("\(peerName) sent Content-Length '\(text.prefix(40).escapedForMessage)'") }
             guard length <= StreamTransport.maximumBody else { throw tooLarge() }
             while buffer.count < length {
                 guard try fill() else { throw truncated("mid-body") }
@@ -272,7 +272,7 @@ final class HTTPReader: @unchecked Sendable {
     }
 
     private func tooLarge() -> NspawnError {
-        .malformedReply("\(peerName) sent a body larger than \(StreamTransport.maximumBody / 1024 / 1024) MiB")
+        .failed("\(peerName) sent a body larger than \(StreamTransport.maximumBody / 1024 / 1024) MiB")
     }
 
     /// The next piece of a streamed body, nil at its end.
@@ -286,7 +286,7 @@ final class HTTPReader: @unchecked Sendable {
     private func readChunk() throws(NspawnError) -> [UInt8]? {
         let sizeLine = try readLine()
         guard let size = Int(sizeLine.prefix { $0 != ";" }.trimmedWhitespace, radix: 16), size >= 0, size <= StreamTransport.maximumBody else {
-            throw .malformedReply("\(peerName) sent the chunk size '\(sizeLine.prefix(40).escapedForMessage)'")
+            throw .failed("\(peerName) sent the chunk size '\(sizeLine.prefix(40).escapedForMessage)'")
         }
         while buffer.count < size + 2 {
             guard try fill() else { throw truncated("mid-chunk") }
