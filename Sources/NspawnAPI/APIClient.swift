@@ -115,7 +115,12 @@ public struct APIClient: NspawnService {
                 break
             }
             interval = min(interval * 2, .seconds(1))
-            current = try await self.operation(current.id)
+            do {
+                current = try await self.operation(current.id)
+            } catch where cancellation.isCancelled {
+                // Ctrl-C reaches the whole process group, an ssh in flight too; cancel anew.
+                continue
+            }
             if let report = current.progress { progress(report) }
         }
         if let failure = current.failure { throw failure }

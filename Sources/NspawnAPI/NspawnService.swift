@@ -75,6 +75,7 @@ public struct LocalService: NspawnService {
     public func config(_ name: MachineName) async throws -> MachineConfig { try await manager.config(name) }
 
     public func configure(_ name: MachineName, _ request: ConfigRequest) async throws -> MachineConfig {
+        try await requireImage(name)
         let edit = try request.settingsEdit()
         let flavor = try request.flavor.map { (flavor) throws(NspawnError) in try Flavor.load(flavor) }
         if edit.isEmpty && flavor == nil { return try await manager.config(name) }
@@ -82,6 +83,7 @@ public struct LocalService: NspawnService {
     }
 
     public func create(_ request: CreateRequest) async throws -> MachineStatus {
+        try await requireImage(try MachineName(request.image))
         try request.validate()
         let name = try MachineName(request.name)
         let settings = request.settings ?? SettingsChange()
@@ -92,7 +94,8 @@ public struct LocalService: NspawnService {
     }
 
     public func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult {
-        try await manager.expose(try request.spec.activation(for: name), restart: request.restart ?? false,
+        try await requireImage(name)
+        return try await manager.expose(try request.spec.activation(for: name), restart: request.restart ?? false,
                                  stopTimeout: try StopTimeout.duration(request.timeout))
     }
 
@@ -101,10 +104,17 @@ public struct LocalService: NspawnService {
     }
 
     public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult {
+        try await requireImage(name)
         try request.validate()
         let flavor = try Flavor.load(request.flavor)
         return ResizeResult(name: name.rawValue, flavor: flavor, limits: try await manager.resize(name, flavor: flavor))
     }
 
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> { MachineEvents.stream() }
+
+    /// A machine that does not exist is "not found" whatever else is wrong with the request,
+    /// the answer a caller can act on first.
+    private func requireImage(_ name: MachineName) async throws {
+        _ = try await manager.config(name)
+    }
 }

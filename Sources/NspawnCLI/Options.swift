@@ -17,10 +17,6 @@ struct OutputOptions: ParsableArguments {
         "Run against another host's nspawnd over ssh (also $NSPAWNCTL_HOST).", valueName: "ssh://[USER@]HOST[:PORT]"))
     var host: String?
 
-    func validate() throws {
-        _ = try route
-    }
-
     /// How this invocation reaches the machines.
     enum Route {
         /// The library in this process (`LocalService`).

@@ -82,8 +82,8 @@ public struct Router: Sendable {
             guard let operation = await operations.remove(parameter) else { throw NspawnError.remote(.notFound, message: "no operation '\(parameter.escapedForMessage)'", busError: nil) }
             return .json(operation)
         case .createMachine:
+            // The service checks the image exists before the values, so an unknown image is 404.
             let body = try decode(CreateRequest.self, request)
-            try body.validate()
             return try await changing { .json(try await service.create(body), status: 201) }
         case .events:
             // The server streams these itself; a router without a server has nothing to give.
@@ -118,11 +118,9 @@ public struct Router: Sendable {
             return .json(try await service.disable(name))
         case .configure:
             let body = try decode(ConfigRequest.self, request)
-            try body.validate()
             return .json(try await service.configure(name, body))
         case .expose:
             let body = try decode(ExposeRequest.self, request)
-            try body.validate(for: name)
             return .json(try await service.expose(name, body))
         case .unexpose:
             let body = try decodeOptional(UnexposeRequest.self, request) ?? UnexposeRequest()
@@ -131,7 +129,6 @@ public struct Router: Sendable {
             return .json(ActionResult(name: name.rawValue, result: "unexposed"))
         case .resize:
             let body = try decode(ResizeRequest.self, request)
-            try body.validate()
             return .json(try await service.resize(name, body))
         case .removeImage:
             let body = try decodeOptional(RemoveRequest.self, request) ?? RemoveRequest()
@@ -238,21 +235,27 @@ public struct Router: Sendable {
         return body
     }
 
-    /// A JSON body as `T`, nil when there is none. An explicit null is refused, not read as absent:
-    /// the document has no nullable field, and `"url": null` beside a recipe must not pass for "no url".
+    /// A JSON body as `T`, nil when there is none. An explicit null for a field of `T` is
+    /// refused, not read as absent: the document has no nullable field, and `"url": null`
+    /// beside a recipe must not pass for "no url". Nulls under keys `T` does not know are
+    /// ignored with the rest of those values.
     func decodeOptional<T: Decodable>(_ type: T.Type, _ request: APIRequest) throws -> T? {
         if request.body.isEmpty { return nil }
         if let contentType = request.contentType, !contentType.lowercased().hasPrefix("application/json") {
             throw BodyError(status: 415, message: "expected Content-Type application/json, not '\(contentType.escapedForMessage)'")
         }
         do {
-            let data = Data(request.body)
-            if let null = try JSONDecoder().decode(JSONShape.self, from: data).firstNull() {
-                throw BodyError(status: 400, message: "malformed JSON body: '\(null)' must not be null")
+            // Each null becomes an object no field takes: a field of T then fails to decode,
+            // an unknown key is never looked at.
+            let value = try JSONDecoder().decode(JSONValue.self, from: Data(request.body))
+            let marked = try JSONEncoder().encode(value.replacingNulls())
+            return try WireJSON.decoder().decode(T.self, from: marked)
+        } catch let error as DecodingError {
+            if case .typeMismatch(_, let context) = error, let last = context.codingPath.last,
+               (try? JSONDecoder().decode(JSONValue.self, from: Data(request.body)))?.hasNull(at: context.codingPath) == true {
+                throw BodyError(status: 400, message: "malformed JSON body: '\(last.stringValue)' must not be null")
             }
-            return try WireJSON.decoder().decode(T.self, from: data)
-        } catch let error as BodyError {
-            throw error
+            throw BodyError(status: 400, message: "malformed JSON body: \(Self.describe(error))")
         } catch {
             throw BodyError(status: 400, message: "malformed JSON body: \(Self.describe(error))")
         }
@@ -272,28 +275,66 @@ public struct Router: Sendable {
     }
 }
 
-/// Any JSON value, to find nulls before a typed decode would read them as absent.
-enum JSONShape: Decodable {
-    case null, scalar
-    case array([JSONShape])
-    case object([String: JSONShape])
+/// Any JSON value, kept whole so a body can be re-encoded.
+enum JSONValue: Codable, Equatable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    static let nullMark = JSONValue.object(["nspawnd-null": .bool(true)])
 
     init(from decoder: any Decoder) throws {
         let single = try decoder.singleValueContainer()
         if single.decodeNil() { self = .null }
-        else if let object = try? single.decode([String: JSONShape].self) { self = .object(object) }
-        else if let array = try? single.decode([JSONShape].self) { self = .array(array) }
-        else { self = .scalar }
+        else if let value = try? single.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? single.decode(Double.self) { self = .number(value) }
+        else if let value = try? single.decode(String.self) { self = .string(value) }
+        else if let value = try? single.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try single.decode([String: JSONValue].self)) }
     }
 
-    /// The dotted path of the first null, if any.
-    func firstNull(_ path: String = "") -> String? {
+    func encode(to encoder: any Encoder) throws {
+        var single = encoder.singleValueContainer()
         switch self {
-        case .null: path
-        case .scalar: nil
-        case .array(let items): items.enumerated().lazy.compactMap { $1.firstNull("\(path)[\($0)]") }.first
-        case .object(let members): members.sorted { $0.key < $1.key }.lazy.compactMap { $1.firstNull(path.isEmpty ? $0 : "\(path).\($0)") }.first
+        case .null: try single.encodeNil()
+        case .bool(let value): try single.encode(value)
+        case .number(let value): try single.encode(value)
+        case .string(let value): try single.encode(value)
+        case .array(let value): try single.encode(value)
+        case .object(let value): try single.encode(value)
         }
+    }
+
+    func replacingNulls() -> JSONValue {
+        switch self {
+        case .null: Self.nullMark
+        case .array(let items): .array(items.map { $0.replacingNulls() })
+        case .object(let members): .object(members.mapValues { $0.replacingNulls() })
+        default: self
+        }
+    }
+
+    /// Whether the value at a decoding path (snake_case keys converted as the decoder does) was null.
+    func hasNull(at path: [any CodingKey]) -> Bool {
+        guard let first = path.first else { return self == .null }
+        switch self {
+        case .object(let members):
+            let match = members.first { key, _ in key == first.stringValue || Self.camelCased(key) == first.stringValue }
+            return match?.value.hasNull(at: Array(path.dropFirst())) ?? false
+        case .array(let items):
+            guard let index = first.intValue, items.indices.contains(index) else { return false }
+            return items[index].hasNull(at: Array(path.dropFirst()))
+        default:
+            return false
+        }
+    }
+
+    static func camelCased(_ key: String) -> String {
+        let parts = key.split(separator: "_", omittingEmptySubsequences: false)
+        return parts.enumerated().map { $0 == 0 ? String($1) : $1.prefix(1).uppercased() + $1.dropFirst() }.joined()
     }
 }
 

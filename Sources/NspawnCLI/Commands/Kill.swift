@@ -9,15 +9,12 @@ struct Kill: AsyncParsableCommand, JSONCapable {
 
     @OptionGroup var output: OutputOptions
 
-    @Option(name: .shortAndLong, help: "Signal name or number (TERM, SIGHUP, 9, RTMIN+4; default TERM).")
+    @Option(name: .shortAndLong, help: "Signal name or number (TERM, SIGHUP, 9, RTMIN+4; default TERM).",
+            transform: { text in try KillRequest(signal: text).validate(); return text })
     var signal: String?
 
     @Option(help: "Signal only the leader, or all processes (default all).")
     var killWhom: KillWhom?
-
-    func validate() throws {
-        try KillRequest(signal: signal).validate()
-    }
 
     @OptionGroup var machines: MachineNames
 

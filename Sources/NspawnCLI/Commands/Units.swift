@@ -69,10 +69,12 @@ struct Config: AsyncParsableCommand, JSONCapable {
 
     func validate() throws {
         if boot && !exec.isEmpty { throw ValidationError("--boot and --exec exclude each other") }
-        try request.validate()
     }
 
+    // Values are checked in run(), so a bad one is invalid input (exit 2) with the key named,
+    // the same as the daemon's answer.
     func run() async throws {
+        try request.validate()
         let service = try output.service
         // Reading needs no more than group nspawn; only a change goes to the settings call.
         let config = request.isEmpty ? try await service.config(name) : try await service.configure(name, request)
@@ -122,11 +124,8 @@ struct Expose: AsyncParsableCommand, JSONCapable {
         ExposeRequest(listen: listen.addresses, unit: listen.unit, exec: listen.exec.nilIfEmpty, restart: restart ? true : nil, timeout: timeout)
     }
 
-    func validate() throws {
-        try request.validate(for: name)
-    }
-
     func run() async throws {
+        try request.validate(for: name)
         let result = try await output.service.expose(name, request)
         if output.json {
             printOut(Renderer.json(result))
@@ -170,11 +169,8 @@ struct Resize: AsyncParsableCommand, JSONCapable {
     @Option(help: "Flavor name.")
     var flavor: String
 
-    func validate() throws {
-        try ResizeRequest(flavor: flavor).validate()
-    }
-
     func run() async throws {
+        try ResizeRequest(flavor: flavor).validate()
         let result = try await output.service.resize(name, ResizeRequest(flavor: flavor))
         if output.json {
             printOut(Renderer.json(result))
@@ -213,11 +209,8 @@ struct Create: AsyncParsableCommand, JSONCapable {
                              settings: settings.isEmpty ? nil : settings, expose: listen.isEmpty ? nil : listen.spec)
     }
 
-    func validate() throws {
-        try request.validate()
-    }
-
     func run() async throws {
+        try request.validate()
         let status = try await output.service.create(request)
         printOut(output.json ? Renderer.json(status) : Renderer.statusText(status))
     }
