@@ -117,9 +117,9 @@ package func makeDirectories(_ path: String, mode: mode_t) throws(Errno) {
     }
 }
 
-package extension ImageStore {
+extension ImageStore {
     /// The first `PREFIXNN` (child01, child02, …) no image uses, as the classic nspawn-arch picked.
-    public func nextFreeName(prefix: String = "child") throws(NspawnError) -> MachineName {
+    package func nextFreeName(prefix: String = "child") throws(NspawnError) -> MachineName {
         let store = try openDirectory()
         for number in 1...9999 {
             let name = try MachineName(prefix + String(number).leftPadded(to: 2))

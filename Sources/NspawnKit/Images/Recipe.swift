@@ -171,6 +171,6 @@ public struct Recipe: Sendable, Equatable {
     }
 }
 
-package extension String {
+extension String {
     package func replacingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
 }

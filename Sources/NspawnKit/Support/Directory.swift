@@ -4,8 +4,8 @@ import SystemPackage
 import Glibc
 #endif
 
-package extension String {
-    public var trimmedWhitespace: String {
+extension String {
+    package var trimmedWhitespace: String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
         return String(self[first...last])
