@@ -29,7 +29,10 @@ public struct Recipe: Sendable, Equatable {
     public static func load(_ nameOrPath: String, searchDirectories: [String] = searchDirectories) throws(NspawnError) -> Recipe {
         if nameOrPath.contains("/") {
             let name = String(nameOrPath.split(separator: "/").last ?? "").replacingSuffix(".recipe")
-            return try parse(try readText(nameOrPath), name: name, origin: nameOrPath)
+            guard let text = try readText(nameOrPath) else {
+                throw .unusableInput("cannot read recipe '\(nameOrPath.escapedForMessage)'", .noSuchFileOrDirectory)
+            }
+            return try parse(text, name: name, origin: nameOrPath)
         }
         guard !nameOrPath.isEmpty, nameOrPath.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }),
               !nameOrPath.hasPrefix(".") else {
@@ -37,7 +40,7 @@ public struct Recipe: Sendable, Equatable {
         }
         for directory in searchDirectories {
             let path = "\(directory)/\(nameOrPath).recipe"
-            if access(path, F_OK) == 0 { return try parse(try readText(path), name: nameOrPath, origin: path) }
+            if let text = try readText(path) { return try parse(text, name: nameOrPath, origin: path) }
         }
         throw .invalidArgument("no recipe '\(nameOrPath)' in \(searchDirectories.joined(separator: ", "))")
     }
@@ -52,11 +55,9 @@ public struct Recipe: Sendable, Equatable {
         return names.sorted()
     }
 
-    package static func readText(_ path: String) throws(NspawnError) -> String {
-        guard let text = readSmallFile(FilePath(path), limit: 256 * 1024) else {
-            throw .invalidArgument("cannot read recipe '\(path.escapedForMessage)'")
-        }
-        return text
+    /// The recipe's text, or nil when there is no such file.
+    static func readText(_ path: String) throws(NspawnError) -> String? {
+        try AtomicFile.read(path, limit: 256 * 1024)
     }
 
     /// Parses recipe text. Unknown sections or keys are errors, so a typo never silently weakens verification.

@@ -334,7 +334,7 @@ extension MachineManager {
 
     static func openImageRoot(_ path: String, name: MachineName) throws(NspawnError) -> Directory {
         do { return try Directory(path: path) } catch {
-            throw NspawnError.failed("cannot open the root of machine '\(name)' at '\(path)': \(error)")
+            throw .system("cannot open the root of machine '\(name)' at '\(path)'", error)
         }
     }
 
@@ -381,7 +381,7 @@ extension MachineManager {
                 guestSocket = try guest.read(SocketActivation.guestSocketPath)
                 guestService = try guest.read(SocketActivation.guestServicePath)
             } catch {
-                throw .failed("cannot read the socket units inside machine '\(name)': \(error)")
+                throw .system("cannot read the socket units inside machine '\(name)'", error)
             }
             self.name = name
         }
@@ -400,20 +400,18 @@ extension MachineManager {
 
     static func writeGuestSide(_ activation: SocketActivation, root: Directory) throws(NspawnError) {
         let guest = ContainedRoot(root: root)
-        let name = activation.machine
-        do {
+        let service = try activation.guestServiceText()
+        do throws(Errno) {
             try guest.makeDirectories("/etc/systemd/system/sockets.target.wants")
             try guest.write(SocketActivation.guestSocketPath, Array(activation.guestSocketText().utf8))
-            if let service = try activation.guestServiceText() {
+            if let service {
                 try guest.write(SocketActivation.guestServicePath, Array(service.utf8))
             } else {
                 try guest.remove(SocketActivation.guestServicePath)
             }
             try guest.symlink(SocketActivation.guestSocketPath, at: SocketActivation.guestWantsLink)
-        } catch let error as NspawnError {
-            throw error
         } catch {
-            throw .failed("cannot write the socket units inside machine '\(name)': \(error)")
+            throw .system("cannot write the socket units inside machine '\(activation.machine)'", error)
         }
     }
 
@@ -424,7 +422,7 @@ extension MachineManager {
                 try guest.remove(path)
             }
         } catch {
-            throw .failed("cannot remove the socket units inside machine '\(name)': \(error)")
+            throw .system("cannot remove the socket units inside machine '\(name)'", error)
         }
     }
 

@@ -170,7 +170,7 @@ public struct MachineManager: Sendable {
             rmdir("/run/systemd/system.control/\(name.serviceUnit).d")
             if access(MachineFiles.dropInDirectory(name), F_OK) == 0 {
                 if Glibc.rename(MachineFiles.dropInDirectory(name), MachineFiles.dropInDirectory(newName)) != 0 {
-                    throw NspawnError.failed("cannot move '\(MachineFiles.dropInDirectory(name))' to '\(MachineFiles.dropInDirectory(newName))': \(Errno(rawValue: errno))")
+                    throw NspawnError.system("cannot move '\(MachineFiles.dropInDirectory(name))' to '\(MachineFiles.dropInDirectory(newName))'", .last)
                 }
                 try systemd.reload()
             }

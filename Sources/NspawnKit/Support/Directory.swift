@@ -4,6 +4,11 @@ import SystemPackage
 import Glibc
 #endif
 
+extension Errno {
+    /// The calling thread's errno, read right after the C call that failed.
+    package static var last: Errno { Errno(rawValue: Glibc.errno) }
+}
+
 extension String {
     package var trimmedWhitespace: String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
@@ -18,7 +23,7 @@ package func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
     var chunk = [UInt8](repeating: 0, count: 64 * 1024)
     while true {
         let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        if count < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
+        if count < 0 { if errno == EINTR { continue }; throw Errno.last }
         if count == 0 { return bytes }
         bytes += chunk[..<count]
         if bytes.count > limit { throw Errno.fileTooLarge }
@@ -42,7 +47,7 @@ package final class Directory {
         while true {
             let result = body()
             if result >= 0 { return result }
-            if errno != EINTR { throw Errno(rawValue: errno) }
+            if errno != EINTR { throw Errno.last }
         }
     }
 
@@ -51,8 +56,17 @@ package final class Directory {
         return Directory(fd: try Directory.retrying { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
     }
 
+    package func setMode(_ mode: mode_t) throws(Errno) {
+        if fchmod(fd, mode) != 0 { throw Errno.last }
+    }
+
+    /// Removes the file or symlink `name` (never a directory); one that is already gone is fine.
+    package func removeFile(_ name: String) throws(Errno) {
+        if unlinkat(fd, name, 0) != 0 && errno != ENOENT { throw Errno.last }
+    }
+
     package func makeDirectory(_ name: String, mode: mode_t) throws(Errno) {
-        if mkdirat(fd, name, mode) != 0 { throw Errno(rawValue: errno) }
+        if mkdirat(fd, name, mode) != 0 { throw Errno.last }
     }
 
     /// lstat of an entry; nil when it does not exist.
@@ -60,27 +74,32 @@ package final class Directory {
         var st = stat()
         if fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 { return st }
         if errno == ENOENT { return nil }
-        throw Errno(rawValue: errno)
+        throw Errno.last
     }
 
     package func rename(_ name: String, to newName: String, in target: Directory? = nil) throws(Errno) {
-        if renameat(fd, name, (target ?? self).fd, newName) != 0 { throw Errno(rawValue: errno) }
+        if renameat(fd, name, (target ?? self).fd, newName) != 0 { throw Errno.last }
     }
 
     /// Swaps two entries atomically (renameat2 RENAME_EXCHANGE).
     package func exchange(_ name: String, with other: String) throws(Errno) {
-        if nspawnctl_renameat2(fd, name, fd, other, nspawnctl_rename_exchange) != 0 { throw Errno(rawValue: errno) }
+        if nspawnctl_renameat2(fd, name, fd, other, nspawnctl_rename_exchange) != 0 { throw Errno.last }
     }
 
     /// Renames only if `newName` does not exist (renameat2 RENAME_NOREPLACE).
     package func renameNoReplace(_ name: String, to newName: String) throws(Errno) {
-        if nspawnctl_renameat2(fd, name, fd, newName, nspawnctl_rename_noreplace) != 0 { throw Errno(rawValue: errno) }
+        if nspawnctl_renameat2(fd, name, fd, newName, nspawnctl_rename_noreplace) != 0 { throw Errno.last }
     }
 
     /// Names in the directory, without "." and "..".
     package func entries() throws(Errno) -> [String] {
         let copy = dup(fd)
-        guard copy >= 0, let stream = fdopendir(copy) else { throw Errno(rawValue: errno) }
+        guard copy >= 0 else { throw Errno.last }
+        guard let stream = fdopendir(copy) else {
+            let cause = Errno.last
+            close(copy)
+            throw cause
+        }
         defer { closedir(stream) }
         rewinddir(stream)
         var names: [String] = []
@@ -97,16 +116,13 @@ package final class Directory {
     /// another file system, so a stray bind mount below an image cannot take host data with it.
     package func removeTree(_ name: String) throws(Errno) {
         guard let st = try status(name) else { return }
-        if (st.st_mode & S_IFMT) != S_IFDIR {
-            if unlinkat(fd, name, 0) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
-            return
-        }
+        if (st.st_mode & S_IFMT) != S_IFDIR { return try removeFile(name) }
         var own = stat()
-        fstat(fd, &own)
+        if fstat(fd, &own) != 0 { throw Errno.last }
         guard st.st_dev == own.st_dev else { throw Errno.improperLink }
         let child = try openDirectory(name)
         for entry in try child.entries() { try child.removeTree(entry) }
-        if unlinkat(fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
+        if unlinkat(fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT { throw Errno.last }
     }
 
     /// Takes a BSD lock on `name` (created 0600 if missing); nil when someone else holds it.
@@ -151,7 +167,7 @@ package struct ContainedRoot {
         do { fd = try open(path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK) } catch .noSuchFileOrDirectory { return nil }
         defer { close(fd) }
         var st = stat()
-        fstat(fd, &st)
+        if fstat(fd, &st) != 0 { throw Errno.last }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw Errno.invalidArgument }
         return try readAll(fd, limit: limit)
     }
@@ -186,9 +202,9 @@ package struct ContainedRoot {
         let (directory, base) = try parent(of: path)
         if let existing = try directory.status(base) {
             guard (existing.st_mode & S_IFMT) == S_IFLNK else { throw Errno.fileExists }
-            if unlinkat(directory.fd, base, 0) != 0 { throw Errno(rawValue: errno) }
+            if unlinkat(directory.fd, base, 0) != 0 { throw Errno.last }
         }
-        if symlinkat(target, directory.fd, base) != 0 { throw Errno(rawValue: errno) }
+        if symlinkat(target, directory.fd, base) != 0 { throw Errno.last }
     }
 
     /// Removes a file or symlink (never a directory); one that is already gone is fine.
@@ -196,7 +212,7 @@ package struct ContainedRoot {
         let directory: Directory
         let base: String
         do { (directory, base) = try parent(of: path) } catch .noSuchFileOrDirectory { return }
-        if unlinkat(directory.fd, base, 0) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
+        try directory.removeFile(base)
     }
 
     /// Replaces the file atomically (a temporary file in the same directory, then rename),
@@ -216,12 +232,13 @@ package struct ContainedRoot {
             var offset = 0
             while offset < bytes.count {
                 let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-                if count < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
+                if count < 0 { if errno == EINTR { continue }; throw Errno.last }
                 offset += count
             }
-            fchmod(fd, finalMode)
-            if let owner { fchown(fd, owner.0, owner.1) }
-            if fsync(fd) != 0 { throw Errno(rawValue: errno) }
+            // The umask may have narrowed the mode; a replaced file keeps its owner.
+            if fchmod(fd, finalMode) != 0 { throw Errno.last }
+            if let owner, fchown(fd, owner.0, owner.1) != 0 { throw Errno.last }
+            if fsync(fd) != 0 { throw Errno.last }
             try directory.rename(temporary, to: base)
         } catch {
             unlinkat(directory.fd, temporary, 0)

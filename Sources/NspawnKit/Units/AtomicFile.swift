@@ -9,7 +9,7 @@ enum AtomicFile {
     /// Replaces (or creates) `path` with `contents`, creating missing parent directories (0755).
     static func write(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(NspawnError) {
         let (parent, base) = split(path)
-        do {
+        do throws(Errno) {
             try makeDirectories(parent, mode: 0o755)
             let directory = try Directory(path: parent)
             let temporary = ".#\(base).\(String(UInt32.random(in: .min ... .max), radix: 16))"
@@ -20,8 +20,8 @@ enum AtomicFile {
                 defer { close(fd) }
                 try writeAll(fd, Array(contents.utf8))
                 // The umask may have narrowed the mode given to openat.
-                if fchmod(fd, mode) != 0 { throw Errno(rawValue: errno) }
-                if fsync(fd) != 0 { throw Errno(rawValue: errno) }
+                if fchmod(fd, mode) != 0 { throw Errno.last }
+                if fsync(fd) != 0 { throw Errno.last }
                 try directory.rename(temporary, to: base)
             } catch {
                 unlinkat(directory.fd, temporary, 0)
@@ -29,7 +29,7 @@ enum AtomicFile {
             }
             fsync(directory.fd)
         } catch {
-            throw .failed("cannot write '\(path)': \(error)")
+            throw .system("cannot write '\(path)'", error)
         }
     }
 
@@ -41,8 +41,9 @@ enum AtomicFile {
             if let directory = try? Directory(path: parent) { fsync(directory.fd) }
             return true
         }
-        if errno == ENOENT || errno == ENOTDIR { return false }
-        throw .failed("cannot remove '\(path)': \(Errno(rawValue: errno))")
+        let cause = Errno.last
+        if cause == .noSuchFileOrDirectory || cause == .notDirectory { return false }
+        throw .system("cannot remove '\(path)'", cause)
     }
 
     /// The file's text, or nil when it does not exist. Other read errors are thrown.
@@ -54,13 +55,13 @@ enum AtomicFile {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
         if fd < 0 {
             if errno == ENOENT { return nil }
-            throw .failed("cannot read '\(path)': \(Errno(rawValue: errno))")
+            throw .system("cannot read '\(path)'", .last)
         }
         defer { close(fd) }
         do {
             return try readAll(fd, limit: limit)
         } catch {
-            throw .failed("cannot read '\(path)': \(error)")
+            throw .system("cannot read '\(path)'", error)
         }
     }
 
@@ -77,7 +78,7 @@ func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(Errno) {
         let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         if count < 0 {
             if errno == EINTR { continue }
-            throw Errno(rawValue: errno)
+            throw Errno.last
         }
         offset += count
     }
