@@ -3,6 +3,7 @@ import CLinux
 import Crypto
 import Synchronization
 import NspawnKit
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,6 +12,8 @@ import Glibc
 /// feeds it to gpgv. Lives on the decompression thread.
 final class SourceTap {
     let fd: Int32
+    /// Names the source in errors.
+    let source: String
     let counters: ImportCounters
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
     private(set) var hasher = SHA256()
@@ -19,8 +22,9 @@ final class SourceTap {
     /// Why reading stopped early, when that is not the archive's fault.
     var failure: NspawnError?
 
-    init(fd: Int32, counters: ImportCounters) {
+    init(fd: Int32, source: String, counters: ImportCounters) {
         self.fd = fd
+        self.source = source
         self.counters = counters
     }
 
@@ -43,7 +47,7 @@ final class SourceTap {
         var count: Int
         repeat { count = Glibc.read(fd, buffer.baseAddress, buffer.count) } while count < 0 && errno == EINTR
         if count < 0 {
-            failure = .failed("cannot read the source: \(String(cString: strerror(errno)))")
+            failure = .system("cannot read '\(source.escapedForMessage)'", .last)
             return (nil, -1)
         }
         if count > 0 {
@@ -85,7 +89,7 @@ func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
 func makeStreamPair() throws(NspawnError) -> (reader: Int32, writer: Int32) {
     var fds: [Int32] = [0, 0]
     guard socketpair(AF_UNIX, nspawnctl_sock_stream_cloexec, 0, &fds) == 0 else {
-        throw .failed("cannot create a socket pair: \(String(cString: strerror(errno)))")
+        throw .system("cannot create a socket pair", .last)
     }
     var size: Int32 = 1 << 20
     setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
@@ -189,7 +193,7 @@ enum ExtractionPipeline {
                                 source: String, entries: inout Int) -> StageOutcome {
         // libarchive writes relative to the working directory; give this thread its own.
         guard nspawnctl_unshare_fs() == 0, fchdir(target.fd) == 0 else {
-            return .failed(.failed("cannot enter the extraction directory: \(String(cString: strerror(errno)))"))
+            return .failed(.system("cannot enter the extraction directory of archive '\(source.escapedForMessage)'", .last))
         }
         let reader = ArchiveReader(.tar)
         let writer = ArchiveDiskWriter(flags: ArchiveDiskWriter.faithfulAndSecure)
@@ -223,7 +227,9 @@ enum ExtractionPipeline {
             if error.reading || hostile {
                 return .failed(.badArchive(source: source, entry: current, reason: error.message))
             }
-            return .failed(.failed("cannot write '\(current ?? ".")' of archive '\(source)': \(error.message)"))
+            // libarchive's message says which step ("write failed"); its errno says why.
+            return .failed(.system("cannot write '\((current ?? ".").escapedForMessage)' of archive '\(source.escapedForMessage)': \(error.message)",
+                                   Errno(rawValue: error.errno)))
         }
         if entries == 0 { return .failed(.badArchive(source: source, entry: nil, reason: "the archive holds no files")) }
         // Let the decompressor finish cleanly: tar ends before its stream's padding does.

@@ -28,8 +28,9 @@ struct SignatureCheck {
         // gpgv looks up names without a slash in its home directory; always hand it a path.
         let path = keyring.hasPrefix("/") ? keyring : "./" + keyring
         var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-            throw .invalidArgument("keyring '\(keyring.escapedForMessage)' is not a readable file")
+        guard stat(path, &st) == 0 else { throw .unusableInput("cannot read keyring '\(keyring.escapedForMessage)'", .last) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw .invalidArgument("keyring '\(keyring.escapedForMessage)' is not a regular file")
         }
         return path
     }
@@ -38,21 +39,24 @@ struct SignatureCheck {
     static func load(_ location: String, what: String) throws(NspawnError) -> [UInt8] {
         if ImageSource.isURL(location) { return try HTTPDownload.fetch(location, limit: sizeLimit) }
         let fd = open(location, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(Errno(rawValue: errno))") }
+        guard fd >= 0 else { throw .unusableInput("cannot read \(what) '\(location.escapedForMessage)'", .last) }
         defer { close(fd) }
         do {
             return try readAll(fd, limit: sizeLimit)
         } catch .fileTooLarge {
             throw .invalidArgument("\(what) '\(location.escapedForMessage)' is larger than \(sizeLimit) bytes")
         } catch {
-            throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(error)")
+            throw .system("cannot read \(what) '\(location.escapedForMessage)'", error)
         }
     }
 
     /// Starts gpgv reading the data on a socket we feed.
     func start() throws(NspawnError) -> RunningSignatureCheck {
         let signatureFile = try MemoryFile()
-        _ = signature.withUnsafeBytes { pwrite(signatureFile.fd, $0.baseAddress, $0.count, 0) }
+        let written = signature.withUnsafeBytes { pwrite(signatureFile.fd, $0.baseAddress, $0.count, 0) }
+        guard written == signature.count else {
+            throw .system("cannot hand the signature to gpgv", written < 0 ? .last : .noSpace)
+        }
         let output = try MemoryFile()
         let (reader, writer) = try makeStreamPair()
         defer { close(reader) }

@@ -166,6 +166,35 @@ import Glibc
         #expect(try storeEntries() == ["good"])
     }
 
+    @Test(.enabled(if: getuid() == 0, "mounts a tmpfs")) func aFullDiskNamesTheEntryAndTheCause() async throws {
+        defer { cleanUp() }
+        let small = "\(scratch)/small"
+        try shell("mkdir -p \(small) \(scratch)/r/etc && mount -t tmpfs -o size=64k tmpfs \(small)")
+        defer { _ = try? shell("umount -l \(small)") }
+        try shell("head -c 262144 /dev/urandom > \(scratch)/r/etc/big && tar -C \(scratch)/r -cf \(scratch)/r.tar .")
+        let full = ImageImporter(store: ImageStore(directory: small, lockDirectory: scratch + "/locks"),
+                                 machineIsRunning: { _ in false })
+        do {
+            _ = try await full.importImage(try MachineName("big"), from: .file("\(scratch)/r.tar"))
+            Issue.record("imported 256 KiB into 64 KiB")
+        } catch {
+            #expect(error.description.contains("'./etc/big'") && error.description.hasSuffix(": No space left on device"), "\(error)")
+            #expect(error.category == .failure)
+        }
+        #expect(try shell("ls -A \(small)") == "", "nothing is left behind")
+    }
+
+    @Test func aMissingSourceIsBadInputAndSaysWhy() async throws {
+        defer { cleanUp() }
+        do {
+            _ = try await importer.importImage(try MachineName("x"), from: .file("\(scratch)/nope.tar"))
+            Issue.record("imported a file that does not exist")
+        } catch {
+            #expect(error.category == .invalidInput)
+            #expect(error.description == "cannot read '\(scratch)/nope.tar': No such file or directory")
+        }
+    }
+
     @Test func missingSourceOrSignatureWithoutKeyringWritesNothing() async throws {
         defer { cleanUp() }
         await #expect(throws: NspawnError.self) {
