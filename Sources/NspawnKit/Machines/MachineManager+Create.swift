@@ -20,7 +20,7 @@ extension MachineManager {
                 throw NspawnError.alreadyExists(name.rawValue)
             }
             // Files of an earlier machine of this name would be adopted silently; refuse instead.
-            for path in [MachineFiles.settingsPath(name), MachineFiles.dropInDirectory(name), SocketActivation.hostSocketPath(name)]
+            for path in [name.settingsPath, name.dropInDirectory, name.socketUnitPath]
             where access(path, F_OK) == 0 {
                 throw NspawnError.busy(name.rawValue, reason: "'\(path)' is left from an earlier machine of that name; remove it first")
             }
@@ -37,7 +37,7 @@ extension MachineManager {
                 if !edit.isEmpty {
                     var settings = try source.editable(name)
                     try settings.apply(edit)
-                    try AtomicFile.write(MachineFiles.settingsPath(name), settings.rendered())
+                    try AtomicFile.write(name.settingsPath, settings.rendered())
                 }
                 if let flavor { try Self.applyFlavor(flavor, to: name, live: false, bus: bus) }
                 if let activation {
@@ -68,6 +68,6 @@ extension MachineManager {
         try? systemd.reload()
         try? systemd.resetFailedUnit(name.serviceUnit)
         try? machined.removeImage(name)
-        _ = try? AtomicFile.remove(MachineFiles.settingsPath(name))
+        _ = try? AtomicFile.remove(name.settingsPath)
     }
 }

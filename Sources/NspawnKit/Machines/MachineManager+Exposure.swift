@@ -48,7 +48,7 @@ extension MachineManager {
             // Started directly, the service still gets the listening sockets of its socket unit.
             if running { try systemd.startUnit(name.serviceUnit) }
             return ExposeResult(name: name.rawValue, addresses: activation.addresses.map(\.description),
-                                socketUnit: SocketActivation.hostSocketUnit(name), restarted: running)
+                                socketUnit: name.socketUnit, restarted: running)
         }
     }
 
@@ -57,7 +57,7 @@ extension MachineManager {
     public func unexpose(_ name: MachineName, restart: Bool, stopTimeout: Duration) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
-            let hostUnitExists = access(SocketActivation.hostSocketPath(name), F_OK) == 0
+            let hostUnitExists = access(name.socketUnitPath, F_OK) == 0
             var root: Directory?
             var readOnly = false
             if let objectPath = try machined.imagePathIfExists(name) {
@@ -93,7 +93,7 @@ extension MachineManager {
     // MARK: - Blocking helpers
 
     static func exposedAddresses(of name: MachineName) throws(NspawnError) -> [String] {
-        try AtomicFile.read(SocketActivation.hostSocketPath(name)).map(SocketActivation.addresses(inHostUnit:)) ?? []
+        try AtomicFile.read(name.socketUnitPath).map(SocketActivation.addresses(inHostUnit:)) ?? []
     }
 
     /// The image's root, which must be a writable directory (the guest's units are written into it).
@@ -139,8 +139,8 @@ extension MachineManager {
 
     static func startHostSocket(_ name: MachineName, text: String, bus: BusConnection) throws(NspawnError) {
         let systemd = SystemdManager(bus: bus)
-        let socketUnit = SocketActivation.hostSocketUnit(name)
-        try AtomicFile.write(SocketActivation.hostSocketPath(name), text)
+        let socketUnit = name.socketUnit
+        try AtomicFile.write(name.socketUnitPath, text)
         try systemd.reload()
         _ = try systemd.enableUnitFiles([socketUnit])
         try systemd.startUnit(socketUnit)
@@ -153,7 +153,7 @@ extension MachineManager {
         var guestService: [UInt8]?
 
         init(of name: MachineName, guest: ContainedRoot) throws(NspawnError) {
-            host = try AtomicFile.read(SocketActivation.hostSocketPath(name))
+            host = try AtomicFile.read(name.socketUnitPath)
             do {
                 guestSocket = try guest.read(SocketActivation.guestSocketPath)
                 guestService = try guest.read(SocketActivation.guestServicePath)
@@ -206,8 +206,8 @@ extension MachineManager {
     /// Stops and disables the host's socket unit and removes its file. Nothing to do is fine.
     static func removeHostSocket(_ name: MachineName, bus: BusConnection) throws(NspawnError) {
         let systemd = SystemdManager(bus: bus)
-        let socketUnit = SocketActivation.hostSocketUnit(name)
-        let path = SocketActivation.hostSocketPath(name)
+        let socketUnit = name.socketUnit
+        let path = name.socketUnitPath
         guard access(path, F_OK) == 0 else { return }
         try stopHostSocket(name, bus: bus)
         _ = try systemd.disableUnitFiles([socketUnit])
@@ -219,7 +219,7 @@ extension MachineManager {
     /// Stops the host's socket unit (if it exists) without removing it.
     static func stopHostSocket(_ name: MachineName, bus: BusConnection) throws(NspawnError) {
         let systemd = SystemdManager(bus: bus)
-        let socketUnit = SocketActivation.hostSocketUnit(name)
+        let socketUnit = name.socketUnit
         if let state = try systemd.unitStates([socketUnit])[socketUnit], state.active != "inactive" {
             try systemd.stopUnit(socketUnit)
         }

@@ -21,15 +21,15 @@ extension MachineManager {
     // MARK: - Blocking helpers
 
     static func flavorName(of name: MachineName) throws(NspawnError) -> String? {
-        try AtomicFile.read(MachineFiles.flavorPath(name)).flatMap(Flavor.name(inDropIn:))
+        try AtomicFile.read(name.flavorDropInPath).flatMap(Flavor.name(inDropIn:))
     }
 
     /// Writes the drop-in, drops live copies of older limits, reloads, and applies the limits
     /// live when the machine runs.
     static func applyFlavor(_ flavor: Flavor, to name: MachineName, live: Bool, bus: BusConnection) throws(NspawnError) {
-        try AtomicFile.write(MachineFiles.flavorPath(name), flavor.dropIn())
+        try AtomicFile.write(name.flavorDropInPath, flavor.dropIn())
         // Runtime properties from an earlier resize would shadow the new drop-in until reboot.
-        for path in MachineFiles.controlDropIns(name) { try AtomicFile.remove(path) }
+        for path in name.controlDropIns { try AtomicFile.remove(path) }
         let systemd = SystemdManager(bus: bus)
         try systemd.reload()
         if live { try systemd.setUnitProperties(name.serviceUnit, runtime: true, flavor.unitProperties) }
@@ -44,9 +44,9 @@ extension MachineManager {
 
     /// The flavor drop-in (and its live copies); the directory goes only when empty.
     static func removeUnitFiles(of name: MachineName) throws(NspawnError) {
-        try AtomicFile.remove(MachineFiles.flavorPath(name))
-        for path in MachineFiles.controlDropIns(name) { try AtomicFile.remove(path) }
-        rmdir(MachineFiles.dropInDirectory(name))
-        rmdir("/run/systemd/system.control/\(name.serviceUnit).d")
+        try AtomicFile.remove(name.flavorDropInPath)
+        for path in name.controlDropIns { try AtomicFile.remove(path) }
+        rmdir(name.dropInDirectory)
+        rmdir(name.controlDropInDirectory)
     }
 }

@@ -21,7 +21,7 @@ extension MachineManager {
             // listening socket and the flavor as they were.
             try Self.dropEnablement(of: name, bus: bus)
             try Self.removeHostSocket(name, bus: bus)
-            if access(MachineFiles.flavorPath(name), F_OK) == 0 {
+            if access(name.flavorDropInPath, F_OK) == 0 {
                 try Self.removeUnitFiles(of: name)
                 try SystemdManager(bus: bus).reload()
             }
@@ -37,21 +37,21 @@ extension MachineManager {
                 throw NspawnError.busy(name.rawValue, reason: "it is running; stop it before renaming")
             }
             if try machined.imageExists(newName) { throw NspawnError.alreadyExists(newName.rawValue) }
-            if access(SocketActivation.hostSocketPath(name), F_OK) == 0 {
+            if access(name.socketUnitPath, F_OK) == 0 {
                 throw NspawnError.busy(name.rawValue, reason: "it is exposed; its socket units name it, so run 'nspawnctl unexpose \(name)' before renaming")
             }
-            if access(MachineFiles.dropInDirectory(newName), F_OK) == 0 {
-                throw NspawnError.busy(newName.rawValue, reason: "'\(MachineFiles.dropInDirectory(newName))' is left from an earlier machine of that name; remove it first")
+            if access(newName.dropInDirectory, F_OK) == 0 {
+                throw NspawnError.busy(newName.rawValue, reason: "'\(newName.dropInDirectory)' is left from an earlier machine of that name; remove it first")
             }
             let systemd = SystemdManager(bus: bus)
             let wasEnabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
             try machined.renameImage(name, to: newName)
             // The flavor goes with the machine; live copies from an old resize do not.
-            for path in MachineFiles.controlDropIns(name) { try AtomicFile.remove(path) }
-            rmdir("/run/systemd/system.control/\(name.serviceUnit).d")
-            if access(MachineFiles.dropInDirectory(name), F_OK) == 0 {
-                if Glibc.rename(MachineFiles.dropInDirectory(name), MachineFiles.dropInDirectory(newName)) != 0 {
-                    throw NspawnError.system("cannot move '\(MachineFiles.dropInDirectory(name))' to '\(MachineFiles.dropInDirectory(newName))'", .last)
+            for path in name.controlDropIns { try AtomicFile.remove(path) }
+            rmdir(name.controlDropInDirectory)
+            if access(name.dropInDirectory, F_OK) == 0 {
+                if Glibc.rename(name.dropInDirectory, newName.dropInDirectory) != 0 {
+                    throw NspawnError.system("cannot move '\(name.dropInDirectory)' to '\(newName.dropInDirectory)'", .last)
                 }
                 try systemd.reload()
             }

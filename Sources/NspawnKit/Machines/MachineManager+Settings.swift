@@ -34,7 +34,7 @@ extension MachineManager {
                 let before = settings.rendered()
                 try settings.apply(edit)
                 if settings.rendered() != before {
-                    try AtomicFile.write(MachineFiles.settingsPath(name), settings.rendered())
+                    try AtomicFile.write(name.settingsPath, settings.rendered())
                 }
             }
             if let flavor {
@@ -64,7 +64,7 @@ extension MachineManager {
                 throw .invalidArgument("will not rewrite '\(path)' of machine '\(name)': \(rewriteProblem)")
             }
             if let adjacentPath {
-                throw .busy(name.rawValue, reason: "its settings are in '\(adjacentPath)', next to the image, which systemd-nspawn stops reading once /etc/systemd/nspawn/\(name).nspawn exists; review it and move it there first")
+                throw .busy(name.rawValue, reason: "its settings are in '\(adjacentPath)', next to the image, which systemd-nspawn stops reading once \(name.settingsPath) exists; review it and move it there first")
             }
             return settings
         }
@@ -72,7 +72,7 @@ extension MachineManager {
 
     static func loadSettings(_ name: MachineName, imagePath: String? = nil) throws(NspawnError) -> SettingsSource {
         var source = SettingsSource()
-        for path in [MachineFiles.settingsPath(name), MachineFiles.runtimeSettingsPath(name)] {
+        for path in [name.settingsPath, name.runtimeSettingsPath] {
             if let bytes = try AtomicFile.readBytes(path) {
                 source.settings = NspawnSettings(parsing: String(decoding: bytes, as: UTF8.self))
                 source.path = path
@@ -81,7 +81,7 @@ extension MachineManager {
             }
         }
         if let imagePath {
-            let adjacent = AtomicFile.split(imagePath).parent + "/\(name.rawValue).nspawn"
+            let adjacent = name.adjacentSettingsPath(imagePath: imagePath)
             if let text = try AtomicFile.read(adjacent) {
                 source.adjacentPath = adjacent
                 source.adjacentBoot = NspawnSettings(parsing: text).boot

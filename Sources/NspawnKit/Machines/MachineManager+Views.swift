@@ -31,7 +31,7 @@ extension MachineManager {
         // per stopped image its os-release; per name its unit file state.
         enum Question { case properties(String), machineOS(String), addresses(String), imageOS(String), unitFileState(String), socketStates }
         let mightBeEnabled = SystemdManager.enablementCandidates()
-        let exposedNames = Set(names.filter { access(SocketActivation.hostSocketPath(MachineName(unchecked: $0)), F_OK) == 0 })
+        let exposedNames = Set(names.filter { access(MachineName(unchecked: $0).socketUnitPath, F_OK) == 0 })
         var questions: [Question] = []
         var calls: [MethodCall] = []
         func ask(_ question: Question, _ call: MethodCall) {
@@ -54,11 +54,11 @@ extension MachineManager {
                 ask(.imageOS(name), Machined.managerCall("GetImageOSRelease", [.string(name)]))
             }
             if mightBeEnabled?.contains(name) ?? true {
-                ask(.unitFileState(name), SystemdManager.call("GetUnitFileState", [.string("systemd-nspawn@\(name).service")]))
+                ask(.unitFileState(name), SystemdManager.call("GetUnitFileState", [.string(MachineName(unchecked: name).serviceUnit)]))
             }
         }
         if !exposedNames.isEmpty {
-            let sockets = exposedNames.sorted().map { "systemd-nspawn@\($0).socket" }
+            let sockets = exposedNames.sorted().map { MachineName(unchecked: $0).socketUnit }
             questions.append(.socketStates)
             calls.append(SystemdManager.call("ListUnitsByNames", [.strings(sockets)]))
         }
@@ -105,7 +105,7 @@ extension MachineManager {
                 rows[name]?.enabled = SystemdManager.isEnabled(reply.first?.string)
             case .socketStates:
                 for (unit, state) in SystemdManager.unitStates(from: reply) where state.active == "active" {
-                    let name = String(unit.dropFirst("systemd-nspawn@".count).dropLast(".socket".count))
+                    guard let name = MachineUnits.machineName(ofUnit: unit, suffix: ".socket") else { continue }
                     if rows[name]?.state == .stopped { rows[name]?.state = .listening }
                 }
             }
@@ -177,7 +177,7 @@ extension MachineManager {
         status.enabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
         status.exposed = try exposedAddresses(of: name)
         if !status.exposed.isEmpty {
-            let socketUnit = SocketActivation.hostSocketUnit(name)
+            let socketUnit = name.socketUnit
             status.socketState = try systemd.unitStates([socketUnit])[socketUnit]?.sub
             if status.state == .stopped && status.socketState == "listening" { status.state = .listening }
         }

@@ -196,9 +196,7 @@ struct SystemdManager {
             guard let entries = try? files.contentsOfDirectory(atPath: directory) else { return nil }
             for entry in entries where entry.hasSuffix(".wants") || entry.hasSuffix(".requires") || entry.hasSuffix(".upholds") {
                 guard let links = try? files.contentsOfDirectory(atPath: directory + "/" + entry) else { return nil }
-                for link in links where link.hasPrefix("systemd-nspawn@") && link.hasSuffix(".service") {
-                    names.insert(String(link.dropFirst("systemd-nspawn@".count).dropLast(".service".count)))
-                }
+                names.formUnion(links.compactMap { MachineUnits.machineName(ofUnit: $0, suffix: ".service") })
             }
         }
         return names
