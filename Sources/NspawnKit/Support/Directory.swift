@@ -125,6 +125,26 @@ package final class Directory {
         if unlinkat(fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT { throw Errno.last }
     }
 
+    /// Replaces (or creates) the file `name` so no reader sees it half written: the bytes go to a
+    /// temporary file here, which is synced and renamed over `name`. A failure leaves `name` as it was.
+    package func replaceFile(_ name: String, with bytes: [UInt8], mode: mode_t, owner: (uid_t, gid_t)? = nil) throws(Errno) {
+        let fd = fd
+        let temporary = ".#nspawnctl.\(name).\(String(UInt32.random(in: .min ... .max), radix: 16))"
+        let file = try Directory.retrying { openat(fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode) }
+        do throws(Errno) {
+            defer { close(file) }
+            try writeAll(file, bytes)
+            // The umask may have narrowed the mode given to openat.
+            if fchmod(file, mode) != 0 { throw Errno.last }
+            if let owner, fchown(file, owner.0, owner.1) != 0 { throw Errno.last }
+            if fsync(file) != 0 { throw Errno.last }
+            try rename(temporary, to: name)
+        } catch {
+            unlinkat(fd, temporary, 0)
+            throw error
+        }
+    }
+
     /// Takes a BSD lock on `name` (created 0600 if missing); nil when someone else holds it.
     package func tryLock(_ name: String, shared: Bool = false) throws(Errno) -> FileLock? {
         let fd = fd
@@ -215,8 +235,7 @@ package struct ContainedRoot {
         try directory.removeFile(base)
     }
 
-    /// Replaces the file atomically (a temporary file in the same directory, then rename),
-    /// keeping the mode and owner of the file it replaces.
+    /// Replaces the file atomically, keeping the mode and owner of the file it replaces.
     package func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(Errno) {
         let (directory, base) = try parent(of: path)
         var finalMode = mode
@@ -225,24 +244,6 @@ package struct ContainedRoot {
             finalMode = existing.st_mode & 0o7777
             owner = (existing.st_uid, existing.st_gid)
         }
-        let temporary = ".#nspawnctl.\(base).\(UInt32.random(in: .min ... .max))"
-        let fd = try Directory.retrying { openat(directory.fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, finalMode) }
-        do throws(Errno) {
-            defer { close(fd) }
-            var offset = 0
-            while offset < bytes.count {
-                let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-                if count < 0 { if errno == EINTR { continue }; throw Errno.last }
-                offset += count
-            }
-            // The umask may have narrowed the mode; a replaced file keeps its owner.
-            if fchmod(fd, finalMode) != 0 { throw Errno.last }
-            if let owner, fchown(fd, owner.0, owner.1) != 0 { throw Errno.last }
-            if fsync(fd) != 0 { throw Errno.last }
-            try directory.rename(temporary, to: base)
-        } catch {
-            unlinkat(directory.fd, temporary, 0)
-            throw error
-        }
+        try directory.replaceFile(base, with: bytes, mode: finalMode, owner: owner)
     }
 }

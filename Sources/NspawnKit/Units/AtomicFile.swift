@@ -12,21 +12,8 @@ enum AtomicFile {
         do throws(Errno) {
             try makeDirectories(parent, mode: 0o755)
             let directory = try Directory(path: parent)
-            let temporary = ".#\(base).\(String(UInt32.random(in: .min ... .max), radix: 16))"
-            let fd = try Directory.retrying {
-                openat(directory.fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-            }
-            do throws(Errno) {
-                defer { close(fd) }
-                try writeAll(fd, Array(contents.utf8))
-                // The umask may have narrowed the mode given to openat.
-                if fchmod(fd, mode) != 0 { throw Errno.last }
-                if fsync(fd) != 0 { throw Errno.last }
-                try directory.rename(temporary, to: base)
-            } catch {
-                unlinkat(directory.fd, temporary, 0)
-                throw error
-            }
+            try directory.replaceFile(base, with: Array(contents.utf8), mode: mode)
+            // The rename lasts through a crash only once the directory is synced too.
             fsync(directory.fd)
         } catch {
             throw .system("cannot write '\(path)'", error)
