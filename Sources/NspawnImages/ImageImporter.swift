@@ -202,14 +202,14 @@ public struct ImageImporter: Sendable {
 
 /// The raw input of an import as a descriptor: a file, stdin, or a socket fed by a download thread.
 final class SourceInput {
-    let fd: Int32
+    let fd: FileDescriptor
     let isDownload: Bool
     private var download: OSThread?
     private var downloadError: NspawnError?
     private var finished = false
     private let ownsDescriptor: Bool
 
-    private init(fd: Int32, isDownload: Bool, ownsDescriptor: Bool) {
+    private init(fd: FileDescriptor, isDownload: Bool, ownsDescriptor: Bool) {
         self.fd = fd
         self.isDownload = isDownload
         self.ownsDescriptor = ownsDescriptor
@@ -218,16 +218,16 @@ final class SourceInput {
     static func open(_ source: ImageSource, counters: ImportCounters) throws(NspawnError) -> SourceInput {
         switch source {
         case .standardInput:
-            return SourceInput(fd: 0, isDownload: false, ownsDescriptor: false)
+            return SourceInput(fd: .standardInput, isDownload: false, ownsDescriptor: false)
         case .file(let path):
-            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
-            guard fd >= 0 else {
-                throw .unusableInput("cannot read '\(path.escapedForMessage)'", .last)
+            let fd: FileDescriptor
+            do { fd = try FileDescriptor.opening { Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) } } catch {
+                throw .unusableInput("cannot read '\(path.escapedForMessage)'", error)
             }
             var st = stat()
-            if fstat(fd, &st) == 0 {
+            if fstat(fd.rawValue, &st) == 0 {
                 if (st.st_mode & S_IFMT) == S_IFDIR {
-                    close(fd)
+                    try? fd.close()
                     throw .invalidArgument("cannot read '\(path.escapedForMessage)': it is a directory")
                 }
                 if (st.st_mode & S_IFMT) == S_IFREG { counters.sourceSize.store(Int64(st.st_size), ordering: .relaxed) }
@@ -241,7 +241,7 @@ final class SourceInput {
                 sizeKnown: { counters.sourceSize.store($0, ordering: .relaxed) })
             let box = UncheckedSendable(input)
             input.download = OSThread {
-                defer { close(writer) }
+                defer { try? writer.close() }
                 do throws(NspawnError) {
                     _ = try HTTPDownload.perform(url, into: sink)
                 } catch {
@@ -256,7 +256,7 @@ final class SourceInput {
     func finish() throws(NspawnError) {
         if !finished {
             finished = true
-            if ownsDescriptor { close(fd) }
+            if ownsDescriptor { try? fd.close() }
             download?.join()
         }
         if let downloadError { throw downloadError }

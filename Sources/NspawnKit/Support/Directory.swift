@@ -9,6 +9,17 @@ extension Errno {
     package static var last: Errno { Errno(rawValue: Glibc.errno) }
 }
 
+extension FileDescriptor {
+    /// Runs an open-like C call, again after a signal, and takes over the descriptor it returns.
+    package static func opening(_ body: () -> Int32) throws(Errno) -> FileDescriptor {
+        while true {
+            let result = body()
+            if result >= 0 { return FileDescriptor(rawValue: result) }
+            if errno != EINTR { throw Errno.last }
+        }
+    }
+}
+
 extension String {
     package var trimmedWhitespace: String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
@@ -18,11 +29,11 @@ extension String {
 }
 
 /// Reads `fd` to its end; more than `limit` bytes is an error (EFBIG), never a silent cut.
-package func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
+package func readAll(_ fd: FileDescriptor, limit: Int) throws(Errno) -> [UInt8] {
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 64 * 1024)
     while true {
-        let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        let count = chunk.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
         if count < 0 { if errno == EINTR { continue }; throw Errno.last }
         if count == 0 { return bytes }
         bytes += chunk[..<count]
@@ -32,32 +43,31 @@ package func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
 
 /// An open directory, used as the anchor for every *at() call so no path is resolved twice.
 package final class Directory {
-    package let fd: Int32
+    package let descriptor: FileDescriptor
+    /// For the *at() calls.
+    private var fd: Int32 { descriptor.rawValue }
 
-    package init(fd: Int32) { self.fd = fd }
+    package init(_ descriptor: FileDescriptor) { self.descriptor = descriptor }
 
     /// Opens a directory without following a symlink at its last component.
     package convenience init(path: String) throws(Errno) {
-        try self.init(fd: Directory.retrying { open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
+        try self.init(FileDescriptor.opening { open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
     }
 
-    deinit { close(fd) }
-
-    package static func retrying(_ body: () -> Int32) throws(Errno) -> Int32 {
-        while true {
-            let result = body()
-            if result >= 0 { return result }
-            if errno != EINTR { throw Errno.last }
-        }
-    }
+    deinit { try? descriptor.close() }
 
     package func openDirectory(_ name: String) throws(Errno) -> Directory {
         let fd = fd
-        return Directory(fd: try Directory.retrying { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
+        return Directory(try FileDescriptor.opening { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
     }
 
     package func setMode(_ mode: mode_t) throws(Errno) {
         if fchmod(fd, mode) != 0 { throw Errno.last }
+    }
+
+    /// Makes renames and removals of entries last through a crash.
+    package func sync() throws(Errno) {
+        if fsync(fd) != 0 { throw Errno.last }
     }
 
     /// Removes the file or symlink `name` (never a directory); one that is already gone is fine.
@@ -67,6 +77,10 @@ package final class Directory {
 
     package func makeDirectory(_ name: String, mode: mode_t) throws(Errno) {
         if mkdirat(fd, name, mode) != 0 { throw Errno.last }
+    }
+
+    package func makeSymlink(_ name: String, to target: String) throws(Errno) {
+        if symlinkat(target, fd, name) != 0 { throw Errno.last }
     }
 
     /// lstat of an entry; nil when it does not exist.
@@ -130,14 +144,14 @@ package final class Directory {
     package func replaceFile(_ name: String, with bytes: [UInt8], mode: mode_t, owner: (uid_t, gid_t)? = nil) throws(Errno) {
         let fd = fd
         let temporary = ".#nspawnctl.\(name).\(String(UInt32.random(in: .min ... .max), radix: 16))"
-        let file = try Directory.retrying { openat(fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode) }
+        let file = try FileDescriptor.opening { openat(fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode) }
         do throws(Errno) {
-            defer { close(file) }
+            defer { try? file.close() }
             try writeAll(file, bytes)
             // The umask may have narrowed the mode given to openat.
-            if fchmod(file, mode) != 0 { throw Errno.last }
-            if let owner, fchown(file, owner.0, owner.1) != 0 { throw Errno.last }
-            if fsync(file) != 0 { throw Errno.last }
+            if fchmod(file.rawValue, mode) != 0 { throw Errno.last }
+            if let owner, fchown(file.rawValue, owner.0, owner.1) != 0 { throw Errno.last }
+            if fsync(file.rawValue) != 0 { throw Errno.last }
             try rename(temporary, to: name)
         } catch {
             unlinkat(fd, temporary, 0)
@@ -148,22 +162,21 @@ package final class Directory {
     /// Takes a BSD lock on `name` (created 0600 if missing); nil when someone else holds it.
     package func tryLock(_ name: String, shared: Bool = false) throws(Errno) -> FileLock? {
         let fd = fd
-        let lockFD = try Directory.retrying { openat(fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600) }
-        if flock(lockFD, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
-            let code = errno
-            close(lockFD)
-            if code == EWOULDBLOCK { return nil }
-            throw Errno(rawValue: code)
+        let lock = FileLock(try FileDescriptor.opening { openat(fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600) })
+        if flock(lock.descriptor.rawValue, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
+            let cause = Errno.last
+            if cause == .wouldBlock { return nil }
+            throw cause
         }
-        return FileLock(fd: lockFD)
+        return lock
     }
 }
 
 /// A held flock; released when dropped (and by the kernel if we die).
 package final class FileLock {
-    package let fd: Int32
-    package init(fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
+    package let descriptor: FileDescriptor
+    package init(_ descriptor: FileDescriptor) { self.descriptor = descriptor }
+    deinit { try? descriptor.close() }
 }
 
 /// File access inside an untrusted root: every path resolves as if the root were `/`
@@ -173,9 +186,9 @@ package struct ContainedRoot {
 
     package init(root: Directory) { self.root = root }
 
-    private func open(_ path: String, flags: Int32, mode: mode_t = 0) throws(Errno) -> Int32 {
-        let rootFD = root.fd
-        return try Directory.retrying {
+    private func open(_ path: String, flags: Int32, mode: mode_t = 0) throws(Errno) -> FileDescriptor {
+        let rootFD = root.descriptor.rawValue
+        return try FileDescriptor.opening {
             nspawnctl_openat2(rootFD, path, UInt64(flags | O_CLOEXEC), UInt64(mode),
                               nspawnctl_resolve_in_root | nspawnctl_resolve_no_magiclinks)
         }
@@ -183,18 +196,18 @@ package struct ContainedRoot {
 
     /// The file's bytes, or nil when it does not exist.
     package func read(_ path: String, limit: Int = 4 * 1024 * 1024) throws(Errno) -> [UInt8]? {
-        let fd: Int32
+        let fd: FileDescriptor
         do { fd = try open(path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK) } catch .noSuchFileOrDirectory { return nil }
-        defer { close(fd) }
+        defer { try? fd.close() }
         var st = stat()
-        if fstat(fd, &st) != 0 { throw Errno.last }
+        if fstat(fd.rawValue, &st) != 0 { throw Errno.last }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw Errno.invalidArgument }
         return try readAll(fd, limit: limit)
     }
 
     package func exists(_ path: String) -> Bool {
         guard let fd = try? open(path, flags: nspawnctl_o_path) else { return false }
-        close(fd)
+        try? fd.close()
         return true
     }
 
@@ -203,7 +216,7 @@ package struct ContainedRoot {
         let components = path.split(separator: "/")
         guard let base = components.last.map(String.init), base != "..", base != "." else { throw Errno.invalidArgument }
         let parent = components.dropLast().joined(separator: "/")
-        return (Directory(fd: try open(parent.isEmpty ? "/" : parent, flags: O_RDONLY | O_DIRECTORY)), base)
+        return (Directory(try open(parent.isEmpty ? "/" : parent, flags: O_RDONLY | O_DIRECTORY)), base)
     }
 
     /// mkdir -p inside the root; every component resolves inside it.
@@ -222,9 +235,9 @@ package struct ContainedRoot {
         let (directory, base) = try parent(of: path)
         if let existing = try directory.status(base) {
             guard (existing.st_mode & S_IFMT) == S_IFLNK else { throw Errno.fileExists }
-            if unlinkat(directory.fd, base, 0) != 0 { throw Errno.last }
+            try directory.removeFile(base)
         }
-        if symlinkat(target, directory.fd, base) != 0 { throw Errno.last }
+        try directory.makeSymlink(base, to: target)
     }
 
     /// Removes a file or symlink (never a directory); one that is already gone is fine.

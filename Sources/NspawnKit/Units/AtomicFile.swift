@@ -14,7 +14,7 @@ enum AtomicFile {
             let directory = try Directory(path: parent)
             try directory.replaceFile(base, with: Array(contents.utf8), mode: mode)
             // The rename lasts through a crash only once the directory is synced too.
-            fsync(directory.fd)
+            try? directory.sync()
         } catch {
             throw .system("cannot write '\(path)'", error)
         }
@@ -25,7 +25,7 @@ enum AtomicFile {
     static func remove(_ path: String) throws(NspawnError) -> Bool {
         if unlink(path) == 0 {
             let (parent, _) = split(path)
-            if let directory = try? Directory(path: parent) { fsync(directory.fd) }
+            try? Directory(path: parent).sync()
             return true
         }
         let cause = Errno.last
@@ -39,14 +39,12 @@ enum AtomicFile {
     }
 
     static func readBytes(_ path: String, limit: Int = 1024 * 1024) throws(NspawnError) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw .system("cannot read '\(path)'", .last)
-        }
-        defer { close(fd) }
-        do {
+        do throws(Errno) {
+            let fd = try FileDescriptor.opening { open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) }
+            defer { try? fd.close() }
             return try readAll(fd, limit: limit)
+        } catch .noSuchFileOrDirectory {
+            return nil
         } catch {
             throw .system("cannot read '\(path)'", error)
         }
@@ -59,10 +57,10 @@ enum AtomicFile {
     }
 }
 
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(Errno) {
+func writeAll(_ fd: FileDescriptor, _ bytes: [UInt8]) throws(Errno) {
     var offset = 0
     while offset < bytes.count {
-        let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd.rawValue, $0.baseAddress, $0.count) }
         if count < 0 {
             if errno == EINTR { continue }
             throw Errno.last
