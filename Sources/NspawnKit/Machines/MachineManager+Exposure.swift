@@ -32,21 +32,12 @@ extension MachineManager {
             if source.boot == false {
                 throw NspawnError.invalidArgument("machine '\(name)' does not boot (Boot=no in \(source.path ?? source.adjacentPath ?? "its settings")); socket activation needs the guest's systemd to take the sockets")
             }
-            let systemd = SystemdManager(bus: bus)
-            if running {
-                // The socket first, so no connection starts the machine again while it changes.
-                try Self.stopHostSocket(name, bus: bus)
-                try self.stop(name, timeout: stopTimeout, bus: bus)
-            }
-            do {
+            // The socket first, so no connection starts the machine again while it changes.
+            if running { try Self.stopHostSocket(name, bus: bus) }
+            // Started directly again, the service still gets the listening sockets of its socket unit.
+            try self.whileStopped(name, running: running, stopTimeout: stopTimeout, bus: bus) {
                 try Self.installSocketActivation(activation, root: root, bus: bus)
-            } catch {
-                // A machine we stopped runs again, with whatever sockets it had.
-                if running { try? systemd.startUnit(name.serviceUnit) }
-                throw error
             }
-            // Started directly, the service still gets the listening sockets of its socket unit.
-            if running { try systemd.startUnit(name.serviceUnit) }
             return ExposeResult(name: name.rawValue, addresses: activation.addresses.map(\.description),
                                 socketUnit: name.socketUnit, restarted: running)
         }
@@ -76,18 +67,28 @@ extension MachineManager {
             }
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
-            let systemd = SystemdManager(bus: bus)
             // The host's socket first, so no connection starts the machine again.
             try Self.removeHostSocket(name, bus: bus)
-            do {
-                if running { try self.stop(name, timeout: stopTimeout, bus: bus) }
+            try self.whileStopped(name, running: running, stopTimeout: stopTimeout, bus: bus) {
                 if let root { try Self.removeGuestSide(root, name: name) }
-            } catch {
-                if running { try? systemd.startUnit(name.serviceUnit) }
-                throw error
             }
-            if running { try systemd.startUnit(name.serviceUnit) }
         }
+    }
+
+    /// Runs `body` with a `running` machine stopped, and starts it again afterwards, also when
+    /// `body` fails: the machine then runs with whatever sockets it had.
+    func whileStopped(_ name: MachineName, running: Bool, stopTimeout: Duration, bus: BusConnection,
+                      _ body: () throws -> Void) throws {
+        guard running else { return try body() }
+        let systemd = SystemdManager(bus: bus)
+        do {
+            try stop(name, timeout: stopTimeout, bus: bus)
+            try body()
+        } catch {
+            try? systemd.startUnit(name.serviceUnit)
+            throw error
+        }
+        try systemd.startUnit(name.serviceUnit)
     }
 
     // MARK: - Blocking helpers
