@@ -29,7 +29,7 @@ public struct Recipe: Sendable, Equatable {
     public static func load(_ nameOrPath: String, searchDirectories: [String] = searchDirectories) throws(NspawnError) -> Recipe {
         if nameOrPath.contains("/") {
             let name = String(nameOrPath.split(separator: "/").last ?? "").replacingSuffix(".recipe")
-            guard let text = try readText(nameOrPath) else {
+            guard let text = try AtomicFile.read(nameOrPath, limit: sizeLimit) else {
                 throw .unusableInput("cannot read recipe '\(nameOrPath.escapedForMessage)'", .noSuchFileOrDirectory)
             }
             return try parse(text, name: name, origin: nameOrPath)
@@ -38,26 +38,21 @@ public struct Recipe: Sendable, Equatable {
               !nameOrPath.hasPrefix(".") else {
             throw .invalidArgument("invalid recipe name '\(nameOrPath.escapedForMessage)'")
         }
-        for directory in searchDirectories {
-            let path = "\(directory)/\(nameOrPath).recipe"
-            if let text = try readText(path) { return try parse(text, name: nameOrPath, origin: path) }
+        if let (path, text) = try files(searchDirectories).find(nameOrPath) {
+            return try parse(text, name: nameOrPath, origin: path)
         }
         throw .invalidArgument("no recipe '\(nameOrPath)' in \(searchDirectories.joined(separator: ", "))")
     }
 
     /// Names of the recipes found, sorted.
     public static func available(searchDirectories: [String] = searchDirectories) -> [String] {
-        var names = Set<String>()
-        for directory in searchDirectories {
-            guard let dir = try? Directory(path: directory), let entries = try? dir.entries() else { continue }
-            for entry in entries where entry.hasSuffix(".recipe") { names.insert(entry.replacingSuffix(".recipe")) }
-        }
-        return names.sorted()
+        files(searchDirectories).names()
     }
 
-    /// The recipe's text, or nil when there is no such file.
-    static func readText(_ path: String) throws(NspawnError) -> String? {
-        try AtomicFile.read(path, limit: 256 * 1024)
+    static let sizeLimit = 256 * 1024
+
+    static func files(_ directories: [String]) -> DataFiles {
+        DataFiles(directories: directories, suffix: ".recipe", limit: sizeLimit)
     }
 
     /// Parses recipe text. Unknown sections or keys are errors, so a typo never silently weakens verification.
