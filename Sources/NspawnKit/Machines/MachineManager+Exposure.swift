@@ -166,30 +166,32 @@ extension MachineManager {
 
         let name: MachineName
 
-        func restore(guest: ContainedRoot, bus: BusConnection) throws {
+        func restore(guest: ContainedRoot, bus: BusConnection) throws(NspawnError) {
             guard let host, let guestSocket else { return }
-            try guest.makeDirectories("/etc/systemd/system/sockets.target.wants")
-            try guest.write(SocketActivation.guestSocketPath, guestSocket)
-            if let guestService { try guest.write(SocketActivation.guestServicePath, guestService) }
-            try guest.symlink(SocketActivation.guestSocketPath, at: SocketActivation.guestWantsLink)
+            try MachineManager.writeGuestSide(socket: guestSocket, service: guestService, guest: guest, name: name)
             try MachineManager.startHostSocket(name, text: host, bus: bus)
         }
     }
 
     static func writeGuestSide(_ activation: SocketActivation, root: Directory) throws(NspawnError) {
-        let guest = ContainedRoot(root: root)
-        let service = try activation.guestServiceText()
+        try writeGuestSide(socket: Array(activation.guestSocketText().utf8),
+                           service: activation.guestServiceText().map { Array($0.utf8) },
+                           guest: ContainedRoot(root: root), name: activation.machine)
+    }
+
+    /// The guest's socket unit, enabled, and its per-connection service (nil: none, removed).
+    static func writeGuestSide(socket: [UInt8], service: [UInt8]?, guest: ContainedRoot, name: MachineName) throws(NspawnError) {
         do throws(Errno) {
-            try guest.makeDirectories("/etc/systemd/system/sockets.target.wants")
-            try guest.write(SocketActivation.guestSocketPath, Array(activation.guestSocketText().utf8))
+            try guest.makeDirectories(SocketActivation.guestWantsDirectory)
+            try guest.write(SocketActivation.guestSocketPath, socket)
             if let service {
-                try guest.write(SocketActivation.guestServicePath, Array(service.utf8))
+                try guest.write(SocketActivation.guestServicePath, service)
             } else {
                 try guest.remove(SocketActivation.guestServicePath)
             }
             try guest.symlink(SocketActivation.guestSocketPath, at: SocketActivation.guestWantsLink)
         } catch {
-            throw .system("cannot write the socket units inside machine '\(activation.machine)'", error)
+            throw .system("cannot write the socket units inside machine '\(name)'", error)
         }
     }
 

@@ -111,7 +111,8 @@ public struct SocketActivation: Sendable, Equatable {
 
     static let guestSocketPath = "\(guestDirectory)/\(guestSocket)"
     static let guestServicePath = "\(guestDirectory)/\(guestService)"
-    static let guestWantsLink = "\(guestDirectory)/sockets.target.wants/\(guestSocket)"
+    static let guestWantsDirectory = "\(guestDirectory)/sockets.target.wants"
+    static let guestWantsLink = "\(guestWantsDirectory)/\(guestSocket)"
 
     func hostSocketText() -> String {
         """
