@@ -1,5 +1,3 @@
-import SystemPackage
-
 extension MachineManager {
     // MARK: Lifecycle
 
@@ -161,7 +159,7 @@ extension MachineManager {
     /// takes SIGTERM as "re-execute". When /proc cannot tell (hidepid, another PID namespace)
     /// assume systemd, as machinectl does; other payloads are then still terminated after the timeout.
     static func leaderRunsSystemd(_ leader: UInt32?) -> Bool {
-        guard let leader, leader > 0, let comm = readSmallFile(FilePath("/proc/\(leader)/comm")) else { return true }
+        guard let leader, leader > 0, let comm = try? AtomicFile.read("/proc/\(leader)/comm", limit: 4096) else { return true }
         return comm == "systemd\n"
     }
 
@@ -172,17 +170,4 @@ extension MachineManager {
             try systemd.reload()
         }
     }
-}
-
-/// Reads a small file such as one under /proc, or nil if it cannot be read.
-func readSmallFile(_ path: FilePath, limit: Int = 64 * 1024) -> String? {
-    guard let fd = try? FileDescriptor.open(path, .readOnly, options: .closeOnExec) else { return nil }
-    defer { try? fd.close() }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while bytes.count < limit {
-        guard let n = try? chunk.withUnsafeMutableBytes({ try fd.read(into: $0, retryOnInterrupt: true) }), n > 0 else { break }
-        bytes.append(contentsOf: chunk[..<n])
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
