@@ -24,13 +24,6 @@ import Glibc
 
     func cleanUp() { _ = try? shell("rm -rf --one-file-system \(scratch)") }
 
-    @discardableResult
-    func shell(_ script: String) throws -> String {
-        let (termination, output) = try ChildProcess.run(["/bin/sh", "-c", script])
-        guard termination.succeeded else { throw NspawnError.failed("'\(script)' \(termination): \(output)") }
-        return output
-    }
-
     func storeEntries() throws -> [String] {
         try Directory(path: store.directory).entries().sorted()
     }
@@ -168,11 +161,10 @@ import Glibc
 
     @Test(.enabled(if: getuid() == 0, "mounts a tmpfs")) func aFullDiskNamesTheEntryAndTheCause() async throws {
         defer { cleanUp() }
-        let small = "\(scratch)/small"
-        try shell("mkdir -p \(small) \(scratch)/r/etc && mount -t tmpfs -o size=64k tmpfs \(small)")
-        defer { _ = try? shell("umount -l \(small)") }
-        try shell("head -c 262144 /dev/urandom > \(scratch)/r/etc/big && tar -C \(scratch)/r -cf \(scratch)/r.tar .")
-        let full = ImageImporter(store: ImageStore(directory: small, lockDirectory: scratch + "/locks"),
+        let small = try ScratchMount(at: "\(scratch)/small")
+        defer { small.unmount() }
+        try shell("mkdir -p \(scratch)/r/etc && head -c 262144 /dev/urandom > \(scratch)/r/etc/big && tar -C \(scratch)/r -cf \(scratch)/r.tar .")
+        let full = ImageImporter(store: ImageStore(directory: small.path, lockDirectory: scratch + "/locks"),
                                  machineIsRunning: { _ in false })
         do {
             _ = try await full.importImage(try MachineName("big"), from: .file("\(scratch)/r.tar"))
@@ -181,7 +173,7 @@ import Glibc
             #expect(error.description.contains("'./etc/big'") && error.description.hasSuffix(": No space left on device"), "\(error)")
             #expect(error.category == .failure)
         }
-        #expect(try shell("ls -A \(small)") == "", "nothing is left behind")
+        #expect(try shell("ls -A \(small.path)") == "", "nothing is left behind")
     }
 
     @Test func aMissingSourceIsBadInputAndSaysWhy() async throws {

@@ -49,21 +49,16 @@ import Glibc
 struct SystemFailureTests {
     let scratch = "/var/tmp/nspawnctl-errno-tests.\(getpid()).\(UInt32.random(in: 0 ... .max))"
 
-    /// Mounts a tmpfs of `size` at a fresh directory, runs `body` on it and unmounts it again.
-    func withTmpfs(size: String = "64k", readOnly: Bool = false, _ body: (String) throws(NspawnError) -> Void) throws(NspawnError) {
-        let mountPoint = "\(scratch)/mnt"
-        try run("mkdir -p \(mountPoint) && mount -t tmpfs -o size=\(size),mode=0755 tmpfs \(mountPoint)")
-        defer { _ = try? run("umount -l \(mountPoint); rm -rf \(scratch)") }
-        try run("mkdir -p \(mountPoint)/etc \(mountPoint)/locks")
-        if readOnly { try run("mount -o remount,ro \(mountPoint)") }
-        try body(mountPoint)
-    }
-
-    @discardableResult
-    func run(_ script: String) throws(NspawnError) -> String {
-        let (termination, output) = try ChildProcess.run(["/bin/sh", "-c", script])
-        guard termination.succeeded else { throw NspawnError.failed("'\(script)' \(termination): \(output)") }
-        return output
+    /// Runs `body` on a fresh 64 KiB tmpfs holding empty etc/ and locks/ directories.
+    func withTmpfs(readOnly: Bool = false, _ body: (String) throws(NspawnError) -> Void) throws(NspawnError) {
+        let mount = try ScratchMount(at: "\(scratch)/mnt")
+        defer {
+            mount.unmount()
+            _ = try? shell("rm -rf \(scratch)")
+        }
+        try shell("mkdir -p \(mount.path)/etc \(mount.path)/locks")
+        if readOnly { try mount.makeReadOnly() }
+        try body(mount.path)
     }
 
     @Test func aFullDiskSaysSoAndLeavesNoTemporaryFile() throws {
@@ -76,7 +71,7 @@ struct SystemFailureTests {
                 #expect(error == .system("cannot write '\(path)'", .noSpace))
                 #expect(error.description == "cannot write '\(path)': No space left on device")
             }
-            #expect(try run("ls -A \(root)/etc") == "", "the temporary file is gone")
+            #expect(try shell("ls -A \(root)/etc") == "", "the temporary file is gone")
         }
     }
 
@@ -103,8 +98,8 @@ struct SystemFailureTests {
     /// there fails with EPERM, as it fails with EACCES for a user without root.
     @Test func aLockTheKernelRefusesIsPermissionDenied() throws {
         try withTmpfs { (root: String) throws(NspawnError) in
-            guard (try? run("chattr +i \(root)/locks")) != nil else { return }
-            defer { _ = try? run("chattr -i \(root)/locks") }
+            guard (try? shell("chattr +i \(root)/locks")) != nil else { return }
+            defer { _ = try? shell("chattr -i \(root)/locks") }
             let store = ImageStore(directory: "\(root)/machines", lockDirectory: "\(root)/locks")
             do throws(NspawnError) {
                 _ = try store.lockName(try MachineName("web"))
