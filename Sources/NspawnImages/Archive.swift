@@ -1,5 +1,6 @@
 import CArchive
 import NspawnKit
+import SystemPackage
 
 /// A libarchive failure: the return code, the errno it recorded and its own message.
 struct ArchiveError: Error, Sendable, CustomStringConvertible {
@@ -73,8 +74,8 @@ final class ArchiveReader {
         if code < ARCHIVE_WARN { throw ArchiveError(handle, code: code, reading: true) }
     }
 
-    func open(fd: Int32, blockSize: Int) throws(ArchiveError) {
-        try check(archive_read_open_fd(handle, fd, blockSize))
+    func open(fd: FileDescriptor, blockSize: Int) throws(ArchiveError) {
+        try check(archive_read_open_fd(handle, fd.rawValue, blockSize))
     }
 
     private var chunkSource: ArchiveChunkSource?

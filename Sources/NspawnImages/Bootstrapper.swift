@@ -1,4 +1,5 @@
 import NspawnKit
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -48,7 +49,7 @@ public struct Bootstrapper: Sendable {
                 throw .invalidArgument("recipe '\(recipe.name)' names no keyring; pass --keyring FILE or --no-verify")
             }
             guard access(keyring, R_OK) == 0 else {
-                throw .invalidArgument("recipe '\(recipe.name)' verifies with keyring '\(keyring)', which is missing; install it, pass --keyring FILE, or say --no-verify")
+                throw .unusableInput("recipe '\(recipe.name)' verifies with keyring '\(keyring)' (install it, pass --keyring FILE, or say --no-verify)", .last)
             }
             return keyring
         }

@@ -3,6 +3,7 @@ import CLinux
 import Crypto
 import Synchronization
 import NspawnKit
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,17 +11,20 @@ import Glibc
 /// Reads the raw (still compressed) source for libarchive, and on the way hashes it, counts it and
 /// feeds it to gpgv. Lives on the decompression thread.
 final class SourceTap {
-    let fd: Int32
+    let fd: FileDescriptor
+    /// Names the source in errors.
+    let source: String
     let counters: ImportCounters
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
     private(set) var hasher = SHA256()
     /// gpgv's stdin, while it still reads.
-    var verifierInput: Int32?
+    var verifierInput: FileDescriptor?
     /// Why reading stopped early, when that is not the archive's fault.
     var failure: NspawnError?
 
-    init(fd: Int32, counters: ImportCounters) {
+    init(fd: FileDescriptor, source: String, counters: ImportCounters) {
         self.fd = fd
+        self.source = source
         self.counters = counters
     }
 
@@ -33,7 +37,7 @@ final class SourceTap {
             return (nil, -1)
         }
         // A stalled pipe or download must not keep a cancelled import waiting.
-        var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        var ready = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
         while poll(&ready, 1, 200) == 0 {
             if counters.isCancelled {
                 failure = .cancelled("import cancelled")
@@ -41,9 +45,9 @@ final class SourceTap {
             }
         }
         var count: Int
-        repeat { count = Glibc.read(fd, buffer.baseAddress, buffer.count) } while count < 0 && errno == EINTR
+        repeat { count = Glibc.read(fd.rawValue, buffer.baseAddress, buffer.count) } while count < 0 && errno == EINTR
         if count < 0 {
-            failure = .failed("cannot read the source: \(String(cString: strerror(errno)))")
+            failure = .system("cannot read '\(source.escapedForMessage)'", .last)
             return (nil, -1)
         }
         if count > 0 {
@@ -68,10 +72,10 @@ final class SourceTap {
 }
 
 /// Writes all of `bytes` to a socket; false if the reader has gone. Never raises SIGPIPE.
-func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+func sendAll(_ fd: FileDescriptor, _ bytes: UnsafeRawBufferPointer) -> Bool {
     var offset = 0
     while offset < bytes.count {
-        let count = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+        let count = send(fd.rawValue, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
         if count < 0 {
             if errno == EINTR { continue }
             return false
@@ -82,17 +86,17 @@ func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
 }
 
 /// A connected pair of stream sockets with roomy buffers, used as pipes between import threads.
-func makeStreamPair() throws(NspawnError) -> (reader: Int32, writer: Int32) {
+func makeStreamPair() throws(NspawnError) -> (reader: FileDescriptor, writer: FileDescriptor) {
     var fds: [Int32] = [0, 0]
     guard socketpair(AF_UNIX, nspawnctl_sock_stream_cloexec, 0, &fds) == 0 else {
-        throw .failed("cannot create a socket pair: \(String(cString: strerror(errno)))")
+        throw .system("cannot create a socket pair", .last)
     }
     var size: Int32 = 1 << 20
     setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
     setsockopt(fds[0], SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
     shutdown(fds[0], Int32(SHUT_WR))
     shutdown(fds[1], Int32(SHUT_RD))
-    return (fds[0], fds[1])
+    return (FileDescriptor(rawValue: fds[0]), FileDescriptor(rawValue: fds[1]))
 }
 
 /// How one stage ended: `downstreamGone` means a later stage stopped first and has the real story.
@@ -143,12 +147,12 @@ enum ExtractionPipeline {
         let unsafeTarget = UncheckedSendable(target)
         let decompressor = OSThread {
             (box.decompress, box.compression) = decompress(unsafeTap.value, into: writer, source: source)
-            close(writer)
+            try? writer.close()
         }
         let extractor = OSThread {
             box.extract = extract(from: reader, into: unsafeTarget.value, counters: unsafeTap.value.counters,
                                   source: source, entries: &box.entries)
-            close(reader)
+            try? reader.close()
         }
         decompressor.join()
         extractor.join()
@@ -159,7 +163,7 @@ enum ExtractionPipeline {
         return Summary(compression: box.compression, entries: box.entries)
     }
 
-    private static func decompress(_ tap: SourceTap, into writer: Int32, source: String) -> (StageOutcome, [String]) {
+    private static func decompress(_ tap: SourceTap, into writer: FileDescriptor, source: String) -> (StageOutcome, [String]) {
         let reader = ArchiveReader(.decompress)
         func failure(_ error: ArchiveError) -> StageOutcome {
             .failed(tap.failure ?? .badArchive(source: source, entry: nil, reason: error.message))
@@ -185,11 +189,11 @@ enum ExtractionPipeline {
         return (.finished, reader.filterNames)
     }
 
-    private static func extract(from socket: Int32, into target: Directory, counters: ImportCounters,
+    private static func extract(from socket: FileDescriptor, into target: Directory, counters: ImportCounters,
                                 source: String, entries: inout Int) -> StageOutcome {
         // libarchive writes relative to the working directory; give this thread its own.
-        guard nspawnctl_unshare_fs() == 0, fchdir(target.fd) == 0 else {
-            return .failed(.failed("cannot enter the extraction directory: \(String(cString: strerror(errno)))"))
+        guard nspawnctl_unshare_fs() == 0, fchdir(target.descriptor.rawValue) == 0 else {
+            return .failed(.system("cannot enter the extraction directory of archive '\(source.escapedForMessage)'", .last))
         }
         let reader = ArchiveReader(.tar)
         let writer = ArchiveDiskWriter(flags: ArchiveDiskWriter.faithfulAndSecure)
@@ -223,12 +227,14 @@ enum ExtractionPipeline {
             if error.reading || hostile {
                 return .failed(.badArchive(source: source, entry: current, reason: error.message))
             }
-            return .failed(.failed("cannot write '\(current ?? ".")' of archive '\(source)': \(error.message)"))
+            // libarchive's message says which step ("write failed"); its errno says why.
+            return .failed(.system("cannot write '\((current ?? ".").escapedForMessage)' of archive '\(source.escapedForMessage)': \(error.message)",
+                                   Errno(rawValue: error.errno)))
         }
         if entries == 0 { return .failed(.badArchive(source: source, entry: nil, reason: "the archive holds no files")) }
         // Let the decompressor finish cleanly: tar ends before its stream's padding does.
         var scratch = [UInt8](repeating: 0, count: 64 * 1024)
-        while scratch.withUnsafeMutableBytes({ Glibc.read(socket, $0.baseAddress, $0.count) }) > 0 {}
+        while scratch.withUnsafeMutableBytes({ Glibc.read(socket.rawValue, $0.baseAddress, $0.count) }) > 0 {}
         return .finished
     }
 }

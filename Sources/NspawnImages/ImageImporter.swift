@@ -98,20 +98,23 @@ public struct ImageImporter: Sendable {
         do {
             try storeDirectory.makeDirectory(temporary, mode: 0o755)
         } catch {
-            throw .failed("cannot create '\(store.directory)/\(temporary)': \(error)")
+            throw .system("cannot create '\(store.directory)/\(temporary)'", error)
         }
         // After a plain rename the name is gone and this does nothing; otherwise it takes the
         // wrapper directory, a failed attempt, or the image --force swapped out.
         defer { try? storeDirectory.removeTree(temporary) }
         let work: Directory
-        do { work = try storeDirectory.openDirectory(temporary) } catch {
-            throw .failed("cannot open '\(store.directory)/\(temporary)': \(error)")
+        do throws(Errno) {
+            work = try storeDirectory.openDirectory(temporary)
+            // The umask may have narrowed mkdir's mode; the image's root is world-readable.
+            try work.setMode(0o755)
+        } catch {
+            throw .system("cannot set up '\(store.directory)/\(temporary)'", error)
         }
-        fchmod(work.fd, 0o755)
 
         let verifier = try signature?.start()
         defer { verifier?.abandon() }
-        let tap = SourceTap(fd: input.fd, counters: counters)
+        let tap = SourceTap(fd: input.fd, source: source.description, counters: counters)
         tap.verifierInput = verifier?.input
         counters.phase.store(input.isDownload ? ImportProgress.Phase.download.code : ImportProgress.Phase.extract.code,
                              ordering: .relaxed)
@@ -154,7 +157,7 @@ public struct ImageImporter: Sendable {
             counters.phase.store(ImportProgress.Phase.postSteps.code, ordering: .relaxed)
             let root: Directory
             do { root = try storeDirectory.openDirectory(rootPath) } catch {
-                throw .failed("cannot open the new root '\(store.directory)/\(rootPath)': \(error)")
+                throw .system("cannot open the new root '\(store.directory)/\(rootPath)'", error)
             }
             try SetupRunner(name: name, root: root, rootPath: "\(store.directory)/\(rootPath)", counters: counters)
                 .run(options.setup)
@@ -164,27 +167,28 @@ public struct ImageImporter: Sendable {
         counters.phase.store(ImportProgress.Phase.install.code, ordering: .relaxed)
         if existing != nil {
             // systemd-nspawn holds this lock while it runs an image; holding it keeps the swap safe.
+            let lockName = ImageStore.imageLockName(name)
             let imageLock: FileLock?
-            do { imageLock = try storeDirectory.tryLock(".#\(name).lck") } catch {
-                throw .failed("cannot lock image '\(store.directory)/\(name)': \(error)")
+            do { imageLock = try storeDirectory.tryLock(lockName) } catch {
+                throw .system("cannot lock image '\(store.directory)/\(name)'", error)
             }
             guard let imageLock else {
                 throw .busy(name.rawValue, reason: "the image is in use by systemd-nspawn")
             }
             // Unlinked while still held, as systemd does with its own image locks.
-            defer { _ = withExtendedLifetime(imageLock) { unlinkat(storeDirectory.fd, ".#\(name).lck", 0) } }
+            defer { withExtendedLifetime(imageLock) { try? storeDirectory.removeFile(lockName) } }
             if try machineIsRunning(name) {
                 throw .busy(name.rawValue, reason: "the machine is running; stop it before replacing its image")
             }
             do { try storeDirectory.exchange(rootPath, with: name.rawValue) } catch {
-                throw .failed("cannot replace '\(store.directory)/\(name)': \(error)")
+                throw .system("cannot replace '\(store.directory)/\(name)'", error)
             }
             // The old image now sits below the temporary directory, which the deferred cleanup removes.
         } else {
             do { try storeDirectory.renameNoReplace(rootPath, to: name.rawValue) } catch .fileExists {
                 throw .alreadyExists(name.rawValue)
             } catch {
-                throw .failed("cannot move the new image into '\(store.directory)/\(name)': \(error)")
+                throw .system("cannot move the new image into '\(store.directory)/\(name)'", error)
             }
         }
 
@@ -198,14 +202,14 @@ public struct ImageImporter: Sendable {
 
 /// The raw input of an import as a descriptor: a file, stdin, or a socket fed by a download thread.
 final class SourceInput {
-    let fd: Int32
+    let fd: FileDescriptor
     let isDownload: Bool
     private var download: OSThread?
     private var downloadError: NspawnError?
     private var finished = false
     private let ownsDescriptor: Bool
 
-    private init(fd: Int32, isDownload: Bool, ownsDescriptor: Bool) {
+    private init(fd: FileDescriptor, isDownload: Bool, ownsDescriptor: Bool) {
         self.fd = fd
         self.isDownload = isDownload
         self.ownsDescriptor = ownsDescriptor
@@ -214,16 +218,16 @@ final class SourceInput {
     static func open(_ source: ImageSource, counters: ImportCounters) throws(NspawnError) -> SourceInput {
         switch source {
         case .standardInput:
-            return SourceInput(fd: 0, isDownload: false, ownsDescriptor: false)
+            return SourceInput(fd: .standardInput, isDownload: false, ownsDescriptor: false)
         case .file(let path):
-            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
-            guard fd >= 0 else {
-                throw .invalidArgument("cannot read '\(path.escapedForMessage)': \(Errno(rawValue: errno))")
+            let fd: FileDescriptor
+            do { fd = try FileDescriptor.opening { Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) } } catch {
+                throw .unusableInput("cannot read '\(path.escapedForMessage)'", error)
             }
             var st = stat()
-            if fstat(fd, &st) == 0 {
+            if fstat(fd.rawValue, &st) == 0 {
                 if (st.st_mode & S_IFMT) == S_IFDIR {
-                    close(fd)
+                    try? fd.close()
                     throw .invalidArgument("cannot read '\(path.escapedForMessage)': it is a directory")
                 }
                 if (st.st_mode & S_IFMT) == S_IFREG { counters.sourceSize.store(Int64(st.st_size), ordering: .relaxed) }
@@ -237,7 +241,7 @@ final class SourceInput {
                 sizeKnown: { counters.sourceSize.store($0, ordering: .relaxed) })
             let box = UncheckedSendable(input)
             input.download = OSThread {
-                defer { close(writer) }
+                defer { try? writer.close() }
                 do throws(NspawnError) {
                     _ = try HTTPDownload.perform(url, into: sink)
                 } catch {
@@ -252,7 +256,7 @@ final class SourceInput {
     func finish() throws(NspawnError) {
         if !finished {
             finished = true
-            if ownsDescriptor { close(fd) }
+            if ownsDescriptor { try? fd.close() }
             download?.join()
         }
         if let downloadError { throw downloadError }

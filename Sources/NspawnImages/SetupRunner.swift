@@ -1,4 +1,5 @@
 import NspawnKit
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,7 +18,7 @@ struct SetupRunner {
             do throws(NspawnError) {
                 try apply(step, files: files)
             } catch {
-                throw .failed("setting up '\(name)': \(step): \(error)")
+                throw error.within("setting up '\(name)': \(step)")
             }
         }
     }
@@ -26,12 +27,12 @@ struct SetupRunner {
         do {
             return try files.read(path).map { String(decoding: $0, as: UTF8.self) }
         } catch {
-            throw .failed("cannot read \(path): \(error)")
+            throw .system("cannot read \(path)", error)
         }
     }
 
     private func write(_ path: String, _ text: String, files: ContainedRoot, mode: mode_t = 0o644) throws(NspawnError) {
-        do { try files.write(path, Array(text.utf8), mode: mode) } catch { throw .failed("cannot write \(path): \(error)") }
+        do { try files.write(path, Array(text.utf8), mode: mode) } catch { throw .system("cannot write \(path)", error) }
     }
 
     private func apply(_ step: SetupStep, files: ContainedRoot) throws(NspawnError) {

@@ -28,8 +28,9 @@ struct SignatureCheck {
         // gpgv looks up names without a slash in its home directory; always hand it a path.
         let path = keyring.hasPrefix("/") ? keyring : "./" + keyring
         var st = stat()
-        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
-            throw .invalidArgument("keyring '\(keyring.escapedForMessage)' is not a readable file")
+        guard stat(path, &st) == 0 else { throw .unusableInput("cannot read keyring '\(keyring.escapedForMessage)'", .last) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw .invalidArgument("keyring '\(keyring.escapedForMessage)' is not a regular file")
         }
         return path
     }
@@ -37,27 +38,32 @@ struct SignatureCheck {
     /// Reads a small document from a file or URL.
     static func load(_ location: String, what: String) throws(NspawnError) -> [UInt8] {
         if ImageSource.isURL(location) { return try HTTPDownload.fetch(location, limit: sizeLimit) }
-        let fd = open(location, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(Errno(rawValue: errno))") }
-        defer { close(fd) }
-        do {
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.opening { open(location, O_RDONLY | O_CLOEXEC) } } catch {
+            throw .unusableInput("cannot read \(what) '\(location.escapedForMessage)'", error)
+        }
+        defer { try? fd.close() }
+        do throws(Errno) {
             return try readAll(fd, limit: sizeLimit)
         } catch .fileTooLarge {
             throw .invalidArgument("\(what) '\(location.escapedForMessage)' is larger than \(sizeLimit) bytes")
         } catch {
-            throw .invalidArgument("cannot read \(what) '\(location.escapedForMessage)': \(error)")
+            throw .system("cannot read \(what) '\(location.escapedForMessage)'", error)
         }
     }
 
     /// Starts gpgv reading the data on a socket we feed.
     func start() throws(NspawnError) -> RunningSignatureCheck {
         let signatureFile = try MemoryFile()
-        _ = signature.withUnsafeBytes { pwrite(signatureFile.fd, $0.baseAddress, $0.count, 0) }
+        let written = signature.withUnsafeBytes { pwrite(signatureFile.fd, $0.baseAddress, $0.count, 0) }
+        guard written == signature.count else {
+            throw .system("cannot hand the signature to gpgv", written < 0 ? .last : .noSpace)
+        }
         let output = try MemoryFile()
         let (reader, writer) = try makeStreamPair()
-        defer { close(reader) }
+        defer { try? reader.close() }
         let child = try ChildProcess.spawn(["gpgv", "--keyring", keyring, "/dev/fd/3", "-"],
-                                           stdin: reader, stdout: output.fd, stderr: output.fd, extra: [signatureFile.fd])
+                                           stdin: reader.rawValue, stdout: output.fd, stderr: output.fd, extra: [signatureFile.fd])
         return RunningSignatureCheck(child: child, input: writer, output: output, check: self)
     }
 
@@ -71,12 +77,12 @@ struct SignatureCheck {
 
 final class RunningSignatureCheck {
     let child: ChildProcess
-    let input: Int32
+    let input: FileDescriptor
     let output: MemoryFile
     let check: SignatureCheck
     private var done = false
 
-    init(child: ChildProcess, input: Int32, output: MemoryFile, check: SignatureCheck) {
+    init(child: ChildProcess, input: FileDescriptor, output: MemoryFile, check: SignatureCheck) {
         self.child = child
         self.input = input
         self.output = output
@@ -87,7 +93,7 @@ final class RunningSignatureCheck {
     func finish(source: String) throws(NspawnError) {
         guard !done else { return }
         done = true
-        close(input)
+        try? input.close()
         let termination = child.wait()
         guard termination.succeeded else {
             let detail = output.text(limit: 2048).split(separator: "\n").suffix(3).joined(separator: "; ")
@@ -98,7 +104,7 @@ final class RunningSignatureCheck {
     func abandon() {
         guard !done else { return }
         done = true
-        close(input)
+        try? input.close()
         kill(child.pid, SIGKILL)
         _ = child.wait()
     }

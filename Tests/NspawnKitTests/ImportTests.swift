@@ -24,13 +24,6 @@ import Glibc
 
     func cleanUp() { _ = try? shell("rm -rf --one-file-system \(scratch)") }
 
-    @discardableResult
-    func shell(_ script: String) throws -> String {
-        let (termination, output) = try ChildProcess.run(["/bin/sh", "-c", script])
-        guard termination.succeeded else { throw NspawnError.failed("'\(script)' \(termination): \(output)") }
-        return output
-    }
-
     func storeEntries() throws -> [String] {
         try Directory(path: store.directory).entries().sorted()
     }
@@ -164,6 +157,34 @@ import Glibc
                                            options: ImportOptions(checksum: "md5:abc"))
         }
         #expect(try storeEntries() == ["good"])
+    }
+
+    @Test(.enabled(if: getuid() == 0, "mounts a tmpfs")) func aFullDiskNamesTheEntryAndTheCause() async throws {
+        defer { cleanUp() }
+        let small = try ScratchMount(at: "\(scratch)/small")
+        defer { small.unmount() }
+        try shell("mkdir -p \(scratch)/r/etc && head -c 262144 /dev/urandom > \(scratch)/r/etc/big && tar -C \(scratch)/r -cf \(scratch)/r.tar .")
+        let full = ImageImporter(store: ImageStore(directory: small.path, lockDirectory: scratch + "/locks"),
+                                 machineIsRunning: { _ in false })
+        do {
+            _ = try await full.importImage(try MachineName("big"), from: .file("\(scratch)/r.tar"))
+            Issue.record("imported 256 KiB into 64 KiB")
+        } catch {
+            #expect(error.description.contains("'./etc/big'") && error.description.hasSuffix(": No space left on device"), "\(error)")
+            #expect(error.category == .failure)
+        }
+        #expect(try shell("ls -A \(small.path)") == "", "nothing is left behind")
+    }
+
+    @Test func aMissingSourceIsBadInputAndSaysWhy() async throws {
+        defer { cleanUp() }
+        do {
+            _ = try await importer.importImage(try MachineName("x"), from: .file("\(scratch)/nope.tar"))
+            Issue.record("imported a file that does not exist")
+        } catch {
+            #expect(error.category == .invalidInput)
+            #expect(error.description == "cannot read '\(scratch)/nope.tar': No such file or directory")
+        }
     }
 
     @Test func missingSourceOrSignatureWithoutKeyringWritesNothing() async throws {

@@ -36,4 +36,19 @@ import Testing
     @Test func serviceUnitNamesTheTemplateInstance() throws {
         #expect(try MachineName("web").serviceUnit == "systemd-nspawn@web.service")
     }
+
+    @Test func unitsAndPathsOfAMachineComeFromOnePlace() throws {
+        let name = try MachineName("web")
+        #expect(name.socketUnit == "systemd-nspawn@web.socket")
+        #expect(name.socketUnitPath == "/etc/systemd/system/systemd-nspawn@web.socket")
+        #expect(name.settingsPath == "/etc/systemd/nspawn/web.nspawn")
+        #expect(name.runtimeSettingsPath == "/run/systemd/nspawn/web.nspawn")
+        #expect(name.adjacentSettingsPath(imagePath: "/var/lib/machines/web") == "/var/lib/machines/web.nspawn")
+        #expect(name.flavorDropInPath == "/etc/systemd/system/systemd-nspawn@web.service.d/50-flavor.conf")
+        #expect(name.controlDropIns.first == "/run/systemd/system.control/systemd-nspawn@web.service.d/50-MemoryMax.conf")
+        #expect(MachineUnits.machineName(ofUnit: name.serviceUnit, suffix: ".service") == "web")
+        #expect(MachineUnits.machineName(ofUnit: name.socketUnit, suffix: ".socket") == "web")
+        #expect(MachineUnits.machineName(ofUnit: "systemd-nspawn@.service", suffix: ".service") == nil)
+        #expect(MachineUnits.machineName(ofUnit: "other@web.service", suffix: ".service") == nil)
+    }
 }

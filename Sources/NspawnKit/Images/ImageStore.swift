@@ -50,44 +50,56 @@ public struct ImageStore: Sendable {
         do {
             return try Directory(path: directory)
         } catch .noSuchFileOrDirectory {
-            do {
+            do throws(Errno) {
                 try makeDirectories(directory, mode: 0o700)
                 return try Directory(path: directory)
             } catch {
-                throw .failed("cannot create image directory '\(directory)': \(error)")
+                throw .system("cannot create image directory '\(directory)'", error)
             }
         } catch {
-            throw .failed("cannot open image directory '\(directory)': \(error)")
+            throw .system("cannot open image directory '\(directory)'", error)
         }
     }
 
     /// Takes the lock on `name` that systemd's tools take too, so one import (or machined's
     /// remove/rename) at a time touches a name. A second taker gets a conflict, not a wait.
     package func lockName(_ name: MachineName) throws(NspawnError) -> FileLock {
-        do {
+        let lock: FileLock?
+        do throws(Errno) {
             try makeDirectories(lockDirectory, mode: 0o755)
-            let locks = try Directory(path: lockDirectory)
-            guard let lock = try locks.tryLock("name-\(name.rawValue)") else {
-                throw NspawnError.busy(name.rawValue, reason: "another operation on this name (import, create, config, remove, rename) is in progress")
-            }
-            return lock
-        } catch let error as NspawnError {
-            throw error
+            lock = try Directory(path: lockDirectory).tryLock("name-\(name.rawValue)")
         } catch {
-            throw .failed("cannot lock image name '\(name)' in \(lockDirectory): \(error)")
+            // Without root, creating the lock file is what fails (EACCES): permission denied.
+            throw .system("cannot lock image name '\(name)' in \(lockDirectory)", error)
         }
+        guard let lock else {
+            throw .busy(name.rawValue, reason: "another operation on this name (import, create, config, remove, rename) is in progress")
+        }
+        return lock
     }
+
+    /// The lock file systemd-nspawn holds while it runs the image `name`.
+    package static func imageLockName(_ name: MachineName) -> String { ".#\(name.rawValue).lck" }
 
     /// Where else machined would find `name`, shadowing or shadowed by ours.
     package func existingImage(_ name: MachineName, in store: Directory) throws(NspawnError) -> String? {
         for suffix in ["", ".raw"] {
-            if (try? store.status(name.rawValue + suffix)) != nil { return "\(directory)/\(name)\(suffix)" }
+            let found: stat?
+            do { found = try store.status(name.rawValue + suffix) } catch {
+                throw .system("cannot look for '\(directory)/\(name)\(suffix)'", error)
+            }
+            if found != nil { return "\(directory)/\(name)\(suffix)" }
         }
         for other in searchDirectories where other != directory {
             for suffix in ["", ".raw"] {
                 var st = stat()
                 let path = "\(other)/\(name)\(suffix)"
                 if lstat(path, &st) == 0 { return path }
+                // A search directory that does not exist holds nothing.
+                let cause = Errno.last
+                if cause != .noSuchFileOrDirectory && cause != .notDirectory {
+                    throw .system("cannot look for '\(path)'", cause)
+                }
             }
         }
         return nil
@@ -97,10 +109,10 @@ public struct ImageStore: Sendable {
     package func removeLeftovers(of name: MachineName, in store: Directory) throws(NspawnError) -> [String] {
         var removed: [String] = []
         let entries: [String]
-        do { entries = try store.entries() } catch { throw .failed("cannot list '\(directory)': \(error)") }
+        do { entries = try store.entries() } catch { throw .system("cannot list '\(directory)'", error) }
         for entry in entries where ImageStore.owner(ofTemporary: entry) == name.rawValue {
             do { try store.removeTree(entry) } catch {
-                throw .failed("cannot remove leftover '\(directory)/\(entry)': \(error)")
+                throw .system("cannot remove leftover '\(directory)/\(entry)'", error)
             }
             removed.append(entry)
         }
@@ -113,13 +125,13 @@ package func makeDirectories(_ path: String, mode: mode_t) throws(Errno) {
     var current = path.hasPrefix("/") ? "" : "."
     for component in path.split(separator: "/") {
         current += "/" + component
-        if mkdir(current, mode) != 0 && errno != EEXIST { throw Errno(rawValue: errno) }
+        if mkdir(current, mode) != 0 && errno != EEXIST { throw Errno.last }
     }
 }
 
-package extension ImageStore {
+extension ImageStore {
     /// The first `PREFIXNN` (child01, child02, …) no image uses, as the classic nspawn-arch picked.
-    public func nextFreeName(prefix: String = "child") throws(NspawnError) -> MachineName {
+    package func nextFreeName(prefix: String = "child") throws(NspawnError) -> MachineName {
         let store = try openDirectory()
         for number in 1...9999 {
             let name = try MachineName(prefix + String(number).leftPadded(to: 2))

@@ -29,34 +29,30 @@ public struct Recipe: Sendable, Equatable {
     public static func load(_ nameOrPath: String, searchDirectories: [String] = searchDirectories) throws(NspawnError) -> Recipe {
         if nameOrPath.contains("/") {
             let name = String(nameOrPath.split(separator: "/").last ?? "").replacingSuffix(".recipe")
-            return try parse(try readText(nameOrPath), name: name, origin: nameOrPath)
+            guard let text = try AtomicFile.read(nameOrPath, limit: sizeLimit) else {
+                throw .unusableInput("cannot read recipe '\(nameOrPath.escapedForMessage)'", .noSuchFileOrDirectory)
+            }
+            return try parse(text, name: name, origin: nameOrPath)
         }
         guard !nameOrPath.isEmpty, nameOrPath.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }),
               !nameOrPath.hasPrefix(".") else {
             throw .invalidArgument("invalid recipe name '\(nameOrPath.escapedForMessage)'")
         }
-        for directory in searchDirectories {
-            let path = "\(directory)/\(nameOrPath).recipe"
-            if access(path, F_OK) == 0 { return try parse(try readText(path), name: nameOrPath, origin: path) }
+        if let (path, text) = try files(searchDirectories).find(nameOrPath) {
+            return try parse(text, name: nameOrPath, origin: path)
         }
         throw .invalidArgument("no recipe '\(nameOrPath)' in \(searchDirectories.joined(separator: ", "))")
     }
 
     /// Names of the recipes found, sorted.
     public static func available(searchDirectories: [String] = searchDirectories) -> [String] {
-        var names = Set<String>()
-        for directory in searchDirectories {
-            guard let dir = try? Directory(path: directory), let entries = try? dir.entries() else { continue }
-            for entry in entries where entry.hasSuffix(".recipe") { names.insert(entry.replacingSuffix(".recipe")) }
-        }
-        return names.sorted()
+        files(searchDirectories).names()
     }
 
-    package static func readText(_ path: String) throws(NspawnError) -> String {
-        guard let text = readSmallFile(FilePath(path), limit: 256 * 1024) else {
-            throw .invalidArgument("cannot read recipe '\(path.escapedForMessage)'")
-        }
-        return text
+    static let sizeLimit = 256 * 1024
+
+    static func files(_ directories: [String]) -> DataFiles {
+        DataFiles(directories: directories, suffix: ".recipe", limit: sizeLimit)
     }
 
     /// Parses recipe text. Unknown sections or keys are errors, so a typo never silently weakens verification.
@@ -171,6 +167,6 @@ public struct Recipe: Sendable, Equatable {
     }
 }
 
-package extension String {
+extension String {
     package func replacingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
 }

@@ -35,8 +35,7 @@ package struct Machined {
     }
 
     package static func propertiesCall(path: String, interface: String) -> MethodCall {
-        MethodCall(destination: destination, path: path, interface: "org.freedesktop.DBus.Properties",
-                   member: "GetAll", arguments: [.string(interface)])
+        .getAllProperties(destination: destination, path: path, interface: interface)
     }
 
     package func callManager(_ member: String, _ arguments: [BusValue] = [], subject: String,
@@ -111,16 +110,8 @@ package struct Machined {
     }
 
     package func properties(path: String, interface: String, subject: String) throws(NspawnError) -> [String: BusValue] {
-        do {
-            let reply = try bus.call(Self.propertiesCall(path: path, interface: interface))
-            guard let dictionary = reply.first?.stringKeyedDictionary else { throw NspawnError.malformedReply("GetAll \(interface)") }
-            return dictionary
-        } catch let error as BusError {
-            throw Self.translate(error, subject: subject, action: "GetAll")
-        } catch let error as NspawnError {
-            throw error
-        } catch {
-            throw .malformedReply("GetAll \(interface)")
+        try bus.allProperties(destination: Self.destination, path: path, interface: interface) {
+            Self.translate($0, subject: subject, action: "GetAll")
         }
     }
 

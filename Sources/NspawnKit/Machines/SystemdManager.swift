@@ -67,18 +67,8 @@ struct SystemdManager {
     func unitProperties(_ unit: String, interface: String) throws(NspawnError) -> [String: BusValue] {
         let reply = try call("LoadUnit", [.string(unit)], subject: unit)
         guard let path = reply.first?.string else { throw .malformedReply("LoadUnit path") }
-        do {
-            let properties = try bus.call(MethodCall(
-                destination: Self.destination, path: path, interface: "org.freedesktop.DBus.Properties",
-                member: "GetAll", arguments: [.string(interface)]))
-            guard let dictionary = properties.first?.stringKeyedDictionary else { throw NspawnError.malformedReply("GetAll \(interface)") }
-            return dictionary
-        } catch let error as BusError {
-            throw Self.translate(error, subject: unit, action: "GetAll")
-        } catch let error as NspawnError {
-            throw error
-        } catch {
-            throw .malformedReply("GetAll \(interface)")
+        return try bus.allProperties(destination: Self.destination, path: path, interface: interface) {
+            Self.translate($0, subject: unit, action: "GetAll")
         }
     }
 
@@ -127,9 +117,8 @@ struct SystemdManager {
         guard let path = try? bus.call(Self.call("GetUnit", [.string(unit)])).first?.string else { return }
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let reply = try? bus.call(MethodCall(
-                destination: Self.destination, path: path, interface: "org.freedesktop.DBus.Properties",
-                member: "Get", arguments: [.string("org.freedesktop.systemd1.Unit"), .string("ActiveState")]))
+            let reply = try? bus.call(.getProperty("ActiveState", destination: Self.destination, path: path,
+                                                   interface: "org.freedesktop.systemd1.Unit"))
             guard let state = reply?.first?.string, state == "deactivating" || state == "active" else { return }
             usleep(20_000)
         }
@@ -138,9 +127,8 @@ struct SystemdManager {
     /// The `Result` of a service unit ("success", "exit-code", "start-limit-hit", …), if systemd knows it.
     func serviceResult(_ unit: String) -> String? {
         guard let path = try? bus.call(Self.call("GetUnit", [.string(unit)])).first?.string,
-              let reply = try? bus.call(MethodCall(
-                destination: Self.destination, path: path, interface: "org.freedesktop.DBus.Properties",
-                member: "Get", arguments: [.string("org.freedesktop.systemd1.Service"), .string("Result")]))
+              let reply = try? bus.call(.getProperty("Result", destination: Self.destination, path: path,
+                                                     interface: "org.freedesktop.systemd1.Service"))
         else { return nil }
         return reply.first?.string
     }
@@ -196,9 +184,7 @@ struct SystemdManager {
             guard let entries = try? files.contentsOfDirectory(atPath: directory) else { return nil }
             for entry in entries where entry.hasSuffix(".wants") || entry.hasSuffix(".requires") || entry.hasSuffix(".upholds") {
                 guard let links = try? files.contentsOfDirectory(atPath: directory + "/" + entry) else { return nil }
-                for link in links where link.hasPrefix("systemd-nspawn@") && link.hasSuffix(".service") {
-                    names.insert(String(link.dropFirst("systemd-nspawn@".count).dropLast(".service".count)))
-                }
+                names.formUnion(links.compactMap { MachineUnits.machineName(ofUnit: $0, suffix: ".service") })
             }
         }
         return names

@@ -58,7 +58,4 @@ public struct MachineName: Hashable, Sendable, Codable, Comparable, CustomString
     public var description: String { rawValue }
 
     public static func < (lhs: MachineName, rhs: MachineName) -> Bool { lhs.rawValue < rhs.rawValue }
-
-    /// The unit systemd runs this machine as.
-    public var serviceUnit: String { "systemd-nspawn@\(rawValue).service" }
 }

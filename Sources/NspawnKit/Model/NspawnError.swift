@@ -1,3 +1,5 @@
+import SystemPackage
+
 /// Every error NspawnKit throws. Messages are lowercase and name the machine or file.
 public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidName(String, reason: String)
@@ -26,6 +28,9 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case cancelled(String)
     /// A failure outside the bus, described in full.
     case failed(String)
+    /// A system call failed: what we were doing (lowercase, naming the file or machine) and the
+    /// errno that says why. Build it with the errno of the call itself (`Errno.last`).
+    case system(String, Errno)
     /// An error nspawnd or an nspawnctl child reported, with its category and message as it sent them.
     case remote(Category, message: String, busError: String?)
 
@@ -53,8 +58,37 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notRunning, .notExposed, .alreadyExists, .busy: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed: .failure
+        case .system(_, let errno): Self.category(of: errno)
         case .remote(let category, _, _): category
         }
+    }
+
+    /// EACCES and EPERM are a permission problem whatever the call; EEXIST and EBUSY mean another
+    /// file or user holds what we wanted; anything else is a failure.
+    static func category(of errno: Errno) -> Category {
+        switch errno {
+        case .permissionDenied, .notPermitted: .permissionDenied
+        case .fileExists, .resourceBusy: .conflict
+        default: .failure
+        }
+    }
+
+    /// A path the caller named could not be used. A path that leads nowhere is their input's
+    /// fault; anything else (permission, I/O) is the system's, and keeps its category.
+    package static func unusableInput(_ context: String, _ errno: Errno) -> NspawnError {
+        switch errno {
+        case .noSuchFileOrDirectory, .notDirectory, .isDirectory, .tooManySymbolicLinkLevels, .fileNameTooLong:
+            .invalidArgument(NspawnError.system(context, errno).description)
+        default:
+            .system(context, errno)
+        }
+    }
+
+    /// This error as the cause of a larger step: a system error keeps its errno (and category),
+    /// any other becomes a failure that tells both.
+    package func within(_ context: String) -> NspawnError {
+        if case .system(let inner, let errno) = self { return .system("\(context): \(inner)", errno) }
+        return .failed("\(context): \(description)")
     }
 
     /// The bus error behind this one, if any, with its D-Bus error name intact.
@@ -114,6 +148,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             message
         case .failed(let message), .remote(_, let message, _):
             message
+        case .system(let context, let errno):
+            "\(context): \(errno)"
         }
     }
 }

@@ -58,7 +58,7 @@ package struct ChildProcess {
         var pid = pid_t()
         let code = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, Glibc.environ)
         guard code == 0 else {
-            throw .failed("cannot run '\(argv[0])': \(Errno(rawValue: code))")
+            throw .system("cannot run '\(argv[0])'", Errno(rawValue: code))
         }
         return ChildProcess(pid: pid, argv: argv)
     }
@@ -89,7 +89,7 @@ package final class MemoryFile {
 
     package init() throws(NspawnError) {
         let fd = nspawnctl_memfd_create("nspawnctl-output")
-        guard fd >= 0 else { throw .failed("cannot create a buffer for child output: \(Errno(rawValue: errno))") }
+        guard fd >= 0 else { throw .system("cannot create a buffer for child output", .last) }
         self.fd = fd
     }
 

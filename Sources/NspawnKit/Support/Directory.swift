@@ -4,8 +4,24 @@ import SystemPackage
 import Glibc
 #endif
 
-package extension String {
-    public var trimmedWhitespace: String {
+extension Errno {
+    /// The calling thread's errno, read right after the C call that failed.
+    package static var last: Errno { Errno(rawValue: Glibc.errno) }
+}
+
+extension FileDescriptor {
+    /// Runs an open-like C call, again after a signal, and takes over the descriptor it returns.
+    package static func opening(_ body: () -> Int32) throws(Errno) -> FileDescriptor {
+        while true {
+            let result = body()
+            if result >= 0 { return FileDescriptor(rawValue: result) }
+            if errno != EINTR { throw Errno.last }
+        }
+    }
+}
+
+extension String {
+    package var trimmedWhitespace: String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
         return String(self[first...last])
@@ -13,12 +29,12 @@ package extension String {
 }
 
 /// Reads `fd` to its end; more than `limit` bytes is an error (EFBIG), never a silent cut.
-package func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
+package func readAll(_ fd: FileDescriptor, limit: Int) throws(Errno) -> [UInt8] {
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 64 * 1024)
     while true {
-        let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        if count < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
+        let count = chunk.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
+        if count < 0 { if errno == EINTR { continue }; throw Errno.last }
         if count == 0 { return bytes }
         bytes += chunk[..<count]
         if bytes.count > limit { throw Errno.fileTooLarge }
@@ -27,32 +43,44 @@ package func readAll(_ fd: Int32, limit: Int) throws(Errno) -> [UInt8] {
 
 /// An open directory, used as the anchor for every *at() call so no path is resolved twice.
 package final class Directory {
-    package let fd: Int32
+    package let descriptor: FileDescriptor
+    /// For the *at() calls.
+    private var fd: Int32 { descriptor.rawValue }
 
-    package init(fd: Int32) { self.fd = fd }
+    package init(_ descriptor: FileDescriptor) { self.descriptor = descriptor }
 
     /// Opens a directory without following a symlink at its last component.
     package convenience init(path: String) throws(Errno) {
-        try self.init(fd: Directory.retrying { open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
+        try self.init(FileDescriptor.opening { open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
     }
 
-    deinit { close(fd) }
-
-    package static func retrying(_ body: () -> Int32) throws(Errno) -> Int32 {
-        while true {
-            let result = body()
-            if result >= 0 { return result }
-            if errno != EINTR { throw Errno(rawValue: errno) }
-        }
-    }
+    deinit { try? descriptor.close() }
 
     package func openDirectory(_ name: String) throws(Errno) -> Directory {
         let fd = fd
-        return Directory(fd: try Directory.retrying { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
+        return Directory(try FileDescriptor.opening { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
+    }
+
+    package func setMode(_ mode: mode_t) throws(Errno) {
+        if fchmod(fd, mode) != 0 { throw Errno.last }
+    }
+
+    /// Makes renames and removals of entries last through a crash.
+    package func sync() throws(Errno) {
+        if fsync(fd) != 0 { throw Errno.last }
+    }
+
+    /// Removes the file or symlink `name` (never a directory); one that is already gone is fine.
+    package func removeFile(_ name: String) throws(Errno) {
+        if unlinkat(fd, name, 0) != 0 && errno != ENOENT { throw Errno.last }
     }
 
     package func makeDirectory(_ name: String, mode: mode_t) throws(Errno) {
-        if mkdirat(fd, name, mode) != 0 { throw Errno(rawValue: errno) }
+        if mkdirat(fd, name, mode) != 0 { throw Errno.last }
+    }
+
+    package func makeSymlink(_ name: String, to target: String) throws(Errno) {
+        if symlinkat(target, fd, name) != 0 { throw Errno.last }
     }
 
     /// lstat of an entry; nil when it does not exist.
@@ -60,27 +88,32 @@ package final class Directory {
         var st = stat()
         if fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 { return st }
         if errno == ENOENT { return nil }
-        throw Errno(rawValue: errno)
+        throw Errno.last
     }
 
     package func rename(_ name: String, to newName: String, in target: Directory? = nil) throws(Errno) {
-        if renameat(fd, name, (target ?? self).fd, newName) != 0 { throw Errno(rawValue: errno) }
+        if renameat(fd, name, (target ?? self).fd, newName) != 0 { throw Errno.last }
     }
 
     /// Swaps two entries atomically (renameat2 RENAME_EXCHANGE).
     package func exchange(_ name: String, with other: String) throws(Errno) {
-        if nspawnctl_renameat2(fd, name, fd, other, nspawnctl_rename_exchange) != 0 { throw Errno(rawValue: errno) }
+        if nspawnctl_renameat2(fd, name, fd, other, nspawnctl_rename_exchange) != 0 { throw Errno.last }
     }
 
     /// Renames only if `newName` does not exist (renameat2 RENAME_NOREPLACE).
     package func renameNoReplace(_ name: String, to newName: String) throws(Errno) {
-        if nspawnctl_renameat2(fd, name, fd, newName, nspawnctl_rename_noreplace) != 0 { throw Errno(rawValue: errno) }
+        if nspawnctl_renameat2(fd, name, fd, newName, nspawnctl_rename_noreplace) != 0 { throw Errno.last }
     }
 
     /// Names in the directory, without "." and "..".
     package func entries() throws(Errno) -> [String] {
         let copy = dup(fd)
-        guard copy >= 0, let stream = fdopendir(copy) else { throw Errno(rawValue: errno) }
+        guard copy >= 0 else { throw Errno.last }
+        guard let stream = fdopendir(copy) else {
+            let cause = Errno.last
+            close(copy)
+            throw cause
+        }
         defer { closedir(stream) }
         rewinddir(stream)
         var names: [String] = []
@@ -97,37 +130,53 @@ package final class Directory {
     /// another file system, so a stray bind mount below an image cannot take host data with it.
     package func removeTree(_ name: String) throws(Errno) {
         guard let st = try status(name) else { return }
-        if (st.st_mode & S_IFMT) != S_IFDIR {
-            if unlinkat(fd, name, 0) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
-            return
-        }
+        if (st.st_mode & S_IFMT) != S_IFDIR { return try removeFile(name) }
         var own = stat()
-        fstat(fd, &own)
+        if fstat(fd, &own) != 0 { throw Errno.last }
         guard st.st_dev == own.st_dev else { throw Errno.improperLink }
         let child = try openDirectory(name)
         for entry in try child.entries() { try child.removeTree(entry) }
-        if unlinkat(fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
+        if unlinkat(fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT { throw Errno.last }
+    }
+
+    /// Replaces (or creates) the file `name` so no reader sees it half written: the bytes go to a
+    /// temporary file here, which is synced and renamed over `name`. A failure leaves `name` as it was.
+    package func replaceFile(_ name: String, with bytes: [UInt8], mode: mode_t, owner: (uid_t, gid_t)? = nil) throws(Errno) {
+        let fd = fd
+        let temporary = ".#nspawnctl.\(name).\(String(UInt32.random(in: .min ... .max), radix: 16))"
+        let file = try FileDescriptor.opening { openat(fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode) }
+        do throws(Errno) {
+            defer { try? file.close() }
+            try writeAll(file, bytes)
+            // The umask may have narrowed the mode given to openat.
+            if fchmod(file.rawValue, mode) != 0 { throw Errno.last }
+            if let owner, fchown(file.rawValue, owner.0, owner.1) != 0 { throw Errno.last }
+            if fsync(file.rawValue) != 0 { throw Errno.last }
+            try rename(temporary, to: name)
+        } catch {
+            unlinkat(fd, temporary, 0)
+            throw error
+        }
     }
 
     /// Takes a BSD lock on `name` (created 0600 if missing); nil when someone else holds it.
     package func tryLock(_ name: String, shared: Bool = false) throws(Errno) -> FileLock? {
         let fd = fd
-        let lockFD = try Directory.retrying { openat(fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600) }
-        if flock(lockFD, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
-            let code = errno
-            close(lockFD)
-            if code == EWOULDBLOCK { return nil }
-            throw Errno(rawValue: code)
+        let lock = FileLock(try FileDescriptor.opening { openat(fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600) })
+        if flock(lock.descriptor.rawValue, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0 {
+            let cause = Errno.last
+            if cause == .wouldBlock { return nil }
+            throw cause
         }
-        return FileLock(fd: lockFD)
+        return lock
     }
 }
 
 /// A held flock; released when dropped (and by the kernel if we die).
 package final class FileLock {
-    package let fd: Int32
-    package init(fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
+    package let descriptor: FileDescriptor
+    package init(_ descriptor: FileDescriptor) { self.descriptor = descriptor }
+    deinit { try? descriptor.close() }
 }
 
 /// File access inside an untrusted root: every path resolves as if the root were `/`
@@ -137,9 +186,9 @@ package struct ContainedRoot {
 
     package init(root: Directory) { self.root = root }
 
-    private func open(_ path: String, flags: Int32, mode: mode_t = 0) throws(Errno) -> Int32 {
-        let rootFD = root.fd
-        return try Directory.retrying {
+    private func open(_ path: String, flags: Int32, mode: mode_t = 0) throws(Errno) -> FileDescriptor {
+        let rootFD = root.descriptor.rawValue
+        return try FileDescriptor.opening {
             nspawnctl_openat2(rootFD, path, UInt64(flags | O_CLOEXEC), UInt64(mode),
                               nspawnctl_resolve_in_root | nspawnctl_resolve_no_magiclinks)
         }
@@ -147,18 +196,18 @@ package struct ContainedRoot {
 
     /// The file's bytes, or nil when it does not exist.
     package func read(_ path: String, limit: Int = 4 * 1024 * 1024) throws(Errno) -> [UInt8]? {
-        let fd: Int32
+        let fd: FileDescriptor
         do { fd = try open(path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK) } catch .noSuchFileOrDirectory { return nil }
-        defer { close(fd) }
+        defer { try? fd.close() }
         var st = stat()
-        fstat(fd, &st)
+        if fstat(fd.rawValue, &st) != 0 { throw Errno.last }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw Errno.invalidArgument }
         return try readAll(fd, limit: limit)
     }
 
     package func exists(_ path: String) -> Bool {
         guard let fd = try? open(path, flags: nspawnctl_o_path) else { return false }
-        close(fd)
+        try? fd.close()
         return true
     }
 
@@ -167,7 +216,7 @@ package struct ContainedRoot {
         let components = path.split(separator: "/")
         guard let base = components.last.map(String.init), base != "..", base != "." else { throw Errno.invalidArgument }
         let parent = components.dropLast().joined(separator: "/")
-        return (Directory(fd: try open(parent.isEmpty ? "/" : parent, flags: O_RDONLY | O_DIRECTORY)), base)
+        return (Directory(try open(parent.isEmpty ? "/" : parent, flags: O_RDONLY | O_DIRECTORY)), base)
     }
 
     /// mkdir -p inside the root; every component resolves inside it.
@@ -186,9 +235,9 @@ package struct ContainedRoot {
         let (directory, base) = try parent(of: path)
         if let existing = try directory.status(base) {
             guard (existing.st_mode & S_IFMT) == S_IFLNK else { throw Errno.fileExists }
-            if unlinkat(directory.fd, base, 0) != 0 { throw Errno(rawValue: errno) }
+            try directory.removeFile(base)
         }
-        if symlinkat(target, directory.fd, base) != 0 { throw Errno(rawValue: errno) }
+        try directory.makeSymlink(base, to: target)
     }
 
     /// Removes a file or symlink (never a directory); one that is already gone is fine.
@@ -196,11 +245,10 @@ package struct ContainedRoot {
         let directory: Directory
         let base: String
         do { (directory, base) = try parent(of: path) } catch .noSuchFileOrDirectory { return }
-        if unlinkat(directory.fd, base, 0) != 0 && errno != ENOENT { throw Errno(rawValue: errno) }
+        try directory.removeFile(base)
     }
 
-    /// Replaces the file atomically (a temporary file in the same directory, then rename),
-    /// keeping the mode and owner of the file it replaces.
+    /// Replaces the file atomically, keeping the mode and owner of the file it replaces.
     package func write(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(Errno) {
         let (directory, base) = try parent(of: path)
         var finalMode = mode
@@ -209,23 +257,6 @@ package struct ContainedRoot {
             finalMode = existing.st_mode & 0o7777
             owner = (existing.st_uid, existing.st_gid)
         }
-        let temporary = ".#nspawnctl.\(base).\(UInt32.random(in: .min ... .max))"
-        let fd = try Directory.retrying { openat(directory.fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, finalMode) }
-        do throws(Errno) {
-            defer { close(fd) }
-            var offset = 0
-            while offset < bytes.count {
-                let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-                if count < 0 { if errno == EINTR { continue }; throw Errno(rawValue: errno) }
-                offset += count
-            }
-            fchmod(fd, finalMode)
-            if let owner { fchown(fd, owner.0, owner.1) }
-            if fsync(fd) != 0 { throw Errno(rawValue: errno) }
-            try directory.rename(temporary, to: base)
-        } catch {
-            unlinkat(directory.fd, temporary, 0)
-            throw error
-        }
+        try directory.replaceFile(base, with: bytes, mode: finalMode, owner: owner)
     }
 }

@@ -9,27 +9,14 @@ enum AtomicFile {
     /// Replaces (or creates) `path` with `contents`, creating missing parent directories (0755).
     static func write(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(NspawnError) {
         let (parent, base) = split(path)
-        do {
+        do throws(Errno) {
             try makeDirectories(parent, mode: 0o755)
             let directory = try Directory(path: parent)
-            let temporary = ".#\(base).\(String(UInt32.random(in: .min ... .max), radix: 16))"
-            let fd = try Directory.retrying {
-                openat(directory.fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
-            }
-            do throws(Errno) {
-                defer { close(fd) }
-                try writeAll(fd, Array(contents.utf8))
-                // The umask may have narrowed the mode given to openat.
-                if fchmod(fd, mode) != 0 { throw Errno(rawValue: errno) }
-                if fsync(fd) != 0 { throw Errno(rawValue: errno) }
-                try directory.rename(temporary, to: base)
-            } catch {
-                unlinkat(directory.fd, temporary, 0)
-                throw error
-            }
-            fsync(directory.fd)
+            try directory.replaceFile(base, with: Array(contents.utf8), mode: mode)
+            // The rename lasts through a crash only once the directory is synced too.
+            try? directory.sync()
         } catch {
-            throw .failed("cannot write '\(path)': \(error)")
+            throw .system("cannot write '\(path)'", error)
         }
     }
 
@@ -38,11 +25,12 @@ enum AtomicFile {
     static func remove(_ path: String) throws(NspawnError) -> Bool {
         if unlink(path) == 0 {
             let (parent, _) = split(path)
-            if let directory = try? Directory(path: parent) { fsync(directory.fd) }
+            try? Directory(path: parent).sync()
             return true
         }
-        if errno == ENOENT || errno == ENOTDIR { return false }
-        throw .failed("cannot remove '\(path)': \(Errno(rawValue: errno))")
+        let cause = Errno.last
+        if cause == .noSuchFileOrDirectory || cause == .notDirectory { return false }
+        throw .system("cannot remove '\(path)'", cause)
     }
 
     /// The file's text, or nil when it does not exist. Other read errors are thrown.
@@ -51,16 +39,14 @@ enum AtomicFile {
     }
 
     static func readBytes(_ path: String, limit: Int = 1024 * 1024) throws(NspawnError) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
-        if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw .failed("cannot read '\(path)': \(Errno(rawValue: errno))")
-        }
-        defer { close(fd) }
-        do {
+        do throws(Errno) {
+            let fd = try FileDescriptor.opening { open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) }
+            defer { try? fd.close() }
             return try readAll(fd, limit: limit)
+        } catch .noSuchFileOrDirectory {
+            return nil
         } catch {
-            throw .failed("cannot read '\(path)': \(error)")
+            throw .system("cannot read '\(path)'", error)
         }
     }
 
@@ -71,13 +57,13 @@ enum AtomicFile {
     }
 }
 
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws(Errno) {
+func writeAll(_ fd: FileDescriptor, _ bytes: [UInt8]) throws(Errno) {
     var offset = 0
     while offset < bytes.count {
-        let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd.rawValue, $0.baseAddress, $0.count) }
         if count < 0 {
             if errno == EINTR { continue }
-            throw Errno(rawValue: errno)
+            throw Errno.last
         }
         offset += count
     }

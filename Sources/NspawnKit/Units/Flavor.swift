@@ -35,25 +35,19 @@ public struct Flavor: Sendable, Equatable, Codable {
         guard !name.isEmpty, name.count <= 64, !name.hasPrefix("."),
               name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)) })
         else { throw .invalidArgument("invalid flavor name '\(name.escapedForMessage)'") }
-        for directory in searchDirectories {
-            let path = "\(directory)/\(name).flavor"
-            if let text = try AtomicFile.read(path, limit: 64 * 1024) {
-                return try parse(text, name: name, origin: path)
-            }
+        if let (path, text) = try files(searchDirectories).find(name) {
+            return try parse(text, name: name, origin: path)
         }
         let known = available(searchDirectories: searchDirectories)
         throw .invalidArgument("no flavor '\(name)'" + (known.isEmpty ? " (none are installed)" : "; known flavors: \(known.joined(separator: ", "))"))
     }
 
     public static func available(searchDirectories: [String] = searchDirectories) -> [String] {
-        var names = Set<String>()
-        for directory in searchDirectories {
-            guard let dir = try? Directory(path: directory), let entries = try? dir.entries() else { continue }
-            for entry in entries where entry.hasSuffix(".flavor") && !entry.hasPrefix(".") {
-                names.insert(String(entry.dropLast(".flavor".count)))
-            }
-        }
-        return names.sorted()
+        files(searchDirectories).names()
+    }
+
+    static func files(_ directories: [String]) -> DataFiles {
+        DataFiles(directories: directories, suffix: ".flavor", limit: 64 * 1024)
     }
 
     /// Parses a flavor file. Unknown keys are errors, so a typo never silently drops a limit.

@@ -94,7 +94,6 @@ public struct SocketActivation: Sendable, Equatable {
     public var addresses: [ListenAddress]
     public var handler: ExposeHandler
 
-    static let hostDirectory = "/etc/systemd/system"
     static let guestDirectory = "/etc/systemd/system"
     static let guestSocket = "nspawnctl-expose.socket"
     static let guestService = "nspawnctl-expose@.service"
@@ -110,14 +109,10 @@ public struct SocketActivation: Sendable, Equatable {
         self.handler = handler
     }
 
-    /// `systemd-nspawn@NAME.socket`: systemd activates the unit of the same name, and
-    /// systemd-nspawn hands the listening sockets to the container's init.
-    public static func hostSocketUnit(_ machine: MachineName) -> String { "systemd-nspawn@\(machine.rawValue).socket" }
-    public static func hostSocketPath(_ machine: MachineName) -> String { "\(hostDirectory)/\(hostSocketUnit(machine))" }
-
     static let guestSocketPath = "\(guestDirectory)/\(guestSocket)"
     static let guestServicePath = "\(guestDirectory)/\(guestService)"
-    static let guestWantsLink = "\(guestDirectory)/sockets.target.wants/\(guestSocket)"
+    static let guestWantsDirectory = "\(guestDirectory)/sockets.target.wants"
+    static let guestWantsLink = "\(guestWantsDirectory)/\(guestSocket)"
 
     func hostSocketText() -> String {
         """
@@ -143,7 +138,7 @@ public struct SocketActivation: Sendable, Equatable {
         }
         return """
         # Written by 'nspawnctl expose' on the host; removed by 'nspawnctl unexpose'.
-        # The addresses must match the host's systemd-nspawn@\(machine.rawValue).socket exactly.
+        # The addresses must match the host's \(machine.socketUnit) exactly.
         [Unit]
         Description=Sockets passed in by the host
 

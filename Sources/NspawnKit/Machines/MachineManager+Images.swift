@@ -1,0 +1,82 @@
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension MachineManager {
+    // MARK: Images
+
+    /// Removes the image, its settings and its boot-time enablement.
+    /// A running machine is refused unless `force`, which stops it first.
+    public func remove(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            if try machined.machinePathIfRunning(name) != nil {
+                guard force else { throw NspawnError.busy(name.rawValue, reason: "it is running; stop it first or use --force") }
+                try self.stop(name, timeout: stopTimeout, bus: bus)
+            }
+            try machined.removeImage(name)
+            // Only once the image is gone, so a failed removal leaves start-at-boot, the
+            // listening socket and the flavor as they were.
+            try Self.dropEnablement(of: name, bus: bus)
+            try Self.removeHostSocket(name, bus: bus)
+            if access(name.flavorDropInPath, F_OK) == 0 {
+                try Self.removeUnitFiles(of: name)
+                try SystemdManager(bus: bus).reload()
+            }
+        }
+    }
+
+    /// Renames a stopped machine's image, carrying its boot-time enablement over.
+    public func rename(_ name: MachineName, to newName: MachineName) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            if try machined.machinePathIfRunning(name) != nil {
+                throw NspawnError.busy(name.rawValue, reason: "it is running; stop it before renaming")
+            }
+            if try machined.imageExists(newName) { throw NspawnError.alreadyExists(newName.rawValue) }
+            if access(name.socketUnitPath, F_OK) == 0 {
+                throw NspawnError.busy(name.rawValue, reason: "it is exposed; its socket units name it, so run 'nspawnctl unexpose \(name)' before renaming")
+            }
+            if access(newName.dropInDirectory, F_OK) == 0 {
+                throw NspawnError.busy(newName.rawValue, reason: "'\(newName.dropInDirectory)' is left from an earlier machine of that name; remove it first")
+            }
+            let systemd = SystemdManager(bus: bus)
+            let wasEnabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
+            try machined.renameImage(name, to: newName)
+            // The flavor goes with the machine; live copies from an old resize do not.
+            for path in name.controlDropIns { try AtomicFile.remove(path) }
+            rmdir(name.controlDropInDirectory)
+            if access(name.dropInDirectory, F_OK) == 0 {
+                if Glibc.rename(name.dropInDirectory, newName.dropInDirectory) != 0 {
+                    throw NspawnError.system("cannot move '\(name.dropInDirectory)' to '\(newName.dropInDirectory)'", .last)
+                }
+                try systemd.reload()
+            }
+            if wasEnabled {
+                _ = try systemd.disableUnitFiles([name.serviceUnit])
+                _ = try systemd.enableUnitFiles([newName.serviceUnit, "machines.target"])
+                try systemd.reload()
+            }
+        }
+    }
+
+    public func clone(_ name: MachineName, to newName: MachineName, readOnly: Bool) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            if try machined.imageExists(newName) { throw NspawnError.alreadyExists(newName.rawValue) }
+            try machined.cloneImage(name, to: newName, readOnly: readOnly)
+        }
+    }
+
+    public func setReadOnly(_ name: MachineName, _ readOnly: Bool) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            try machined.markImageReadOnly(name, readOnly)
+        }
+    }
+}

@@ -1,0 +1,173 @@
+extension MachineManager {
+    // MARK: Lifecycle
+
+    /// Starts the machine as `systemd-nspawn@NAME.service` and waits for the start job.
+    /// Starting a running machine is not an error.
+    public func start(_ name: MachineName) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            if let path = try machined.machinePathIfRunning(name) {
+                // Running under some other unit (a hand-started nspawn): nothing to do.
+                // Our own unit is started anyway, which also overrides a pending stop.
+                let properties = try machined.machineProperties(name, path: path)
+                if properties.unit != name.serviceUnit && properties.state != "closing" { return }
+            } else {
+                guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            }
+            try SystemdManager(bus: bus).startUnit(name.serviceUnit)
+        }
+    }
+
+    /// Stops a machine whatever its payload, and returns only once machined no longer lists it.
+    ///
+    /// Sends systemd's power-off request to a systemd leader and SIGTERM to any other,
+    /// waits up to `timeout`, then terminates the machine, and finally kills it.
+    public func stop(_ name: MachineName, timeout: Duration) async throws {
+        try await withBus { bus in try self.stop(name, timeout: timeout, bus: bus) }
+    }
+
+    /// Reboots a systemd payload with its own reboot request; restarts the unit of any other.
+    public func reboot(_ name: MachineName) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            let properties = try Self.runningMachine(name, machined: machined)
+            if Self.leaderRunsSystemd(properties.leader) {
+                try machined.killMachine(name, whom: .leader, signal: .interrupt)
+            } else if properties.unit == name.serviceUnit {
+                try SystemdManager(bus: bus).restartUnit(name.serviceUnit)
+            } else {
+                throw NspawnError.busy(name.rawValue, reason: "its payload is not systemd and it does not run as \(name.serviceUnit), so it cannot be rebooted; stop and start it instead")
+            }
+        }
+    }
+
+    /// Terminates the machine at once (no clean shutdown) and waits until it is gone.
+    public func terminate(_ name: MachineName) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            let properties = try Self.runningMachine(name, machined: machined)
+            let removal = try Self.subscribeMachineRemoved(bus)
+            do {
+                try machined.terminateMachine(name)
+            } catch NspawnError.noSuchMachine {
+                // It went away on its own between the check and the call: terminated all the same.
+            }
+            guard try Self.waitUntilGone(name, removal: removal, timeout: terminateGrace, bus: bus) else {
+                throw NspawnError.timedOut("terminating machine '\(name)'", waitedSeconds: terminateGrace.seconds)
+            }
+            try Self.clearFailure(of: name, unit: properties.unit, bus: bus)
+        }
+    }
+
+    public func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            _ = try Self.runningMachine(name, machined: machined)
+            try machined.killMachine(name, whom: whom, signal: signal)
+        }
+    }
+
+    // MARK: Boot-time enablement
+
+    public func enable(_ name: MachineName) async throws -> [UnitFileChange] {
+        try await withBus { bus in
+            guard try Machined(bus: bus).imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            let systemd = SystemdManager(bus: bus)
+            // machines.target is what pulls enabled machines in at boot; enable it alongside.
+            let changes = try systemd.enableUnitFiles([name.serviceUnit, "machines.target"])
+            try systemd.reload()
+            return changes
+        }
+    }
+
+    public func disable(_ name: MachineName) async throws -> [UnitFileChange] {
+        try await withBus { bus in
+            let systemd = SystemdManager(bus: bus)
+            let changes = try systemd.disableUnitFiles([name.serviceUnit])
+            try systemd.reload()
+            return changes
+        }
+    }
+
+    // MARK: - Blocking implementations
+
+    func stop(_ name: MachineName, timeout: Duration, bus: BusConnection) throws {
+        let machined = Machined(bus: bus)
+        let properties = try Self.runningMachine(name, machined: machined)
+        let removal = try Self.subscribeMachineRemoved(bus)
+        let request: UnixSignal = Self.leaderRunsSystemd(properties.leader) ? .powerOff : .term
+        // Each step ends the wait as soon as the machine is gone; the next one is harsher.
+        let steps: [(Duration, () throws -> Void)] = [
+            (timeout, { try machined.killMachine(name, whom: .leader, signal: request) }),
+            (terminateGrace, { try machined.terminateMachine(name) }),
+            (terminateGrace, { try machined.killMachine(name, whom: .all, signal: .kill) }),
+        ]
+        for (wait, action) in steps {
+            var gone = false
+            do {
+                try action()
+            } catch NspawnError.noSuchMachine {
+                gone = true
+            }
+            if try gone || Self.waitUntilGone(name, removal: removal, timeout: wait, bus: bus) {
+                try Self.clearFailure(of: name, unit: properties.unit, bus: bus)
+                return
+            }
+        }
+        throw NspawnError.timedOut("stopping machine '\(name)'", waitedSeconds: timeout.seconds + 2 * terminateGrace.seconds)
+    }
+
+    /// A machine stopped on request is not a failure: killing a payload that ignored its
+    /// shutdown request leaves the unit "failed", which would count towards systemd's start
+    /// limit and make the next start fail. Only our own unit is touched.
+    static func clearFailure(of name: MachineName, unit: String?, bus: BusConnection) throws {
+        guard unit == name.serviceUnit else { return }
+        let systemd = SystemdManager(bus: bus)
+        systemd.waitUntilSettled(name.serviceUnit)
+        try systemd.resetFailedUnit(name.serviceUnit)
+    }
+
+    static func runningMachine(_ name: MachineName, machined: Machined) throws -> MachineProperties {
+        guard let path = try machined.machinePathIfRunning(name) else {
+            if try machined.imageExists(name) { throw NspawnError.notRunning(name.rawValue) }
+            throw NspawnError.noSuchImage(name.rawValue)
+        }
+        return try machined.machineProperties(name, path: path)
+    }
+
+    static func subscribeMachineRemoved(_ bus: BusConnection) throws -> SignalSubscription {
+        do {
+            return try bus.subscribe(match: "type='signal',sender='\(Machined.destination)',path='\(Machined.managerPath)',interface='\(Machined.managerInterface)',member='MachineRemoved'")
+        } catch {
+            throw NspawnError.bus(error, context: "subscribe to machine signals")
+        }
+    }
+
+    /// Waits for MachineRemoved for `name`, checking once first in case it already went.
+    static func waitUntilGone(_ name: MachineName, removal: SignalSubscription, timeout: Duration, bus: BusConnection) throws -> Bool {
+        if try Machined(bus: bus).machinePathIfRunning(name) == nil { return true }
+        do {
+            let signal = try bus.waitForSignal(on: removal, timeout: timeout) { $0.arguments.first?.string == name.rawValue }
+            if signal != nil { return true }
+        } catch {
+            throw NspawnError.bus(error, context: "waiting for machine '\(name)' to stop")
+        }
+        return try Machined(bus: bus).machinePathIfRunning(name) == nil
+    }
+
+    /// Whether the machine's leader may be systemd, which wants SIGRTMIN+4 to power off and
+    /// takes SIGTERM as "re-execute". When /proc cannot tell (hidepid, another PID namespace)
+    /// assume systemd, as machinectl does; other payloads are then still terminated after the timeout.
+    static func leaderRunsSystemd(_ leader: UInt32?) -> Bool {
+        guard let leader, leader > 0, let comm = try? AtomicFile.read("/proc/\(leader)/comm", limit: 4096) else { return true }
+        return comm == "systemd\n"
+    }
+
+    static func dropEnablement(of name: MachineName, bus: BusConnection) throws {
+        let systemd = SystemdManager(bus: bus)
+        if SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit)) {
+            _ = try systemd.disableUnitFiles([name.serviceUnit])
+            try systemd.reload()
+        }
+    }
+}

@@ -1,0 +1,103 @@
+/// What `config` shows for one machine.
+public struct MachineConfig: Sendable, Codable, Equatable {
+    public var name: String
+    /// The file the settings come from, or nil when there is none.
+    public var path: String?
+    public var settings: EffectiveSettings
+    public var flavor: String?
+    public var exposed: [String]
+}
+
+extension MachineManager {
+    // MARK: Settings
+
+    public func config(_ name: MachineName) async throws -> MachineConfig {
+        try await withBus { bus in
+            guard try Machined(bus: bus).imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            return try Self.currentConfig(name)
+        }
+    }
+
+    /// Validates the whole edit, then writes the settings file atomically (only if it changed)
+    /// and, with a flavor, the flavor's drop-in. Settings apply from the machine's next start;
+    /// a flavor applies at once.
+    public func configure(_ name: MachineName, edit: SettingsEdit, flavor: Flavor?) async throws -> MachineConfig {
+        try edit.validate()
+        return try await withBus { bus in
+            let machined = Machined(bus: bus)
+            guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            let lock = try ImageStore.system.lockName(name)
+            defer { withExtendedLifetime(lock) {} }
+            if !edit.isEmpty {
+                let source = try Self.loadSettings(name, imagePath: Self.imageFilesystemPath(name, machined: machined))
+                var settings = try source.editable(name)
+                let before = settings.rendered()
+                try settings.apply(edit)
+                if settings.rendered() != before {
+                    try AtomicFile.write(name.settingsPath, settings.rendered())
+                }
+            }
+            if let flavor {
+                try Self.applyFlavor(flavor, to: name, live: machined.machinePathIfRunning(name) != nil, bus: bus)
+            }
+            return try Self.currentConfig(name)
+        }
+    }
+
+    // MARK: - Blocking helpers
+
+    /// A machine's settings as systemd-nspawn finds them: /etc, then /run, and only when neither
+    /// exists the untrusted file next to the image (whose privileged keys nspawn ignores).
+    struct SettingsSource {
+        var settings = NspawnSettings()
+        var path: String?
+        var rewriteProblem: String?
+        var adjacentPath: String?
+        var adjacentBoot: Bool?
+
+        var boot: Bool? { path != nil ? settings.boot : adjacentBoot }
+
+        /// The trusted settings to edit. Refused when writing /etc would drop bytes or shadow
+        /// the file next to the image, which nspawn stops reading once /etc has one.
+        func editable(_ name: MachineName) throws(NspawnError) -> NspawnSettings {
+            if let path, let rewriteProblem {
+                throw .invalidArgument("will not rewrite '\(path)' of machine '\(name)': \(rewriteProblem)")
+            }
+            if let adjacentPath {
+                throw .busy(name.rawValue, reason: "its settings are in '\(adjacentPath)', next to the image, which systemd-nspawn stops reading once \(name.settingsPath) exists; review it and move it there first")
+            }
+            return settings
+        }
+    }
+
+    static func loadSettings(_ name: MachineName, imagePath: String? = nil) throws(NspawnError) -> SettingsSource {
+        var source = SettingsSource()
+        for path in [name.settingsPath, name.runtimeSettingsPath] {
+            if let bytes = try AtomicFile.readBytes(path) {
+                source.settings = NspawnSettings(parsing: String(decoding: bytes, as: UTF8.self))
+                source.path = path
+                source.rewriteProblem = UnitFileDocument.rewriteProblem(bytes)
+                return source
+            }
+        }
+        if let imagePath {
+            let adjacent = name.adjacentSettingsPath(imagePath: imagePath)
+            if let text = try AtomicFile.read(adjacent) {
+                source.adjacentPath = adjacent
+                source.adjacentBoot = NspawnSettings(parsing: text).boot
+            }
+        }
+        return source
+    }
+
+    static func imageFilesystemPath(_ name: MachineName, machined: Machined) throws(NspawnError) -> String? {
+        guard let objectPath = try machined.imagePathIfExists(name) else { return nil }
+        return try machined.imageProperties(name, path: objectPath).path
+    }
+
+    static func currentConfig(_ name: MachineName) throws(NspawnError) -> MachineConfig {
+        let source = try loadSettings(name)
+        return MachineConfig(name: name.rawValue, path: source.path, settings: source.settings.effective,
+                             flavor: try flavorName(of: name), exposed: try exposedAddresses(of: name))
+    }
+}

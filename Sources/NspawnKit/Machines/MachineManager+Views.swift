@@ -1,0 +1,190 @@
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension MachineManager {
+    // MARK: Views
+
+    /// Machines and images merged by name, sorted. Hidden names (".host") only with `includeHidden`.
+    public func list(includeHidden: Bool = false) async throws -> [MachineSummary] {
+        let cache = detailsCache
+        return try await withBus { bus in try Self.list(bus: bus, includeHidden: includeHidden, cache: cache) }
+    }
+
+    public func status(_ name: MachineName) async throws -> MachineStatus {
+        try await withBus { bus in try Self.status(name, bus: bus) }
+    }
+
+    // MARK: - Blocking implementations
+
+    static func list(bus: BusConnection, includeHidden: Bool, cache: MachineDetailsCache? = nil) throws -> [MachineSummary] {
+        let machined = Machined(bus: bus)
+        let visible: (String) -> Bool = { includeHidden || !$0.hasPrefix(".") }
+        let machines = try machined.listMachines().filter { visible($0.name) }
+        let images = try machined.listImages().filter { visible($0.name) }
+        let imagesByName = Dictionary(images.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let machinesByName = Dictionary(machines.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let names = Set(machines.map(\.name)).union(images.map(\.name)).sorted()
+
+        // One pipelined batch: per running machine its properties, os-release and addresses;
+        // per stopped image its os-release; per name its unit file state.
+        enum Question { case properties(String), machineOS(String), addresses(String), imageOS(String), unitFileState(String), socketStates }
+        let mightBeEnabled = SystemdManager.enablementCandidates()
+        let exposedNames = Set(names.filter { access(MachineName(unchecked: $0).socketUnitPath, F_OK) == 0 })
+        var questions: [Question] = []
+        var calls: [MethodCall] = []
+        func ask(_ question: Question, _ call: MethodCall) {
+            questions.append(question)
+            calls.append(call)
+        }
+        let cached = cache?.fresh() ?? [:]
+        // os-release of stopped images found in the cache, by name.
+        var cachedImageOS: [String: String?] = [:]
+        func askOS(_ name: String) { ask(.machineOS(name), Machined.managerCall("GetMachineOSRelease", [.string(name)])) }
+        func askAddresses(_ name: String) { ask(.addresses(name), Machined.managerCall("GetMachineAddresses", [.string(name)])) }
+        for name in names {
+            if let machine = machinesByName[name] {
+                ask(.properties(name), Machined.propertiesCall(path: machine.path, interface: Machined.machineInterface))
+                if cached[name]?.os == nil { askOS(name) }
+                if cached[name]?.addresses == nil { askAddresses(name) }
+            } else if let image = imagesByName[name], let os = cache?.imageOS(name, modified: image.modified) {
+                cachedImageOS[name] = os
+            } else {
+                ask(.imageOS(name), Machined.managerCall("GetImageOSRelease", [.string(name)]))
+            }
+            if mightBeEnabled?.contains(name) ?? true {
+                ask(.unitFileState(name), SystemdManager.call("GetUnitFileState", [.string(MachineName(unchecked: name).serviceUnit)]))
+            }
+        }
+        if !exposedNames.isEmpty {
+            let sockets = exposedNames.sorted().map { MachineName(unchecked: $0).socketUnit }
+            questions.append(.socketStates)
+            calls.append(SystemdManager.call("ListUnitsByNames", [.strings(sockets)]))
+        }
+        let answers: [Result<[BusValue], BusError>]
+        do {
+            answers = try bus.callAll(calls)
+        } catch {
+            throw NspawnError.bus(error, context: "list machines")
+        }
+
+        var rows: [String: MachineSummary] = [:]
+        for name in names {
+            let image = imagesByName[name]
+            rows[name] = MachineSummary(
+                name: name,
+                state: machinesByName[name] == nil ? .stopped : .running,
+                usage: knownSize(image?.usage),
+                readOnly: image?.readOnly,
+                machineClass: machinesByName[name]?.machineClass,
+                imageType: image?.type)
+            if exposedNames.contains(name) {
+                rows[name]?.exposed = (try? exposedAddresses(of: MachineName(unchecked: name))) ?? []
+            }
+        }
+        var leaders: [String: UInt32] = [:]
+        var fetchedOS = Set<String>()
+        var fetchedAddresses = Set<String>()
+        func record(_ question: Question, _ reply: [BusValue]) {
+            switch question {
+            case .properties(let name):
+                let properties = MachineProperties(reply.first?.stringKeyedDictionary ?? [:])
+                rows[name]?.state = MachineState(machinedState: properties.state)
+                leaders[name] = properties.leader
+            case .machineOS(let name), .imageOS(let name):
+                rows[name]?.os = osDisplayName(Machined.osRelease(from: reply))
+                if case .machineOS = question { fetchedOS.insert(name) }
+                if case .imageOS = question, let image = imagesByName[name] {
+                    cache?.storeImageOS(name, modified: image.modified, os: rows[name]?.os)
+                }
+            case .addresses(let name):
+                rows[name]?.addresses = Machined.addresses(from: reply)
+                fetchedAddresses.insert(name)
+            case .unitFileState(let name):
+                rows[name]?.enabled = SystemdManager.isEnabled(reply.first?.string)
+            case .socketStates:
+                for (unit, state) in SystemdManager.unitStates(from: reply) where state.active == "active" {
+                    guard let name = MachineUnits.machineName(ofUnit: unit, suffix: ".socket") else { continue }
+                    if rows[name]?.state == .stopped { rows[name]?.state = .listening }
+                }
+            }
+        }
+        // A machine without os-release or a private network is normal: the field stays empty.
+        // A failure is not cached, so a timeout under load does not blank a machine for a minute.
+        func settle(_ question: Question, _ answer: Result<[BusValue], BusError>) {
+            if case .success(let reply) = answer { record(question, reply) }
+        }
+        for (question, answer) in zip(questions, answers) { settle(question, answer) }
+        for (name, os) in cachedImageOS { rows[name]?.os = os }
+        if let cache {
+            // Cached details count only for the same leader; a machine restarted since is asked again.
+            var stale: [String] = []
+            for (name, entry) in cached where machinesByName[name] != nil {
+                if leaders[name] != nil, leaders[name] == entry.leader {
+                    if let os = entry.os { rows[name]?.os = os }
+                    if let addresses = entry.addresses { rows[name]?.addresses = addresses }
+                } else {
+                    stale.append(name)
+                }
+            }
+            if !stale.isEmpty {
+                let start = questions.count
+                for name in stale {
+                    if !fetchedOS.contains(name) { askOS(name) }
+                    if !fetchedAddresses.contains(name) { askAddresses(name) }
+                }
+                let more = (try? bus.callAll(Array(calls[start...]))) ?? []
+                for (question, answer) in zip(questions[start...], more) { settle(question, answer) }
+            }
+            for name in machinesByName.keys {
+                guard let leader = leaders[name] else { continue }
+                if fetchedOS.contains(name) { cache.storeOS(name, leader: leader, rows[name]?.os) }
+                if fetchedAddresses.contains(name) { cache.storeAddresses(name, leader: leader, rows[name]?.addresses ?? []) }
+            }
+            cache.forget(except: Set(machinesByName.keys))
+        }
+        return names.compactMap { rows[$0] }
+    }
+
+    static func status(_ name: MachineName, bus: BusConnection) throws -> MachineStatus {
+        let machined = Machined(bus: bus)
+        let machinePath = try machined.machinePathIfRunning(name)
+        let imagePath = try machined.imagePathIfExists(name)
+        if machinePath == nil && imagePath == nil { throw NspawnError.noSuchImage(name.rawValue) }
+
+        var status = MachineStatus(name: name.rawValue, state: .stopped, os: nil, addresses: [], enabled: false)
+        if let machinePath {
+            let p = try machined.machineProperties(name, path: machinePath)
+            status.state = MachineState(machinedState: p.state)
+            status.machine = .init(machineClass: p.machineClass, leader: p.leader, rootDirectory: p.rootDirectory,
+                                   unit: p.unit, service: p.service, since: Date(epochMicroseconds: p.timestamp),
+                                   networkInterfaces: p.networkInterfaces)
+            status.os = try? osDisplayName(machined.machineOSRelease(name))
+            status.addresses = (try? machined.machineAddresses(name)) ?? []
+        }
+        if let imagePath {
+            let p = try machined.imageProperties(name, path: imagePath)
+            status.image = .init(type: p.type, path: p.path, readOnly: p.readOnly,
+                                 created: Date(epochMicroseconds: p.created), modified: Date(epochMicroseconds: p.modified),
+                                 usage: knownSize(p.usage), limit: knownSize(p.limit))
+            if status.os == nil {
+                let reply = try? bus.call(Machined.managerCall("GetImageOSRelease", [.string(name.rawValue)]))
+                status.os = reply.flatMap { osDisplayName(Machined.osRelease(from: $0)) }
+            }
+        }
+        let systemd = SystemdManager(bus: bus)
+        status.enabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
+        status.exposed = try exposedAddresses(of: name)
+        if !status.exposed.isEmpty {
+            let socketUnit = name.socketUnit
+            status.socketState = try systemd.unitStates([socketUnit])[socketUnit]?.sub
+            if status.state == .stopped && status.socketState == "listening" { status.state = .listening }
+        }
+        status.flavor = try flavorName(of: name)
+        if status.flavor != nil || machinePath != nil {
+            status.limits = try? liveLimits(name, bus: bus)
+        }
+        return status
+    }
+}
