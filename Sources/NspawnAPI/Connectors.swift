@@ -76,7 +76,7 @@ public struct SSHConnector: Connector {
     public func connect() throws(NspawnError) -> any ByteConnection {
         var pair: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
-            throw .failed("cannot create a socket pair for ssh: \(Errno(rawValue: errno))")
+            throw .system("cannot create a socket pair for ssh", Errno(rawValue: errno))
         }
         let stderr: MemoryFile
         let child: ChildProcess

@@ -178,7 +178,7 @@ final class HTTPReader: @unchecked Sendable {
             _ = try bytes.withUnsafeBytes { try connection.descriptor.writeAll($0) }
         } catch {
             // The peer may have answered (and closed) before reading: ssh's refusal, for one.
-            throw connection.failureAtEnd() ?? .failed("cannot send a request to \(peerName): \(error)")
+            throw connection.failureAtEnd() ?? .system("cannot send a request to \(peerName)", error as? Errno ?? .ioError)
         }
     }
 
@@ -200,6 +200,8 @@ final class HTTPReader: @unchecked Sendable {
             return true
         } catch let error as NspawnError {
             throw error
+        } catch let error as Errno {
+            throw .system("cannot read from \(peerName)", error)
         } catch {
             throw .failed("cannot read from \(peerName): \(error)")
         }

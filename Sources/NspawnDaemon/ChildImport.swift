@@ -1,6 +1,7 @@
 import CLinux
 import FoundationEssentials
 import NspawnKit
+import SystemPackage
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -68,18 +69,14 @@ public struct ChildImporter: Sendable {
              progress: @escaping @Sendable (ImportProgress) -> Void) async -> Result<ImportResult, NspawnError> {
         let argv = [executable] + job.arguments(name: name)
         // The child's lifetime is one blocking wait; a thread of its own keeps it off the pool.
-        do {
-            return try await OSThread.run { Self.runBlocking(argv, cancel: cancel, progress: progress) }
-        } catch {
-            return .failure(error)
-        }
+        return await OSThread.run { Self.runBlocking(argv, cancel: cancel, progress: progress) }
     }
 
     static func runBlocking(_ argv: [String], cancel: ChildCancel,
                             progress: @Sendable (ImportProgress) -> Void) -> Result<ImportResult, NspawnError> {
         var pipeEnds: [Int32] = [-1, -1]
         guard nspawnctl_pipe_cloexec(&pipeEnds) == 0 else {
-            return .failure(.failed("cannot start an import: pipe: \(String(cString: strerror(errno)))"))
+            return .failure(.system("cannot start an import: pipe", Errno(rawValue: errno)))
         }
         let output: MemoryFile
         let child: ChildProcess

@@ -12,7 +12,7 @@ public enum ListenSocket {
     /// anything else is a misconfigured unit and an error.
     public static func inherited() throws(NspawnError) -> FileDescriptor? {
         let count = sd_listen_fds(1)
-        if count < 0 { throw .failed("sd_listen_fds failed: \(Errno(rawValue: -count))") }
+        if count < 0 { throw .system("sd_listen_fds", Errno(rawValue: -count)) }
         if count == 0 { return nil }
         guard count == 1 else { throw .failed("systemd passed \(count) sockets; nspawnd.socket must list exactly one") }
         let fd = SD_LISTEN_FDS_START

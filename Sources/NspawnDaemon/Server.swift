@@ -73,7 +73,7 @@ public struct DaemonServer: Sendable {
                         quietSince = .now
                     } else if served != trimmed, ContinuousClock.now - quietSince >= .seconds(1) {
                         trimmed = served
-                        _ = try? await OSThread.run { malloc_trim(0) }
+                        _ = await OSThread.run { malloc_trim(0) }
                     }
                     // An import keeps the daemon up however long it takes.
                     if let idleTimeout = configuration.idleTimeout,

@@ -36,7 +36,7 @@ struct DialStdio: ParsableCommand {
             let ready = poll(&entries, nfds_t(entries.count), -1)
             if ready < 0 {
                 if errno == EINTR { continue }
-                throw .failed("dial-stdio: poll failed: \(Errno(rawValue: errno))")
+                throw .system("dial-stdio: poll", Errno(rawValue: errno))
             }
             if entries[0].revents != 0 {
                 guard try copy(from: socket, to: output, buffer: &buffer, what: "nspawnd") else { return }
@@ -57,6 +57,8 @@ struct DialStdio: ParsableCommand {
             return true
         } catch let error as Errno where error == .connectionReset || error == .brokenPipe {
             return false
+        } catch let error as Errno {
+            throw .system("dial-stdio: copying from \(what)", error)
         } catch {
             throw .failed("dial-stdio: copying from \(what): \(error)")
         }

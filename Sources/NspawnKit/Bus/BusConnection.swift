@@ -51,7 +51,7 @@ public struct BusSignal: Sendable, Equatable {
 /// A connection to a D-Bus bus, owning its `sd_bus` handle.
 ///
 /// sd-bus connections are not thread-safe: use one connection from one thread at a time.
-/// Calls block the calling thread; async code goes through `BusWork`.
+/// Calls block the calling thread; async code goes through `OSThread.run`.
 public final class BusConnection {
     let handle: OpaquePointer
     /// The silent far end of an `unconnected()` bus, kept open so sd-bus can write its greeting.

@@ -19,7 +19,7 @@ public struct MachineManager: Sendable {
 
     /// Runs `body` with its own system bus connection on a worker thread.
     func withBus<T: Sendable>(_ body: @escaping @Sendable (BusConnection) throws -> T) async throws -> T {
-        try await BusWork.run {
+        try await OSThread.run {
             try body(try connectSystemBus())
         }
     }

@@ -28,11 +28,12 @@ package final class OSThread: @unchecked Sendable {
         pthread_join(thread, nil)
     }
 
-    /// Runs blocking work on its own thread without holding up the caller's executor.
-    package static func run<T: Sendable>(_ body: @escaping @Sendable () throws(NspawnError) -> T) async throws(NspawnError) -> T {
-        let result: Result<T, NspawnError> = await withCheckedContinuation { continuation in
+    /// Runs blocking work (bus calls, child processes, sockets) on its own thread without
+    /// holding up the caller's executor: the cooperative pool has one thread per core.
+    package static func run<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {
+        let result: Result<T, Failure> = await withCheckedContinuation { continuation in
             let thread = OSThread {
-                do throws(NspawnError) {
+                do throws(Failure) {
                     continuation.resume(returning: .success(try body()))
                 } catch {
                     continuation.resume(returning: .failure(error))

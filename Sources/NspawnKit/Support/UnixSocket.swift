@@ -34,7 +34,7 @@ public enum UnixSocket {
             unlink(path)
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .failed("cannot create a socket for '\(path)': \(Errno(rawValue: errno))") }
+        guard fd >= 0 else { throw .system("cannot create a socket for '\(path.escapedForMessage)'", Errno(rawValue: errno)) }
         let previousMask = umask(0o177)
         defer { umask(previousMask) }
         let bound = withUnsafePointer(to: &address) {
@@ -43,10 +43,7 @@ public enum UnixSocket {
         guard bound == 0, chmod(path, mode) == 0, Glibc.listen(fd, 128) == 0 else {
             let code = Errno(rawValue: errno)
             close(fd)
-            if code == .permissionDenied || code == .notPermitted {
-                throw .remote(.permissionDenied, message: "cannot listen on '\(path)': \(code)", busError: nil)
-            }
-            throw .failed("cannot listen on '\(path)': \(code)")
+            throw .system("cannot listen on '\(path.escapedForMessage)'", code)
         }
         return FileDescriptor(rawValue: fd)
     }
