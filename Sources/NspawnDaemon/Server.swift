@@ -50,8 +50,6 @@ public struct DaemonServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
                     try channel.pipeline.syncOperations.addHandler(JSONProtocolErrorHandler())
-                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: configuration.requestTimeout), name: Self.requestTimeoutHandler)
-                    try channel.pipeline.syncOperations.addHandler(CloseOnIdle())
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
                 }
             }
@@ -174,13 +172,10 @@ public struct DaemonServer: Sendable {
         }
     }
 
-    static let requestTimeoutHandler = "request-timeout"
-
     /// Server-sent events until the client goes away: machined's changes as they happen.
     /// A heartbeat comment every 15 s finds dead clients, so the request timeout is lifted.
     private func streamEvents(on channel: any Channel, deadline: RequestDeadline, version: HTTPVersion,
                               to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
-        try await channel.pipeline.removeHandler(name: Self.requestTimeoutHandler).get()
         deadline.disarm()
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "text/event-stream")
@@ -255,21 +250,10 @@ final class JSONProtocolErrorHandler: ChannelDuplexHandler, RemovableChannelHand
     }
 }
 
-/// Closes a connection that sent nothing for the request timeout.
-final class CloseOnIdle: ChannelInboundHandler, Sendable {
-    typealias InboundIn = HTTPServerRequestPart
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-}
-
-/// Closes the connection unless a whole request arrives in time: the idle handler alone
-/// would let a client that trickles a byte now and then hold a connection forever.
+/// Closes the connection unless a whole request arrives in time, from the connection's start
+/// or the last response: a silent client and one that trickles a byte now and then are both
+/// cut off. It is disarmed while a request is served, however long that takes (a stop may
+/// wait its whole timeout), and for an event stream, whose heartbeats find dead clients.
 final class RequestDeadline: Sendable {
     private let channel: any Channel
     private let timeout: TimeAmount
