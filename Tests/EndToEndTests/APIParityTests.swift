@@ -183,6 +183,9 @@ extension EndToEndTests {
         try Fixture.with([name]) {
             try stopped(name)
             let streams = ["direct-json": "events --json", "api-json": "events --api --json", "direct-text": "events", "api-text": "events --api"]
+            defer {
+                _ = try? Testbed.sh("for s in \(streams.keys.sorted().joined(separator: " ")); do systemctl stop e2e-pr-events-$s; systemctl reset-failed e2e-pr-events-$s; done 2>/dev/null; true")
+            }
             try Testbed.mustSh("""
                 for s in \(streams.keys.sorted().joined(separator: " ")); do
                     systemctl stop e2e-pr-events-$s 2>/dev/null; systemctl reset-failed e2e-pr-events-$s 2>/dev/null; rm -f /tmp/e2e-pr-events-$s
@@ -195,9 +198,6 @@ extension EndToEndTests {
                 done
                 echo "not every stream is subscribed"; head /tmp/e2e-pr-events-*; exit 1
                 """)
-            defer {
-                _ = try? Testbed.sh("for s in \(streams.keys.sorted().joined(separator: " ")); do systemctl stop e2e-pr-events-$s; systemctl reset-failed e2e-pr-events-$s; done 2>/dev/null; true")
-            }
             try Testbed.mustSh("machinectl start \(name) && machinectl terminate \(name)")
             let outputs = try Testbed.sh("""
                 for i in $(seq 1 150); do
@@ -360,13 +360,13 @@ extension EndToEndTests {
             #expect(try gone(name) == "gone")
 
             // Events.
+            defer { _ = try? Testbed.sh("systemctl stop e2e-op-events; systemctl reset-failed e2e-op-events 2>/dev/null; true") }
             try Testbed.mustSh("""
                 systemctl stop e2e-op-events 2>/dev/null; systemctl reset-failed e2e-op-events 2>/dev/null; rm -f /tmp/e2e-op-events
                 systemd-run --quiet --unit=e2e-op-events --uid=nsop -p StandardOutput=file:/tmp/e2e-op-events timeout 60 /usr/local/bin/nspawnctl events --json
                 for i in $(seq 1 150); do grep -q '"event":"subscribed"' /tmp/e2e-op-events 2>/dev/null && exit 0; sleep 0.1; done
                 cat /tmp/e2e-op-events; exit 1
                 """)
-            defer { _ = try? Testbed.sh("systemctl stop e2e-op-events; systemctl reset-failed e2e-op-events 2>/dev/null; true") }
             try Testbed.mustSh("machinectl start \(name)")
             let events = try Testbed.sh("""
                 for i in $(seq 1 100); do grep -q '"event":"machine_new","name":"\(name)"' /tmp/e2e-op-events && break; sleep 0.1; done
@@ -429,6 +429,7 @@ extension EndToEndTests {
             #expect(after == before, "a verb did something without the daemon:\n\(after)\n--- before ---\n\(before)")
 
             // A socket file nobody listens on any more (its daemon was killed) is the same.
+            defer { _ = try? Testbed.sh("systemctl stop e2e-nod-stale 2>/dev/null; systemctl reset-failed e2e-nod-stale 2>/dev/null; rm -f /run/e2e-nod-stale.sock; true") }
             try Testbed.mustSh("""
                 systemctl stop e2e-nod-stale 2>/dev/null; systemctl reset-failed e2e-nod-stale 2>/dev/null; rm -f /run/e2e-nod-stale.sock
                 systemd-run --quiet --unit=e2e-nod-stale /usr/local/bin/nspawnd --socket /run/e2e-nod-stale.sock --idle-timeout 0
@@ -437,7 +438,6 @@ extension EndToEndTests {
                 for i in $(seq 1 50); do systemctl -q is-active e2e-nod-stale || break; sleep 0.1; done
                 test -S /run/e2e-nod-stale.sock
                 """)
-            defer { _ = try? Testbed.sh("systemctl reset-failed e2e-nod-stale 2>/dev/null; rm -f /run/e2e-nod-stale.sock; true") }
             for words in [["ls"], ["start", a]] {
                 let run = try nspawnctlClient([words[0], "--api"] + words.dropFirst(), environment: ["NSPAWND_SOCKET=/run/e2e-nod-stale.sock"], limit: 30)
                 #expect(run.status == unreachable, "\(words): \(run)")

@@ -22,7 +22,7 @@ enum RemoteFixtures {
     static let directory = "/var/lib/nspawnctl-e2e-remote"
     static let hostileScript = "/usr/local/lib/nspawnctl-e2e-remote"
     static let tarballURL = "http://127.0.0.1:8089/busybox-root.tar.gz"
-    static let hostileBehaviours = ["garbage", "truncated", "endless", "huge", "long-header", "silent", "mute", "v9", "no-api"]
+    static let hostileBehaviours = ["garbage", "truncated", "endless", "huge", "long-header", "endless-headers", "silent", "mute", "v9", "no-api"]
 
     /// `ssh://USER@127.0.0.1[:PORT]`
     static func host(_ user: String, port: Int? = nil) -> String {
@@ -65,6 +65,7 @@ enum RemoteFixtures {
                 endless) head; printf "$ok\r\n"; exec cat /dev/zero ;;
                 huge) head; printf "${ok}Content-Length: 1099511627776\r\n\r\n"; exec cat /dev/zero ;;
                 long-header) head; printf "${ok}X-Padding: "; exec tr '\000' a < /dev/zero ;;
+                endless-headers) head; printf "$ok"; exec yes "X-Padding: a$cr" ;;
                 silent) head; printf "${ok}Content-Length: 100\r\n\r\n"; exec sleep 600 ;;
                 mute) exec sleep 600 ;;
                 v9) head; printf 'HTTP/1.1 200 OK\r\nNspawnd-Api: v9\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]' ;;
@@ -92,7 +93,7 @@ enum RemoteFixtures {
             account nsnobin nspawn "command=\"PATH=/usr/bin:/bin; eval \\\"\$SSH_ORIGINAL_COMMAND\\\"\" $key"
             # A host with nspawnctl but without nspawnd.
             account nsnod nspawn "command=\"NSPAWND_SOCKET=/run/nspawnd-e2e-absent/nspawnd.sock; export NSPAWND_SOCKET; eval \\\"\$SSH_ORIGINAL_COMMAND\\\"\" $key"
-            for behaviour in garbage truncated endless huge long-header silent mute v9 no-api; do
+            for behaviour in garbage truncated endless huge long-header endless-headers silent mute v9 no-api; do
                 account "nsh-$behaviour" nspawn "command=\"/usr/local/lib/nspawnctl-e2e-remote $behaviour\",restrict $key"
             done
 
@@ -241,8 +242,12 @@ extension EndToEndTests {
         try Fixture.with([name]) {
             try Fixture.busybox(name)
             // Each stream follows as a unit of its own, so nothing here waits on its output.
+            defer {
+                _ = try? Testbed.sh("systemctl stop e2e-rem-events-json e2e-rem-events-text 2>/dev/null; systemctl reset-failed e2e-rem-events-json e2e-rem-events-text 2>/dev/null; true")
+            }
             try Testbed.mustSh("""
                 rm -f /tmp/e2e-rem-events.json /tmp/e2e-rem-events.txt /tmp/e2e-rem-events.err
+                systemctl stop e2e-rem-events-json e2e-rem-events-text 2>/dev/null
                 systemctl reset-failed e2e-rem-events-json e2e-rem-events-text 2>/dev/null || true
                 systemd-run --quiet --unit=e2e-rem-events-json -p StandardOutput=file:/tmp/e2e-rem-events.json -p StandardError=file:/tmp/e2e-rem-events.err \
                     timeout 60 nspawnctl --host \(RemoteFixtures.host("nsop")) events --json
@@ -255,9 +260,6 @@ extension EndToEndTests {
                 echo "the streams did not say they are subscribed:"; cat /tmp/e2e-rem-events.json /tmp/e2e-rem-events.txt /tmp/e2e-rem-events.err
                 exit 1
                 """)
-            defer {
-                _ = try? Testbed.sh("systemctl stop e2e-rem-events-json e2e-rem-events-text 2>/dev/null; systemctl reset-failed e2e-rem-events-json e2e-rem-events-text 2>/dev/null; true")
-            }
             try Testbed.mustSh("machinectl start \(name)")
             let stream = try Testbed.sh("""
                 for i in $(seq 1 150); do grep -q '"name":"\(name)"' /tmp/e2e-rem-events.json && grep -q '\(name)' /tmp/e2e-rem-events.txt && break; sleep 0.1; done
@@ -311,6 +313,7 @@ extension EndToEndTests {
         let name = "e2e-rem-cancel"
         try Fixture.with([name]) {
             // A source that sends a little and then stalls, so the import is still running when cancelled.
+            defer { _ = try? Testbed.sh("systemctl stop e2e-rem-stalled; systemctl reset-failed e2e-rem-stalled 2>/dev/null; true") }
             try Testbed.mustSh("""
                 systemctl stop e2e-rem-stalled 2>/dev/null; systemctl reset-failed e2e-rem-stalled 2>/dev/null
                 head -c 2000 /var/tmp/e2e-remote-www/busybox-root.tar.gz > /tmp/e2e-rem-head
@@ -318,7 +321,6 @@ extension EndToEndTests {
                     '(printf "HTTP/1.0 200 OK\\r\\nContent-Type: application/octet-stream\\r\\n\\r\\n"; cat /tmp/e2e-rem-head; sleep 120) | busybox nc -l -p 8098'
                 sleep 0.3
                 """)
-            defer { _ = try? Testbed.sh("systemctl stop e2e-rem-stalled; systemctl reset-failed e2e-rem-stalled 2>/dev/null; true") }
             // Ctrl-C signals the terminal's foreground process group: nspawnctl and its ssh alike.
             // Job control gives the background client a group of its own (and SIGINT not ignored).
             let run = try Testbed.run(["/bin/bash", "-c", """
@@ -418,12 +420,12 @@ extension EndToEndTests {
         try expectFailure(RemoteFixtures.host("nsnod"), unreachable, "a host without nspawnd")
 
         // A host that accepts the connection and never answers: ssh gives up after ConnectTimeout=10.
+        defer { _ = try? Testbed.sh("systemctl stop e2e-rem-mute-port; systemctl reset-failed e2e-rem-mute-port 2>/dev/null; true") }
         try Testbed.mustSh("""
             systemctl stop e2e-rem-mute-port 2>/dev/null; systemctl reset-failed e2e-rem-mute-port 2>/dev/null
             systemd-run --quiet --unit=e2e-rem-mute-port /bin/sh -c 'sleep 120 | busybox nc -l -p 2222'
             for i in $(seq 1 50); do ss -ltn | grep -q ':2222 ' && exit 0; sleep 0.1; done; exit 1
             """)
-        defer { _ = try? Testbed.sh("systemctl stop e2e-rem-mute-port; systemctl reset-failed e2e-rem-mute-port 2>/dev/null; true") }
         try expectFailure(RemoteFixtures.host("nsop", port: 2222), unreachable, "a host that does not answer", within: 40)
     }
 
@@ -455,6 +457,7 @@ extension EndToEndTests {
             ("endless", [failure], 50, "an endless body"),
             ("huge", [failure], 50, "a body over 64 MiB by its Content-Length"),
             ("long-header", [failure], 50, "an endless header line"),
+            ("endless-headers", [failure], 50, "endless short header lines"),
             ("silent", [failure], 10, "headers, then nothing (NSPAWNCTL_API_TIMEOUT=3)"),
             ("mute", [failure, unreachable], 10, "nothing at all (NSPAWNCTL_API_TIMEOUT=3)"),
             ("v9", [apiMismatch], 30, "an API level this nspawnctl does not speak"),
