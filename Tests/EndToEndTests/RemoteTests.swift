@@ -187,7 +187,7 @@ extension EndToEndTests {
             #expect(after.status == Exit.ok && after.stdout == local.stdout, "\(after)")
             let withPort = try nspawnctlClient(["--host", RemoteFixtures.host("nsop", port: 22), "status", "e2e-rem-a"])
             #expect(withPort.status == Exit.ok && withPort.stdout == local.stdout, "\(withPort)")
-            let withAPI = try nspawnctlClient(["--host", nsop, "--api", "status", "e2e-rem-a"])
+            let withAPI = try nspawnctlClient(["--host", nsop, "status", "--api", "e2e-rem-a"])
             #expect(withAPI.status == Exit.ok && withAPI.stdout == local.stdout, "\(withAPI)")
             // Without a user, ssh logs in as the local user (root here).
             let noUser = try nspawnctlClient(["--host", "ssh://127.0.0.1", "status", "e2e-rem-a"])
