@@ -36,7 +36,7 @@ public struct ImportRequest: Codable, Sendable, Equatable {
     public func validate() throws(NspawnError) {
         if let name { _ = try MachineName(name) }
         _ = try ImportOptions(checksum: checksum).expectedDigest()
-        if let signature, (!Self.isDownloadURL(signature) && !signature.hasPrefix("/")) || signature.unicodeScalars.count > 4096 {
+        if let signature, (!Self.isURL(signature) && !signature.hasPrefix("/")) || signature.unicodeScalars.count > 4096 {
             throw .invalidArgument("invalid signature '\(signature.escapedForMessage)': expected a URL or an absolute path")
         }
         if let keyring, !keyring.hasPrefix("/") || keyring.unicodeScalars.count > 4096 {
@@ -72,8 +72,13 @@ public struct ImportRequest: Codable, Sendable, Equatable {
     /// A URL an import may fetch: http(s) and something after it, no spaces or control
     /// characters, at most 4096 long.
     public static func isDownloadURL(_ text: String) -> Bool {
-        guard ImageSource.isURL(text), text.unicodeScalars.count <= 4096,
-              !text.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f }) else { return false }
+        isURL(text) && text.unicodeScalars.count <= 4096
+            && !text.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7f })
+    }
+
+    /// http:// or https:// and something after it.
+    static func isURL(_ text: String) -> Bool {
+        guard ImageSource.isURL(text) else { return false }
         // "http:" has its colon at byte 4, "https:" at byte 5.
         let schemeLength = Array(text.utf8.prefix(5)).last == UInt8(ascii: ":") ? 7 : 8
         return text.utf8.count > schemeLength

@@ -174,11 +174,13 @@ final class HTTPReader: @unchecked Sendable {
         var head = "\(request.method) \(request.target) HTTP/1.1\r\nHost: nspawnd\r\nConnection: close\r\nAccept: application/json\r\n"
         if let body = request.body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         let bytes = Array((head + "\r\n").utf8) + (request.body ?? [])
-        do {
-            _ = try bytes.withUnsafeBytes { try connection.descriptor.writeAll($0) }
+        do throws(Errno) {
+            try connection.descriptor.sendAll(bytes)
+        } catch .brokenPipe, .connectionReset {
+            // The peer hung up before reading it all; what it said first is still to be read.
         } catch {
             // The peer may have answered (and closed) before reading: ssh's refusal, for one.
-            throw connection.failureAtEnd() ?? .system("cannot send a request to \(peerName)", error as? Errno ?? .ioError)
+            throw connection.failureAtEnd() ?? .system("cannot send a request to \(peerName)", error)
         }
     }
 
