@@ -43,7 +43,8 @@ private func changeEnablement(
         }
     }
     if output.json {
-        printOut(Renderer.json(all))
+        // When every name failed there is no result to print, only the errors.
+        if failures.count < names.count { printOut(Renderer.json(all)) }
     } else {
         for change in all {
             switch change.type {
