@@ -203,7 +203,8 @@ final class HTTPReader: @unchecked Sendable {
         } catch let error as NspawnError {
             throw error
         } catch let error as Errno {
-            throw .system("cannot read from \(peerName)", error)
+            // ssh that gave up leaves our unread request behind, so the stream ends in a reset.
+            throw connection.failureAtEnd() ?? .system("cannot read from \(peerName)", error)
         } catch {
             throw .failed("cannot read from \(peerName): \(error)")
         }
