@@ -74,23 +74,24 @@ public struct SSHConnector: Connector {
     }
 
     public func connect() throws(NspawnError) -> any ByteConnection {
-        var pair: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
-            throw .system("cannot create a socket pair for ssh", Errno(rawValue: errno))
-        }
+        let (ours, theirs): (FileDescriptor, FileDescriptor)
+        do { (ours, theirs) = try UnixSocket.pair() } catch { throw .system("cannot create a socket pair for ssh", error) }
+        defer { try? theirs.close() }
         let stderr: MemoryFile
         let child: ChildProcess
         do {
             stderr = try MemoryFile()
-            child = try ChildProcess.spawn(argv, stdin: pair[1], stdout: pair[1], stderr: stderr.fd)
         } catch {
-            Glibc.close(pair[0])
-            Glibc.close(pair[1])
-            if case .failed = error { throw .remote(.unreachable, message: "cannot run ssh to reach \(destination.host): \(error)", busError: nil) }
+            try? ours.close()
             throw error
         }
-        Glibc.close(pair[1])
-        return SSHConnection(descriptor: FileDescriptor(rawValue: pair[0]), child: child, stderr: stderr, destination: destination)
+        do {
+            child = try ChildProcess.spawn(argv, stdin: theirs.rawValue, stdout: theirs.rawValue, stderr: stderr.fd)
+        } catch {
+            try? ours.close()
+            throw .remote(.unreachable, message: "cannot reach \(destination.host): \(error); is OpenSSH's ssh installed?", busError: nil)
+        }
+        return SSHConnection(descriptor: ours, child: child, stderr: stderr, destination: destination)
     }
 }
 

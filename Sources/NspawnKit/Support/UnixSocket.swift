@@ -1,3 +1,4 @@
+import CLinux
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,7 @@ public enum UnixSocket {
     /// listens there, EACCES that the caller may not.
     public static func connect(path: String) throws(Errno) -> FileDescriptor {
         var address = try socketAddress(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(AF_UNIX, nspawnctl_sock_stream_cloexec, 0)
         guard fd >= 0 else { throw Errno(rawValue: errno) }
         while true {
             let connected = withUnsafePointer(to: &address) {
@@ -33,7 +34,7 @@ public enum UnixSocket {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else { throw .busy(path, reason: "it exists and is not a socket") }
             unlink(path)
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(AF_UNIX, nspawnctl_sock_stream_cloexec, 0)
         guard fd >= 0 else { throw .system("cannot create a socket for '\(path.escapedForMessage)'", Errno(rawValue: errno)) }
         let previousMask = umask(0o177)
         defer { umask(previousMask) }
@@ -46,6 +47,13 @@ public enum UnixSocket {
             throw .system("cannot listen on '\(path.escapedForMessage)'", code)
         }
         return FileDescriptor(rawValue: fd)
+    }
+
+    /// A connected pair, both ends close-on-exec: one end for us, one to hand a child.
+    public static func pair() throws(Errno) -> (FileDescriptor, FileDescriptor) {
+        var ends: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, nspawnctl_sock_stream_cloexec, 0, &ends) == 0 else { throw Errno(rawValue: errno) }
+        return (FileDescriptor(rawValue: ends[0]), FileDescriptor(rawValue: ends[1]))
     }
 
     private static func socketAddress(_ path: String) throws(Errno) -> sockaddr_un {
