@@ -24,10 +24,11 @@ struct HostileServerTests {
             defer { try? connection.close() }
             var request = [UInt8](repeating: 0, count: 65536)
             _ = try? request.withUnsafeMutableBytes { try connection.read(into: $0) }
-            _ = try? answer.withUnsafeBytes { try connection.writeAll($0) }
+            // MSG_NOSIGNAL: a client that leaves must not take the test process down with SIGPIPE.
+            _ = try? connection.sendAll(answer)
             if endless {
                 let chunk = [UInt8](repeating: 0x78, count: 65536)
-                while (try? chunk.withUnsafeBytes({ try connection.writeAll($0) })) != nil {}
+                while (try? connection.sendAll(chunk)) != nil {}
             }
             Thread.sleep(forTimeInterval: Double(linger.components.seconds))
         }

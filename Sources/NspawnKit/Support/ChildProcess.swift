@@ -56,7 +56,13 @@ package struct ChildProcess {
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for arg in cArgs { free(arg) } }
         var pid = pid_t()
-        let code = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, Glibc.environ)
+        var code = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, Glibc.environ)
+        // A program written just now may still be open for writing in a child another thread
+        // forked meanwhile, until that child execs; the kernel says ETXTBSY for that moment.
+        for _ in 0..<20 where code == ETXTBSY {
+            usleep(5_000)
+            code = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, Glibc.environ)
+        }
         guard code == 0 else {
             throw .system("cannot run '\(argv[0])'", Errno(rawValue: code))
         }
