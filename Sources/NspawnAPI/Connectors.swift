@@ -1,5 +1,6 @@
 import FoundationEssentials
 import NspawnKit
+import Synchronization
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -151,8 +152,8 @@ final class SSHConnection: ByteConnection, @unchecked Sendable {
     private let child: ChildProcess
     private let stderr: MemoryFile
     private let destination: SSHDestination
-    private var termination: ChildProcess.Termination?
-    private let lock = NSLockish()
+    /// How ssh ended, once reaped; and whether our end is closed.
+    private let state = Mutex<(termination: ChildProcess.Termination?, closed: Bool)>((nil, false))
 
     init(descriptor: FileDescriptor, child: ChildProcess, stderr: MemoryFile, destination: SSHDestination) {
         self.descriptor = descriptor
@@ -205,8 +206,8 @@ final class SSHConnection: ByteConnection, @unchecked Sendable {
     /// Waits for ssh to end; `kill` ends it first. Bounded: a ControlMaster ssh forks, and a
     /// hung one must not hang us.
     private func reap(kill: Bool) -> ChildProcess.Termination {
-        lock.withLock {
-            if let termination { return termination }
+        state.withLock { state in
+            if let termination = state.termination { return termination }
             if kill { Glibc.kill(child.pid, SIGTERM) }
             var status: Int32 = 0
             for attempt in 0..<200 {
@@ -214,7 +215,7 @@ final class SSHConnection: ByteConnection, @unchecked Sendable {
                 if done == child.pid {
                     let signal = status & 0x7f
                     let result: ChildProcess.Termination = signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
-                    termination = result
+                    state.termination = result
                     return result
                 }
                 if done < 0 && errno != EINTR { break }
@@ -222,17 +223,15 @@ final class SSHConnection: ByteConnection, @unchecked Sendable {
                 usleep(10_000)
             }
             let result = ChildProcess.Termination.signaled(SIGKILL)
-            termination = result
+            state.termination = result
             return result
         }
     }
 
-    private var closed = false
-
     func close() {
-        let first = lock.withLock { () -> Bool in
-            defer { closed = true }
-            return !closed
+        let first = state.withLock { state in
+            defer { state.closed = true }
+            return !state.closed
         }
         guard first else { return }
         try? descriptor.close()

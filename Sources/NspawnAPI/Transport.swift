@@ -117,7 +117,7 @@ public struct StreamTransport: APITransport {
         // A stream has no end to wait for; heartbeats every 15 s keep a live one talking.
         reader.silence = patience + .seconds(15)
         let (chunks, sink) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
-        let stopped = StopFlagBox()
+        let stopped = StopFlag()
         sink.onTermination = { _ in stopped.stop() }
         let headers = head.headers
         _ = OSThread {
@@ -132,25 +132,6 @@ public struct StreamTransport: APITransport {
             }
         }
         return (head, chunks)
-    }
-}
-
-final class StopFlagBox: @unchecked Sendable {
-    private let lock = NSLockish()
-    private var stoppedValue = false
-    var isStopped: Bool { lock.withLock { stoppedValue } }
-    func stop() { lock.withLock { stoppedValue = true } }
-}
-
-/// A pthread mutex; FoundationEssentials has no NSLock.
-final class NSLockish: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    func withLock<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
     }
 }
 

@@ -74,9 +74,11 @@ public enum MachineEvents {
     }
 }
 
-private final class StopFlag: Sendable {
+/// Tells a thread that its consumer has gone.
+package final class StopFlag: Sendable {
     private let flag = Atomic<Bool>(false)
 
-    func stop() { flag.store(true, ordering: .relaxed) }
-    var isStopped: Bool { flag.load(ordering: .relaxed) }
+    package init() {}
+    package func stop() { flag.store(true, ordering: .relaxed) }
+    package var isStopped: Bool { flag.load(ordering: .relaxed) }
 }
