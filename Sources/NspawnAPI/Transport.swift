@@ -170,7 +170,7 @@ final class HTTPReader: @unchecked Sendable {
         if ended { return false }
         do {
             guard try connection.descriptor.waitReadable(timeout: silence) else {
-                throw NspawnError.failed("\(peerName) sent nothing for \(silence.seconds.formattedSeconds) s; giving up")
+                throw NspawnError.failed("\(peerName) sent nothing for \(silence.seconds.formatted) s; giving up")
             }
             var chunk = [UInt8](repeating: 0, count: 64 * 1024)
             let count = try chunk.withUnsafeMutableBytes { try connection.descriptor.read(into: $0, retryOnInterrupt: true) }
@@ -282,10 +282,6 @@ final class HTTPReader: @unchecked Sendable {
         if size == 0 { return nil }
         return chunk
     }
-}
-
-extension Double {
-    var formattedSeconds: String { formatted }
 }
 
 extension Substring {
