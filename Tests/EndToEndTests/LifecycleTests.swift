@@ -129,6 +129,23 @@ struct EndToEndTests {
         }
     }
 
+    @Test func stopDoesNotWaitForASignalTheLeaderCannotCatch() throws {
+        try Fixture.with(["e2e-stop-fast"]) {
+            try Fixture.busybox("e2e-stop-fast")
+            try Testbed.mustSh("machinectl start e2e-stop-fast")
+            let leader = try Testbed.run(["machinectl", "show", "e2e-stop-fast", "-p", "Leader", "--value"]).trimmed
+            let caught = try Testbed.run(["sh", "-c", "grep SigCgt /proc/\(leader)/status"]).trimmed
+            #expect(caught.hasSuffix("0000000000000000"), "the fixture's sleep must have no handlers: \(caught)")
+            // The default timeout is 90 s; the leader has no TERM handler, so stop escalates at once.
+            let started = ContinuousClock.now
+            let stop = try Testbed.nspawnctl("stop", "e2e-stop-fast")
+            let elapsed = ContinuousClock.now - started
+            #expect(stop.status == Exit.ok, "\(stop)")
+            #expect(elapsed < .seconds(3), "stop took \(elapsed)")
+            #expect(try Fixture.machinedState("e2e-stop-fast") == nil)
+        }
+    }
+
     @Test func stopPowersOffASystemdPayload() throws {
         try Fixture.with(["e2e-deb"]) {
             try Fixture.systemdRoot("e2e-deb")

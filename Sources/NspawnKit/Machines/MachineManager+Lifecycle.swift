@@ -97,11 +97,15 @@ extension MachineManager {
         let removal = try Self.subscribeMachineRemoved(bus)
         let request: UnixSignal = Self.leaderRunsSystemd(properties.leader) ? .powerOff : .term
         // Each step ends the wait as soon as the machine is gone; the next one is harsher.
-        let steps: [(Duration, () throws -> Void)] = [
-            (timeout, { try machined.killMachine(name, whom: .leader, signal: request) }),
+        var steps: [(Duration, () throws -> Void)] = [
             (terminateGrace, { try machined.terminateMachine(name) }),
             (terminateGrace, { try machined.killMachine(name, whom: .all, signal: .kill) }),
         ]
+        // The kernel drops a signal with no handler for a namespace's init, so waiting for a
+        // leader that does not catch the request could only ever time out.
+        if Self.leaderCatches(properties.leader, request) {
+            steps.insert((timeout, { try machined.killMachine(name, whom: .leader, signal: request) }), at: 0)
+        }
         for (wait, action) in steps {
             var gone = false
             do {
@@ -161,6 +165,21 @@ extension MachineManager {
     static func leaderRunsSystemd(_ leader: UInt32?) -> Bool {
         guard let leader, leader > 0, let comm = try? AtomicFile.read("/proc/\(leader)/comm", limit: 4096) else { return true }
         return comm == "systemd\n"
+    }
+
+    /// Whether the leader has a handler for `signal`, from the SigCgt mask of /proc/PID/status.
+    /// When /proc cannot tell, assume it does, so the clean shutdown still gets its wait.
+    static func leaderCatches(_ leader: UInt32?, _ signal: UnixSignal) -> Bool {
+        guard let leader, leader > 0, let status = try? AtomicFile.read("/proc/\(leader)/status", limit: 64 * 1024),
+              let caught = caughtSignals(procStatus: status) else { return true }
+        return caught.contains(signal.number)
+    }
+
+    /// The signal numbers in a /proc/PID/status text's SigCgt line (a hex mask, bit N-1 for signal N).
+    static func caughtSignals(procStatus: String) -> Set<Int32>? {
+        guard let line = procStatus.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
+              let mask = UInt64(String(line.dropFirst("SigCgt:".count).filter { !$0.isWhitespace }), radix: 16) else { return nil }
+        return Set((1...64).filter { mask & (UInt64(1) << UInt64($0 - 1)) != 0 }.map(Int32.init))
     }
 
     static func dropEnablement(of name: MachineName, bus: BusConnection) throws {
