@@ -26,7 +26,7 @@ public struct APIClient: NspawnService {
         try await action(.stop, name, body: request, wait: try StopTimeout.duration(request.timeout))
     }
 
-    public func reboot(_ name: MachineName) async throws { try await action(.reboot, name) }
+    public func reboot(_ name: MachineName, _ request: RebootRequest) async throws { try await action(.reboot, name, body: request) }
     public func terminate(_ name: MachineName) async throws { try await action(.terminate, name) }
     public func kill(_ name: MachineName, _ request: KillRequest) async throws { try await action(.kill, name, body: request) }
     public func enable(_ name: MachineName) async throws -> [UnitFileChange] { try await call(.enable, name) }

@@ -8,7 +8,7 @@ public protocol NspawnService: Sendable {
     func status(_ name: MachineName) async throws -> MachineStatus
     func start(_ name: MachineName) async throws
     func stop(_ name: MachineName, _ request: StopRequest) async throws
-    func reboot(_ name: MachineName) async throws
+    func reboot(_ name: MachineName, _ request: RebootRequest) async throws
     func terminate(_ name: MachineName) async throws
     func kill(_ name: MachineName, _ request: KillRequest) async throws
     func enable(_ name: MachineName) async throws -> [UnitFileChange]
@@ -46,7 +46,13 @@ public struct LocalService: NspawnService {
         try await manager.stop(name, timeout: try StopTimeout.duration(request.timeout))
     }
 
-    public func reboot(_ name: MachineName) async throws { try await manager.reboot(name) }
+    public func reboot(_ name: MachineName, _ request: RebootRequest) async throws {
+        if request.hard ?? false {
+            try await manager.resetPower(name)
+        } else {
+            try await manager.reboot(name)
+        }
+    }
     public func terminate(_ name: MachineName) async throws { try await manager.terminate(name) }
 
     public func kill(_ name: MachineName, _ request: KillRequest) async throws {

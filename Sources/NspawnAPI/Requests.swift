@@ -53,6 +53,13 @@ public struct StopRequest: Codable, Sendable, Equatable {
     public func validate() throws(NspawnError) { _ = try StopTimeout.duration(timeout) }
 }
 
+/// `POST /v1/machines/{name}/reboot`.
+public struct RebootRequest: Codable, Sendable, Equatable {
+    /// A power reset (terminate, then start) instead of the guest's own reboot.
+    public var hard: Bool?
+    public init(hard: Bool? = nil) { self.hard = hard }
+}
+
 /// `POST /v1/machines/{name}/kill`.
 public struct KillRequest: Codable, Sendable, Equatable {
     public static let defaultSignal = "TERM"

@@ -105,7 +105,7 @@ public struct Router: Sendable {
             try body.validate()
             try await service.stop(name, body)
         case .reboot:
-            try await service.reboot(name)
+            try await service.reboot(name, try decodeOptional(RebootRequest.self, request) ?? RebootRequest())
         case .terminate:
             try await service.terminate(name)
         case .kill:

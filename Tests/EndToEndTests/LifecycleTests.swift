@@ -146,6 +146,22 @@ struct EndToEndTests {
         }
     }
 
+    @Test func hardRebootTerminatesAndStartsAgain() throws {
+        try Fixture.with(["e2e-reset"]) {
+            try Fixture.busybox("e2e-reset")
+            let stopped = try Testbed.nspawnctl("reboot", "--hard", "e2e-reset")
+            #expect(stopped.status == Exit.conflict, "a stopped machine has nothing to reset: \(stopped)")
+            try Testbed.mustSh("machinectl start e2e-reset")
+            let before = try Testbed.run(["machinectl", "show", "e2e-reset", "-p", "Leader", "--value"]).trimmed
+            let reset = try Testbed.nspawnctl("reboot", "--hard", "e2e-reset")
+            #expect(reset.status == Exit.ok, "\(reset)")
+            let after = try Testbed.run(["machinectl", "show", "e2e-reset", "-p", "Leader", "--value"]).trimmed
+            #expect(try Fixture.machinedState("e2e-reset") == "running")
+            #expect(!after.isEmpty && after != before, "a new leader after the reset: \(before) -> \(after)")
+            #expect(try Testbed.run(["systemctl", "is-active", "systemd-nspawn@e2e-reset.service"]).trimmed == "active")
+        }
+    }
+
     @Test func stopPowersOffASystemdPayload() throws {
         try Fixture.with(["e2e-deb"]) {
             try Fixture.systemdRoot("e2e-deb")

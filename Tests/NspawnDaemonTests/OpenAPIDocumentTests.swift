@@ -42,6 +42,7 @@ struct OpenAPIDocumentTests {
     /// Each request type, with every field filled, and the schema that documents it.
     static var requests: [(Endpoint?, String, any Encodable)] { [
         (.stop, "StopRequest", StopRequest(timeout: 1)),
+        (.reboot, "RebootRequest", RebootRequest(hard: true)),
         (.kill, "KillRequest", KillRequest(signal: "HUP", whom: .leader)),
         (.removeImage, "RemoveRequest", RemoveRequest(force: true, timeout: 1)),
         (.cloneImage, "CloneRequest", CloneRequest(name: "b", readOnly: true)),

@@ -7,7 +7,8 @@ import NspawnKit
 enum Call: Equatable, Sendable {
     case list(ListRequest)
     case status(String)
-    case start(String), reboot(String), terminate(String)
+    case start(String), terminate(String)
+    case reboot(String, RebootRequest)
     case stop(String, StopRequest)
     case kill(String, KillRequest)
     case enable(String), disable(String)
@@ -52,7 +53,7 @@ actor RecordingService: NspawnService {
 
     func start(_ name: MachineName) throws { try record(.start(name.rawValue)) }
     func stop(_ name: MachineName, _ request: StopRequest) throws { try record(.stop(name.rawValue, request)) }
-    func reboot(_ name: MachineName) throws { try record(.reboot(name.rawValue)) }
+    func reboot(_ name: MachineName, _ request: RebootRequest) throws { try record(.reboot(name.rawValue, request)) }
     func terminate(_ name: MachineName) throws { try record(.terminate(name.rawValue)) }
     func kill(_ name: MachineName, _ request: KillRequest) throws { try record(.kill(name.rawValue, request)) }
 

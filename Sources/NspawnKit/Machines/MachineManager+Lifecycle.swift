@@ -41,22 +41,36 @@ extension MachineManager {
         }
     }
 
+    /// Nova's hard reboot: terminates the machine at once, then starts it as its own unit.
+    public func resetPower(_ name: MachineName) async throws {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            let properties = try Self.runningMachine(name, machined: machined)
+            try self.terminate(name, properties: properties, bus: bus)
+            try SystemdManager(bus: bus).startUnit(name.serviceUnit)
+        }
+    }
+
     /// Terminates the machine at once (no clean shutdown) and waits until it is gone.
     public func terminate(_ name: MachineName) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
             let properties = try Self.runningMachine(name, machined: machined)
-            let removal = try Self.subscribeMachineRemoved(bus)
-            do {
-                try machined.terminateMachine(name)
-            } catch NspawnError.noSuchMachine {
-                // It went away on its own between the check and the call: terminated all the same.
-            }
-            guard try Self.waitUntilGone(name, removal: removal, timeout: terminateGrace, bus: bus) else {
-                throw NspawnError.timedOut("terminating machine '\(name)'", waitedSeconds: terminateGrace.seconds)
-            }
-            try Self.clearFailure(of: name, unit: properties.unit, bus: bus)
+            try self.terminate(name, properties: properties, bus: bus)
         }
+    }
+
+    func terminate(_ name: MachineName, properties: MachineProperties, bus: BusConnection) throws {
+        let removal = try Self.subscribeMachineRemoved(bus)
+        do {
+            try Machined(bus: bus).terminateMachine(name)
+        } catch NspawnError.noSuchMachine {
+            // It went away on its own between the check and the call: terminated all the same.
+        }
+        guard try Self.waitUntilGone(name, removal: removal, timeout: terminateGrace, bus: bus) else {
+            throw NspawnError.timedOut("terminating machine '\(name)'", waitedSeconds: terminateGrace.seconds)
+        }
+        try Self.clearFailure(of: name, unit: properties.unit, bus: bus)
     }
 
     public func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws {
