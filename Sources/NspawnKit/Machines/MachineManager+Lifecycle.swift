@@ -181,19 +181,25 @@ extension MachineManager {
         return comm == "systemd\n"
     }
 
-    /// Whether the leader has a handler for `signal`, from the SigCgt mask of /proc/PID/status.
-    /// When /proc cannot tell, assume it does, so the clean shutdown still gets its wait.
+    /// Whether the leader can act on `signal`: it has a handler for it (SigCgt) or blocks it
+    /// to read it from a signalfd, as systemd does (SigBlk; the kernel queues a blocked signal
+    /// even for a namespace's init). When /proc cannot tell, assume it can, so the clean
+    /// shutdown still gets its wait.
     static func leaderCatches(_ leader: UInt32?, _ signal: UnixSignal) -> Bool {
         guard let leader, leader > 0, let status = try? AtomicFile.read("/proc/\(leader)/status", limit: 64 * 1024),
-              let caught = caughtSignals(procStatus: status) else { return true }
-        return caught.contains(signal.number)
+              let handled = handledSignals(procStatus: status) else { return true }
+        return handled.contains(signal.number)
     }
 
-    /// The signal numbers in a /proc/PID/status text's SigCgt line (a hex mask, bit N-1 for signal N).
-    static func caughtSignals(procStatus: String) -> Set<Int32>? {
-        guard let line = procStatus.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
-              let mask = UInt64(String(line.dropFirst("SigCgt:".count).filter { !$0.isWhitespace }), radix: 16) else { return nil }
-        return Set((1...64).filter { mask & (UInt64(1) << UInt64($0 - 1)) != 0 }.map(Int32.init))
+    /// The signals in the SigCgt and SigBlk masks of a /proc/PID/status text (hex, bit N-1 for signal N).
+    static func handledSignals(procStatus: String) -> Set<Int32>? {
+        var handled = Set<Int32>()
+        for field in ["SigCgt:", "SigBlk:"] {
+            guard let line = procStatus.split(separator: "\n").first(where: { $0.hasPrefix(field) }),
+                  let mask = UInt64(String(line.dropFirst(field.count).filter { !$0.isWhitespace }), radix: 16) else { return nil }
+            handled.formUnion((1...64).filter { mask & (UInt64(1) << UInt64($0 - 1)) != 0 }.map(Int32.init))
+        }
+        return handled
     }
 
     static func dropEnablement(of name: MachineName, bus: BusConnection) throws {
