@@ -2,11 +2,18 @@
 #define NSPAWNCTL_CLINUX_SHIM_H
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/btrfs.h>
+#include <linux/fs.h>
 #include <linux/openat2.h>
+#include <linux/magic.h>
 #include <malloc.h>
 #include <spawn.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/vfs.h>
+#include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -39,4 +46,41 @@ static const int nspawnctl_sock_stream_cloexec = SOCK_STREAM | SOCK_CLOEXEC;
 
 static const uint64_t nspawnctl_resolve_in_root = RESOLVE_IN_ROOT;
 static const uint64_t nspawnctl_resolve_no_magiclinks = RESOLVE_NO_MAGICLINKS;
+/* Tree copies and snapshots: ioctls are variadic, and copy_file_range is declared only under _GNU_SOURCE. */
+static inline long nspawnctl_copy_file_range(int in, int out, size_t length) {
+    return syscall(SYS_copy_file_range, in, (void *)0, out, (void *)0, length, 0U);
+}
+static inline int nspawnctl_ficlone(int destination, int source) { return ioctl(destination, FICLONE, source); }
+static inline int nspawnctl_get_inode_flags(int fd, unsigned *flags) { return ioctl(fd, FS_IOC_GETFLAGS, flags); }
+static inline int nspawnctl_set_inode_flags(int fd, unsigned flags) { return ioctl(fd, FS_IOC_SETFLAGS, &flags); }
+static const unsigned nspawnctl_fs_immutable_fl = FS_IMMUTABLE_FL;
+/* The file system's magic number (statfs f_type), or -1 with errno set. */
+static inline long nspawnctl_fs_type(int fd) {
+    struct statfs buffer;
+    if (fstatfs(fd, &buffer) != 0) return -1;
+    return (long)buffer.f_type;
+}
+static const long nspawnctl_btrfs_magic = BTRFS_SUPER_MAGIC;
+/* A snapshot of the subvolume `source` named `name` in the directory `directory`; ENAMETOOLONG past the ioctl's limit. */
+static inline int nspawnctl_btrfs_snapshot(int source, int directory, const char *name, int readOnly) {
+    struct btrfs_ioctl_vol_args_v2 args;
+    memset(&args, 0, sizeof args);
+    if (strlen(name) > BTRFS_SUBVOL_NAME_MAX) { errno = ENAMETOOLONG; return -1; }
+    args.fd = source;
+    args.flags = readOnly ? BTRFS_SUBVOL_RDONLY : 0;
+    strncpy(args.name, name, BTRFS_SUBVOL_NAME_MAX);
+    return ioctl(directory, BTRFS_IOC_SNAP_CREATE_V2, &args);
+}
+/* Deletes the subvolume `name` in `directory`, read-only or not. */
+static inline int nspawnctl_btrfs_destroy(int directory, const char *name) {
+    struct btrfs_ioctl_vol_args args;
+    memset(&args, 0, sizeof args);
+    if (strlen(name) > BTRFS_PATH_NAME_MAX) { errno = ENAMETOOLONG; return -1; }
+    strncpy(args.name, name, BTRFS_PATH_NAME_MAX);
+    return ioctl(directory, BTRFS_IOC_SNAP_DESTROY, &args);
+}
+static const int nspawnctl_at_empty_path = 0x1000; /* AT_EMPTY_PATH */
+static const uint64_t nspawnctl_resolve_beneath = RESOLVE_BENEATH;
+static const uint64_t nspawnctl_resolve_no_symlinks = RESOLVE_NO_SYMLINKS;
+static const uint64_t nspawnctl_resolve_no_xdev = RESOLVE_NO_XDEV;
 #endif
