@@ -57,6 +57,11 @@ public struct APIClient: NspawnService {
 
     public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult { try await call(.resize, name, body: request) }
 
+    public func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult {
+        // A stop, a whole root copied, and a start.
+        try await call(.rebuild, name, body: request, wait: try StopTimeout.duration(request.timeout) + .seconds(3600))
+    }
+
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> {
         let (events, sink) = AsyncThrowingStream<MachineEvent, any Error>.makeStream()
         let transport = transport

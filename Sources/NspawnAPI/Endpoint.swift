@@ -35,7 +35,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case listMachines, getMachine, createMachine
     case start, stop, reboot, terminate, kill
     case enable, disable
-    case getConfig, configure, expose, unexpose, resize
+    case getConfig, configure, expose, unexpose, resize, rebuild
     case listImages, importImage, removeImage, cloneImage, renameImage, setReadOnly
     case getOperation, cancelOperation
     case events
@@ -54,7 +54,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .version: "/v1/version"
         case .listMachines, .createMachine: "/v1/machines"
         case .getMachine: "/v1/machines/{name}"
-        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize:
+        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .rebuild:
             "/v1/machines/{name}/\(rawValue)"
         case .getConfig, .configure: "/v1/machines/{name}/config"
         case .listImages, .importImage: "/v1/images"
@@ -72,7 +72,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .version: .none
         case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events,
              .start, .stop, .reboot, .terminate, .kill: .operator
-        case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize,
+        case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .rebuild,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation: .admin
         }
     }
@@ -84,6 +84,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .configure, .resize: "changing settings"
         case .expose, .unexpose: "changing exposure"
         case .createMachine: "creating machines"
+        case .rebuild: "rebuilding machines"
         case .importImage: "importing images"
         case .removeImage, .cloneImage, .renameImage, .setReadOnly: "changing images"
         case .cancelOperation: "cancelling imports"

@@ -23,6 +23,7 @@ public protocol NspawnService: Sendable {
     func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult
     func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws
     func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult
+    func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult
     /// machined's MachineNew and MachineRemoved until the consumer stops iterating.
     func events() -> AsyncThrowingStream<MachineEvent, any Error>
 }
@@ -114,6 +115,13 @@ public struct LocalService: NspawnService {
         try request.validate()
         let flavor = try Flavor.load(request.flavor)
         return ResizeResult(name: name.rawValue, flavor: flavor, limits: try await manager.resize(name, flavor: flavor))
+    }
+
+    public func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult {
+        try await requireImage(name)
+        try request.validate()
+        return try await manager.rebuild(name, image: try request.image.map { try MachineName($0) },
+                                         stopTimeout: try StopTimeout.duration(request.timeout))
     }
 
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> { MachineEvents.stream() }

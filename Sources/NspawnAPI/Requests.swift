@@ -60,6 +60,23 @@ public struct RebootRequest: Codable, Sendable, Equatable {
     public init(hard: Bool? = nil) { self.hard = hard }
 }
 
+/// `POST /v1/machines/{name}/rebuild`.
+public struct RebuildRequest: Codable, Sendable, Equatable {
+    /// The image to copy (default: the one recorded when the machine was created).
+    public var image: String?
+    /// Seconds to wait for a running machine's clean shutdown (default 90).
+    public var timeout: Double?
+    public init(image: String? = nil, timeout: Double? = nil) {
+        self.image = image
+        self.timeout = timeout
+    }
+
+    public func validate() throws(NspawnError) {
+        _ = try StopTimeout.duration(timeout)
+        if let image { _ = try MachineName(image) }
+    }
+}
+
 /// `POST /v1/machines/{name}/kill`.
 public struct KillRequest: Codable, Sendable, Equatable {
     public static let defaultSignal = "TERM"

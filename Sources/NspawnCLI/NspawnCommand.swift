@@ -19,7 +19,7 @@ public struct Nspawnctl: AsyncParsableCommand {
         subcommands: [
             List.self, Status.self, Start.self, Stop.self, Reboot.self, Terminate.self, Kill.self,
             Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
-            Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Events.self,
+            Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Rebuild.self, Events.self,
             DialStdio.self,
         ]
     )

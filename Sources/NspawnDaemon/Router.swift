@@ -130,6 +130,10 @@ public struct Router: Sendable {
         case .resize:
             let body = try decode(ResizeRequest.self, request)
             return .json(try await service.resize(name, body))
+        case .rebuild:
+            let body = try decodeOptional(RebuildRequest.self, request) ?? RebuildRequest()
+            try body.validate()
+            return .json(try await service.rebuild(name, body))
         case .removeImage:
             let body = try decodeOptional(RemoveRequest.self, request) ?? RemoveRequest()
             try body.validate()

@@ -60,6 +60,8 @@ struct ContractTests {
         (["unexpose", "web"], [.unexpose("web", UnexposeRequest())]),
         (["unexpose", "--restart", "--timeout", "7", "web"], [.unexpose("web", UnexposeRequest(restart: true, timeout: 7))]),
         (["resize", "web", "--flavor", "tiny"], [.resize("web", ResizeRequest(flavor: "tiny"))]),
+        (["rebuild", "web"], [.rebuild("web", RebuildRequest())]),
+        (["rebuild", "web", "--image", "debian", "--timeout", "5"], [.rebuild("web", RebuildRequest(image: "debian", timeout: 5))]),
         (["events"], [.events]),
         (["events", "--json"], [.events]),
     ]

@@ -22,6 +22,7 @@ enum Call: Equatable, Sendable {
     case expose(String, ExposeRequest)
     case unexpose(String, UnexposeRequest)
     case resize(String, ResizeRequest)
+    case rebuild(String, RebuildRequest)
     case events
 }
 
@@ -106,6 +107,11 @@ actor RecordingService: NspawnService {
     func resize(_ name: MachineName, _ request: ResizeRequest) throws -> ResizeResult {
         try record(.resize(name.rawValue, request))
         return ResizeResult(name: name.rawValue, flavor: Flavor(name: request.flavor), limits: nil)
+    }
+
+    func rebuild(_ name: MachineName, _ request: RebuildRequest) throws -> RebuildResult {
+        try record(.rebuild(name.rawValue, request))
+        return RebuildResult(name: name.rawValue, image: request.image ?? "base", method: "copy", restarted: false)
     }
 
     nonisolated func events() -> AsyncThrowingStream<MachineEvent, any Error> {

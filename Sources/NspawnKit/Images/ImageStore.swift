@@ -29,6 +29,8 @@ public struct ImageStore: Sendable {
 
     package static let importPrefix = ".#import."
     package static let replacedPrefix = ".#replaced."
+    /// A rebuild's new root before the swap, its old one after.
+    package static let rebuildPrefix = ".#rebuild."
 
     package static func temporaryName(_ prefix: String, for name: MachineName) -> String {
         let random = String(UInt32.random(in: .min ... .max), radix: 16).leftPadded(to: 8)
@@ -37,7 +39,7 @@ public struct ImageStore: Sendable {
 
     /// The image name a work-in-progress entry belongs to, if `entry` is one of ours.
     package static func owner(ofTemporary entry: String) -> String? {
-        for prefix in [importPrefix, replacedPrefix] where entry.hasPrefix(prefix) {
+        for prefix in [importPrefix, replacedPrefix, rebuildPrefix] where entry.hasPrefix(prefix) {
             let rest = entry.dropFirst(prefix.count)
             guard rest.count > 9, rest[rest.index(rest.startIndex, offsetBy: 8)] == "." else { return nil }
             guard rest.prefix(8).allSatisfy(\.isHexDigit) else { return nil }

@@ -29,8 +29,14 @@ extension MachineManager {
             try machined.cloneImage(image, to: name, readOnly: false)
             // From here on every failure is undone; a failed clone left nothing of ours to undo.
             do {
+                let imagePath = try Self.imageFilesystemPath(name, machined: machined)
+                // What `rebuild` starts again from. A file system without user xattrs only
+                // costs rebuild its default, which `--image` gives back; creating still works.
+                if let imagePath, let root = try? Directory(path: imagePath) {
+                    try? ImageOrigin.record(image, on: root)
+                }
                 // machined copies the source's settings file along with the image.
-                let source = try Self.loadSettings(name, imagePath: Self.imageFilesystemPath(name, machined: machined))
+                let source = try Self.loadSettings(name, imagePath: imagePath)
                 if activation != nil && source.boot == false {
                     throw NspawnError.invalidArgument("image '\(image)' does not boot (Boot=no in \(source.path ?? source.adjacentPath ?? "its settings")); socket activation needs the guest's systemd")
                 }

@@ -1,0 +1,144 @@
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `rebuild` did.
+public struct RebuildResult: Codable, Sendable, Equatable {
+    public var name: String
+    /// The image the new root was copied from.
+    public var image: String
+    /// How the copy was made: "snapshot" (btrfs), "reflink" or "copy".
+    public var method: String
+    /// Whether the machine ran before, and so was stopped and started again.
+    public var restarted: Bool
+
+    public init(name: String, image: String, method: String, restarted: Bool) {
+        self.name = name
+        self.image = image
+        self.method = method
+        self.restarted = restarted
+    }
+}
+
+extension MachineManager {
+    // MARK: Rebuild
+
+    /// Nova's rebuild: replaces the machine's root with a fresh copy of `image` (default: the one
+    /// recorded at `create`). Name, settings, flavor, exposure, enablement and machine-id stay.
+    /// The new root is built beside the old one and swapped in with one atomic exchange, so a
+    /// failure or a kill leaves the old root or the new one, never neither. A running machine
+    /// is stopped first and started again afterwards.
+    public func rebuild(_ name: MachineName, image: MachineName?, stopTimeout: Duration) async throws -> RebuildResult {
+        try await withBus { bus in
+            let machined = Machined(bus: bus)
+            let target = try Self.writableDirectoryImage(name, machined: machined, purpose: "rebuild")
+            let store = ImageStore.system
+            guard let targetPath = try Self.imageFilesystemPath(name, machined: machined),
+                  targetPath == "\(store.directory)/\(name)" else {
+                throw NspawnError.invalidArgument("cannot rebuild machine '\(name)': its root is not in \(store.directory)")
+            }
+            let recorded: MachineName?
+            do throws(Errno) { recorded = try ImageOrigin.read(from: target) } catch {
+                throw NspawnError.system("cannot read the image recorded on '\(targetPath)'", error)
+            }
+            guard let source = image ?? recorded else {
+                throw NspawnError.invalidArgument("machine '\(name)' has no recorded image (it was not made by 'nspawnctl create'); name one with --image")
+            }
+            guard source != name else {
+                throw NspawnError.invalidArgument("machine '\(name)' cannot be rebuilt from its own root")
+            }
+            guard let sourcePath = try Self.imageFilesystemPath(source, machined: machined) else {
+                throw NspawnError.noSuchImage(source.rawValue)
+            }
+            let sourceRoot: Directory
+            do throws(Errno) { sourceRoot = try Directory(path: sourcePath) } catch {
+                throw NspawnError.system("cannot open image '\(source)' at '\(sourcePath)'", error)
+            }
+
+            let lock = try store.lockName(name)
+            defer { withExtendedLifetime(lock) {} }
+            let storeDirectory = try store.openDirectory()
+            // What an earlier rebuild killed halfway left: the old or the unused new root.
+            _ = try store.removeLeftovers(of: name, in: storeDirectory)
+
+            let wasRunning = try machined.machinePathIfRunning(name) != nil
+            if wasRunning { try self.stop(name, timeout: stopTimeout, bus: bus) }
+            do {
+                let method = try Self.replaceRoot(of: name, in: storeDirectory, store: store, from: sourceRoot,
+                                                  sourcePath: sourcePath, old: target, image: source)
+                if wasRunning { try SystemdManager(bus: bus).startUnit(name.serviceUnit) }
+                return RebuildResult(name: name.rawValue, image: source.rawValue, method: method, restarted: wasRunning)
+            } catch {
+                // The old root is still in place: give it back its running state.
+                if wasRunning { try? SystemdManager(bus: bus).startUnit(name.serviceUnit) }
+                throw error
+            }
+        }
+    }
+
+    /// Copies `sourceRoot` beside the machine's root, carries over what belongs to the machine
+    /// rather than the image, and swaps it in. Returns the copy method.
+    static func replaceRoot(of name: MachineName, in storeDirectory: Directory, store: ImageStore, from sourceRoot: Directory,
+                            sourcePath: String, old: Directory, image: MachineName) throws(NspawnError) -> String {
+        let temporary = ImageStore.temporaryName(ImageStore.rebuildPrefix, for: name)
+        let temporaryPath = "\(store.directory)/\(temporary)"
+        // Whatever happens, the temporary goes: before the swap it is the unused new root,
+        // after it the old one.
+        defer { try? storeDirectory.removeTree(temporary) }
+        let method = try copyRoot(sourceRoot, sourcePath: sourcePath, into: storeDirectory, named: temporary)
+        let fresh: Directory
+        do { fresh = try storeDirectory.openDirectory(temporary) } catch {
+            throw .system("cannot open the new root '\(temporaryPath)'", error)
+        }
+        try carryOver(from: old, to: fresh, name: name)
+        do { try ImageOrigin.record(image, on: fresh) } catch {
+            throw .system("cannot record image '\(image)' on '\(temporaryPath)'", error)
+        }
+        do { try fresh.sync() } catch { throw .system("cannot sync '\(temporaryPath)'", error) }
+
+        // systemd-nspawn holds this lock while it runs the image: holding it, nothing can start
+        // the machine on the old root between the check and the swap.
+        let lockName = ImageStore.imageLockName(name)
+        let imageLock: FileLock?
+        do { imageLock = try storeDirectory.tryLock(lockName) } catch {
+            throw .system("cannot lock image '\(store.directory)/\(name)'", error)
+        }
+        guard let imageLock else { throw .busy(name.rawValue, reason: "its image is in use by systemd-nspawn") }
+        defer { withExtendedLifetime(imageLock) { try? storeDirectory.removeFile(lockName) } }
+        do { try storeDirectory.exchange(temporary, with: name.rawValue) } catch {
+            throw .system("cannot swap the new root into '\(store.directory)/\(name)'", error)
+        }
+        do { try storeDirectory.sync() } catch { throw .system("cannot sync '\(store.directory)'", error) }
+        return method
+    }
+
+    /// The machine's identity and its exposure's guest side live in the root but belong to the
+    /// machine: the host's address for it is derived from the machine-id.
+    static func carryOver(from old: Directory, to fresh: Directory, name: MachineName) throws(NspawnError) {
+        let oldGuest = ContainedRoot(root: old)
+        let freshGuest = ContainedRoot(root: fresh)
+        do throws(Errno) {
+            if let machineID = try oldGuest.read("/etc/machine-id", limit: 4096), !machineID.isEmpty {
+                try freshGuest.makeDirectories("/etc")
+                try freshGuest.write("/etc/machine-id", machineID, mode: 0o444)
+            }
+        } catch {
+            throw .system("cannot carry the machine-id of '\(name)' over to its new root", error)
+        }
+        let exposed = try ExposedFiles(of: name, guest: oldGuest)
+        if let socket = exposed.guestSocket {
+            try writeGuestSide(socket: socket, service: exposed.guestService, guest: freshGuest, name: name)
+        }
+    }
+}
+
+extension MachineManager {
+    /// A copy of the image's root as the new entry `name` of the store, by reflinks where the
+    /// file system shares extents. Returns "reflink" or "copy".
+    static func copyRoot(_ source: Directory, sourcePath: String, into store: Directory, named name: String) throws(NspawnError) -> String {
+        let summary = try TreeCopier().copyDirectory(source, to: name, in: store, sourceLabel: sourcePath,
+                                                     destinationLabel: "\(ImageStore.system.directory)/\(name)")
+        return summary.method == .reflink ? "reflink" : "copy"
+    }
+}
