@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
 struct RebuildJSON: Decodable {
     var name: String
     var image: String
@@ -61,8 +65,15 @@ extension EndToEndTests {
             try Fixture.systemdRoot(base)
             #expect(try Testbed.nspawnctl("create", name, "--image", base).status == Exit.ok)
             let imageEntries = try Int(Testbed.mustSh("find /var/lib/machines/\(base) | wc -l").trimmed) ?? -1
+            // One whole rebuild gives its duration; the kills land at fractions of it, the last ones
+            // (most likely) after the swap, while the old root is being removed.
+            try Testbed.mustSh("echo written > /var/lib/machines/\(name)/root/marker")
+            let started = ContinuousClock.now
+            #expect(try Testbed.nspawnctl("rebuild", name).status == Exit.ok)
+            let whole = (ContinuousClock.now - started).seconds
             var outcomes: [String] = []
-            for delay in ["0.3", "1", "2", "4"] {
+            for fraction in [0.3, 0.8, 0.95] {
+                let delay = String(format: "%.2f", whole * fraction)
                 try Testbed.mustSh("echo written > /var/lib/machines/\(name)/root/marker")
                 try Testbed.mustSh("nspawnctl rebuild \(name) >/dev/null 2>&1 & pid=$!; sleep \(delay); kill -9 $pid 2>/dev/null; wait $pid; true")
                 let entries = try Int(Testbed.mustSh("find /var/lib/machines/\(name) | wc -l").trimmed) ?? -2
@@ -72,6 +83,7 @@ extension EndToEndTests {
                 outcomes.append(marked ? "old" : "new")
             }
             // The next rebuild clears what the killed ones left and succeeds.
+            print("killed rebuilds of a \(whole) s rebuild left: \(outcomes)")
             let rebuild = try Testbed.nspawnctl("rebuild", name)
             #expect(rebuild.status == Exit.ok, "\(rebuild) after \(outcomes)")
             let leftovers = try Testbed.sh("ls -a /var/lib/machines | grep '^.#rebuild' || true")
