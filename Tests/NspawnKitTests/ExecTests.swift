@@ -172,7 +172,7 @@ import Testing
         #expect(ExitOutcome.startFailure(.isDirectory) == .exited(126))
         // Anything else is nspawnctl's own failure, not a status.
         #expect(ExitOutcome.startFailure(.noMemory) == nil)
-        #expect(ExitOutcome.startFailure(.argumentListTooLong) == nil)
+        #expect(ExitOutcome.startFailure(.ioError) == nil)
     }
 
     @Test func aStartFailureSaysWhyOnTheErrorStream() throws {
@@ -235,5 +235,31 @@ import Testing
     @Test func theBoundingSetIsHex() {
         #expect(MachineLeader.capabilityBounding(status: "Name:\tsleep\nCapBnd:\t000001ffffffffff\nCapAmb:\t0\n") == 0x1ff_ffff_ffff)
         #expect(MachineLeader.capabilityBounding(status: "Name:\tx\n") == nil)
+    }
+}
+
+@Suite struct MachinedShellTests {
+    @Test func unitPathsAreEscapedAsSystemdDoes() {
+        #expect(MachinedShellProcess.objectPath("container-shell@1.service")
+                == "/org/freedesktop/systemd1/unit/container_2dshell_401_2eservice")
+    }
+
+    static func changed(_ properties: [String: BusValue], interface: String = "org.freedesktop.systemd1.Service") -> [BusValue] {
+        [.string(interface),
+         .array(elementSignature: "{sv}", properties.map { .dictEntry(.string($0.key), .variant($0.value)) }),
+         .strings([])]
+    }
+
+    @Test func theShellsStatusComesFromItsUnitsProperties() {
+        #expect(MachinedShellProcess.outcome(from: Self.changed(["ExecMainCode": .int32(1), "ExecMainStatus": .int32(3)])) == .exited(3))
+        #expect(MachinedShellProcess.outcome(from: Self.changed(["ExecMainCode": .int32(2), "ExecMainStatus": .int32(9)])) == .signaled(9))
+        #expect(MachinedShellProcess.outcome(from: Self.changed(["ExecMainCode": .int32(3), "ExecMainStatus": .int32(11)])) == .signaled(11))
+    }
+
+    @Test func aRunningShellHasNoStatusYet() {
+        #expect(MachinedShellProcess.outcome(from: Self.changed(["ExecMainCode": .int32(0), "ExecMainStatus": .int32(0)])) == nil)
+        #expect(MachinedShellProcess.outcome(from: Self.changed(["MainPID": .uint32(40)])) == nil)
+        #expect(MachinedShellProcess.outcome(from: Self.changed(["ExecMainCode": .int32(1), "ExecMainStatus": .int32(3)],
+                                                               interface: "org.freedesktop.systemd1.Unit")) == nil)
     }
 }

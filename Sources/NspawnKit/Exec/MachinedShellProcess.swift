@@ -7,47 +7,43 @@ import Glibc
 
 /// A login shell that machined opens in a guest running systemd (OpenMachineShell): a PAM
 /// session in the transient unit `container-shell@N.service` of the guest's own systemd, on
-/// the guest's /dev/pts/N. machined hands back only the terminal; the shell's status comes
-/// from that unit, which systemd keeps "failed" (with ExecMainCode and ExecMainStatus) after
-/// a non-zero exit until it is reset, and forgets after a clean exit.
+/// the guest's /dev/pts/N. machined hands back only the terminal, and starts the shell with
+/// its failure ignored (ExecStart=-…), so the unit ends "successfully" and is collected at
+/// once whatever the status. The status comes from the guest's systemd as it happens: the
+/// PropertiesChanged signal with ExecMainCode and ExecMainStatus, subscribed to before the
+/// shell is opened so even one that ends at once is seen.
 final class MachinedShellProcess: GuestProcess {
     let input: FileDescriptor?
     let output: FileDescriptor
     var errorOutput: FileDescriptor? { nil }
-    /// Our own copy of the terminal's master side: it reports a hang-up once no process in
-    /// the guest holds the terminal, whoever else has closed theirs.
-    private let hangup: FileDescriptor
     let unit: String
     private let machine: String
-    private let guest: Mutex<BusConnection>
+    private let watch: UnitWatch
+    /// sd-bus connections are for one thread at a time: `wait()` holds this while it uses `watch`.
+    private let waiting = Mutex(())
     private let streamsOpen = Mutex(true)
     private let ended = Mutex<ExitOutcome?>(nil)
 
-    private init(input: FileDescriptor?, output: FileDescriptor, hangup: FileDescriptor, unit: String, machine: String,
-                 guest: sending BusConnection) {
+    private init(input: FileDescriptor?, output: FileDescriptor, unit: String, machine: String,
+                 watch: UnitWatch) {
         self.input = input
         self.output = output
-        self.hangup = hangup
         self.unit = unit
         self.machine = machine
-        self.guest = Mutex(guest)
+        self.watch = watch
     }
 
     deinit {
         close()
-        try? hangup.close()
     }
+
+    static let serviceChanges = "type='signal',sender='\(SystemdManager.destination)',interface='org.freedesktop.DBus.Properties',"
+        + "member='PropertiesChanged',path_namespace='/org/freedesktop/systemd1/unit',arg0='org.freedesktop.systemd1.Service'"
 
     /// Opens the shell, or returns nil when the guest has no bus to ask for its status (then
     /// the caller runs the shell itself).
     static func open(_ name: MachineName, user: GuestUser, spec: ExecSpec, bus: BusConnection) throws(NspawnError) -> MachinedShellProcess? {
-        let guest: BusConnection
-        do {
-            guest = try BusConnection.machine(name.rawValue)
-            _ = try guest.call(SystemdManager.call("GetDefaultTarget"))
-        } catch {
-            return nil
-        }
+        guard let watch = watchUnits(of: name) else { return nil }
         let environment = (spec.terminal.map { ["TERM=\($0)"] } ?? []) + spec.environment
         let call = Machined.managerCall("OpenMachineShell", [
             .string(name.rawValue), .string(user.name ?? String(user.uid)), .string(""), .strings([]), .strings(environment),
@@ -66,43 +62,67 @@ final class MachinedShellProcess: GuestProcess {
             throw .malformedReply("OpenMachineShell terminal '\(path.escapedForMessage)'")
         }
         if let size = spec.size { _ = nspawnctl_set_window_size(master.rawValue, size.rows, size.columns) }
-        do throws(Errno) {
-            let hangup = try master.closeOnExecDuplicate()
-            let input = spec.interactive ? try master.closeOnExecDuplicate() : nil
-            return MachinedShellProcess(input: input, output: master, hangup: hangup, unit: "container-shell@\(number).service",
-                                        machine: name.rawValue, guest: guest)
+        let input: FileDescriptor?
+        do {
+            input = spec.interactive ? try master.closeOnExecDuplicate() : nil
         } catch {
             try? master.close()
             throw .system("cannot duplicate the terminal of machine '\(name)'", error)
         }
+        return MachinedShellProcess(input: input, output: master, unit: "container-shell@\(number).service",
+                                    machine: name.rawValue, watch: watch)
+    }
+
+    /// The guest's bus, subscribed to its units' Service properties; nil when it has none.
+    private static func watchUnits(of name: MachineName) -> UnitWatch? {
+        do throws(BusError) {
+            let guest = try BusConnection.machine(name.rawValue)
+            let changes = try guest.subscribe(match: serviceChanges)
+            // systemd sends unit signals only to clients that asked for them.
+            do {
+                _ = try guest.call(SystemdManager.call("Subscribe"))
+            } catch where error.name == "org.freedesktop.systemd1.AlreadySubscribed" {}
+            return UnitWatch(bus: guest, changes: changes)
+        } catch {
+            return nil
+        }
     }
 
     func resize(_ size: TerminalSize) throws(NspawnError) {
-        let code = nspawnctl_set_window_size(hangup.rawValue, size.rows, size.columns)
+        guard streamsOpen.withLock({ $0 }) else { return }
+        let code = nspawnctl_set_window_size(output.rawValue, size.rows, size.columns)
         if code < 0 { throw .system("cannot resize the terminal of machine '\(machine)'", Errno(rawValue: -code)) }
     }
 
+    /// On a connection of its own: `wait()` may hold the other one meanwhile.
     func signal(_ signal: UnixSignal) throws(NspawnError) {
         guard ended.withLock({ $0 }) == nil else { return }
-        let unit = unit
-        try guest.withLock { bus throws(NspawnError) in
-            do throws(BusError) {
-                _ = try bus.call(SystemdManager.call("KillUnit", [.string(unit), .string("main"), .int32(signal.number)]))
-            } catch {
-                if error.name == "org.freedesktop.systemd1.NoSuchUnit" { return }
-                throw SystemdManager.translate(error, subject: unit, action: "KillUnit")
-            }
+        do {
+            let bus = try BusConnection.machine(machine)
+            _ = try bus.call(SystemdManager.call("KillUnit", [.string(unit), .string("main"), .int32(signal.number)]))
+        } catch {
+            if error.name == "org.freedesktop.systemd1.NoSuchUnit" { return }
+            throw SystemdManager.translate(error, subject: unit, action: "KillUnit")
         }
     }
 
     func wait() throws(NspawnError) -> ExitOutcome {
         if let outcome = ended.withLock({ $0 }) { return outcome }
-        var watch = pollfd(fd: hangup.rawValue, events: 0, revents: 0)
-        while poll(&watch, 1, -1) < 0 && errno == EINTR {}
-        let unit = unit
-        let machine = machine
-        let outcome = try guest.withLock { bus throws(NspawnError) in
-            try Self.outcome(of: unit, machine: machine, bus: bus)
+        let path = Self.objectPath(unit)
+        let (unit, machine, watch) = (unit, machine, watch)
+        let outcome = try waiting.withLock { _ throws(NspawnError) -> ExitOutcome in
+            let signal: BusSignal?
+            do throws(BusError) {
+                signal = try watch.bus.waitForSignal(on: watch.changes, timeout: nil) {
+                    $0.path == path && Self.outcome(from: $0.arguments) != nil
+                }
+            } catch {
+                throw .bus(error, context: "waiting for \(unit) in machine '\(machine)' to end")
+            }
+            guard let signal, let outcome = Self.outcome(from: signal.arguments) else {
+                throw .failed("machine '\(machine)' did not say how \(unit) ended")
+            }
+            return outcome
         }
         ended.withLock { $0 = outcome }
         return outcome
@@ -121,54 +141,41 @@ final class MachinedShellProcess: GuestProcess {
         try? output.close()
     }
 
-    /// How the shell's unit ended, once it has: a unit systemd no longer knows ended cleanly.
-    /// A failed unit is reset, so the next shell on the same terminal number can start.
-    static func outcome(of unit: String, machine: String, bus: BusConnection,
-                        timeout: Duration = .seconds(10)) throws(NspawnError) -> ExitOutcome {
-        let deadline = ContinuousClock.now + timeout
-        let gone = ["org.freedesktop.systemd1.NoSuchUnit", "org.freedesktop.DBus.Error.UnknownObject",
-                    "org.freedesktop.DBus.Error.UnknownMethod", "org.freedesktop.DBus.Error.UnknownInterface"]
-        while true {
-            let reply: [BusValue]
-            do {
-                reply = try bus.call(SystemdManager.call("GetUnit", [.string(unit)]))
-            } catch {
-                if gone.contains(error.name) { return .exited(0) }
-                throw .bus(error, context: "reading the status of \(unit) in machine '\(machine)'")
+    /// How the main process ended, from the Service properties in a PropertiesChanged signal
+    /// (`s`, `a{sv}`, `as`); nil while it has not. ExecMainCode is the siginfo code:
+    /// CLD_EXITED 1, CLD_KILLED 2, CLD_DUMPED 3.
+    static func outcome(from arguments: [BusValue]) -> ExitOutcome? {
+        guard arguments.count >= 2, arguments[0].string == "org.freedesktop.systemd1.Service",
+              let changed = arguments[1].stringKeyedDictionary,
+              let code = changed["ExecMainCode"]?.int64, code != 0,
+              let status = changed["ExecMainStatus"]?.int64
+        else { return nil }
+        let value = Int32(truncatingIfNeeded: status)
+        return code == 2 || code == 3 ? .signaled(value) : .exited(value)
+    }
+
+    /// systemd's object path of a unit: bus_label_escape, every byte but [A-Za-z0-9] as _XX.
+    static func objectPath(_ unit: String) -> String {
+        var label = ""
+        for byte in unit.utf8 {
+            if (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) {
+                label.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                label += "_" + String(byte, radix: 16).leftPadded(to: 2)
             }
-            guard let path = reply.first?.string else { throw .malformedReply("GetUnit \(unit)") }
-            let replies: [Result<[BusValue], BusError>]
-            do {
-                replies = try bus.callAll([
-                    .getProperty("ActiveState", destination: SystemdManager.destination, path: path, interface: "org.freedesktop.systemd1.Unit"),
-                    .getProperty("ExecMainCode", destination: SystemdManager.destination, path: path, interface: "org.freedesktop.systemd1.Service"),
-                    .getProperty("ExecMainStatus", destination: SystemdManager.destination, path: path, interface: "org.freedesktop.systemd1.Service"),
-                ])
-            } catch {
-                throw .bus(error, context: "reading the status of \(unit) in machine '\(machine)'")
-            }
-            var values: [BusValue] = []
-            for reply in replies {
-                switch reply {
-                case .success(let value): values.append(value.first ?? .int32(0))
-                case .failure(let error):
-                    if gone.contains(error.name) { return .exited(0) }
-                    throw .bus(error, context: "reading the status of \(unit) in machine '\(machine)'")
-                }
-            }
-            let state = values[0].string ?? ""
-            if ["active", "activating", "deactivating", "reloading"].contains(state) {
-                guard ContinuousClock.now < deadline else {
-                    throw .timedOut("waiting for \(unit) in machine '\(machine)' to end", waitedSeconds: timeout.seconds)
-                }
-                usleep(20_000)
-                continue
-            }
-            let code = values[1].int64 ?? 0
-            let status = Int32(truncatingIfNeeded: values[2].int64 ?? 0)
-            if state == "failed" { try? SystemdManager(bus: bus).resetFailedUnit(unit) }
-            // ExecMainCode is the siginfo code: CLD_EXITED 1, CLD_KILLED 2, CLD_DUMPED 3.
-            return code == 2 || code == 3 ? .signaled(status) : .exited(status)
         }
+        return "/org/freedesktop/systemd1/unit/" + (label.isEmpty ? "_" : label)
+    }
+}
+
+/// The guest's bus and the subscription to its units' Service properties. Neither is
+/// thread-safe: `MachinedShellProcess.wait()` uses them only under its lock.
+private final class UnitWatch: @unchecked Sendable {
+    let bus: BusConnection
+    let changes: SignalSubscription
+
+    init(bus: BusConnection, changes: SignalSubscription) {
+        self.bus = bus
+        self.changes = changes
     }
 }
