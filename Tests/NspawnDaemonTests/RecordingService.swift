@@ -21,6 +21,10 @@ enum Call: Equatable, Sendable {
     case expose(String, ExposeRequest)
     case unexpose(String, UnexposeRequest)
     case resize(String, ResizeRequest)
+    case snapshot(String, SnapshotRequest)
+    case snapshots(String)
+    case restore(String, RestoreRequest)
+    case removeSnapshot(String, SnapshotRemoveRequest)
     case events
 }
 
@@ -105,6 +109,28 @@ actor RecordingService: NspawnService {
     func resize(_ name: MachineName, _ request: ResizeRequest) throws -> ResizeResult {
         try record(.resize(name.rawValue, request))
         return ResizeResult(name: name.rawValue, flavor: Flavor(name: request.flavor), limits: nil)
+    }
+
+    static let snapshotInfo = SnapshotInfo(name: "s1", created: Date(timeIntervalSince1970: 0), method: .copy, size: 1,
+                                           path: "/var/lib/machines/.#nspawnctl-snapshots/web/s1")
+
+    func snapshot(_ name: MachineName, _ request: SnapshotRequest) throws -> SnapshotResult {
+        try record(.snapshot(name.rawValue, request))
+        return SnapshotResult(name: name.rawValue, snapshot: Self.snapshotInfo, method: .copy, seconds: 0.5)
+    }
+
+    func snapshots(_ name: MachineName) throws -> [SnapshotInfo] {
+        try record(.snapshots(name.rawValue))
+        return [Self.snapshotInfo]
+    }
+
+    func restore(_ name: MachineName, _ request: RestoreRequest) throws -> SnapshotResult {
+        try record(.restore(name.rawValue, request))
+        return SnapshotResult(name: name.rawValue, snapshot: Self.snapshotInfo, method: .copy, seconds: 0.5)
+    }
+
+    func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) throws {
+        try record(.removeSnapshot(name.rawValue, request))
     }
 
     nonisolated func events() -> AsyncThrowingStream<MachineEvent, any Error> {
