@@ -96,3 +96,51 @@ import Glibc
         }
     }
 }
+
+/// The snapshot methods on file systems made for the test: btrfs subvolume snapshots and
+/// reflinks, each where the file system has them, and how they are removed.
+@Suite(.serialized, .enabled(if: getuid() == 0, "mounts loop file systems, which needs root"))
+struct SnapshotMethodTests {
+    func withLoop(_ type: String, _ body: (String) throws -> Void) throws {
+        let scratch = "/var/tmp/nspawnctl-snapshot-tests.\(getpid()).\(UInt32.random(in: 0 ... .max))"
+        try shell("mkdir -p \(scratch)/mnt && truncate -s 320M \(scratch)/fs.img && mkfs.\(type) -q \(scratch)/fs.img && mount -o loop \(scratch)/fs.img \(scratch)/mnt")
+        defer { _ = try? shell("umount -l \(scratch)/mnt; rm -rf \(scratch)") }
+        try body("\(scratch)/mnt")
+    }
+
+    @Test(.enabled(if: access("/usr/sbin/mkfs.btrfs", X_OK) == 0, "needs mkfs.btrfs (btrfs-progs)"))
+    func aSubvolumeRootIsSnapshottedReadOnlyAndDestroyedWhole() throws {
+        try withLoop("btrfs") { mount in
+            try shell("btrfs -q subvolume create \(mount)/web && printf v1 > \(mount)/web/version && mkdir \(mount)/snaps")
+            let root = try Directory(path: "\(mount)/web")
+            let snaps = try Directory(path: "\(mount)/snaps")
+            #expect(SnapshotStore.isSubvolume(root))
+            let (method, size) = try MachineManager.copyRoot(root, label: "web", to: "s1", in: snaps, label: "s1", readOnly: true)
+            #expect(method == .btrfs && size == nil)
+            #expect(try shell("cat \(mount)/snaps/s1/version") == "v1")
+            #expect(try shell("btrfs property get -ts \(mount)/snaps/s1 ro") == "ro=true")
+            #expect(throws: NspawnError.self) { try shell("touch \(mount)/snaps/s1/new") }
+            // Restoring makes a writable one.
+            let (again, _) = try MachineManager.copyRoot(try snaps.openDirectory("s1"), label: "s1", to: "back", in: snaps, label: "back", readOnly: false)
+            #expect(again == .btrfs)
+            try shell("touch \(mount)/snaps/back/new")
+            try SnapshotStore.removeTree("s1", in: snaps, label: "s1")
+            try SnapshotStore.removeTree("back", in: snaps, label: "back")
+            #expect(try shell("ls -A \(mount)/snaps") == "")
+        }
+    }
+
+    @Test(.enabled(if: access("/usr/sbin/mkfs.xfs", X_OK) == 0, "needs mkfs.xfs (xfsprogs)"))
+    func aReflinkCopyIsMarkedImmutableAndRemovedAfterClearingIt() throws {
+        try withLoop("xfs") { mount in
+            try shell("mkdir -p \(mount)/web/etc \(mount)/snaps && head -c 100000 /dev/urandom > \(mount)/web/etc/data")
+            let snaps = try Directory(path: "\(mount)/snaps")
+            let (method, size) = try MachineManager.copyRoot(try Directory(path: "\(mount)/web"), label: "web", to: "s1", in: snaps, label: "s1", readOnly: true)
+            #expect(method == .reflink && size == 100_000)
+            try SnapshotStore.setImmutable(try snaps.openDirectory("s1"), true)
+            #expect(throws: NspawnError.self) { try shell("touch \(mount)/snaps/s1/new") }
+            try SnapshotStore.removeTree("s1", in: snaps, label: "s1")
+            #expect(try shell("ls -A \(mount)/snaps") == "")
+        }
+    }
+}

@@ -19,7 +19,7 @@ struct Snapshot: AsyncParsableCommand, JSONCapable {
     @Argument(help: "Snapshot name (default: the UTC time, such as 20261201-173000).")
     var snapshot: String?
 
-    func validate() throws { if let snapshot { try SnapshotInfo.check(snapshot) } }
+    func validate() throws { if let snapshot { try checkSnapshotName(snapshot) } }
 
     func run() async throws {
         let result = try await output.service.snapshot(name, SnapshotRequest(name: snapshot))
@@ -62,7 +62,7 @@ struct Restore: AsyncParsableCommand, JSONCapable {
     @Argument(help: "Snapshot name.")
     var snapshot: String
 
-    func validate() throws { try SnapshotInfo.check(snapshot) }
+    func validate() throws { try checkSnapshotName(snapshot) }
 
     func run() async throws {
         let result = try await output.service.restore(name, RestoreRequest(snapshot: snapshot))
@@ -85,12 +85,17 @@ struct SnapshotRemove: AsyncParsableCommand, JSONCapable {
     @Argument(help: "Snapshot name.")
     var snapshot: String
 
-    func validate() throws { try SnapshotInfo.check(snapshot) }
+    func validate() throws { try checkSnapshotName(snapshot) }
 
     func run() async throws {
         try await output.service.removeSnapshot(name, SnapshotRemoveRequest(snapshot: snapshot))
         if output.json { printOut(Renderer.json(ActionResult(name: name.rawValue, result: "snapshot '\(snapshot)' removed"))) }
     }
+}
+
+/// A bad snapshot name is a usage error (exit 2), found before any work.
+func checkSnapshotName(_ name: String) throws {
+    do { try SnapshotInfo.check(name) } catch { throw ValidationError(error.description) }
 }
 
 func secondsText(_ seconds: Double) -> String {

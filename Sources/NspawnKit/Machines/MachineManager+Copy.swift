@@ -115,6 +115,16 @@ func openHostDirectory(_ path: String) throws(NspawnError) -> Directory {
     }
 }
 
+/// A source that does not exist is the caller's mistake (exit 2), not a failed copy.
+private func requireSource(_ entry: (Directory, String)?, label: String) throws(NspawnError) {
+    guard let (parent, name) = entry else { return }
+    do throws(Errno) {
+        if try parent.status(name) == nil { throw Errno.noSuchFileOrDirectory }
+    } catch {
+        throw .unusableInput("cannot copy '\(label.escapedForMessage)'", error)
+    }
+}
+
 /// A temporary name machined never lists (".#" prefix) and nothing else would pick.
 package func temporaryName(_ purpose: String) -> String {
     let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -140,8 +150,10 @@ extension MachineManager {
             }
             let copier = TreeCopier(idShift: root.shift(.intoMachine))
             let label = "\(name):\(target)"
+            let sourceEntry = try hostParent(of: source)
+            try requireSource(sourceEntry, label: source)
             let (summary, replaced) = try Self.copyAtomically(into: targetParent, as: targetName, label: label, replace: replace) { temporary, temporaryLabel in
-                if let (sourceParent, sourceName) = try hostParent(of: source) {
+                if let (sourceParent, sourceName) = sourceEntry {
                     return try copier.copy(sourceName, in: sourceParent, to: temporary, in: targetParent,
                                            sourceLabel: source, destinationLabel: temporaryLabel)
                 }
@@ -164,8 +176,10 @@ extension MachineManager {
             }
             let copier = TreeCopier(idShift: root.shift(.outOfMachine))
             let label = "\(name):\(source)"
+            let sourceEntry = try root.parent(of: source)
+            try requireSource(sourceEntry, label: label)
             let (summary, replaced) = try Self.copyAtomically(into: targetParent, as: targetName, label: target, replace: replace) { temporary, temporaryLabel in
-                if let (sourceParent, sourceName) = try root.parent(of: source) {
+                if let (sourceParent, sourceName) = sourceEntry {
                     return try copier.copy(sourceName, in: sourceParent, to: temporary, in: targetParent,
                                            sourceLabel: label, destinationLabel: temporaryLabel)
                 }

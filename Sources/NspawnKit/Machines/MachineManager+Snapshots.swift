@@ -138,6 +138,7 @@ package struct SnapshotStore {
         try? directory.removeFile(Self.recordName(name))
         try Self.removeTree(doomed, in: directory, label: "\(path)/\(doomed)")
         try? directory.sync()
+        if rmdir(path) == 0 { removeEmptyTop() }
     }
 
     /// Removes every snapshot of the machine, and its directory.
@@ -153,6 +154,12 @@ package struct SnapshotStore {
             }
         }
         if rmdir(path) != 0 && errno != ENOENT { throw .system("cannot remove '\(path)'", .last) }
+        removeEmptyTop()
+    }
+
+    /// The shared directory goes when its last machine's snapshots do.
+    private func removeEmptyTop() {
+        rmdir("\(imagesDirectory)/\(Self.directoryName)")
     }
 
     /// Moves the machine's snapshots to `newName` (rename carries them).
