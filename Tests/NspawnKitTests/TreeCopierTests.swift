@@ -233,3 +233,21 @@ import Glibc
         }
     }
 }
+
+extension TreeCopierTests {
+    /// A mount point inside the tree is copied as an empty directory, as `cp -x` does.
+    @Test(.enabled(if: isRoot, "mounts a tmpfs"))
+    func anotherFileSystemInsideTheTreeIsNotEntered() throws {
+        try withScratch { scratch in
+            try shell("mkdir -p \(scratch)/src/mnt \(scratch)/out && printf x > \(scratch)/src/f")
+            let mount = try ScratchMount(at: "\(scratch)/src/mnt")
+            defer { mount.unmount() }
+            try shell("printf secret > \(mount.path)/inside && chmod 0751 \(mount.path)")
+            let summary = try copy("src", from: scratch, to: "copy", in: "\(scratch)/out")
+            #expect(summary.mountPoints == 1 && summary.files == 1)
+            #expect(output("ls -A \(scratch)/out/copy/mnt; stat -c %a \(scratch)/out/copy/mnt") == "751")
+            let entered = try copy("src", from: scratch, to: "all", in: "\(scratch)/out", TreeCopier(oneFileSystem: false))
+            #expect(entered.mountPoints == 0 && entered.files == 2)
+        }
+    }
+}

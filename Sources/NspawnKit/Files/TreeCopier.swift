@@ -12,6 +12,8 @@ import Glibc
 /// The walk never follows a symlink: every step is an `openat` with `O_NOFOLLOW` relative to
 /// the directory above it, so a link swapped in while copying cannot lead outside either tree.
 /// A directory's own metadata is applied after its contents, so its mtime is the source's.
+/// Like `cp -x`, it stays on the source's file system: a directory on another one (a mount
+/// point, a nested btrfs subvolume) is copied empty, so a copy of "/" never reads /proc.
 /// The destination must not exist; on a failure the caller removes what was made (it is
 /// always below the one destination name).
 package struct TreeCopier: Sendable {
@@ -76,6 +78,8 @@ package struct TreeCopier: Sendable {
         package var hardlinks = 0
         /// Device nodes, fifos and sockets.
         package var specialFiles = 0
+        /// Directories left empty because another file system is mounted there.
+        package var mountPoints = 0
         /// Bytes of regular file data (each hardlinked file once).
         package var bytes: UInt64 = 0
         /// How many files with data each method copied.
@@ -95,11 +99,14 @@ package struct TreeCopier: Sendable {
     package var idShift: IDShift?
     /// Try FICLONE before copying bytes.
     package var reflink = true
+    /// Copy directories on another file system than the source's top as empty directories.
+    package var oneFileSystem = true
 
-    package init(keepOwners: Bool = true, idShift: IDShift? = nil, reflink: Bool = true) {
+    package init(keepOwners: Bool = true, idShift: IDShift? = nil, reflink: Bool = true, oneFileSystem: Bool = true) {
         self.keepOwners = keepOwners
         self.idShift = idShift
         self.reflink = reflink
+        self.oneFileSystem = oneFileSystem
     }
 
     /// Copies the entry `name` of `source` (a file, a symlink — as a link — or a tree) to the new
@@ -146,6 +153,8 @@ private final class Walk {
     /// Source (device, inode) of a file with more than one link -> where its copy is, relative
     /// to `destinationTop`, and the copy's inode (checked before linking to it).
     var linked: [FileIdentity: (path: [String], inode: ino_t)] = [:]
+    /// The source's file system, set by the first entry copied.
+    var sourceDevice: dev_t?
 
     struct FileIdentity: Hashable {
         var device: UInt64
@@ -167,6 +176,7 @@ private final class Walk {
         } catch {
             throw .system("cannot read '\(sourcePath)'", error)
         }
+        if sourceDevice == nil { sourceDevice = st.st_dev }
         if st.fileType == S_IFDIR {
             let directory: Directory
             do throws(Errno) { directory = try source.openDirectory(name) } catch { throw .system("cannot open '\(sourcePath)'", error) }
@@ -216,8 +226,13 @@ private final class Walk {
             throw .system("cannot create directory '\(destinationPath)'", error)
         }
         summary.directories += 1
-        let names: [String]
-        do throws(Errno) { names = try source.entries().sorted() } catch { throw .system("cannot list '\(sourcePath)'", error) }
+        if sourceDevice == nil { sourceDevice = st.st_dev }
+        var names: [String] = []
+        if options.oneFileSystem && st.st_dev != sourceDevice {
+            summary.mountPoints += 1
+        } else {
+            do throws(Errno) { names = try source.entries().sorted() } catch { throw .system("cannot list '\(sourcePath)'", error) }
+        }
         for name in names {
             try copyEntry(name, in: source, to: name, in: created,
                           sourcePath: sourcePath + "/" + name, destinationPath: destinationPath + "/" + name,

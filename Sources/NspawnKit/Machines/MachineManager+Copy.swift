@@ -31,6 +31,8 @@ public struct CopyResult: Sendable, Codable, Equatable {
     public var symlinks: Int
     public var hardlinks: Int
     public var specialFiles: Int
+    /// Directories copied empty because another file system is mounted there.
+    public var mountPoints: Int
     public var bytes: UInt64
 }
 
@@ -244,6 +246,7 @@ extension CopyResult {
          replaced: Bool, idShift: UInt32?) {
         self.init(name: name.rawValue, direction: direction, source: source, destination: destination, replaced: replaced,
                   method: summary.method?.rawValue, idShift: idShift, files: summary.files, directories: summary.directories,
-                  symlinks: summary.symlinks, hardlinks: summary.hardlinks, specialFiles: summary.specialFiles, bytes: summary.bytes)
+                  symlinks: summary.symlinks, hardlinks: summary.hardlinks, specialFiles: summary.specialFiles,
+                  mountPoints: summary.mountPoints, bytes: summary.bytes)
     }
 }
