@@ -78,7 +78,7 @@ package struct SnapshotStore {
     package func find(_ name: String) throws(NspawnError) -> (Directory, SnapshotInfo) {
         try SnapshotInfo.check(name)
         guard let directory = try open(), let st = try? directory.status(name), st.fileType == S_IFDIR else {
-            throw NspawnError.invalidArgument("machine '\(machine)' has no snapshot '\(name)'")
+            throw NspawnError.noSuchSnapshot(machine: machine.rawValue, snapshot: name)
         }
         return (directory, try info(name, status: st))
     }
