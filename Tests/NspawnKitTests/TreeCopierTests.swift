@@ -187,7 +187,8 @@ import Glibc
         }
     }
 
-    /// ext4 to tmpfs: no reflink, no copy_file_range across file systems; read and write it is.
+    /// ext4 to tmpfs: no reflink, no copy_file_range across file systems; sendfile it is, and
+    /// read and write when the kernel may not copy.
     @Test(.enabled(if: isRoot, "mounts a tmpfs"))
     func theMethodActuallyUsedIsReported() throws {
         try withScratch { scratch in
@@ -200,8 +201,11 @@ import Glibc
             let mount = try ScratchMount(at: "\(scratch)/tmpfs", size: "1m")
             defer { mount.unmount() }
             let toTmpfs = try copy("src", from: scratch, to: "copy", in: mount.path)
-            #expect(toTmpfs.method == .readWrite)
+            #expect(toTmpfs.method == .sendfile)
             try shell("cmp \(scratch)/src/data \(mount.path)/copy/data")
+            let buffered = try copy("src", from: scratch, to: "buffered", in: mount.path, TreeCopier(kernelCopy: false))
+            #expect(buffered.method == .readWrite)
+            try shell("cmp \(scratch)/src/data \(mount.path)/buffered/data")
         }
     }
 

@@ -23,6 +23,8 @@ package struct TreeCopier: Sendable {
         case reflink
         /// copy_file_range: the kernel copies, maybe offloaded to the file system or server.
         case copyFileRange = "copy_file_range"
+        /// sendfile: the kernel copies between two file systems, no buffer in between.
+        case sendfile
         /// Plain read and write through a buffer.
         case readWrite = "read_write"
 
@@ -99,13 +101,17 @@ package struct TreeCopier: Sendable {
     package var idShift: IDShift?
     /// Try FICLONE before copying bytes.
     package var reflink = true
+    /// Let the kernel copy (copy_file_range, sendfile) before reading and writing through a buffer.
+    package var kernelCopy = true
     /// Copy directories on another file system than the source's top as empty directories.
     package var oneFileSystem = true
 
-    package init(keepOwners: Bool = true, idShift: IDShift? = nil, reflink: Bool = true, oneFileSystem: Bool = true) {
+    package init(keepOwners: Bool = true, idShift: IDShift? = nil, reflink: Bool = true, kernelCopy: Bool = true,
+                 oneFileSystem: Bool = true) {
         self.keepOwners = keepOwners
         self.idShift = idShift
         self.reflink = reflink
+        self.kernelCopy = kernelCopy
         self.oneFileSystem = oneFileSystem
     }
 
@@ -276,7 +282,9 @@ private final class Walk {
         do throws(Errno) { return try output.status().st_ino } catch { throw .system("cannot read '\(destinationPath)'", error) }
     }
 
-    /// A reflink when allowed and possible, else copy_file_range, else read and write.
+    /// A reflink when allowed and possible, else copy_file_range (one file system), else
+    /// sendfile (across them), else read and write. Each call moves both offsets, so a later
+    /// method carries on where an earlier one stopped.
     func copyData(from input: FileDescriptor, to output: FileDescriptor, size: off_t,
                   sourcePath: String, destinationPath: String) throws(NspawnError) -> TreeCopier.DataMethod {
         let context = "cannot copy '\(sourcePath)' to '\(destinationPath)'"
@@ -286,25 +294,33 @@ private final class Walk {
             // Not this file system, not across these two, or not this kind of file: copy instead.
             guard Self.meansUnsupported(cause) else { throw .system(context, cause) }
         }
-        var method = TreeCopier.DataMethod.copyFileRange
-        while true {
-            let copied = nspawnctl_copy_file_range(input.rawValue, output.rawValue, 1 << 30)
-            if copied > 0 { continue }
-            if copied == 0 { return method }
-            let cause = Errno.last
-            if cause == .interrupted { continue }
-            guard Self.meansUnsupported(cause) || cause == .improperLink else { throw .system(context, cause) }
-            // Both offsets moved by what was copied, so plain reads carry on from there.
-            method = .readWrite
-            break
+        if options.kernelCopy {
+            for (method, call) in [(TreeCopier.DataMethod.copyFileRange, nspawnctl_copy_file_range), (.sendfile, nspawnctl_sendfile)] {
+                var copiedAny = false
+                while true {
+                    let copied = call(input.rawValue, output.rawValue, 1 << 30)
+                    if copied > 0 { copiedAny = true; continue }
+                    // Some file systems answer 0 at once for files that have data: read them instead.
+                    if copied == 0 { if copiedAny { return method }; break }
+                    let cause = Errno.last
+                    if cause == .interrupted { continue }
+                    guard Self.meansUnsupported(cause) else { throw .system(context, cause) }
+                    break
+                }
+            }
         }
         do throws(Errno) {
             var buffer = [UInt8](repeating: 0, count: 256 * 1024)
             while true {
                 let count = buffer.withUnsafeMutableBytes { Glibc.read(input.rawValue, $0.baseAddress, $0.count) }
                 if count < 0 { if errno == EINTR || errno == EAGAIN { continue }; throw Errno.last }
-                if count == 0 { return method }
-                try writeAll(output, Array(buffer[..<count]))
+                if count == 0 { return .readWrite }
+                var offset = 0
+                while offset < count {
+                    let written = buffer.withUnsafeBytes { Glibc.write(output.rawValue, $0.baseAddress! + offset, count - offset) }
+                    if written < 0 { if errno == EINTR { continue }; throw Errno.last }
+                    offset += written
+                }
             }
         } catch {
             throw .system(context, error)

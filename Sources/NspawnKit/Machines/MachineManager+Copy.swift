@@ -21,7 +21,7 @@ public struct CopyResult: Sendable, Codable, Equatable {
     public var destination: String
     /// Whether an existing destination was replaced (`--replace`).
     public var replaced: Bool
-    /// reflink, copy_file_range or read_write: the slowest any file needed; nil when no file had data.
+    /// reflink, copy_file_range, sendfile or read_write: the slowest any file needed; nil when no file had data.
     public var method: String?
     /// The base added to (copy-to) or subtracted from (copy-from) owners for a user-namespaced
     /// machine whose tree nspawn chowned; nil when ids are the same on disk and in the guest.
