@@ -161,6 +161,9 @@ private final class Walk {
     var linked: [FileIdentity: (path: [String], inode: ino_t)] = [:]
     /// The source's file system, set by the first entry copied.
     var sourceDevice: dev_t?
+    /// Methods that failed as unsupported: within one copy both file systems stay the same
+    /// (`oneFileSystem`), so they are not tried again for every file.
+    var unsupported: Set<TreeCopier.DataMethod> = []
 
     struct FileIdentity: Hashable {
         var device: UInt64
@@ -288,14 +291,17 @@ private final class Walk {
     func copyData(from input: FileDescriptor, to output: FileDescriptor, size: off_t,
                   sourcePath: String, destinationPath: String) throws(NspawnError) -> TreeCopier.DataMethod {
         let context = "cannot copy '\(sourcePath)' to '\(destinationPath)'"
-        if options.reflink {
+        let remember = options.oneFileSystem
+        if options.reflink && !unsupported.contains(.reflink) {
             if nspawnctl_ficlone(output.rawValue, input.rawValue) == 0 { return .reflink }
             let cause = Errno.last
             // Not this file system, not across these two, or not this kind of file: copy instead.
             guard Self.meansUnsupported(cause) else { throw .system(context, cause) }
+            if remember && cause != .invalidArgument { unsupported.insert(.reflink) }
         }
         if options.kernelCopy {
-            for (method, call) in [(TreeCopier.DataMethod.copyFileRange, nspawnctl_copy_file_range), (.sendfile, nspawnctl_sendfile)] {
+            for (method, call) in [(TreeCopier.DataMethod.copyFileRange, nspawnctl_copy_file_range), (.sendfile, nspawnctl_sendfile)]
+            where !unsupported.contains(method) {
                 var copiedAny = false
                 while true {
                     let copied = call(input.rawValue, output.rawValue, 1 << 30)
@@ -305,6 +311,8 @@ private final class Walk {
                     let cause = Errno.last
                     if cause == .interrupted { continue }
                     guard Self.meansUnsupported(cause) else { throw .system(context, cause) }
+                    // EINVAL can be about this one file (a swap file, say); the rest are not.
+                    if remember && cause != .invalidArgument { unsupported.insert(method) }
                     break
                 }
             }
