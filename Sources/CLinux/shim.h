@@ -50,6 +50,9 @@ static const uint64_t nspawnctl_resolve_no_magiclinks = RESOLVE_NO_MAGICLINKS;
 static inline long nspawnctl_copy_file_range(int in, int out, size_t length) {
     return syscall(SYS_copy_file_range, in, (void *)0, out, (void *)0, length, 0U);
 }
+static inline long nspawnctl_sendfile(int in, int out, size_t length) {
+    return syscall(SYS_sendfile, out, in, (void *)0, length);
+}
 static inline int nspawnctl_ficlone(int destination, int source) { return ioctl(destination, FICLONE, source); }
 static inline int nspawnctl_get_inode_flags(int fd, unsigned *flags) { return ioctl(fd, FS_IOC_GETFLAGS, flags); }
 static inline int nspawnctl_set_inode_flags(int fd, unsigned flags) { return ioctl(fd, FS_IOC_SETFLAGS, &flags); }

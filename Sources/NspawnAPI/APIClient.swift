@@ -62,6 +62,21 @@ public struct APIClient: NspawnService {
         try await call(.rebuild, name, body: request, wait: try StopTimeout.duration(request.timeout) + .seconds(3600))
     }
 
+    // A snapshot or a restore may copy a whole root.
+    public func snapshot(_ name: MachineName, _ request: SnapshotRequest) async throws -> SnapshotResult {
+        try await call(.createSnapshot, name, body: request, wait: .seconds(3600))
+    }
+
+    public func snapshots(_ name: MachineName) async throws -> [SnapshotInfo] { try await call(.listSnapshots, name) }
+
+    public func restore(_ name: MachineName, _ request: RestoreRequest) async throws -> SnapshotResult {
+        try await call(.restore, name, body: request, wait: .seconds(3600))
+    }
+
+    public func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) async throws {
+        try await action(.removeSnapshot, name, body: request, wait: .seconds(3600))
+    }
+
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> {
         let (events, sink) = AsyncThrowingStream<MachineEvent, any Error>.makeStream()
         let transport = transport

@@ -39,11 +39,12 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case listImages, importImage, removeImage, cloneImage, renameImage, setReadOnly
     case getOperation, cancelOperation
     case events
+    case listSnapshots, createSnapshot, removeSnapshot, restore
 
     public var method: String {
         switch self {
-        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events: "GET"
-        case .removeImage, .cancelOperation: "DELETE"
+        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots: "GET"
+        case .removeImage, .cancelOperation, .removeSnapshot: "DELETE"
         default: "POST"
         }
     }
@@ -54,8 +55,9 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .version: "/v1/version"
         case .listMachines, .createMachine: "/v1/machines"
         case .getMachine: "/v1/machines/{name}"
-        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .rebuild:
+        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .rebuild, .restore:
             "/v1/machines/{name}/\(rawValue)"
+        case .listSnapshots, .createSnapshot, .removeSnapshot: "/v1/machines/{name}/snapshots"
         case .getConfig, .configure: "/v1/machines/{name}/config"
         case .listImages, .importImage: "/v1/images"
         case .removeImage: "/v1/images/{name}"
@@ -70,10 +72,11 @@ public enum Endpoint: String, CaseIterable, Sendable {
     public var role: Role {
         switch self {
         case .version: .none
-        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events,
+        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots,
              .start, .stop, .reboot, .terminate, .kill: .operator
         case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .rebuild,
-             .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation: .admin
+             .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation,
+             .createSnapshot, .removeSnapshot, .restore: .admin
         }
     }
 
@@ -88,6 +91,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .importImage: "importing images"
         case .removeImage, .cloneImage, .renameImage, .setReadOnly: "changing images"
         case .cancelOperation: "cancelling imports"
+        case .createSnapshot, .removeSnapshot: "changing snapshots"
+        case .restore: "restoring snapshots"
         default: "this"
         }
     }

@@ -24,6 +24,10 @@ public protocol NspawnService: Sendable {
     func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws
     func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult
     func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult
+    func snapshot(_ name: MachineName, _ request: SnapshotRequest) async throws -> SnapshotResult
+    func snapshots(_ name: MachineName) async throws -> [SnapshotInfo]
+    func restore(_ name: MachineName, _ request: RestoreRequest) async throws -> SnapshotResult
+    func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) async throws
     /// machined's MachineNew and MachineRemoved until the consumer stops iterating.
     func events() -> AsyncThrowingStream<MachineEvent, any Error>
 }
@@ -122,6 +126,23 @@ public struct LocalService: NspawnService {
         try request.validate()
         return try await manager.rebuild(name, image: try request.image.map { try MachineName($0) },
                                          stopTimeout: try StopTimeout.duration(request.timeout))
+    }
+
+    public func snapshot(_ name: MachineName, _ request: SnapshotRequest) async throws -> SnapshotResult {
+        try request.validate()
+        return try await manager.snapshot(name, as: request.name)
+    }
+
+    public func snapshots(_ name: MachineName) async throws -> [SnapshotInfo] { try await manager.snapshots(name) }
+
+    public func restore(_ name: MachineName, _ request: RestoreRequest) async throws -> SnapshotResult {
+        try request.validate()
+        return try await manager.restore(name, from: request.snapshot)
+    }
+
+    public func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) async throws {
+        try request.validate()
+        try await manager.removeSnapshot(name, request.snapshot)
     }
 
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> { MachineEvents.stream() }

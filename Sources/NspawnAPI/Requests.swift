@@ -341,3 +341,25 @@ func checkFlavorName(_ name: String) throws(NspawnError) {
         throw .invalidArgument("invalid flavor '\(name.escapedForMessage)': expected a flavor name such as small")
     }
 }
+
+/// `POST /v1/machines/{name}/snapshots`.
+public struct SnapshotRequest: Codable, Sendable, Equatable {
+    /// The snapshot's name (default: the UTC time, such as 20261201-173000).
+    public var name: String?
+    public init(name: String? = nil) { self.name = name }
+    public func validate() throws(NspawnError) { if let name { try SnapshotInfo.check(name) } }
+}
+
+/// `POST /v1/machines/{name}/restore`.
+public struct RestoreRequest: Codable, Sendable, Equatable {
+    public var snapshot: String
+    public init(snapshot: String) { self.snapshot = snapshot }
+    public func validate() throws(NspawnError) { try SnapshotInfo.check(snapshot) }
+}
+
+/// `DELETE /v1/machines/{name}/snapshots`: one snapshot, named in the body.
+public struct SnapshotRemoveRequest: Codable, Sendable, Equatable {
+    public var snapshot: String
+    public init(snapshot: String) { self.snapshot = snapshot }
+    public func validate() throws(NspawnError) { try SnapshotInfo.check(snapshot) }
+}

@@ -77,6 +77,7 @@ public enum Renderer {
         }
         if let flavor = s.flavor { fields.append(("Flavor", flavor)) }
         if let limits = s.limits { fields.append(("Limits", limitsText(limits))) }
+        if let snapshots = s.snapshots, !snapshots.isEmpty { fields.append(("Snapshots", snapshotsText(snapshots))) }
         let width = fields.map(\.0.count).max() ?? 0
         let body = fields.map { String(repeating: " ", count: width - $0.0.count) + "  \($0.0): \($0.1)" }
         return ([s.name] + body).joined(separator: "\n")

@@ -73,6 +73,8 @@ public struct Router: Sendable {
             return .json(try await service.status(try MachineName(parameter)))
         case .getConfig:
             return .json(try await service.config(try MachineName(parameter)))
+        case .listSnapshots:
+            return .json(try await service.snapshots(try MachineName(parameter)))
         case .importImage:
             return try await startImport(try decode(ImportRequest.self, request))
         case .getOperation:
@@ -153,6 +155,19 @@ public struct Router: Sendable {
             let body = try decode(ReadOnlyRequest.self, request)
             try await service.setReadOnly(name, body)
             return .json(ActionResult(name: name.rawValue, result: body.readOnly ? "read-only" : "writable"))
+        case .createSnapshot:
+            let body = try decodeOptional(SnapshotRequest.self, request) ?? SnapshotRequest()
+            try body.validate()
+            return .json(try await service.snapshot(name, body), status: 201)
+        case .restore:
+            let body = try decode(RestoreRequest.self, request)
+            try body.validate()
+            return .json(try await service.restore(name, body))
+        case .removeSnapshot:
+            let body = try decode(SnapshotRemoveRequest.self, request)
+            try body.validate()
+            try await service.removeSnapshot(name, body)
+            return .json(ActionResult(name: name.rawValue, result: "snapshot '\(body.snapshot)' removed"))
         default:
             throw NspawnError.remote(.notFound, message: "no such resource '\(request.path.escapedForMessage)'", busError: nil)
         }

@@ -64,6 +64,11 @@ struct ContractTests {
         (["rebuild", "web", "--image", "debian", "--timeout", "5"], [.rebuild("web", RebuildRequest(image: "debian", timeout: 5))]),
         (["events"], [.events]),
         (["events", "--json"], [.events]),
+        (["snapshot", "web"], [.snapshot("web", SnapshotRequest())]),
+        (["snapshot", "--json", "web", "before-upgrade"], [.snapshot("web", SnapshotRequest(name: "before-upgrade"))]),
+        (["snapshots", "web"], [.snapshots("web")]),
+        (["restore", "web", "s1"], [.restore("web", RestoreRequest(snapshot: "s1"))]),
+        (["snapshot-remove", "web", "s1"], [.removeSnapshot("web", SnapshotRemoveRequest(snapshot: "s1"))]),
     ]
 
     /// Parses `argv` as `nspawnctl` does and runs it along `route`. A one-name fan-out's
@@ -121,7 +126,7 @@ struct ContractTests {
         let served = RecordingService()
         let readingOrLifecycle = expected.allSatisfy {
             switch $0 {
-            case .list, .status, .start, .stop, .reboot, .terminate, .kill, .config, .events: true
+            case .list, .status, .start, .stop, .reboot, .terminate, .kill, .config, .events, .snapshots: true
             default: false
             }
         }
@@ -151,7 +156,8 @@ struct ContractTests {
                 #expect(error.description.contains(socket), "\(error)")
             }
         }
-        for argv in [["import", "x", "/srv/root.tar"], ["import", "x", "-"], ["bootstrap", "--tarball", "/srv/a.tar.zst", "archlinux", "x"]] {
+        for argv in [["import", "x", "/srv/root.tar"], ["import", "x", "-"], ["bootstrap", "--tarball", "/srv/a.tar.zst", "archlinux", "x"],
+                     ["copy-to", "x", "/srv/a"], ["copy-from", "--replace", "x", "/etc/hosts", "/tmp/hosts"]] {
             do {
                 try await Self.run(argv, along: nowhere)
                 Issue.record("\(argv) succeeded through a daemon")

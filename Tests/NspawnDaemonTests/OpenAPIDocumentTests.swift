@@ -62,6 +62,12 @@ struct OpenAPIDocumentTests {
         (nil, "ActionResult", ActionResult(name: "a", result: "r")),
         (nil, "Version", VersionInfo(version: "1")),
         (nil, "ResizeResult", ResizeResult(name: "a", flavor: Flavor(name: "f"), limits: nil)),
+        (.createSnapshot, "SnapshotRequest", SnapshotRequest(name: "s")),
+        (.restore, "RestoreRequest", RestoreRequest(snapshot: "s")),
+        (.removeSnapshot, "SnapshotRemoveRequest", SnapshotRemoveRequest(snapshot: "s")),
+        (nil, "Snapshot", SnapshotInfo(name: "s", created: Date(), method: .reflink, size: 1, path: "/p")),
+        (nil, "SnapshotResult", SnapshotResult(name: "a", snapshot: SnapshotInfo(name: "s", created: nil, method: .btrfs, size: nil, path: "/p"),
+                                               method: .btrfs, seconds: 1)),
     ] }
 
     static let filledSettings = SettingsChange(set: ["a"], unset: ["b"], bind: ["c"], bindRo: ["d"], port: ["e"], network: "f",

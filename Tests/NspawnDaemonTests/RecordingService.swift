@@ -23,6 +23,10 @@ enum Call: Equatable, Sendable {
     case unexpose(String, UnexposeRequest)
     case resize(String, ResizeRequest)
     case rebuild(String, RebuildRequest)
+    case snapshot(String, SnapshotRequest)
+    case snapshots(String)
+    case restore(String, RestoreRequest)
+    case removeSnapshot(String, SnapshotRemoveRequest)
     case events
 }
 
@@ -112,6 +116,28 @@ actor RecordingService: NspawnService {
     func rebuild(_ name: MachineName, _ request: RebuildRequest) throws -> RebuildResult {
         try record(.rebuild(name.rawValue, request))
         return RebuildResult(name: name.rawValue, image: request.image ?? "base", method: "copy", restarted: false)
+    }
+
+    static let snapshotInfo = SnapshotInfo(name: "s1", created: Date(timeIntervalSince1970: 0), method: .copy, size: 1,
+                                           path: "/var/lib/machines/.#nspawnctl-snapshots/web/s1")
+
+    func snapshot(_ name: MachineName, _ request: SnapshotRequest) throws -> SnapshotResult {
+        try record(.snapshot(name.rawValue, request))
+        return SnapshotResult(name: name.rawValue, snapshot: Self.snapshotInfo, method: .copy, seconds: 0.5)
+    }
+
+    func snapshots(_ name: MachineName) throws -> [SnapshotInfo] {
+        try record(.snapshots(name.rawValue))
+        return [Self.snapshotInfo]
+    }
+
+    func restore(_ name: MachineName, _ request: RestoreRequest) throws -> SnapshotResult {
+        try record(.restore(name.rawValue, request))
+        return SnapshotResult(name: name.rawValue, snapshot: Self.snapshotInfo, method: .copy, seconds: 0.5)
+    }
+
+    func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) throws {
+        try record(.removeSnapshot(name.rawValue, request))
     }
 
     nonisolated func events() -> AsyncThrowingStream<MachineEvent, any Error> {

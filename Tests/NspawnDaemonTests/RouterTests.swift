@@ -49,6 +49,12 @@ struct RouterTests {
         let (clone, cloneService) = await handle("POST", "/v1/images/web/clone", body: #"{"name": "web2", "read_only": true}"#)
         #expect(clone.status == 201)
         #expect(await cloneService.calls == [.clone("web", CloneRequest(name: "web2", readOnly: true))])
+        let (snapshot, snapshotService) = await handle("POST", "/v1/machines/web/snapshots")
+        #expect(snapshot.status == 201)
+        #expect(await snapshotService.calls == [.snapshot("web", SnapshotRequest())])
+        let (removal, removalService) = await handle("DELETE", "/v1/machines/web/snapshots", body: #"{"snapshot": "s1"}"#)
+        #expect(removal.status == 200)
+        #expect(await removalService.calls == [.removeSnapshot("web", SnapshotRemoveRequest(snapshot: "s1"))])
         let (images, _) = await handle("GET", "/v1/images")
         #expect(String(decoding: images.body, as: UTF8.self).contains("\"web\"") && !String(decoding: images.body, as: UTF8.self).contains("adhoc"))
     }
@@ -64,6 +70,12 @@ struct RouterTests {
         ("POST", "/v1/images/web/clone", "", "application/json", 400),
         ("POST", "/v1/images/web/clone", #"{"name": "../etc"}"#, "application/json", 400),
         ("POST", "/v1/images/web/clone", #"{"name": "x"}"#, "text/plain", 415),
+        ("POST", "/v1/machines/web/snapshots", #"{"name": "../root"}"#, "application/json", 400),
+        ("POST", "/v1/machines/web/snapshots", #"{"name": ".hidden"}"#, "application/json", 400),
+        ("POST", "/v1/machines/web/restore", "", "application/json", 400),
+        ("POST", "/v1/machines/web/restore", #"{"snapshot": "a/b"}"#, "application/json", 400),
+        ("DELETE", "/v1/machines/web/snapshots", "", "application/json", 400),
+        ("DELETE", "/v1/machines/web/snapshots", #"{"snapshot": "\#(String(repeating: "s", count: 65))"}"#, "application/json", 400),
         ("GET", "/v1/machines/web/extra/segments", "", nil, 404),
         ("GET", "/machines", "", nil, 404),
         ("PATCH", "/v1/machines", "", nil, 405),

@@ -187,7 +187,8 @@ import Glibc
         }
     }
 
-    /// ext4 to tmpfs: no reflink, no copy_file_range across file systems; read and write it is.
+    /// ext4 to tmpfs: no reflink, no copy_file_range across file systems; sendfile it is, and
+    /// read and write when the kernel may not copy.
     @Test(.enabled(if: isRoot, "mounts a tmpfs"))
     func theMethodActuallyUsedIsReported() throws {
         try withScratch { scratch in
@@ -200,8 +201,11 @@ import Glibc
             let mount = try ScratchMount(at: "\(scratch)/tmpfs", size: "1m")
             defer { mount.unmount() }
             let toTmpfs = try copy("src", from: scratch, to: "copy", in: mount.path)
-            #expect(toTmpfs.method == .readWrite)
+            #expect(toTmpfs.method == .sendfile)
             try shell("cmp \(scratch)/src/data \(mount.path)/copy/data")
+            let buffered = try copy("src", from: scratch, to: "buffered", in: mount.path, TreeCopier(kernelCopy: false))
+            #expect(buffered.method == .readWrite)
+            try shell("cmp \(scratch)/src/data \(mount.path)/buffered/data")
         }
     }
 
@@ -230,6 +234,24 @@ import Glibc
             _ = try TreeCopier().copyDirectory(root, to: "top", in: try Directory(path: "\(scratch)/out"),
                                            sourceLabel: "\(scratch)/top", destinationLabel: "\(scratch)/out/top")
             #expect(output("stat -c %Y \(scratch)/out/top \(scratch)/out/top/a \(scratch)/out/top/a/b | sort -u") == "946684799")
+        }
+    }
+}
+
+extension TreeCopierTests {
+    /// A mount point inside the tree is copied as an empty directory, as `cp -x` does.
+    @Test(.enabled(if: isRoot, "mounts a tmpfs"))
+    func anotherFileSystemInsideTheTreeIsNotEntered() throws {
+        try withScratch { scratch in
+            try shell("mkdir -p \(scratch)/src/mnt \(scratch)/out && printf x > \(scratch)/src/f")
+            let mount = try ScratchMount(at: "\(scratch)/src/mnt")
+            defer { mount.unmount() }
+            try shell("printf secret > \(mount.path)/inside && chmod 0751 \(mount.path)")
+            let summary = try copy("src", from: scratch, to: "copy", in: "\(scratch)/out")
+            #expect(summary.mountPoints == 1 && summary.files == 1)
+            #expect(output("ls -A \(scratch)/out/copy/mnt; stat -c %a \(scratch)/out/copy/mnt") == "751")
+            let entered = try copy("src", from: scratch, to: "all", in: "\(scratch)/out", TreeCopier(oneFileSystem: false))
+            #expect(entered.mountPoints == 0 && entered.files == 2)
         }
     }
 }

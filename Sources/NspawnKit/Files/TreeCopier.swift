@@ -12,6 +12,8 @@ import Glibc
 /// The walk never follows a symlink: every step is an `openat` with `O_NOFOLLOW` relative to
 /// the directory above it, so a link swapped in while copying cannot lead outside either tree.
 /// A directory's own metadata is applied after its contents, so its mtime is the source's.
+/// Like `cp -x`, it stays on the source's file system: a directory on another one (a mount
+/// point, a nested btrfs subvolume) is copied empty, so a copy of "/" never reads /proc.
 /// The destination must not exist; on a failure the caller removes what was made (it is
 /// always below the one destination name).
 package struct TreeCopier: Sendable {
@@ -21,6 +23,8 @@ package struct TreeCopier: Sendable {
         case reflink
         /// copy_file_range: the kernel copies, maybe offloaded to the file system or server.
         case copyFileRange = "copy_file_range"
+        /// sendfile: the kernel copies between two file systems, no buffer in between.
+        case sendfile
         /// Plain read and write through a buffer.
         case readWrite = "read_write"
 
@@ -76,6 +80,8 @@ package struct TreeCopier: Sendable {
         package var hardlinks = 0
         /// Device nodes, fifos and sockets.
         package var specialFiles = 0
+        /// Directories left empty because another file system is mounted there.
+        package var mountPoints = 0
         /// Bytes of regular file data (each hardlinked file once).
         package var bytes: UInt64 = 0
         /// How many files with data each method copied.
@@ -95,11 +101,18 @@ package struct TreeCopier: Sendable {
     package var idShift: IDShift?
     /// Try FICLONE before copying bytes.
     package var reflink = true
+    /// Let the kernel copy (copy_file_range, sendfile) before reading and writing through a buffer.
+    package var kernelCopy = true
+    /// Copy directories on another file system than the source's top as empty directories.
+    package var oneFileSystem = true
 
-    package init(keepOwners: Bool = true, idShift: IDShift? = nil, reflink: Bool = true) {
+    package init(keepOwners: Bool = true, idShift: IDShift? = nil, reflink: Bool = true, kernelCopy: Bool = true,
+                 oneFileSystem: Bool = true) {
         self.keepOwners = keepOwners
         self.idShift = idShift
         self.reflink = reflink
+        self.kernelCopy = kernelCopy
+        self.oneFileSystem = oneFileSystem
     }
 
     /// Copies the entry `name` of `source` (a file, a symlink — as a link — or a tree) to the new
@@ -146,6 +159,11 @@ private final class Walk {
     /// Source (device, inode) of a file with more than one link -> where its copy is, relative
     /// to `destinationTop`, and the copy's inode (checked before linking to it).
     var linked: [FileIdentity: (path: [String], inode: ino_t)] = [:]
+    /// The source's file system, set by the first entry copied.
+    var sourceDevice: dev_t?
+    /// Methods that failed as unsupported: within one copy both file systems stay the same
+    /// (`oneFileSystem`), so they are not tried again for every file.
+    var unsupported: Set<TreeCopier.DataMethod> = []
 
     struct FileIdentity: Hashable {
         var device: UInt64
@@ -167,6 +185,7 @@ private final class Walk {
         } catch {
             throw .system("cannot read '\(sourcePath)'", error)
         }
+        if sourceDevice == nil { sourceDevice = st.st_dev }
         if st.fileType == S_IFDIR {
             let directory: Directory
             do throws(Errno) { directory = try source.openDirectory(name) } catch { throw .system("cannot open '\(sourcePath)'", error) }
@@ -216,8 +235,13 @@ private final class Walk {
             throw .system("cannot create directory '\(destinationPath)'", error)
         }
         summary.directories += 1
-        let names: [String]
-        do throws(Errno) { names = try source.entries().sorted() } catch { throw .system("cannot list '\(sourcePath)'", error) }
+        if sourceDevice == nil { sourceDevice = st.st_dev }
+        var names: [String] = []
+        if options.oneFileSystem && st.st_dev != sourceDevice {
+            summary.mountPoints += 1
+        } else {
+            do throws(Errno) { names = try source.entries().sorted() } catch { throw .system("cannot list '\(sourcePath)'", error) }
+        }
         for name in names {
             try copyEntry(name, in: source, to: name, in: created,
                           sourcePath: sourcePath + "/" + name, destinationPath: destinationPath + "/" + name,
@@ -261,35 +285,50 @@ private final class Walk {
         do throws(Errno) { return try output.status().st_ino } catch { throw .system("cannot read '\(destinationPath)'", error) }
     }
 
-    /// A reflink when allowed and possible, else copy_file_range, else read and write.
+    /// A reflink when allowed and possible, else copy_file_range (one file system), else
+    /// sendfile (across them), else read and write. Each call moves both offsets, so a later
+    /// method carries on where an earlier one stopped.
     func copyData(from input: FileDescriptor, to output: FileDescriptor, size: off_t,
                   sourcePath: String, destinationPath: String) throws(NspawnError) -> TreeCopier.DataMethod {
         let context = "cannot copy '\(sourcePath)' to '\(destinationPath)'"
-        if options.reflink {
+        let remember = options.oneFileSystem
+        if options.reflink && !unsupported.contains(.reflink) {
             if nspawnctl_ficlone(output.rawValue, input.rawValue) == 0 { return .reflink }
             let cause = Errno.last
             // Not this file system, not across these two, or not this kind of file: copy instead.
             guard Self.meansUnsupported(cause) else { throw .system(context, cause) }
+            if remember && cause != .invalidArgument { unsupported.insert(.reflink) }
         }
-        var method = TreeCopier.DataMethod.copyFileRange
-        while true {
-            let copied = nspawnctl_copy_file_range(input.rawValue, output.rawValue, 1 << 30)
-            if copied > 0 { continue }
-            if copied == 0 { return method }
-            let cause = Errno.last
-            if cause == .interrupted { continue }
-            guard Self.meansUnsupported(cause) || cause == .improperLink else { throw .system(context, cause) }
-            // Both offsets moved by what was copied, so plain reads carry on from there.
-            method = .readWrite
-            break
+        if options.kernelCopy {
+            for (method, call) in [(TreeCopier.DataMethod.copyFileRange, nspawnctl_copy_file_range), (.sendfile, nspawnctl_sendfile)]
+            where !unsupported.contains(method) {
+                var copiedAny = false
+                while true {
+                    let copied = call(input.rawValue, output.rawValue, 1 << 30)
+                    if copied > 0 { copiedAny = true; continue }
+                    // Some file systems answer 0 at once for files that have data: read them instead.
+                    if copied == 0 { if copiedAny { return method }; break }
+                    let cause = Errno.last
+                    if cause == .interrupted { continue }
+                    guard Self.meansUnsupported(cause) else { throw .system(context, cause) }
+                    // EINVAL can be about this one file (a swap file, say); the rest are not.
+                    if remember && cause != .invalidArgument { unsupported.insert(method) }
+                    break
+                }
+            }
         }
         do throws(Errno) {
             var buffer = [UInt8](repeating: 0, count: 256 * 1024)
             while true {
                 let count = buffer.withUnsafeMutableBytes { Glibc.read(input.rawValue, $0.baseAddress, $0.count) }
                 if count < 0 { if errno == EINTR || errno == EAGAIN { continue }; throw Errno.last }
-                if count == 0 { return method }
-                try writeAll(output, Array(buffer[..<count]))
+                if count == 0 { return .readWrite }
+                var offset = 0
+                while offset < count {
+                    let written = buffer.withUnsafeBytes { Glibc.write(output.rawValue, $0.baseAddress! + offset, count - offset) }
+                    if written < 0 { if errno == EINTR { continue }; throw Errno.last }
+                    offset += written
+                }
             }
         } catch {
             throw .system(context, error)

@@ -16,7 +16,10 @@ extension MachineManager {
                 guard force else { throw NspawnError.busy(name.rawValue, reason: "it is running; stop it first or use --force") }
                 try self.stop(name, timeout: stopTimeout, bus: bus)
             }
+            let snapshots = try Self.snapshotStore(of: name, machined: machined)
             try machined.removeImage(name)
+            // The snapshots go with the image, never before it.
+            try snapshots?.removeAll()
             // Only once the image is gone, so a failed removal leaves start-at-boot, the
             // listening socket and the flavor as they were.
             try Self.dropEnablement(of: name, bus: bus)
@@ -43,9 +46,15 @@ extension MachineManager {
             if access(newName.dropInDirectory, F_OK) == 0 {
                 throw NspawnError.busy(newName.rawValue, reason: "'\(newName.dropInDirectory)' is left from an earlier machine of that name; remove it first")
             }
+            let snapshots = try Self.snapshotStore(of: name, machined: machined)
+            if let snapshots, case let left = SnapshotStore(machine: newName, imagesDirectory: snapshots.imagesDirectory).path, access(left, F_OK) == 0 {
+                throw NspawnError.busy(newName.rawValue, reason: "snapshots of an earlier machine of that name are left in '\(left)'; remove them first")
+            }
             let systemd = SystemdManager(bus: bus)
             let wasEnabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
             try machined.renameImage(name, to: newName)
+            // The snapshots go with the machine.
+            try snapshots?.move(to: newName)
             // The flavor goes with the machine; live copies from an old resize do not.
             for path in name.controlDropIns { try AtomicFile.remove(path) }
             rmdir(name.controlDropInDirectory)
@@ -78,5 +87,13 @@ extension MachineManager {
             guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
             try machined.markImageReadOnly(name, readOnly)
         }
+    }
+
+    /// Where the image's snapshots are (whether it has any or not); nil for an image that is
+    /// not a directory on disk.
+    static func snapshotStore(of name: MachineName, machined: Machined) throws -> SnapshotStore? {
+        guard let objectPath = try machined.imagePathIfExists(name),
+              let path = try machined.imageProperties(name, path: objectPath).path else { return nil }
+        return SnapshotStore(machine: name, imagePath: path)
     }
 }

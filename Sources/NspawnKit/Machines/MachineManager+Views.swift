@@ -168,6 +168,8 @@ extension MachineManager {
             status.image = .init(type: p.type, path: p.path, readOnly: p.readOnly,
                                  created: Date(epochMicroseconds: p.created), modified: Date(epochMicroseconds: p.modified),
                                  usage: knownSize(p.usage), limit: knownSize(p.limit))
+            // Snapshots that cannot be read leave the rest of the status standing.
+            status.snapshots = p.path.flatMap { try? SnapshotStore(machine: name, imagePath: $0).list() }
             if status.os == nil {
                 let reply = try? bus.call(Machined.managerCall("GetImageOSRelease", [.string(name.rawValue)]))
                 status.os = reply.flatMap { osDisplayName(Machined.osRelease(from: $0)) }

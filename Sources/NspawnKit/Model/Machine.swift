@@ -67,6 +67,8 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     /// The flavor in the machine's drop-in, and the limits systemd enforces now.
     public var flavor: String?
     public var limits: LiveLimits?
+    /// The image's snapshots, oldest first; nil when there is no image.
+    public var snapshots: [SnapshotInfo]?
 
     public struct RunningMachine: Sendable, Codable, Equatable {
         public var machineClass: String?

@@ -7,6 +7,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case noSuchMachine(String)
     case noSuchImage(String)
     case noSuchUnit(String)
+    case noSuchSnapshot(machine: String, snapshot: String)
     case notRunning(String)
     case notExposed(String)
     case alreadyExists(String)
@@ -54,7 +55,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidName, .invalidArgument, .badArchive: .invalidInput
         case .verificationFailed: .verificationFailed
         case .cancelled: .cancelled
-        case .noSuchMachine, .noSuchImage, .noSuchUnit: .notFound
+        case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot: .notFound
         case .notRunning, .notExposed, .alreadyExists, .busy: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed: .failure
@@ -118,6 +119,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "no machine or image '\(name)' exists"
         case .noSuchUnit(let unit):
             "no unit '\(unit)' is known to systemd"
+        case .noSuchSnapshot(let machine, let snapshot):
+            "machine '\(machine)' has no snapshot '\(snapshot)'"
         case .notRunning(let name):
             "machine '\(name)' is not running"
         case .notExposed(let name):
