@@ -50,7 +50,7 @@ struct OpenAPIDocumentTests {
         (.setReadOnly, "ReadOnlyRequest", ReadOnlyRequest(readOnly: true)),
         (.resize, "ResizeRequest", ResizeRequest(flavor: "small")),
         (.rebuild, "RebuildRequest", RebuildRequest(image: "debian", timeout: 1)),
-        (nil, "RebuildResult", RebuildResult(name: "a", image: "b", method: "copy", restarted: true)),
+        (nil, "RebuildResult", RebuildResult(name: "a", image: "b", method: .copy, restarted: true)),
         (.configure, "SettingsChange", filledSettings),
         (.expose, "ExposeRequest", ExposeRequest(listen: ["80"], unit: "u", exec: ["x"], restart: true, timeout: 1)),
         (.unexpose, "UnexposeRequest", UnexposeRequest(restart: true, timeout: 1)),

@@ -115,7 +115,7 @@ actor RecordingService: NspawnService {
 
     func rebuild(_ name: MachineName, _ request: RebuildRequest) throws -> RebuildResult {
         try record(.rebuild(name.rawValue, request))
-        return RebuildResult(name: name.rawValue, image: request.image ?? "base", method: "copy", restarted: false)
+        return RebuildResult(name: name.rawValue, image: request.image ?? "base", method: .copy, restarted: false)
     }
 
     static let snapshotInfo = SnapshotInfo(name: "s1", created: Date(timeIntervalSince1970: 0), method: .copy, size: 1,

@@ -31,6 +31,8 @@ public struct ImageStore: Sendable {
     package static let replacedPrefix = ".#replaced."
     /// A rebuild's new root before the swap, its old one after.
     package static let rebuildPrefix = ".#rebuild."
+    /// A snapshot's copy before a restore swaps it in, the old root after.
+    package static let restorePrefix = ".#restore."
 
     package static func temporaryName(_ prefix: String, for name: MachineName) -> String {
         let random = String(UInt32.random(in: .min ... .max), radix: 16).leftPadded(to: 8)
@@ -39,7 +41,7 @@ public struct ImageStore: Sendable {
 
     /// The image name a work-in-progress entry belongs to, if `entry` is one of ours.
     package static func owner(ofTemporary entry: String) -> String? {
-        for prefix in [importPrefix, replacedPrefix, rebuildPrefix] where entry.hasPrefix(prefix) {
+        for prefix in [importPrefix, replacedPrefix, rebuildPrefix, restorePrefix] where entry.hasPrefix(prefix) {
             let rest = entry.dropFirst(prefix.count)
             guard rest.count > 9, rest[rest.index(rest.startIndex, offsetBy: 8)] == "." else { return nil }
             guard rest.prefix(8).allSatisfy(\.isHexDigit) else { return nil }
@@ -113,9 +115,8 @@ public struct ImageStore: Sendable {
         let entries: [String]
         do { entries = try store.entries() } catch { throw .system("cannot list '\(directory)'", error) }
         for entry in entries where ImageStore.owner(ofTemporary: entry) == name.rawValue {
-            do { try store.removeTree(entry) } catch {
-                throw .system("cannot remove leftover '\(directory)/\(entry)'", error)
-            }
+            // An old root may be a btrfs subvolume.
+            try SnapshotStore.removeTree(entry, in: store, label: "\(directory)/\(entry)")
             removed.append(entry)
         }
         return removed

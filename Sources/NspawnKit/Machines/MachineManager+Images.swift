@@ -20,6 +20,11 @@ extension MachineManager {
             try machined.removeImage(name)
             // The snapshots go with the image, never before it.
             try snapshots?.removeAll()
+            // And what a killed import, rebuild or restore of it left, when no other operation holds the name.
+            let store = ImageStore.system
+            if let lock = try? store.lockName(name), let images = try? store.openDirectory() {
+                withExtendedLifetime(lock) { _ = try? store.removeLeftovers(of: name, in: images) }
+            }
             // Only once the image is gone, so a failed removal leaves start-at-boot, the
             // listening socket and the flavor as they were.
             try Self.dropEnablement(of: name, bus: bus)

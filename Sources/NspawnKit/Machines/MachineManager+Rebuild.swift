@@ -8,12 +8,12 @@ public struct RebuildResult: Codable, Sendable, Equatable {
     public var name: String
     /// The image the new root was copied from.
     public var image: String
-    /// How the copy was made: "snapshot" (btrfs), "reflink" or "copy".
-    public var method: String
+    /// How the copy was made: a btrfs snapshot, reflinks, or a full copy.
+    public var method: SnapshotMethod
     /// Whether the machine ran before, and so was stopped and started again.
     public var restarted: Bool
 
-    public init(name: String, image: String, method: String, restarted: Bool) {
+    public init(name: String, image: String, method: SnapshotMethod, restarted: Bool) {
         self.name = name
         self.image = image
         self.method = method
@@ -66,7 +66,7 @@ extension MachineManager {
             if wasRunning { try self.stop(name, timeout: stopTimeout, bus: bus) }
             do {
                 let method = try Self.replaceRoot(of: name, in: storeDirectory, store: store, from: sourceRoot,
-                                                  sourcePath: sourcePath, old: target, image: source)
+                                                  sourcePath: sourcePath, old: target, image: source, machined: machined)
                 if wasRunning { try SystemdManager(bus: bus).startUnit(name.serviceUnit) }
                 return RebuildResult(name: name.rawValue, image: source.rawValue, method: method, restarted: wasRunning)
             } catch {
@@ -80,36 +80,25 @@ extension MachineManager {
     /// Copies `sourceRoot` beside the machine's root, carries over what belongs to the machine
     /// rather than the image, and swaps it in. Returns the copy method.
     static func replaceRoot(of name: MachineName, in storeDirectory: Directory, store: ImageStore, from sourceRoot: Directory,
-                            sourcePath: String, old: Directory, image: MachineName) throws(NspawnError) -> String {
+                            sourcePath: String, old: Directory, image: MachineName, machined: Machined) throws -> SnapshotMethod {
         let temporary = ImageStore.temporaryName(ImageStore.rebuildPrefix, for: name)
         let temporaryPath = "\(store.directory)/\(temporary)"
-        // Whatever happens, the temporary goes: before the swap it is the unused new root,
-        // after it the old one.
-        defer { try? storeDirectory.removeTree(temporary) }
-        let method = try copyRoot(sourceRoot, sourcePath: sourcePath, into: storeDirectory, named: temporary)
-        let fresh: Directory
-        do { fresh = try storeDirectory.openDirectory(temporary) } catch {
-            throw .system("cannot open the new root '\(temporaryPath)'", error)
+        let (method, _) = try copyRoot(sourceRoot, label: sourcePath, to: temporary, in: storeDirectory, label: temporaryPath, readOnly: false)
+        do {
+            let fresh: Directory
+            do throws(Errno) { fresh = try storeDirectory.openDirectory(temporary) } catch {
+                throw NspawnError.system("cannot open the new root '\(temporaryPath)'", error)
+            }
+            try carryOver(from: old, to: fresh, name: name)
+            do throws(Errno) { try ImageOrigin.record(image, on: fresh) } catch {
+                throw NspawnError.system("cannot record image '\(image)' on '\(temporaryPath)'", error)
+            }
+            do throws(Errno) { try fresh.sync() } catch { throw NspawnError.system("cannot sync '\(temporaryPath)'", error) }
+            try swapRoot(temporary, into: name.rawValue, of: name, in: storeDirectory, imagesPath: store.directory, machined: machined)
+        } catch {
+            try? SnapshotStore.removeTree(temporary, in: storeDirectory, label: temporaryPath)
+            throw error
         }
-        try carryOver(from: old, to: fresh, name: name)
-        do { try ImageOrigin.record(image, on: fresh) } catch {
-            throw .system("cannot record image '\(image)' on '\(temporaryPath)'", error)
-        }
-        do { try fresh.sync() } catch { throw .system("cannot sync '\(temporaryPath)'", error) }
-
-        // systemd-nspawn holds this lock while it runs the image: holding it, nothing can start
-        // the machine on the old root between the check and the swap.
-        let lockName = ImageStore.imageLockName(name)
-        let imageLock: FileLock?
-        do { imageLock = try storeDirectory.tryLock(lockName) } catch {
-            throw .system("cannot lock image '\(store.directory)/\(name)'", error)
-        }
-        guard let imageLock else { throw .busy(name.rawValue, reason: "its image is in use by systemd-nspawn") }
-        defer { withExtendedLifetime(imageLock) { try? storeDirectory.removeFile(lockName) } }
-        do { try storeDirectory.exchange(temporary, with: name.rawValue) } catch {
-            throw .system("cannot swap the new root into '\(store.directory)/\(name)'", error)
-        }
-        do { try storeDirectory.sync() } catch { throw .system("cannot sync '\(store.directory)'", error) }
         return method
     }
 
@@ -133,12 +122,3 @@ extension MachineManager {
     }
 }
 
-extension MachineManager {
-    /// A copy of the image's root as the new entry `name` of the store, by reflinks where the
-    /// file system shares extents. Returns "reflink" or "copy".
-    static func copyRoot(_ source: Directory, sourcePath: String, into store: Directory, named name: String) throws(NspawnError) -> String {
-        let summary = try TreeCopier().copyDirectory(source, to: name, in: store, sourceLabel: sourcePath,
-                                                     destinationLabel: "\(ImageStore.system.directory)/\(name)")
-        return summary.method == .reflink ? "reflink" : "copy"
-    }
-}

@@ -251,31 +251,19 @@ extension MachineManager {
                 throw NspawnError.system("cannot open snapshot '\(info.path)'", error)
             }
             let images = try openHostDirectory(store.imagesDirectory)
-            // systemd-nspawn holds this lock while it runs the image; holding it keeps a start out.
-            let imageLockName = ImageStore.imageLockName(name)
-            let imageLock: FileLock?
-            do throws(Errno) { imageLock = try images.tryLock(imageLockName) } catch {
-                throw NspawnError.system("cannot lock image '\(root.path)'", error)
-            }
-            guard let imageLock else { throw NspawnError.busy(name.rawValue, reason: "the image is in use by systemd-nspawn") }
-            defer { withExtendedLifetime(imageLock) { try? images.removeFile(imageLockName) } }
-            if try machined.machinePathIfRunning(name) != nil {
-                throw NspawnError.busy(name.rawValue, reason: "it is running; stop it before restoring a snapshot")
-            }
+            // What a killed restore or rebuild of this name left.
+            _ = try? ImageStore(directory: store.imagesDirectory, lockDirectory: ImageStore.system.lockDirectory).removeLeftovers(of: name, in: images)
 
             let started = ContinuousClock.now
             let rootName = AtomicFile.split(root.path).base
-            let temporary = temporaryName("restore")
+            let temporary = ImageStore.temporaryName(ImageStore.restorePrefix, for: name)
             let temporaryLabel = "\(store.imagesDirectory)/\(temporary)"
             let (method, _) = try Self.copyRoot(source, label: info.path, to: temporary, in: images, label: temporaryLabel, readOnly: false)
-            do throws(Errno) { try images.exchange(temporary, with: rootName) } catch {
+            do throws(NspawnError) {
+                try Self.swapRoot(temporary, into: rootName, of: name, in: images, imagesPath: store.imagesDirectory, machined: machined)
+            } catch {
                 try? SnapshotStore.removeTree(temporary, in: images, label: temporaryLabel)
-                throw NspawnError.system("cannot swap the restored root into '\(root.path)'", error)
-            }
-            try? images.sync()
-            // The old root now sits under the temporary name.
-            do throws(NspawnError) { try SnapshotStore.removeTree(temporary, in: images, label: temporaryLabel) } catch {
-                throw NspawnError.failed("snapshot '\(snapshot)' is restored into '\(root.path)', but the old root could not be removed: \(error)")
+                throw error
             }
             return SnapshotResult(name: name.rawValue, snapshot: info, method: method, seconds: (ContinuousClock.now - started).seconds)
         }
