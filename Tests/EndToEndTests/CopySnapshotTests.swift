@@ -268,13 +268,18 @@ extension EndToEndTests {
 
             try Testbed.mustSh("machinectl start e2e-snap")
             #expect(try Testbed.nspawnctl("restore", "e2e-snap", "v1").status == Exit.conflict)
-            try Testbed.mustSh("machinectl terminate e2e-snap; for i in $(seq 1 100); do machinectl show e2e-snap >/dev/null 2>&1 || break; sleep 0.1; done")
+            // Until systemd-nspawn itself is gone too: it drops its image lock (.#e2e-snap.lck) last.
+            try Testbed.mustSh("""
+                machinectl terminate e2e-snap; for i in $(seq 1 100); do machinectl show e2e-snap >/dev/null 2>&1 || break; sleep 0.1; done
+                for i in $(seq 1 100); do systemctl -q is-active systemd-nspawn@e2e-snap.service || break; sleep 0.1; done
+                """)
 
             #expect(try Testbed.nspawnctl("snapshot-remove", "e2e-snap", "v1").status == Exit.ok)
             #expect(try Testbed.sh("test -e \(snapshot)").status != 0)
             #expect(try Testbed.nspawnctl("remove", "e2e-snap").status == Exit.ok)
             #expect(try Testbed.sh("test -e \(CopyFixtures.snapshots)/e2e-snap").status != 0)
-            #expect(try ImageFixtures.leftovers() == "", "the shared snapshot directory goes with the last snapshot")
+            let leftovers = try ImageFixtures.leftovers()
+            #expect(leftovers == "", "the shared snapshot directory goes with the last snapshot: \(leftovers)")
         }
     }
 }
