@@ -27,6 +27,11 @@ package enum ImagesHelper {
         let (programName, arguments) = Invocation.resolve(argv)
         let path = path
         let cArguments = ([programName] + arguments).map { strdup($0) } + [nil]
+        // The helper starts as a fresh nspawnctl would: with no signal blocked (the Swift
+        // runtime blocks some on this thread, and a mask survives execve).
+        var none = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, nil)
         execve(path, cArguments, environ)
         let error = Errno(rawValue: errno)
         for argument in cArguments { free(argument) }
