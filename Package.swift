@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "NspawnKit", targets: ["NspawnKit"]),
         .executable(name: "nspawnctl", targets: ["nspawnctl"]),
+        .executable(name: "nspawnctl-images", targets: ["nspawnctl-images"]),
         .executable(name: "nspawnd", targets: ["nspawnd"]),
     ],
     dependencies: [
@@ -32,7 +33,7 @@ let package = Package(
             ]
         ),
         // Downloading, verifying and unpacking images. Apart from NspawnKit so the daemon, which
-        // runs imports as `nspawnctl` children, does not load libcurl and libarchive (6 MB of RSS).
+        // runs imports as `nspawnctl-images` children, does not load libcurl and libarchive (6 MB of RSS).
         .target(
             name: "NspawnImages",
             dependencies: [
@@ -59,11 +60,24 @@ let package = Package(
             dependencies: [
                 "NspawnKit",
                 "NspawnAPI",
-                "NspawnImages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(name: "nspawnctl", dependencies: ["NspawnCLI"]),
+        // import and bootstrap on the direct path, which nspawnctl execs and nspawnd runs as its
+        // import child: only this executable links libcurl and libarchive (and their dependency
+        // trees, most of nspawnctl's start-up time when they were linked into it).
+        .target(
+            name: "NspawnImageCommands",
+            dependencies: [
+                "NspawnCLI",
+                "NspawnImages",
+                "NspawnKit",
+                "NspawnAPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "nspawnctl-images", dependencies: ["NspawnImageCommands"]),
         // The daemon's wire layer: HTTP decoding, peer-credential authorization and routing
         // over NspawnKit calls.
         .target(

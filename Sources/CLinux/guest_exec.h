@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -27,6 +28,22 @@ static const int nspawnctl_clone_newipc = 0x08000000;
 static const int nspawnctl_clone_newuser = 0x10000000;
 static const int nspawnctl_clone_newpid = 0x20000000;
 static const int nspawnctl_clone_newnet = 0x40000000;
+
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+/* struct clone_args of linux/sched.h (CLONE_ARGS_SIZE_VER2), which not every libc exposes. */
+struct nspawnctl_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+static const uint64_t nspawnctl_clone_into_cgroup = 0x200000000ULL;
+static const long nspawnctl_cgroup2_magic = 0x63677270;
+
+/* Whether fd is a directory of the unified (v2) cgroup hierarchy. */
+static inline int nspawnctl_is_cgroup2(int fd) {
+    struct statfs info;
+    return fstatfs(fd, &info) == 0 && (long)info.f_type == nspawnctl_cgroup2_magic;
+}
 
 /* One message on the control socket (SOCK_SEQPACKET) between us and the intermediate child. */
 struct nspawnctl_guest_message {
@@ -67,7 +84,8 @@ struct nspawnctl_guest_spawn {
     int leader_pidfd;
     int namespaces;        /* CLONE_NEW* flags that differ from ours */
     int root_fd;           /* /proc/LEADER/root, a directory */
-    const int *cgroup_procs_fds; /* the leader's cgroup.procs in each hierarchy to join, open for writing */
+    int cgroup_directory_fd; /* the leader's cgroup in the unified hierarchy, a directory; -1 for none */
+    const int *cgroup_procs_fds; /* the leader's cgroup.procs in each v1 hierarchy to join, open for writing */
     int cgroup_count;      /* at most NSPAWNCTL_GUEST_MAX_CGROUPS */
     int control_fd;        /* the intermediate's end of the control socket */
     int stdio[3];          /* the command's stdin, stdout, stderr; unused with tty */
@@ -234,9 +252,16 @@ fail:;
         _exit(1); \
     } while (0)
 
+/* A fork as a raw syscall: no atfork handlers and no libc locks, which a child made by a raw
+   clone3 cannot rely on (another thread may have held them). Returns as fork does. */
+static inline pid_t nspawnctl_raw_fork(void) {
+    return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, 0UL, 0UL, 0UL);
+}
+
 /* The intermediate child: joins the machine, starts the command, forwards signals to it and
-   reports how it ended. It stays in our PID namespace, so the pids it reports are ours. */
-static inline __attribute__((noreturn)) void nspawnctl_guest_intermediate(const struct nspawnctl_guest_spawn *s) {
+   reports how it ended. It stays in our PID namespace, so the pids it reports are ours.
+   in_cgroup: clone3 already started it in the unified cgroup (cgroup_directory_fd). */
+static inline __attribute__((noreturn)) void nspawnctl_guest_intermediate(const struct nspawnctl_guest_spawn *s, int in_cgroup) {
     struct sigaction defaults;
     memset(&defaults, 0, sizeof defaults);
     defaults.sa_handler = SIG_DFL;
@@ -246,11 +271,21 @@ static inline __attribute__((noreturn)) void nspawnctl_guest_intermediate(const 
     sigprocmask(SIG_SETMASK, &none, NULL);
 
     int cgroups = s->cgroup_count < NSPAWNCTL_GUEST_MAX_CGROUPS ? s->cgroup_count : NSPAWNCTL_GUEST_MAX_CGROUPS;
-    int keep[6 + NSPAWNCTL_GUEST_MAX_CGROUPS] = { s->leader_pidfd, s->root_fd, s->control_fd, s->stdio[0], s->stdio[1], s->stdio[2] };
-    for (int i = 0; i < cgroups; i++) keep[6 + i] = s->cgroup_procs_fds[i];
-    nspawnctl_close_all_but(keep, 6 + cgroups);
+    int keep[7 + NSPAWNCTL_GUEST_MAX_CGROUPS] = { s->leader_pidfd, s->root_fd, s->control_fd, s->stdio[0], s->stdio[1], s->stdio[2],
+                                                  s->cgroup_directory_fd };
+    for (int i = 0; i < cgroups; i++) keep[7 + i] = s->cgroup_procs_fds[i];
+    nspawnctl_close_all_but(keep, 7 + cgroups);
 
-    /* Before the namespaces: the cgroup paths are the ones we see. "0" is the writer. */
+    /* Before the namespaces: the cgroup paths are the ones we see. "0" is the writer. A write
+       migrates us, which costs milliseconds; clone3 spared it on the unified hierarchy. */
+    if (s->cgroup_directory_fd >= 0) {
+        if (!in_cgroup) {
+            int procs = openat(s->cgroup_directory_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+            if (procs < 0 || write(procs, "0", 1) < 0) NSPAWNCTL_GUEST_FAIL(NSPAWNCTL_STAGE_CGROUP);
+            close(procs);
+        }
+        close(s->cgroup_directory_fd);
+    }
     for (int i = 0; i < cgroups; i++) {
         if (write(s->cgroup_procs_fds[i], "0", 1) < 0) NSPAWNCTL_GUEST_FAIL(NSPAWNCTL_STAGE_CGROUP);
         close(s->cgroup_procs_fds[i]);
@@ -280,7 +315,7 @@ static inline __attribute__((noreturn)) void nspawnctl_guest_intermediate(const 
 
     int error_pipe[2];
     if (syscall(SYS_pipe2, error_pipe, O_CLOEXEC) < 0) NSPAWNCTL_GUEST_FAIL(NSPAWNCTL_STAGE_PIPE);
-    pid_t child = fork();
+    pid_t child = nspawnctl_raw_fork();
     if (child < 0) NSPAWNCTL_GUEST_FAIL(NSPAWNCTL_STAGE_FORK);
     if (child == 0) {
         close(error_pipe[0]);
@@ -337,14 +372,28 @@ static inline __attribute__((noreturn)) void nspawnctl_guest_intermediate(const 
 }
 #undef NSPAWNCTL_GUEST_FAIL
 
-/* Forks the intermediate child. Returns its pid, or -errno. Signals stay blocked across the
-   fork so none of our handlers can run in the child before it resets them. */
+/* Starts the intermediate child, with clone3 straight into the leader's unified cgroup when
+   there is one (the kernel may lack clone3 or CLONE_INTO_CGROUP: then a fork, and it writes
+   cgroup.procs). Returns its pid, or -errno. Signals stay blocked across the fork so none of
+   our handlers can run in the child before it resets them. */
 static inline int nspawnctl_guest_spawn(const struct nspawnctl_guest_spawn *s) {
     sigset_t all, previous;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
-    pid_t pid = fork();
-    if (pid == 0) nspawnctl_guest_intermediate(s);
+    pid_t pid = -1;
+    if (s->cgroup_directory_fd >= 0) {
+        struct nspawnctl_clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = nspawnctl_clone_into_cgroup;
+        args.exit_signal = SIGCHLD;
+        args.cgroup = (uint64_t)s->cgroup_directory_fd;
+        pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+        if (pid == 0) nspawnctl_guest_intermediate(s, 1);
+    }
+    /* Any clone3 failure (ENOSYS, EINVAL, E2BIG on old kernels; EBUSY and the like) falls back
+       to the write, whose failure then names the cgroup stage. */
+    if (pid < 0) pid = nspawnctl_raw_fork();
+    if (pid == 0) nspawnctl_guest_intermediate(s, 0);
     int saved = errno;
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     return pid < 0 ? -saved : pid;

@@ -41,7 +41,7 @@ struct PartialFailure: Error {
 }
 
 /// Commands whose errors should be printed as JSON when `--json` was given.
-protocol JSONCapable {
+package protocol JSONCapable {
     var output: OutputOptions { get }
 }
 
@@ -49,17 +49,29 @@ public enum NspawnCommand {
     /// Parses `argv` (honouring argv[0] aliases), runs the command and exits with a documented status.
     public static func run(_ argv: [String] = CommandLine.arguments) async -> Never {
         let (programName, arguments) = Invocation.resolve(argv)
-        var json = false
-        // exec and shell pass the command's status through; their own failures must not look like one.
-        let guest = GuestCommand.isGuestCommand(arguments)
-        do {
-            var command = try Nspawnctl.parseAsRoot(arguments)
-            json = (command as? JSONCapable)?.output.json ?? false
+        await run(Nspawnctl.self, programName: programName, arguments: arguments) { command in
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
                 try command.run()
             }
+        }
+    }
+
+    /// Parses `arguments` as `Root`'s command line, runs the command with `perform`, reports
+    /// errors (as JSON with `--json`) and exits with a documented status. `nspawnctl-images`
+    /// shares this with its own root and its own `perform`.
+    package static func run<Root: ParsableCommand>(
+        _ root: Root.Type, programName: String, arguments: [String],
+        perform: (inout ParsableCommand) async throws -> Void
+    ) async -> Never {
+        var json = false
+        // exec and shell pass the command's status through; their own failures must not look like one.
+        let guest = GuestCommand.isGuestCommand(arguments)
+        do {
+            var command = try Root.parseAsRoot(arguments)
+            json = (command as? JSONCapable)?.output.json ?? false
+            try await perform(&command)
             exit(ExitStatus.success.rawValue)
         } catch let ended as GuestExit {
             exit(ended.status)
@@ -72,8 +84,8 @@ public enum NspawnCommand {
             }
             exit(error.exitStatus.rawValue)
         } catch {
-            let code = Nspawnctl.exitCode(for: error)
-            let message = Nspawnctl.fullMessage(for: error)
+            let code = Root.exitCode(for: error)
+            let message = Root.fullMessage(for: error)
             if code == .success {
                 print(message)
                 exit(0)
@@ -96,7 +108,7 @@ public enum NspawnCommand {
     }
 }
 
-func writeStandardError(_ text: String) {
+package func writeStandardError(_ text: String) {
     let bytes = Array(text.utf8)
     var offset = 0
     while offset < bytes.count {
@@ -107,6 +119,6 @@ func writeStandardError(_ text: String) {
     }
 }
 
-func printOut(_ text: String) {
+package func printOut(_ text: String) {
     print(text)
 }

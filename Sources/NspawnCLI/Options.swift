@@ -6,19 +6,21 @@ import FoundationEssentials
 import NspawnAPI
 import NspawnKit
 
-struct OutputOptions: ParsableArguments {
+package struct OutputOptions: ParsableArguments {
     @Flag(help: "Print machine-readable JSON on stdout (and errors as JSON on stderr).")
-    var json = false
+    package var json = false
 
     @Flag(help: "Go through nspawnd (/run/nspawnd/nspawnd.sock, or $NSPAWND_SOCKET); the default when not root.")
-    var api = false
+    package var api = false
 
     @Option(name: [.customShort("H"), .long], help: ArgumentHelp(
         "Run against another host's nspawnd over ssh (also $NSPAWNCTL_HOST).", valueName: "ssh://[USER@]HOST[:PORT]"))
-    var host: String?
+    package var host: String?
+
+    package init() {}
 
     /// How this invocation reaches the machines.
-    enum Route {
+    package enum Route {
         /// The library in this process (`LocalService`).
         case direct(any NspawnService)
         case daemon(APIClient)
@@ -27,7 +29,7 @@ struct OutputOptions: ParsableArguments {
         @TaskLocal static var override: Route?
     }
 
-    var route: Route {
+    package var route: Route {
         get throws {
             if let override = Route.override { return override }
             let host = host ?? ProcessInfo.processInfo.environment["NSPAWNCTL_HOST"].flatMap { $0.isEmpty ? nil : $0 }

@@ -7,7 +7,7 @@ import Synchronization
 import Glibc
 #endif
 
-/// What `POST /v1/images` starts, as `nspawnctl` arguments.
+/// What `POST /v1/images` starts, as `nspawnctl-images` arguments (nspawnctl's own).
 public enum ImportJob: Sendable, Equatable {
     case url(String, checksum: String?, signature: String?, keyring: String?, force: Bool)
     case recipe(String, mirror: String?, checksum: String?, signature: String?, keyring: String?, verify: Bool, force: Bool)
@@ -43,12 +43,12 @@ public enum ImportJob: Sendable, Equatable {
     }
 }
 
-/// Runs each import as an `nspawnctl import|bootstrap --json` child, the way importd runs
+/// Runs each import as an `nspawnctl-images import|bootstrap --json` child, the way importd runs
 /// systemd-pull: the daemon never loads libcurl or libarchive, untrusted archives are parsed in
 /// a process that ends with the import, and a cancel is the child's own SIGTERM handling, which
 /// removes everything it wrote.
 public struct ChildImporter: Sendable {
-    /// The nspawnctl binary; by default the one installed next to nspawnd.
+    /// The import helper; by default the one installed next to nspawnd.
     public var executable: String
 
     public init(executable: String? = nil) {
@@ -58,10 +58,10 @@ public struct ChildImporter: Sendable {
     static func besideSelf() -> String {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard count > 0 else { return "nspawnctl" }
+        guard count > 0 else { return "nspawnctl-images" }
         let path = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = path.lastIndex(of: "/") else { return "nspawnctl" }
-        return String(path[...slash]) + "nspawnctl"
+        guard let slash = path.lastIndex(of: "/") else { return "nspawnctl-images" }
+        return String(path[...slash]) + "nspawnctl-images"
     }
 
     /// Runs the import to its end; `progress` sees each progress line the child prints.

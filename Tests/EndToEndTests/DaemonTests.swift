@@ -302,7 +302,7 @@ extension EndToEndTests {
             // is one): a connection the daemon closes must reach its client as EOF.
             let shared = try Testbed.sh("""
                 daemon=$(systemctl show -p MainPID --value nspawnd.service)
-                child=$(pgrep -f '[n]spawnctl import' | head -1)
+                child=$(pgrep -f '[n]spawnctl-images import' | head -1)
                 [ -n "$child" ] || { echo "no import child"; exit 1; }
                 sockets() { ls -l /proc/$1/fd | grep -o 'socket:\\[[0-9]*\\]' | sort -u; }
                 sockets $daemon > /tmp/e2e-daemon-sockets
@@ -318,7 +318,7 @@ extension EndToEndTests {
             #expect(try !Fixture.imageNames().contains("e2e-api-stalled"))
             let leftovers = try Testbed.sh("ls -A /var/lib/machines | grep -e e2e-api-stalled || true")
             #expect(leftovers.trimmed.isEmpty, "no half image: \(leftovers)")
-            let children = try Testbed.sh("pgrep -af '[n]spawnctl import' || true")
+            let children = try Testbed.sh("pgrep -af '[n]spawnctl-images import' || true")
             #expect(children.trimmed.isEmpty, "the import child is gone: \(children)")
 
             // Bad requests are refused before anything starts.

@@ -4,28 +4,33 @@ import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
-import NspawnImages
 import NspawnAPI
 import NspawnKit
 
-struct ProgressOptions: ParsableArguments {
+package struct ProgressOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "No progress bar.")
-    var quiet = false
+    package var quiet = false
+
+    package init() {}
 }
 
-struct VerifyOptions: ParsableArguments {
+package struct VerifyOptions: ParsableArguments {
     @Option(help: "Expected digest of the tarball, checked while streaming (sha256:HEX).")
-    var checksum: String?
+    package var checksum: String?
 
     @Option(help: "Detached OpenPGP signature of the tarball (file or URL), checked with gpgv.")
-    var signature: String?
+    package var signature: String?
 
     @Option(help: "Keyring (binary OpenPGP keys) to check --signature against.")
-    var keyring: String?
+    package var keyring: String?
+
+    package init() {}
 }
 
-struct Import: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(
+/// The direct path (root, no --api or --host) runs in `nspawnctl-images`, so nspawnctl itself
+/// does not load libcurl and libarchive; see ImagesHelper.
+package struct Import: AsyncParsableCommand, JSONCapable {
+    package static let configuration = CommandConfiguration(
         abstract: "Import a root file system tarball as an image.",
         discussion: """
             SOURCE is a file, an http(s) URL (streamed) or '-' for stdin. Compression (zstd, gzip, xz, \
@@ -33,29 +38,29 @@ struct Import: AsyncParsableCommand, JSONCapable {
             Nothing is visible until the image is complete.
             """)
 
-    @OptionGroup var output: OutputOptions
-    @OptionGroup var progress: ProgressOptions
-    @OptionGroup var verify: VerifyOptions
+    @OptionGroup package var output: OutputOptions
+    @OptionGroup package var progress: ProgressOptions
+    @OptionGroup package var verify: VerifyOptions
 
     @Flag(name: .shortAndLong, help: "Replace an existing image atomically (never one of a running machine).")
-    var force = false
+    package var force = false
 
     @Argument(help: "Name of the new image.", transform: parseMachineName)
-    var name: MachineName
+    package var name: MachineName
 
     @Argument(help: "Tarball: a path, an http(s) URL, or '-' for stdin.")
-    var source: String
+    package var source: String
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         if source.isEmpty { throw ValidationError("SOURCE must not be empty") }
     }
 
-    func run() async throws {
+    package func run() async throws {
         switch try output.route {
         case .direct:
-            let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring,
-                                        force: force)
-            try await runImport(name: name, source: ImageSource(source), options: options, output: output, quiet: progress.quiet)
+            try ImagesHelper.replaceProcess()
         case .daemon(let client):
             // The daemon fetches what it imports; it cannot read this host's files or stdin.
             guard case .url = ImageSource(source) else {
@@ -70,7 +75,7 @@ struct Import: AsyncParsableCommand, JSONCapable {
 
 /// An import run by nspawnd: the same progress, result and exit codes as in this process, and
 /// SIGINT, SIGTERM or SIGHUP cancel it in the daemon.
-func runDaemonImport(_ request: ImportRequest, client: APIClient, output: OutputOptions, quiet: Bool) async throws {
+package func runDaemonImport(_ request: ImportRequest, client: APIClient, output: OutputOptions, quiet: Bool) async throws {
     try request.validate()
     let cancellation = ImportCancellation()
     let signals = CancelOnSignals(cancellation)
@@ -82,21 +87,7 @@ func runDaemonImport(_ request: ImportRequest, client: APIClient, output: Output
     report(result, output: output, quiet: quiet)
 }
 
-/// Runs an import with signal-driven cancellation and the chosen progress display, then prints the result.
-func runImport(name: MachineName, source: ImageSource, options: ImportOptions, output: OutputOptions, quiet: Bool,
-               importer: ImageImporter = ImageImporter()) async throws {
-    let cancellation = ImportCancellation()
-    let signals = CancelOnSignals(cancellation)
-    defer { signals.restore() }
-    let display = ProgressDisplay(json: output.json, quiet: quiet)
-    let result = try await importer.importImage(name, from: source, options: options, cancellation: cancellation) {
-        display.show($0)
-    }
-    display.finish()
-    report(result, output: output, quiet: quiet)
-}
-
-func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) {
+package func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) {
     if output.json {
         printOut(Renderer.json(result))
         // Out before SIGTERM regains its default: nspawnd reads this to learn the import succeeded.
@@ -110,10 +101,10 @@ func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) {
 }
 
 /// SIGINT, SIGTERM and SIGHUP cancel the import, which then cleans up and fails with exit 130.
-final class CancelOnSignals: @unchecked Sendable {
+package final class CancelOnSignals: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
 
-    init(_ cancellation: ImportCancellation) {
+    package init(_ cancellation: ImportCancellation) {
         for number in [SIGINT, SIGTERM, SIGHUP] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
@@ -123,19 +114,19 @@ final class CancelOnSignals: @unchecked Sendable {
         }
     }
 
-    func restore() {
+    package func restore() {
         for source in sources { source.cancel() }
         for number in [SIGINT, SIGTERM, SIGHUP] { signal(number, SIG_DFL) }
     }
 }
 
 /// A progress bar on a terminal's stderr, JSON lines with --json, nothing otherwise.
-final class ProgressDisplay: @unchecked Sendable {
+package final class ProgressDisplay: @unchecked Sendable {
     enum Mode { case bar, jsonLines, silent }
     let mode: Mode
     private var drewBar = false
 
-    init(json: Bool, quiet: Bool) {
+    package init(json: Bool, quiet: Bool) {
         if quiet { mode = .silent } else if json { mode = .jsonLines } else if isatty(2) == 1 { mode = .bar } else { mode = .silent }
     }
 
@@ -144,7 +135,7 @@ final class ProgressDisplay: @unchecked Sendable {
         var progress: ImportProgress
     }
 
-    func show(_ progress: ImportProgress) {
+    package func show(_ progress: ImportProgress) {
         switch mode {
         case .silent: return
         case .jsonLines: writeStandardError(Renderer.json(Event(progress: progress), compact: true) + "\n")
@@ -154,7 +145,7 @@ final class ProgressDisplay: @unchecked Sendable {
         }
     }
 
-    func finish() {
+    package func finish() {
         if drewBar { writeStandardError("\r\u{1B}[K") }
     }
 
@@ -176,60 +167,53 @@ final class ProgressDisplay: @unchecked Sendable {
     }
 }
 
-struct Bootstrap: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(
+package struct Bootstrap: AsyncParsableCommand, JSONCapable {
+    package static let configuration = CommandConfiguration(
         abstract: "Create an image from a distribution recipe (images/*.recipe): download, verify, set up.",
         discussion: """
             Recipes verify by default; --no-verify must be said explicitly. With no NAME, the next free \
             childNN is used. Recipes are read from \(Recipe.searchDirectories.joined(separator: ", ")).
             """)
 
-    @OptionGroup var output: OutputOptions
-    @OptionGroup var progress: ProgressOptions
-    @OptionGroup var verify: VerifyOptions
+    @OptionGroup package var output: OutputOptions
+    @OptionGroup package var progress: ProgressOptions
+    @OptionGroup package var verify: VerifyOptions
 
     @Option(help: "Mirror URL replacing the recipe's default.")
-    var mirror: String?
+    package var mirror: String?
 
     @Option(help: "A local tarball in place of the download (offline use).")
-    var tarball: String?
+    package var tarball: String?
 
     @Flag(help: "Skip the recipe's signature or checksum verification.")
-    var noVerify = false
+    package var noVerify = false
 
     @Flag(name: .shortAndLong, help: "Replace an existing image atomically (never one of a running machine).")
-    var force = false
+    package var force = false
 
     @Argument(help: "Recipe name (archlinux, alpine, ubuntu, or any in the recipe directories) or path.")
-    var recipe: String
+    package var recipe: String
 
     @Argument(help: "Name of the new image (default: the next free childNN).", transform: parseMachineName)
-    var name: MachineName?
+    package var name: MachineName?
 
-    func validate() throws {
+    package init() {}
+
+    package func validate() throws {
         if noVerify && (verify.signature != nil || verify.checksum != nil) {
             throw ValidationError("--no-verify contradicts --signature and --checksum")
         }
     }
 
-    func run() async throws {
-        if case .daemon(let client) = try output.route {
-            if tarball != nil {
-                throw NspawnError.invalidArgument("bootstrap --tarball reads a file on this host, which nspawnd cannot; run it as root without --api or --host")
-            }
-            let request = ImportRequest(name: name?.rawValue, recipe: recipe, checksum: verify.checksum, signature: verify.signature,
-                                        keyring: verify.keyring, mirror: mirror, verify: noVerify ? false : nil, force: force ? true : nil)
-            try await runDaemonImport(request, client: client, output: output, quiet: progress.quiet)
-            return
+    package func run() async throws {
+        guard case .daemon(let client) = try output.route else {
+            try ImagesHelper.replaceProcess()
         }
-        let recipe = try Recipe.load(recipe)
-        let importer = ImageImporter()
-        let name = try name ?? importer.store.nextFreeName()
-        let request = Bootstrapper.Request(
-            recipe: recipe, name: name, mirror: mirror, tarball: tarball, signature: verify.signature,
-            keyring: verify.keyring, checksum: verify.checksum, verify: !noVerify, force: force)
-        let (source, options) = try Bootstrapper(importer: importer).plan(request)
-        try await runImport(name: name, source: source, options: options, output: output, quiet: progress.quiet,
-                            importer: importer)
+        if tarball != nil {
+            throw NspawnError.invalidArgument("bootstrap --tarball reads a file on this host, which nspawnd cannot; run it as root without --api or --host")
+        }
+        let request = ImportRequest(name: name?.rawValue, recipe: recipe, checksum: verify.checksum, signature: verify.signature,
+                                    keyring: verify.keyring, mirror: mirror, verify: noVerify ? false : nil, force: force ? true : nil)
+        try await runDaemonImport(request, client: client, output: output, quiet: progress.quiet)
     }
 }

@@ -13,7 +13,10 @@ final class MachineLeader {
     let pidFD: FileDescriptor
     /// The guest's `/`, as the leader sees it.
     let root: Directory
-    /// The leader's cgroup.procs in every hierarchy we can join it in, open for writing.
+    /// The leader's cgroup in the unified hierarchy, a directory: the command starts in it
+    /// with clone3(CLONE_INTO_CGROUP), with no migration (milliseconds) after a fork.
+    let cgroupDirectory: FileDescriptor?
+    /// The leader's cgroup.procs in every v1 hierarchy we can join it in, open for writing.
     let cgroupProcs: [FileDescriptor]
     /// The CLONE_NEW* flags of the namespaces the leader does not share with us.
     let namespaces: Int32
@@ -49,16 +52,26 @@ final class MachineLeader {
         self.comm = comm.trimmedWhitespace
         namespaces = try Self.differingNamespaces(leader: proc, machine: machine)
         let mounts = CgroupMount.parse(try AtomicFile.read("/proc/self/mountinfo") ?? "")
+        var unified: FileDescriptor?
         var procs: [FileDescriptor] = []
         for path in CgroupMount.directories(of: cgroups, in: mounts).prefix(Int(nspawnctl_guest_max_cgroups)) {
-            let file = path + "/cgroup.procs"
+            var file = path
             do {
-                procs.append(try FileDescriptor.opening { open(file, O_WRONLY | O_CLOEXEC) })
+                let directory = try FileDescriptor.opening { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+                if nspawnctl_is_cgroup2(directory.rawValue) != 0 && unified == nil {
+                    unified = directory
+                    continue
+                }
+                defer { try? directory.close() }
+                file = path + "/cgroup.procs"
+                procs.append(try FileDescriptor.opening { openat(directory.rawValue, "cgroup.procs", O_WRONLY | O_CLOEXEC) })
             } catch {
+                try? unified?.close()
                 for fd in procs { try? fd.close() }
                 throw .system("cannot open '\(file)' to join the cgroup of machine '\(machine)'", error)
             }
         }
+        cgroupDirectory = unified
         cgroupProcs = procs
         // The pid was machined's answer a moment ago; make sure it is still that process.
         if kill(Int32(bitPattern: pid), 0) != 0, Errno.last == .noSuchProcess { throw .notRunning(machine) }
@@ -66,6 +79,7 @@ final class MachineLeader {
 
     deinit {
         try? pidFD.close()
+        try? cgroupDirectory?.close()
         for fd in cgroupProcs { try? fd.close() }
     }
 

@@ -192,6 +192,7 @@ final class NamespaceProcess: GuestProcess {
             request.leader_pidfd = leader.pidFD.rawValue
             request.namespaces = leader.namespaces
             request.root_fd = leader.root.descriptor.rawValue
+            request.cgroup_directory_fd = leader.cgroupDirectory?.rawValue ?? -1
             request.cgroup_procs_fds = cgroupBuffer.baseAddress
             request.cgroup_count = Int32(cgroupBuffer.count)
             request.control_fd = theirs[0].rawValue

@@ -1,0 +1,2 @@
+import NspawnImageCommands
+await NspawnctlImages.main()
