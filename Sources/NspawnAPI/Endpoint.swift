@@ -36,6 +36,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case start, stop, reboot, terminate, kill
     case enable, disable
     case getConfig, configure, expose, unexpose, resize
+    case exec
     case listImages, importImage, removeImage, cloneImage, renameImage, setReadOnly
     case getOperation, cancelOperation
     case events
@@ -54,7 +55,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .version: "/v1/version"
         case .listMachines, .createMachine: "/v1/machines"
         case .getMachine: "/v1/machines/{name}"
-        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize:
+        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .exec:
             "/v1/machines/{name}/\(rawValue)"
         case .getConfig, .configure: "/v1/machines/{name}/config"
         case .listImages, .importImage: "/v1/images"
@@ -74,6 +75,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
              .start, .stop, .reboot, .terminate, .kill: .operator
         case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation: .admin
+        // A command in a machine runs as any guest user, root included: root's alone.
+        case .exec: .admin
         }
     }
 
@@ -87,6 +90,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .importImage: "importing images"
         case .removeImage, .cloneImage, .renameImage, .setReadOnly: "changing images"
         case .cancelOperation: "cancelling imports"
+        case .exec: "running commands in machines"
         default: "this"
         }
     }

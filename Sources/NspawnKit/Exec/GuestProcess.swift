@@ -58,10 +58,15 @@ public enum ExitOutcome: Codable, Sendable, Equatable {
 /// A command started inside a machine. Owns the host ends of its standard streams: write to
 /// `input` (nil unless interactive), read `output` and `errorOutput` (nil on a tty, where both
 /// arrive on `output`, the terminal's master side) until end of file, then `wait()`.
+/// A command that could not be started says why on its error stream (the terminal with a tty)
+/// and ends with 127 (no such command) or 126 (found but cannot be executed), as in a shell.
 public protocol GuestProcess: AnyObject, Sendable {
     var input: FileDescriptor? { get }
     var output: FileDescriptor { get }
     var errorOutput: FileDescriptor? { get }
+    /// Ends the command's input (it reads end of file) while its output still flows; `close()`
+    /// will not close it again. Does nothing without input or on a tty.
+    func closeInput()
     /// Follows the caller's terminal; does nothing without a tty.
     func resize(_ size: TerminalSize) throws(NspawnError)
     /// Forwards a signal the caller received (INT, TERM, HUP) to the command.
