@@ -14,13 +14,15 @@ public struct Nspawnctl: AsyncParsableCommand {
             Exit codes: 0 success, 1 failure, 2 invalid input, 3 not found, \
             4 permission denied, 5 conflict (already exists, running, not running), \
             6 verification failed (checksum, signature, ssh host key), 7 nspawnd unreachable, \
-            8 nspawnd speaks another API level, 130 cancelled by a signal.
+            8 nspawnd speaks another API level, 130 cancelled by a signal. \
+            exec and shell exit with the command's status instead, and 125 when nspawnctl fails \
+            (see 'nspawnctl exec --help').
             """,
         subcommands: [
             List.self, Status.self, Start.self, Stop.self, Reboot.self, Terminate.self, Kill.self,
             Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
             Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Events.self,
-            DialStdio.self,
+            DialStdio.self, Exec.self, Shell.self,
         ]
     )
 
@@ -47,6 +49,8 @@ public enum NspawnCommand {
     public static func run(_ argv: [String] = CommandLine.arguments) async -> Never {
         let (programName, arguments) = Invocation.resolve(argv)
         var json = false
+        // exec and shell pass the command's status through; their own failures must not look like one.
+        let guest = GuestCommand.isGuestCommand(arguments)
         do {
             var command = try Nspawnctl.parseAsRoot(arguments)
             json = (command as? JSONCapable)?.output.json ?? false
@@ -56,9 +60,11 @@ public enum NspawnCommand {
                 try command.run()
             }
             exit(ExitStatus.success.rawValue)
+        } catch let ended as GuestExit {
+            exit(ended.status)
         } catch let error as NspawnError {
             report(error, programName: programName, json: json)
-            exit(ExitStatus(error.category).rawValue)
+            exit(guest ? GuestCommand.exitStatus(for: error) : ExitStatus(error.category).rawValue)
         } catch let error as PartialFailure {
             for failure in error.failures {
                 report(failure.error, programName: programName, json: json)
@@ -72,6 +78,7 @@ public enum NspawnCommand {
                 exit(0)
             }
             writeStandardError(message + "\n")
+            if guest { exit(GuestCommand.ownFailure) }
             // Usage mistakes are invalid input, like a bad machine name.
             exit(code == .validationFailure ? ExitStatus.invalidInput.rawValue : code.rawValue)
         }

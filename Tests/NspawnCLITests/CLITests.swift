@@ -114,3 +114,45 @@ import Testing
         #expect(keys == keys.sorted())
     }
 }
+
+@Suite struct GuestCommandTests {
+    @Test func execTakesTheCommandAfterTheTerminatorUntouched() throws {
+        let command = try Nspawnctl.parseAsRoot(["exec", "web", "-u", "alice", "-e", "A=1", "-e", "B=2", "-w", "/tmp", "-it",
+                                                 "--", "ls", "-la", "--user", "--", "x"])
+        let exec = try #require(command as? Exec)
+        #expect(exec.name.rawValue == "web")
+        #expect(exec.command == ["ls", "-la", "--user", "--", "x"])
+        #expect(exec.spec.user == "alice" && exec.spec.environment == ["A=1", "B=2"] && exec.spec.workingDirectory == "/tmp")
+        #expect(exec.spec.interactive && exec.spec.tty)
+    }
+
+    @Test func execWithoutTtyHasNoTerminal() throws {
+        let exec = try #require(try Nspawnctl.parseAsRoot(["exec", "web", "--", "true"]) as? Exec)
+        #expect(!exec.spec.tty && !exec.spec.interactive && exec.spec.terminal == nil && exec.spec.size == nil)
+    }
+
+    static let badExec: [[String]] = [
+        ["exec", "web"], ["exec", "web", "--"], ["exec", "bad/name", "--", "true"], ["exec", "web", "-e", "NOPE", "--", "true"],
+        ["exec", "web", "-w", "relative", "--", "true"], ["exec", "web", "--bogus", "--", "true"], ["shell"], ["shell", "a", "b"],
+    ]
+
+    @Test(arguments: badExec)
+    func badUsageIsRejected(_ arguments: [String]) {
+        #expect(throws: (any Error).self) { try Nspawnctl.parseAsRoot(arguments) }
+        #expect(GuestCommand.isGuestCommand(arguments))
+    }
+
+    @Test func shellIsAnInteractiveTerminalWithoutCommand() throws {
+        let shell = try #require(try Nspawnctl.parseAsRoot(["shell", "web", "--user", "1000"]) as? Shell)
+        #expect(shell.spec.command.isEmpty && shell.spec.tty && shell.spec.interactive && shell.spec.user == "1000")
+    }
+
+    @Test func ownFailuresCannotBeMistakenForTheCommands() {
+        #expect(GuestCommand.exitStatus(for: .notRunning("web")) == 5)
+        #expect(GuestCommand.exitStatus(for: .noSuchImage("web")) == 125)
+        #expect(GuestCommand.exitStatus(for: .invalidArgument("x")) == 125)
+        #expect(GuestCommand.exitStatus(for: .system("x", .permissionDenied)) == 125)
+        #expect(!GuestCommand.isGuestCommand(["ls"]) && !GuestCommand.isGuestCommand([]))
+        #expect(GuestCommand.isGuestCommand(Invocation.resolve(["nspawnctl", "--api", "exec", "web", "--", "ls"]).arguments))
+    }
+}

@@ -1,4 +1,7 @@
 import CSystemd
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Owns one reference to an `sd_bus_message` and writes or reads `BusValue`s through it.
 final class BusMessage {
@@ -130,6 +133,17 @@ final class BusMessage {
         default:
             return try readBasic(type)
         }
+    }
+
+    /// Reads a `h` value and duplicates it (close-on-exec): the message owns the original.
+    func readDescriptor() throws(BusError) -> Int32 {
+        var fd: Int32 = -1
+        let r = sd_bus_message_read_basic(handle, CChar(UInt8(ascii: "h")), &fd)
+        if r < 0 { throw BusError(code: r, error: nil, operation: "read file descriptor") }
+        if r == 0 { throw malformed("no file descriptor") }
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+        if copy < 0 { throw BusError(code: -errno, error: nil, operation: "duplicate file descriptor") }
+        return copy
     }
 
     private func readBasic(_ type: CChar) throws(BusError) -> BusValue {

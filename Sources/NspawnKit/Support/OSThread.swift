@@ -28,6 +28,13 @@ package final class OSThread: @unchecked Sendable {
         pthread_join(thread, nil)
     }
 
+    /// Runs `body` on a thread of its own that nobody waits for (reaping a child, say).
+    package static func detach(_ body: @escaping @Sendable () -> Void) {
+        let thread = OSThread(body)
+        pthread_detach(thread.thread)
+        thread.joined = true
+    }
+
     /// Runs blocking work (bus calls, child processes, sockets) on its own thread without
     /// holding up the caller's executor: the cooperative pool has one thread per core.
     package static func run<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {

@@ -1,0 +1,96 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import NspawnKit
+
+struct Exec: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command in a running machine.",
+        discussion: """
+            stdin, stdout and stderr stay separate (merged on the terminal with -t); without -i \
+            the command reads /dev/null. nspawnctl exits with the command's status, 128+N if a \
+            signal N killed it. Its own failures use codes a command rarely does: 125 nspawnctl \
+            failed (bad usage, no such machine, ...), 126 the command cannot be executed, 127 no \
+            such command, and 5 when the machine is not running.
+            """)
+
+    @OptionGroup var output: OutputOptions
+
+    @Argument(help: "The machine.", transform: parseMachineName)
+    var name: MachineName
+
+    @Option(name: .shortAndLong, help: "Run as this guest user: a name or a numeric uid (default root).")
+    var user: String?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Set an environment variable; may be repeated.", valueName: "NAME=VALUE"))
+    var env: [String] = []
+
+    @Option(name: .shortAndLong, help: "Working directory inside the machine (default the user's home, or /).")
+    var workdir: String?
+
+    @Flag(name: .shortAndLong, help: "Pass stdin to the command.")
+    var interactive = false
+
+    @Flag(name: .shortAndLong, help: "Run the command on a pseudo-terminal.")
+    var tty = false
+
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after --.", valueName: "command"))
+    var command: [String] = []
+
+    var spec: ExecSpec {
+        ExecSpec(command: command, user: user, environment: env, workingDirectory: workdir, interactive: interactive,
+                 tty: tty, terminal: tty ? GuestCommand.callerTerminal : nil, size: tty ? GuestAttach.terminalSize() : nil)
+    }
+
+    func validate() throws {
+        if command.isEmpty { throw ValidationError("give the command to run after '--'") }
+        do { try spec.validate() } catch { throw ValidationError(error.description) }
+    }
+
+    func run() async throws {
+        try await GuestCommand.run(name, spec, output: output)
+    }
+}
+
+/// What `exec` and `shell` share: where the command runs, and the exit codes that keep
+/// nspawnctl's own failures apart from the command's status.
+enum GuestCommand {
+    static let verbs: Set<String> = ["exec", "shell"]
+
+    /// nspawnctl itself failed: bad usage, no such machine, no permission...
+    static let ownFailure: Int32 = 125
+
+    /// Whether these arguments (after argv[0]) run `exec` or `shell`.
+    static func isGuestCommand(_ arguments: [String]) -> Bool {
+        arguments.first.map(verbs.contains) ?? false
+    }
+
+    /// 5 for a machine that is not running, as everywhere in nspawnctl; 125 for the rest.
+    static func exitStatus(for error: NspawnError) -> Int32 {
+        if case .notRunning = error { return ExitStatus.conflict.rawValue }
+        return ownFailure
+    }
+
+    static var callerTerminal: String? {
+        getenv("TERM").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Starts the command, relays its streams and ends with its status (`GuestExit`).
+    static func run(_ name: MachineName, _ spec: ExecSpec, output: OutputOptions) async throws {
+        let process: any GuestProcess
+        switch try output.route {
+        case .direct:
+            process = try await MachineManager().exec(name, spec)
+        case .daemon:
+            throw NspawnError.failed("exec and shell through nspawnd are not available yet; run them as root, without --api or --host")
+        }
+        let outcome = try await GuestAttach(process: process, interactive: spec.interactive, tty: spec.tty).run()
+        throw GuestExit(status: outcome.shellStatus)
+    }
+}
+
+/// The command in the machine has ended: nspawnctl exits with its status.
+struct GuestExit: Error {
+    var status: Int32
+}
