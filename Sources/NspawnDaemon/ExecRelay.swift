@@ -39,6 +39,8 @@ final class ExecRelay: @unchecked Sendable {
     private var finished = false
     private var hungUp = false
     private var completed = false
+    /// Output read before the 101 went out, sent right after it.
+    private var early: [(ByteBuffer, ExecFrameType)] = []
 
     private init(loop: any EventLoop, process: any GuestProcess, logger: Logger) {
         self.loop = loop
@@ -134,7 +136,10 @@ final class ExecRelay: @unchecked Sendable {
         socket = context
         let head = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: \(ExecStream.upgradeToken)\r\n"
             + "\(APILevel.header): \(APILevel.current)\r\n\r\n"
-        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: head)), promise: nil)
+        context.write(NIOAny(context.channel.allocator.buffer(string: head)), promise: nil)
+        for (buffer, type) in early { forward(buffer, as: type) }
+        early.removeAll()
+        context.flush()
         context.read()
         for (output, _) in outputs.values { output.read() }
         if outputs.isEmpty { outputsEnded() }
@@ -225,7 +230,12 @@ final class ExecRelay: @unchecked Sendable {
     // MARK: Command to client
 
     fileprivate func forward(_ buffer: ByteBuffer, as type: ExecFrameType) {
-        guard let socket, !finished else { return }
+        guard !finished else { return }
+        guard let socket else {
+            // A command that writes and ends at once is read (to its end of file) before the switch.
+            early.append((buffer, type))
+            return
+        }
         var buffer = buffer
         while buffer.readableBytes > 0, let slice = buffer.readSlice(length: min(buffer.readableBytes, ExecStream.maximumPayload)) {
             var frame = socket.channel.allocator.buffer(capacity: ExecStream.headerSize + slice.readableBytes)
@@ -272,9 +282,11 @@ final class ExecRelay: @unchecked Sendable {
             case .success(let outcome): frame = .exit(outcome)
             case .failure(let error): frame = .error(error)
             }
-            let bytes = frame.encoded
-            socket.writeAndFlush(NIOAny(socket.channel.allocator.buffer(bytes: bytes)), promise: nil)
-            socket.close(promise: nil)
+            // Closing drops what the socket has not taken yet: close once the last frame is out.
+            let channel = socket.channel
+            socket.writeAndFlush(NIOAny(channel.allocator.buffer(bytes: frame.encoded))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
             finish()
         }
     }
@@ -286,9 +298,10 @@ final class ExecRelay: @unchecked Sendable {
         guard !finished, let socket else { return }
         logger.info("exec stream refused", metadata: ["error": "\(error)"])
         finished = true
-        let bytes = ExecFrame.error(error).encoded
-        socket.writeAndFlush(NIOAny(socket.channel.allocator.buffer(bytes: bytes)), promise: nil)
-        socket.close(promise: nil)
+        let channel = socket.channel
+        socket.writeAndFlush(NIOAny(channel.allocator.buffer(bytes: ExecFrame.error(error).encoded))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
         hangUp()
     }
 

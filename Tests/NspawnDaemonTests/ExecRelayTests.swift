@@ -111,6 +111,40 @@ struct ExecRelayTests {
         try await daemon.stopped()
     }
 
+    /// A command that writes and ends before the switch: what it wrote is read then and sent after the 101.
+    @Test func outputWrittenBeforeTheSwitchIsNotLost() async throws {
+        let daemon = try TestDaemon()
+        for _ in 0..<20 {
+            let process = try await daemon.client.exec(MachineName("web"), ExecSpec(command: ["/bin/sh", "-c", "echo early; echo err >&2; exit 2"]))
+            let ran = try await Self.run(process)
+            #expect(String(decoding: ran.output, as: UTF8.self) == "early\n" && String(decoding: ran.errors, as: UTF8.self) == "err\n")
+            #expect(ran.outcome == .exited(2))
+        }
+        try await daemon.stopped()
+    }
+
+    /// A client that reads slowly still gets every byte before the exit: nspawnd closes the
+    /// connection once the socket has taken the last frame, not when the command ends.
+    @Test func aSlowReaderStillGetsEverything() async throws {
+        let daemon = try TestDaemon()
+        let process = try await daemon.client.exec(MachineName("web"), ExecSpec(command: ["head", "-c", "3000000", "/dev/zero"]))
+        let count = try await OSThread.run { () throws(NspawnError) -> Int in
+            var total = 0
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let read: Int
+                do { read = try chunk.withUnsafeMutableBytes { try process.output.read(into: $0) } } catch { throw .failed("\(error)") }
+                if read == 0 { return total }
+                total += read
+                usleep(100)
+            }
+        }
+        #expect(count == 3_000_000)
+        #expect(try await OSThread.run { () throws(NspawnError) in try process.wait() } == .exited(0))
+        process.close()
+        try await daemon.stopped()
+    }
+
     @Test func resizeAndSignalFramesReachTheCommand() async throws {
         let daemon = try TestDaemon()
         let process = try await daemon.client.exec(MachineName("web"), ExecSpec(command: ["/bin/sh", "-c", "echo ready; exec sleep 30"]))
