@@ -41,6 +41,7 @@ final class ExecRelay: @unchecked Sendable {
     private var completed = false
     /// Output read before the 101 went out, sent right after it.
     private var early: [(ByteBuffer, ExecFrameType)] = []
+    private var lastFrameSent: EventLoopFuture<Void>?
 
     private init(loop: any EventLoop, process: any GuestProcess, logger: Logger) {
         self.loop = loop
@@ -283,25 +284,28 @@ final class ExecRelay: @unchecked Sendable {
             case .failure(let error): frame = .error(error)
             }
             // Closing drops what the socket has not taken yet: close once the last frame is out.
-            let channel = socket.channel
-            socket.writeAndFlush(NIOAny(channel.allocator.buffer(bytes: frame.encoded))).whenComplete { _ in
-                channel.close(promise: nil)
-            }
+            sendLast(frame, on: socket)
             finish()
         }
     }
 
     // MARK: Ending
 
+    /// The exit or error frame, then the end of the connection once the socket has taken all
+    /// of it: closing earlier (nspawnd's or the connection task's close) drops queued frames.
+    private func sendLast(_ frame: ExecFrame, on socket: ChannelHandlerContext) {
+        let channel = socket.channel
+        lastFrameSent = socket.writeAndFlush(NIOAny(channel.allocator.buffer(bytes: frame.encoded))).always { _ in
+            channel.close(promise: nil)
+        }
+    }
+
     /// A protocol error: the client hears why, the command is hung up on.
     private func fail(_ error: NspawnError) {
         guard !finished, let socket else { return }
         logger.info("exec stream refused", metadata: ["error": "\(error)"])
         finished = true
-        let channel = socket.channel
-        socket.writeAndFlush(NIOAny(channel.allocator.buffer(bytes: ExecFrame.error(error).encoded))).whenComplete { _ in
-            channel.close(promise: nil)
-        }
+        sendLast(.error(error), on: socket)
         hangUp()
     }
 
@@ -371,7 +375,11 @@ final class ExecRelay: @unchecked Sendable {
         for (channel, _) in outputs.values { channel.close(promise: nil) }
         outputs.removeAll()
         process.close()
-        done.succeed()
+        if let lastFrameSent {
+            lastFrameSent.whenComplete { [done] _ in done.succeed() }
+        } else {
+            done.succeed()
+        }
     }
 }
 

@@ -136,7 +136,7 @@ struct ExecRelayTests {
                 do { read = try chunk.withUnsafeMutableBytes { try process.output.read(into: $0) } } catch { throw .failed("\(error)") }
                 if read == 0 { return total }
                 total += read
-                usleep(100)
+                usleep(400)
             }
         }
         #expect(count == 3_000_000)
