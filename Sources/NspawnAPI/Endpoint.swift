@@ -36,6 +36,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case start, stop, reboot, terminate, kill
     case enable, disable
     case getConfig, configure, expose, unexpose, resize, rebuild
+    case exec
     case listImages, importImage, removeImage, cloneImage, renameImage, setReadOnly
     case getOperation, cancelOperation
     case events
@@ -55,7 +56,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .version: "/v1/version"
         case .listMachines, .createMachine: "/v1/machines"
         case .getMachine: "/v1/machines/{name}"
-        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .rebuild, .restore:
+        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .rebuild, .restore, .exec:
             "/v1/machines/{name}/\(rawValue)"
         case .listSnapshots, .createSnapshot, .removeSnapshot: "/v1/machines/{name}/snapshots"
         case .getConfig, .configure: "/v1/machines/{name}/config"
@@ -77,6 +78,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .rebuild,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation,
              .createSnapshot, .removeSnapshot, .restore: .admin
+        // A command in a machine runs as any guest user, root included: root's alone.
+        case .exec: .admin
         }
     }
 
@@ -93,6 +96,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .cancelOperation: "cancelling imports"
         case .createSnapshot, .removeSnapshot: "changing snapshots"
         case .restore: "restoring snapshots"
+        case .exec: "running commands in machines"
         default: "this"
         }
     }

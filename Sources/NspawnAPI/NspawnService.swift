@@ -30,6 +30,10 @@ public protocol NspawnService: Sendable {
     func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) async throws
     /// machined's MachineNew and MachineRemoved until the consumer stops iterating.
     func events() -> AsyncThrowingStream<MachineEvent, any Error>
+    /// A command in a running machine (`exec`; an empty command is `shell`'s login shell).
+    /// The caller reads and writes its descriptors whichever way it went: in this process,
+    /// or relayed over nspawnd's exec stream.
+    func exec(_ name: MachineName, _ spec: ExecSpec) async throws -> any GuestProcess
 }
 
 /// The library, called in this process: the CLI's direct path, and what nspawnd serves.
@@ -146,6 +150,7 @@ public struct LocalService: NspawnService {
     }
 
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> { MachineEvents.stream() }
+    public func exec(_ name: MachineName, _ spec: ExecSpec) async throws -> any GuestProcess { try await manager.exec(name, spec) }
 
     /// A machine that does not exist is "not found" whatever else is wrong with the request,
     /// the answer a caller can act on first.

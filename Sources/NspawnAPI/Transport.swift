@@ -11,11 +11,15 @@ public struct HTTPRequestMessage: Sendable, Equatable {
     /// Path and query.
     public var target: String
     public var body: [UInt8]?
+    /// The protocol to switch the connection to (`Connection: Upgrade`); nil closes it after
+    /// the response.
+    public var upgrade: String?
 
-    public init(method: String, target: String, body: [UInt8]? = nil) {
+    public init(method: String, target: String, body: [UInt8]? = nil, upgrade: String? = nil) {
         self.method = method
         self.target = target
         self.body = body
+        self.upgrade = upgrade
     }
 }
 
@@ -42,6 +46,21 @@ public protocol APITransport: Sendable {
     /// Sends `request` and, on 200, hands over the body as it arrives until the server ends it.
     /// Any other status comes back whole, with an empty stream.
     func stream(_ request: HTTPRequestMessage) async throws -> (HTTPResponseMessage, AsyncThrowingStream<[UInt8], any Error>)
+    /// Sends `request`, which asks to switch protocols. On `101 Switching Protocols` to the
+    /// protocol it asked for, hands over the connection and the bytes already read past the
+    /// response head; any other answer comes back whole and the connection is closed.
+    func upgrade(_ request: HTTPRequestMessage, wait: Duration) async throws -> UpgradeOutcome
+}
+
+public enum UpgradeOutcome: Sendable {
+    case switched(any ByteConnection, buffered: [UInt8])
+    case answered(HTTPResponseMessage)
+}
+
+extension APITransport {
+    public func upgrade(_ request: HTTPRequestMessage, wait: Duration) async throws -> UpgradeOutcome {
+        throw NspawnError.failed("\(peerName) cannot carry a stream that switches protocols")
+    }
 }
 
 /// A bidirectional byte stream to nspawnd: a connected socket, or ssh's end of a socket pair.
@@ -92,6 +111,30 @@ public struct StreamTransport: APITransport {
             var response = try reader.readHead()
             response.body = try reader.readBody(response.headers)
             return response
+        }
+    }
+
+    public func upgrade(_ request: HTTPRequestMessage, wait: Duration) async throws -> UpgradeOutcome {
+        let (connector, silence) = (connector, patience + wait)
+        return try await OSThread.run { () throws(NspawnError) -> UpgradeOutcome in
+            let reader = try HTTPReader(connector.connect(), peerName: connector.peerName, silence: silence)
+            do throws(NspawnError) {
+                try reader.send(request)
+                var head = try reader.readHead()
+                guard head.status == 101 else {
+                    head.body = try reader.readBody(head.headers)
+                    reader.connection.close()
+                    return .answered(head)
+                }
+                let offered = head.headers["upgrade"] ?? ""
+                guard let wanted = request.upgrade, offered.lowercased() == wanted.lowercased() else {
+                    throw .failed("\(connector.peerName) switched to '\(offered.prefix(80).escapedForMessage)', not to \(request.upgrade ?? "another protocol")")
+                }
+                return .switched(reader.connection, buffered: reader.takeBuffered())
+            } catch {
+                reader.connection.close()
+                throw error
+            }
         }
     }
 
@@ -152,7 +195,8 @@ final class HTTPReader: @unchecked Sendable {
     }
 
     func send(_ request: HTTPRequestMessage) throws(NspawnError) {
-        var head = "\(request.method) \(request.target) HTTP/1.1\r\nHost: nspawnd\r\nConnection: close\r\nAccept: application/json\r\n"
+        let connectionHeader = request.upgrade.map { "Connection: Upgrade\r\nUpgrade: \($0)" } ?? "Connection: close"
+        var head = "\(request.method) \(request.target) HTTP/1.1\r\nHost: nspawnd\r\n\(connectionHeader)\r\nAccept: application/json\r\n"
         if let body = request.body { head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
         let bytes = Array((head + "\r\n").utf8) + (request.body ?? [])
         do throws(Errno) {
@@ -163,6 +207,12 @@ final class HTTPReader: @unchecked Sendable {
             // The peer may have answered (and closed) before reading: ssh's refusal, for one.
             throw connection.failureAtEnd() ?? .system("cannot send a request to \(peerName)", error)
         }
+    }
+
+    /// What was read past the response head: the first bytes of a switched protocol.
+    func takeBuffered() -> [UInt8] {
+        defer { buffer.removeAll() }
+        return buffer
     }
 
     /// More bytes into the buffer; false at end of stream.

@@ -90,10 +90,53 @@ public struct Router: Sendable {
         case .events:
             // The server streams these itself; a router without a server has nothing to give.
             throw NspawnError.remote(.invalidInput, message: "GET /v1/events is a stream; read it as one", busError: nil)
+        case .exec:
+            // The server switches protocols itself; a request that reaches here did not ask to.
+            _ = try execSpec(parameter, request)
+            throw BodyError(status: 400, message: Self.upgradeRequired(parameter))
         default:
             let name = try MachineName(parameter)
             return try await changing { try await change(endpoint, name, request) }
         }
+    }
+
+    /// What a request for an exec stream gets before the switch: the command started, or the
+    /// JSON error any other route would give (403, 400, 404, 409...). `upgrade` is the
+    /// protocol the request asked to switch to, if any.
+    public func startExec(_ request: APIRequest, upgrade: String?) async -> ExecStart {
+        guard case .found(.exec, let parameter) = Endpoint.match(method: request.method, path: request.path), let parameter else {
+            return .refused(.error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForMessage)'"))
+        }
+        if let refusal = refusal(.exec, peer: request.peer) { return .refused(refusal) }
+        do {
+            let (name, spec) = try execSpec(parameter, request)
+            guard let upgrade, upgrade.lowercased() == ExecStream.upgradeToken else {
+                let offered = upgrade.map { "; '\(String($0.prefix(80)).escapedForMessage)' is not a protocol nspawnd speaks" } ?? ""
+                throw BodyError(status: 400, message: Self.upgradeRequired(parameter) + offered)
+            }
+            return .started(try await service.exec(name, spec))
+        } catch let error as NspawnError {
+            return .refused(.error(error))
+        } catch let error as BodyError {
+            return .refused(.error(status: error.status, code: "invalid_input", message: error.message))
+        } catch {
+            return .refused(.error(status: 500, code: "failure", message: "\(error)"))
+        }
+    }
+
+    public enum ExecStart: Sendable {
+        case started(any GuestProcess)
+        case refused(APIResponse)
+    }
+
+    private func execSpec(_ parameter: String, _ request: APIRequest) throws -> (MachineName, ExecSpec) {
+        let name = try MachineName(parameter)
+        return (name, try decode(ExecRequest.self, request).spec)
+    }
+
+    static func upgradeRequired(_ name: String) -> String {
+        "POST /v1/machines/\(name.escapedForMessage)/exec switches to a framed stream: send 'Connection: Upgrade' and "
+            + "'Upgrade: \(ExecStream.upgradeToken)' (see units/openapi.yaml)"
     }
 
     /// The endpoints that change a machine or an image.

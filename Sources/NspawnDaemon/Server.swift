@@ -150,6 +150,11 @@ public struct DaemonServer: Sendable {
                             }
                             return
                         }
+                        let upgrade = Self.upgradeRequested(requestHead)
+                        if requestHead.method == .POST, case .found(.exec, _) = Endpoint.match(method: "POST", path: request.path), !tooLarge {
+                            try await serveExec(request, upgrade: upgrade, on: connection.channel, version: requestHead.version, to: outbound)
+                            return
+                        }
                         let response: APIResponse
                         if tooLarge {
                             response = .error(status: 413, code: "invalid_input", message: "request body larger than \(configuration.maximumBodySize) bytes")
@@ -158,8 +163,9 @@ public struct DaemonServer: Sendable {
                         }
                         logger.debug("request", metadata: ["method": "\(requestHead.method.rawValue)", "uri": "\(requestHead.uri)",
                                                            "status": "\(response.status)", "peer": "\(peer)"])
-                        // A body we refused to read leaves the stream unusable: close after answering.
-                        let keepAlive = requestHead.isKeepAlive && !tooLarge
+                        // A body we refused to read leaves the stream unusable, and the parser reads
+                        // nothing after a request that asked to switch protocols: close after answering.
+                        let keepAlive = requestHead.isKeepAlive && !tooLarge && upgrade == nil
                         try await Self.write(response, keepAlive: keepAlive, version: requestHead.version, to: outbound)
                         if !keepAlive { return }
                         head = nil
@@ -189,6 +195,36 @@ public struct DaemonServer: Sendable {
             try await outbound.write(.body(.byteBuffer(ByteBuffer(string: frame))))
         }
         try await outbound.write(.end(nil))
+    }
+
+    /// An exec stream: the command started and the connection switched to frames until it
+    /// ends, or the JSON error any other route gives. The connection stays open (and so the
+    /// daemon busy) for as long as the stream lasts; the request deadline is already lifted.
+    private func serveExec(_ request: APIRequest, upgrade: String?, on channel: any Channel, version: HTTPVersion,
+                           to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+        let process: any GuestProcess
+        switch await router.startExec(request, upgrade: upgrade) {
+        case .refused(let refusal):
+            logger.debug("request", metadata: ["method": "POST", "uri": "\(request.path)", "status": "\(refusal.status)", "peer": "\(request.peer)"])
+            try await Self.write(refusal, keepAlive: false, version: version, to: outbound)
+            return
+        case .started(let started):
+            process = started
+        }
+        logger.info("exec stream", metadata: ["uri": "\(request.path)", "peer": "\(request.peer)"])
+        do {
+            try await ExecRelay.run(on: channel, process: process, logger: logger)
+        } catch let error as ExecRelay.SetupError {
+            try await Self.write(.error(error.error), keepAlive: false, version: version, to: outbound)
+        }
+        logger.debug("exec stream ended", metadata: ["uri": "\(request.path)", "peer": "\(request.peer)"])
+    }
+
+    /// The protocol a request asks to switch to: its `Upgrade`, with `Connection: Upgrade`.
+    static func upgradeRequested(_ head: HTTPRequestHead) -> String? {
+        let connection = head.headers[canonicalForm: "connection"].map { $0.lowercased() }
+        guard connection.contains("upgrade") else { return nil }
+        return head.headers.first(name: "upgrade")
     }
 
     static func declaredLength(_ head: HTTPRequestHead) -> Int? {

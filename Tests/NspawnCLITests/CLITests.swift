@@ -149,6 +149,9 @@ import Testing
 
     @Test func ownFailuresCannotBeMistakenForTheCommands() {
         #expect(GuestCommand.exitStatus(for: .notRunning("web")) == 5)
+        // The same machine through nspawnd: its 409 comes back as a conflict.
+        #expect(GuestCommand.exitStatus(for: .remote(.conflict, message: "machine 'web' is not running", busError: nil)) == 5)
+        #expect(GuestCommand.exitStatus(for: .remote(.permissionDenied, message: "x", busError: nil)) == 125)
         #expect(GuestCommand.exitStatus(for: .noSuchImage("web")) == 125)
         #expect(GuestCommand.exitStatus(for: .invalidArgument("x")) == 125)
         #expect(GuestCommand.exitStatus(for: .system("x", .permissionDenied)) == 125)

@@ -59,6 +59,9 @@ struct OpenAPIDocumentTests {
         (nil, "ListenSpec", ListenSpec(listen: ["80"], unit: "u", exec: ["x"])),
         (.importImage, "ImportRequest", ImportRequest(name: "a", url: "http://h/a", recipe: "r", checksum: "c", signature: "s",
                                                        keyring: "k", mirror: "m", verify: true, force: true)),
+        (.exec, "ExecRequest", ExecRequest(ExecSpec(command: ["sh"], user: "u", environment: ["A=1"], workingDirectory: "/w", interactive: true,
+                                                    tty: true, terminal: "xterm", size: TerminalSize(rows: 1, columns: 2)))),
+        (nil, "TerminalSize", TerminalSize(rows: 1, columns: 2)),
         (nil, "ActionResult", ActionResult(name: "a", result: "r")),
         (nil, "Version", VersionInfo(version: "1")),
         (nil, "ResizeResult", ResizeResult(name: "a", flavor: Flavor(name: "f"), limits: nil)),
@@ -100,6 +103,13 @@ struct OpenAPIDocumentTests {
         #expect(timeout["minimum"] as? Int == 0)
         #expect(throws: NspawnError.self) { try StopTimeout.parse(String(StopTimeout.maximumSeconds + 1)) }
         #expect(try StopTimeout.parse(String(StopTimeout.maximumSeconds)) == StopTimeout.maximumSeconds)
+        let exec = Self.paths[Endpoint.exec.template]?["post"] as? [String: Any]
+        let description = exec?["description"] as? String ?? ""
+        #expect(description.contains("Upgrade: \(ExecStream.upgradeToken)"))
+        #expect(description.contains("at most \(ExecStream.maximumPayload) bytes"))
+        for type in ExecFrameType.allCases {
+            #expect(description.contains("| \(type.rawValue) \(type) | \(type.sentByClient ? "client" : "nspawnd") |"), "frame \(type)")
+        }
         let whom = ((Self.schemas["KillRequest"]?["properties"] as? [String: Any])?["whom"] as? [String: Any])?["enum"] as? [String]
         #expect(Set(whom ?? []) == Set(KillWhom.allCases.map(\.rawValue)))
     }

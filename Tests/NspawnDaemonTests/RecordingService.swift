@@ -28,6 +28,7 @@ enum Call: Equatable, Sendable {
     case restore(String, RestoreRequest)
     case removeSnapshot(String, SnapshotRemoveRequest)
     case events
+    case exec(String, ExecSpec)
 }
 
 /// Records what it is asked for and answers with plain values, or throws `failure` for every call.
@@ -138,6 +139,18 @@ actor RecordingService: NspawnService {
 
     func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) throws {
         try record(.removeSnapshot(name.rawValue, request))
+    }
+
+    /// The last command started, for tests that look at it after the stream.
+    private(set) var started: LocalProgram?
+
+    /// Runs the command on this host (a relay test, not a machine): the daemon's stream and
+    /// the client's relay see a real process with real pipes.
+    func exec(_ name: MachineName, _ spec: ExecSpec) throws -> any GuestProcess {
+        try record(.exec(name.rawValue, spec))
+        let program = try LocalProgram(spec)
+        started = program
+        return program
     }
 
     nonisolated func events() -> AsyncThrowingStream<MachineEvent, any Error> {

@@ -67,9 +67,12 @@ enum GuestCommand {
     }
 
     /// 5 for a machine that is not running, as everywhere in nspawnctl; 125 for the rest.
+    /// Through nspawnd "not running" arrives as a conflict, the only one exec answers.
     static func exitStatus(for error: NspawnError) -> Int32 {
-        if case .notRunning = error { return ExitStatus.conflict.rawValue }
-        return ownFailure
+        switch error {
+        case .notRunning, .remote(.conflict, _, _): ExitStatus.conflict.rawValue
+        default: ownFailure
+        }
     }
 
     static var callerTerminal: String? {
@@ -78,13 +81,8 @@ enum GuestCommand {
 
     /// Starts the command, relays its streams and ends with its status (`GuestExit`).
     static func run(_ name: MachineName, _ spec: ExecSpec, output: OutputOptions) async throws {
-        let process: any GuestProcess
-        switch try output.route {
-        case .direct:
-            process = try await MachineManager().exec(name, spec)
-        case .daemon:
-            throw NspawnError.failed("exec and shell through nspawnd are not available yet; run them as root, without --api or --host")
-        }
+        // The library here, or nspawnd's exec stream (--api, --host, not root): the same process either way.
+        let process = try await output.service.exec(name, spec)
         let outcome = try await GuestAttach(process: process, interactive: spec.interactive, tty: spec.tty).run()
         throw GuestExit(status: outcome.shellStatus)
     }
