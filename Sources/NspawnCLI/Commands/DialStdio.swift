@@ -25,27 +25,19 @@ struct DialStdio: ParsableCommand {
         try Self.bridge(input: .standardInput, output: .standardOutput, socket: connection.descriptor)
     }
 
-    /// Copies both ways until the daemon ends the stream. stdin's end is passed on as a
-    /// half-close, so the daemon still answers a request it has read whole.
+    /// Copies both ways until the daemon ends the stream, each way on a thread of its own: an
+    /// exec stream sends while it receives, and one thread blocked writing to the daemon
+    /// (which waits for it to read) would stop both. stdin's end is passed on as a half-close,
+    /// so the daemon still answers a request it has read whole.
     static func bridge(input: FileDescriptor, output: FileDescriptor, socket: FileDescriptor) throws(NspawnError) {
-        var inputOpen = true
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            var entries = [pollfd(fd: socket.rawValue, events: Int16(POLLIN), revents: 0)]
-            if inputOpen { entries.append(pollfd(fd: input.rawValue, events: Int16(POLLIN), revents: 0)) }
-            let ready = poll(&entries, nfds_t(entries.count), -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                throw .system("dial-stdio: poll", Errno(rawValue: errno))
-            }
-            if entries[0].revents != 0 {
-                guard try copy(from: socket, to: output, buffer: &buffer, what: "nspawnd") else { return }
-            }
-            if inputOpen, entries[1].revents != 0, try !copy(from: input, to: socket, buffer: &buffer, what: "stdin") {
-                inputOpen = false
-                shutdown(socket.rawValue, Int32(SHUT_WR))
-            }
+        // Not joined: after the daemon has ended it may wait on stdin until ssh closes it.
+        OSThread.detach {
+            var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+            while (try? copy(from: input, to: socket, buffer: &buffer, what: "stdin")) == true {}
+            shutdown(socket.rawValue, Int32(SHUT_WR))
         }
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while try copy(from: socket, to: output, buffer: &buffer, what: "nspawnd") {}
     }
 
     /// One read and its write; false at end of stream.
