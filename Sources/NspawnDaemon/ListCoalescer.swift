@@ -37,6 +37,7 @@ public actor ListCoalescer {
             if let running, running.generation == generation { return last.machines }
         }
         if let running, running.generation == generation {
+            joined += 1
             return try await running.task.value
         }
         let task = Task { try await listing() }
@@ -63,4 +64,6 @@ public actor ListCoalescer {
     }
 
     private var maxAgeOverride: Duration?
+    /// How many requests shared a running listing instead of starting one (what tests wait for).
+    private(set) var joined = 0
 }

@@ -174,7 +174,9 @@ struct ExecRelayTests {
         for _ in 0..<100 where program.outcome == nil { try await Task.sleep(for: .milliseconds(50)) }
         #expect(program.outcome == .exited(7))
         #expect((try? String(contentsOfFile: marker, encoding: .utf8)) == "hup\n")
-        #expect(program.signals == [SIGHUP])
+        // HUP first; on a loaded machine the daemon's KILL 10 s later may also land before the
+        // wait thread has reaped the already-exited command, which is harmless.
+        #expect(program.signals.first == SIGHUP && program.signals.allSatisfy { $0 == SIGHUP || $0 == SIGKILL }, "\(program.signals)")
         try await daemon.stopped()
     }
 

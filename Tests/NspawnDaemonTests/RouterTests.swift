@@ -147,8 +147,9 @@ struct ListCoalescerTests {
         async let first = coalescer.list(service.listing)
         while await service.pending < 1 { await Task.yield() }
         async let second = coalescer.list(service.listing)
-        // The second joins the running listing instead of starting its own.
-        for _ in 0..<100 { await Task.yield() }
+        // The second joins the running listing instead of starting its own; waiting for that,
+        // not for a number of yields, keeps a loaded machine from releasing too early.
+        while await coalescer.joined < 1, await service.listings == 1 { await Task.yield() }
         #expect(await service.listings == 1)
         await service.release()
         let (a, b) = try await (first, second)
