@@ -44,8 +44,12 @@ public struct DaemonServer: Sendable {
     /// Serves `listeningSocket` until idle for `idleTimeout`. The socket is already bound and
     /// listening, by systemd or by `ListenSocket.bind`.
     public func run(listeningSocket: SystemPackage.FileDescriptor) async throws {
+        let acceptCounter = AcceptCounter()
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 128)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(acceptCounter) }
+            }
             .bind(listeningSocket.rawValue) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
@@ -77,6 +81,7 @@ public struct DaemonServer: Sendable {
                     if let idleTimeout = configuration.idleTimeout,
                        await router.operations.runningCount == 0, await activity.idleFor(longerThan: idleTimeout) {
                         logger.info("idle, exiting", metadata: ["idle-timeout": "\(idleTimeout)"])
+                        await Self.stopAccepting(server.channel, accepted: acceptCounter, delivered: activity)
                         try? await server.channel.close()
                         return
                     }
@@ -93,21 +98,41 @@ public struct DaemonServer: Sendable {
                     await router.listings.disable()
                 }
             }
-            try await server.executeThenClose { connections in
-                for try await connection in connections {
-                    guard await activity.open < configuration.maximumConnections else {
-                        logger.warning("too many connections; closing a new one", metadata: ["limit": "\(configuration.maximumConnections)"])
-                        try? await connection.channel.close()
-                        continue
-                    }
-                    await activity.opened()
-                    tasks.addTask {
-                        await self.serve(connection, activity: activity)
-                        await activity.closed()
+            // Connections get their own group: going idle closes the listener, and what was
+            // accepted before that is still served to its end, never cancelled with the
+            // background tasks. Connections still in the backlog stay with systemd's copy of
+            // the socket and start the next nspawnd.
+            try await withThrowingDiscardingTaskGroup { serving in
+                try await server.executeThenClose { connections in
+                    for try await connection in connections {
+                        activity.delivered()
+                        guard await activity.open < configuration.maximumConnections else {
+                            logger.warning("too many connections; closing a new one", metadata: ["limit": "\(configuration.maximumConnections)"])
+                            try? await connection.channel.close()
+                            continue
+                        }
+                        await activity.opened()
+                        serving.addTask {
+                            await self.serve(connection, activity: activity)
+                            await activity.closed()
+                        }
                     }
                 }
             }
             tasks.cancelAll()
+        }
+    }
+
+    /// Stops taking connections from the kernel and waits until each one taken has reached the
+    /// accept loop. NIO drops a connection still being set up when the listener closes, and
+    /// traps when it then becomes active; those still in the backlog are systemd's to hand on.
+    private static func stopAccepting(_ channel: any Channel, accepted: AcceptCounter, delivered activity: Activity) async {
+        try? await channel.setOption(.autoRead, value: false).get()
+        let clock = ContinuousClock()
+        // A setup that failed never arrives; do not wait for it past a bound.
+        let deadline = clock.now + .seconds(2)
+        while activity.deliveredCount < accepted.count, clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
         }
     }
 
@@ -321,6 +346,12 @@ actor Activity {
     nonisolated var requests: Int { requestCount.load(ordering: .relaxed) }
     nonisolated func answered() { requestCount.add(1, ordering: .relaxed) }
 
+    private nonisolated let deliveredConnections = Atomic<Int>(0)
+
+    /// Connections the accept loop has taken, whether served or refused.
+    nonisolated var deliveredCount: Int { deliveredConnections.load(ordering: .relaxed) }
+    nonisolated func delivered() { deliveredConnections.add(1, ordering: .relaxed) }
+
     func opened() { open += 1 }
 
     func closed() {
@@ -330,5 +361,18 @@ actor Activity {
 
     func idleFor(longerThan timeout: Duration) -> Bool {
         open == 0 && ContinuousClock.now - lastClosed >= timeout
+    }
+}
+
+/// Counts the connections the listener accepted, first in its pipeline.
+final class AcceptCounter: ChannelInboundHandler, Sendable {
+    typealias InboundIn = any Channel
+    private let accepted = Atomic<Int>(0)
+
+    var count: Int { accepted.load(ordering: .relaxed) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        accepted.add(1, ordering: .relaxed)
+        context.fireChannelRead(data)
     }
 }

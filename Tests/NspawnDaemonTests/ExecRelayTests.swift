@@ -113,7 +113,9 @@ struct ExecRelayTests {
 
     /// A command that writes and ends before the switch: what it wrote is read then and sent after the 101.
     @Test func outputWrittenBeforeTheSwitchIsNotLost() async throws {
-        let daemon = try TestDaemon()
+        // Twenty connections one after another: on a loaded machine a gap between two may
+        // well last a second, and this daemon must not go idle in one.
+        let daemon = try TestDaemon(idle: .seconds(8))
         for _ in 0..<20 {
             let process = try await daemon.client.exec(MachineName("web"), ExecSpec(command: ["/bin/sh", "-c", "echo early; echo err >&2; exit 2"]))
             let ran = try await Self.run(process)
