@@ -68,6 +68,7 @@ let package = Package(
             name: "NspawnCLI",
             dependencies: [
                 "NspawnKit",
+                "NspawnProvisioning",
                 "NspawnAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
