@@ -45,6 +45,15 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // Manifests: parse and layer (YAML), plan as a pure diff, apply as ordered undoable steps.
+        .target(
+            name: "NspawnProvisioning",
+            dependencies: [
+                "NspawnKit",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         // The wire contract: one request and response type per route, the client over a
         // transport (unix socket or ssh), and the library as a service both front ends call.
         .target(
@@ -59,6 +68,7 @@ let package = Package(
             name: "NspawnCLI",
             dependencies: [
                 "NspawnKit",
+                "NspawnProvisioning",
                 "NspawnAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -68,3 +68,19 @@ func writeAll(_ fd: FileDescriptor, _ bytes: [UInt8]) throws(Errno) {
         offset += count
     }
 }
+
+/// A host file read whole, as a caller's input: nil when it does not exist; larger than
+/// `limit` is an error naming it.
+package func readHostFile(_ path: String, limit: Int) throws(NspawnError) -> [UInt8]? {
+    do throws(Errno) {
+        let fd = try FileDescriptor.opening { open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) }
+        defer { try? fd.close() }
+        return try readAll(fd, limit: limit)
+    } catch .noSuchFileOrDirectory {
+        return nil
+    } catch .fileTooLarge {
+        throw .invalidArgument("'\(path.escapedForMessage)' is larger than \(limit) bytes")
+    } catch {
+        throw .unusableInput("cannot read '\(path.escapedForMessage)'", error)
+    }
+}

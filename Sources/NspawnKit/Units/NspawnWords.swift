@@ -1,7 +1,7 @@
 /// Quotes words for a `.nspawn` value (Parameters=, Environment=). nspawn unquotes but keeps
 /// backslashes as they are, so a word is wrapped in the quote it does not contain; one with
 /// both quotes, or with a backslash, cannot be written faithfully and is refused.
-func quoteNspawnWords(_ words: [String], what: String) throws(NspawnError) -> String {
+package func quoteNspawnWords(_ words: [String], what: String) throws(NspawnError) -> String {
     guard !words.isEmpty else { throw .invalidArgument("the \(what) is empty") }
     return try words.map { word throws(NspawnError) -> String in
         if word.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
@@ -19,7 +19,7 @@ func quoteNspawnWords(_ words: [String], what: String) throws(NspawnError) -> St
 
 /// Splits a `.nspawn` value into words the way nspawn does for the values we write; nil for
 /// unbalanced quotes or backslashes, which we never write.
-func splitNspawnWords(_ text: String) -> [String]? {
+package func splitNspawnWords(_ text: String) -> [String]? {
     var words: [String] = []
     var current = ""
     var inWord = false

@@ -1,0 +1,127 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+import NspawnAPI
+import NspawnKit
+import NspawnProvisioning
+
+package struct ManifestOptions: ParsableArguments {
+    @Option(name: [.customShort("f"), .long], help: ArgumentHelp("The manifest (YAML); '-' reads stdin.", valueName: "FILE"))
+    package var file: String
+
+    @Flag(help: "Also remove machines an earlier apply of this manifest created and that it no longer lists.")
+    package var prune = false
+
+    package init() {}
+
+    /// The manifest's text and the name errors give it (an absolute path, or `-`).
+    func read() throws -> (text: String, file: String) {
+        if file == "-" {
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = Glibc.read(0, &buffer, buffer.count)
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { break }
+                bytes += buffer[..<count]
+                if bytes.count > ManifestLimits.maximumSize { throw NspawnError.invalidArgument("the manifest on stdin is larger than \(ManifestLimits.maximumSize) bytes") }
+            }
+            return (String(decoding: bytes, as: UTF8.self), "-")
+        }
+        let path = file.hasPrefix("/") ? file : Self.currentDirectory() + "/" + file
+        let text = try ManifestLimits.readFile(path)
+        return (text, path)
+    }
+
+    static func currentDirectory() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil else { return "." }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// The CLI's importer for manifest images other than clones: `nspawnctl-images`, as for `import`.
+let helperImages: ImageProvider = { source, name in
+    let argv: [String]
+    switch source {
+    case .clone: return
+    case .recipe(let recipe): argv = ["bootstrap", "--quiet", "--", recipe, name.rawValue]
+    case .url(let url, let checksum): argv = ["import", "--quiet"] + (checksum.map { ["--checksum=sha256:\($0)"] } ?? []) + ["--", name.rawValue, url]
+    case .file(let path): argv = ["import", "--quiet", "--", name.rawValue, path]
+    }
+    let child = try ChildProcess.spawn([ImagesHelper.path] + argv, stdout: 2, stderr: 2)
+    let termination = await OSThread.run { child.wait() }
+    guard termination.succeeded else {
+        throw NspawnError.failed("machine '\(name)': the \(source) failed (\(ImagesHelper.executableName) \(termination))")
+    }
+}
+
+struct Plan: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what 'apply' would change for a manifest, per machine and per field.",
+        discussion: """
+            Lines start with + (add), ~ (change, old → new) or - (remove). Nothing is changed. \
+            --explain MACHINE shows each value of that machine and the layer it came from \
+            (defaults, a profile, or the machine).
+            """)
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var manifest: ManifestOptions
+
+    @Option(help: "Show where each value of this machine came from.", transform: parseMachineName)
+    var explain: MachineName?
+
+    func run() async throws {
+        let (text, file) = try manifest.read()
+        let parsed = try ManifestParser(file: file).parse(text)
+        if let explain {
+            let lines = try Explanation.lines(parsed, machine: explain)
+            if output.json { printOut(Renderer.json(lines)) } else { lines.forEach { printOut("\($0.field): \($0.value)  (\($0.origin))") } }
+            return
+        }
+        let plan = try await Provisioner(images: helperImages).plan(parsed, prune: manifest.prune)
+        if output.json {
+            printOut(Renderer.json(plan))
+            return
+        }
+        for machine in plan.machines {
+            for change in machine.changes { printOut(change.line(machine: machine.name)) }
+        }
+        printOut("plan: \(plan.changes) \(plan.changes == 1 ? "change" : "changes") in \(plan.machines.filter { !$0.changes.isEmpty }.count) of \(plan.machines.count) machines")
+    }
+}
+
+struct Apply: AsyncParsableCommand, JSONCapable {
+    static let configuration = CommandConfiguration(
+        abstract: "Converge the host's machines to a manifest.",
+        discussion: """
+            Order per machine: image, settings, flavor, enablement, files, exposure, state, packages, \
+            commands, wait. A second apply with nothing to do changes nothing. When a machine's step \
+            fails, its host-side changes are put back (a machine this apply created is removed), and \
+            later machines are skipped unless --keep-going. Exit status 1 when any machine failed; the \
+            report (--json too) says which.
+            """)
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var manifest: ManifestOptions
+
+    @Flag(help: "Go on with the other machines when one fails.")
+    var keepGoing = false
+
+    func run() async throws {
+        let (text, file) = try manifest.read()
+        let parsed = try ManifestParser(file: file).parse(text)
+        let json = output.json
+        let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { line in
+            if !json { printOut(line) }
+        }
+        if json {
+            printOut(Renderer.json(report))
+        } else {
+            for machine in report.machines where machine.result == .skipped { printOut("skipped \(machine.name)") }
+            printOut("apply: \(report.changes) \(report.changes == 1 ? "change" : "changes"), \(report.failed) failed")
+        }
+        if report.failed > 0 { throw GuestExit(status: ExitStatus.failure.rawValue) }
+    }
+}

@@ -1,0 +1,47 @@
+import NspawnKit
+
+/// `plan --explain`: each value of one machine and the layer it came from.
+public enum Explanation {
+    public struct Line: Codable, Sendable, Equatable {
+        public var field: String
+        public var value: String
+        public var origin: String
+        /// file:line:column of the value.
+        public var position: String?
+    }
+
+    public static func lines(_ manifest: Manifest, machine: MachineName) throws(NspawnError) -> [Line] {
+        guard let desired = try manifest.resolved().first(where: { $0.name == machine }) else {
+            throw .invalidArgument("\(manifest.file): no machine '\(machine)' in the manifest")
+        }
+        var lines: [Line] = []
+        func add(_ field: String, _ value: String, key: String? = nil) {
+            let position = desired.positions[key ?? field]
+            lines.append(Line(field: field, value: value, origin: desired.origins[field] ?? desired.origins[key ?? field] ?? "machine",
+                              position: position.map { "\($0.file):\($0.line):\($0.column)" }))
+        }
+        if let image = desired.image { add("image", "\(image)") }
+        if let flavor = desired.flavor { add("flavor", flavor) }
+        for setting in desired.settings { add("settings.\(setting.key.id)", setting.values.joined(separator: " ")) }
+        if let enabled = desired.enabled { add("enabled", enabled ? "true" : "false") }
+        if let state = desired.state { add("state", state.rawValue) }
+        for file in desired.files { add("file:\(file.path)", Planner.fileSummary(file)) }
+        for package in desired.packages { add("package:\(package)", package, key: "packages") }
+        for (index, command) in desired.run.enumerated() { add("run[\(index)]", command.command.joined(separator: " "), key: "run") }
+        if let expose = desired.expose { add("expose", expose.listen.joined(separator: " ")) }
+        if let wait = desired.wait { add("wait", wait.command.joined(separator: " ")) }
+        return lines
+    }
+}
+
+/// How large a manifest may be, and reading one from a host path with that limit.
+public enum ManifestLimits {
+    public static let maximumSize = 4 * 1024 * 1024
+
+    public static func readFile(_ path: String) throws(NspawnError) -> String {
+        guard let bytes = try readHostFile(path, limit: maximumSize) else {
+            throw .invalidArgument("cannot read the manifest '\(path.escapedForMessage)': no such file")
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,104 @@
+import NspawnKit
+
+/// Where a value was written: the manifest file, line and column, and the key path.
+public struct ManifestPosition: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var key: String
+
+    public var description: String { "\(file):\(line):\(column): \(key)" }
+}
+
+/// The machines of one host, as a manifest declares them, every value checked.
+public struct Manifest: Sendable, Equatable {
+    /// Recorded on the machines this manifest creates: what `--prune` may remove.
+    public var name: String
+    public var file: String
+    public var defaults: ManifestLayer
+    public var profiles: [String: ManifestLayer]
+    /// In file order.
+    public var machines: [ManifestMachine]
+}
+
+public enum DesiredState: String, Sendable, Codable, Equatable, CaseIterable {
+    case running, stopped, absent
+}
+
+/// Where a machine's root comes from when `apply` creates it.
+public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
+    case clone(MachineName)
+    case recipe(String)
+    case url(String, checksum: String?)
+    case file(String)
+
+    public var description: String {
+        switch self {
+        case .clone(let image): "clone of \(image)"
+        case .recipe(let recipe): "recipe \(recipe)"
+        case .url(let url, _): "download of \(url)"
+        case .file(let path): "import of \(path)"
+        }
+    }
+}
+
+public struct ManagedFile: Sendable, Equatable, Codable {
+    public var path: String
+    public var content: String
+    public var mode: UInt32
+    public var owner: String
+    public var group: String?
+}
+
+public struct ManagedCommand: Sendable, Equatable, Codable {
+    public var command: [String]
+    /// Runs only while this guest path does not exist.
+    public var creates: String?
+    /// Runs only while this guest command fails.
+    public var unless: [String]?
+    public var user: String?
+
+    /// Unguarded commands run once, when apply creates the machine.
+    public var isGuarded: Bool { creates != nil || unless != nil }
+}
+
+public struct ManagedExposure: Sendable, Equatable, Codable {
+    public var listen: [String]
+    public var exec: [String]?
+    public var unit: String?
+}
+
+public struct WaitCondition: Sendable, Equatable, Codable {
+    public var command: [String]
+    public var timeout: Double
+}
+
+/// One layer of values: the defaults, a profile, or a machine's own.
+public struct ManifestLayer: Sendable, Equatable {
+    public struct Setting: Sendable, Equatable {
+        public var key: SettingKey
+        public var values: [String]
+    }
+
+    public var flavor: String?
+    public var settings: [Setting] = []
+    public var enabled: Bool?
+    public var state: DesiredState?
+    public var files: [ManagedFile] = []
+    public var run: [ManagedCommand] = []
+    public var packages: [String] = []
+    public var expose: ManagedExposure?
+    public var wait: WaitCondition?
+    /// Where each key of this layer was written, for `--explain` and for errors found later.
+    public var positions: [String: ManifestPosition] = [:]
+
+    public init() {}
+}
+
+public struct ManifestMachine: Sendable, Equatable {
+    public var name: MachineName
+    public var image: ImageSource?
+    public var profiles: [String]
+    public var layer: ManifestLayer
+    public var position: ManifestPosition
+}

@@ -1,0 +1,368 @@
+import NspawnKit
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Brings a machine's root into being from a source other than a clone (recipe, URL, file).
+/// The front end supplies it: the CLI and nspawnd each run `nspawnctl-images`.
+public typealias ImageProvider = @Sendable (ImageSource, MachineName) async throws -> Void
+
+public struct ApplyOptions: Sendable {
+    public var prune: Bool
+    public var keepGoing: Bool
+
+    public init(prune: Bool = false, keepGoing: Bool = false) {
+        self.prune = prune
+        self.keepGoing = keepGoing
+    }
+}
+
+/// Plans and applies a manifest on this host through the library (machined and systemd over
+/// D-Bus, files by openat2). Machines are converged one after another in manifest order.
+public struct Provisioner: Sendable {
+    let manager: MachineManager
+    let images: ImageProvider?
+    let stopTimeout: Duration
+
+    public init(manager: MachineManager = MachineManager(), images: ImageProvider? = nil, stopTimeout: Duration = .seconds(90)) {
+        self.manager = manager
+        self.images = images
+        self.stopTimeout = stopTimeout
+    }
+
+    struct Target: Sendable {
+        var desired: DesiredMachine?
+        var observed: ObservedMachine
+        var checks: GuestChecks
+        var plan: MachinePlan
+    }
+
+    // MARK: Plan
+
+    public func plan(_ manifest: Manifest, prune: Bool) async throws -> ProvisionPlan {
+        let targets = try await targets(manifest, prune: prune)
+        return ProvisionPlan(manifest: manifest.name, file: manifest.file, machines: targets.map(\.plan))
+    }
+
+    func targets(_ manifest: Manifest, prune: Bool) async throws -> [Target] {
+        let desired = try manifest.resolved()
+        var targets = try await withThrowingTaskGroup(of: (Int, Target).self) { group in
+            for (index, machine) in desired.enumerated() {
+                group.addTask { (index, try await self.target(machine)) }
+            }
+            var found: [(Int, Target)] = []
+            for try await entry in group { found.append(entry) }
+            return found.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        if prune {
+            let listed = Set(desired.map(\.name.rawValue))
+            for summary in try await manager.list(includeHidden: false) where !listed.contains(summary.name) {
+                guard let name = try? MachineName(summary.name) else { continue }
+                let observed = try await manager.observe(name, exposure: nil, files: [], paths: [])
+                if let plan = Planner.pruneCandidate(summary.name, observed: observed, manifest: manifest.name) {
+                    targets.append(Target(desired: nil, observed: observed, checks: GuestChecks(), plan: plan))
+                }
+            }
+        }
+        return targets
+    }
+
+    func target(_ desired: DesiredMachine) async throws -> Target {
+        let observed = try await manager.observe(desired.name, exposure: try? desired.activation(),
+                                                 files: desired.files.map(\.path), paths: desired.run.compactMap(\.creates))
+        var checks = GuestChecks()
+        if observed.exists {
+            for file in desired.files {
+                if let ids = try? await manager.guestIDs(desired.name, user: file.owner, group: file.group) {
+                    checks.fileOwners[file.path] = GuestIDs(uid: ids.uid, gid: ids.gid)
+                }
+            }
+        }
+        if observed.running, !desired.isAbsent {
+            for (index, command) in desired.run.enumerated() {
+                guard let unless = command.unless, !(command.creates.map(observed.existingPaths.contains) ?? false) else { continue }
+                let outcome = try? await runQuietly(desired.name, ExecSpec(command: unless, user: command.user))
+                checks.unlessSucceeded[index] = outcome?.outcome == .exited(0)
+            }
+            if !desired.packages.isEmpty, let manager = observed.packageManager {
+                for package in desired.packages {
+                    let outcome = try? await runQuietly(desired.name, ExecSpec(command: Self.queryCommand(manager, package)))
+                    if outcome?.outcome == .exited(0) { checks.installedPackages.insert(package) }
+                }
+            }
+        }
+        return Target(desired: desired, observed: observed, checks: checks, plan: Planner.plan(desired, observed: observed, checks: checks))
+    }
+
+    // MARK: Apply
+
+    /// Converges every machine. A machine whose step fails has its host-side changes put back
+    /// (a machine this run created is removed whole); later machines are skipped unless
+    /// `keepGoing`. The report says what happened to each.
+    public func apply(_ manifest: Manifest, options: ApplyOptions, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> ApplyReport {
+        let targets = try await targets(manifest, prune: options.prune)
+        var results: [MachineApplyResult] = []
+        var stop = false
+        for target in targets {
+            let name = target.plan.name
+            if stop {
+                results.append(MachineApplyResult(name: name, result: .skipped, changes: []))
+                continue
+            }
+            if target.plan.changes.isEmpty {
+                results.append(MachineApplyResult(name: name, result: .unchanged, changes: []))
+                continue
+            }
+            var done: [PlannedChange] = []
+            do {
+                try await converge(target, manifest: manifest.name) { change in
+                    done.append(change)
+                    progress(change.line(machine: name))
+                }
+                results.append(MachineApplyResult(name: name, result: .changed, changes: done))
+            } catch {
+                let message = "\(error)"
+                progress("! \(name): \(message)")
+                results.append(MachineApplyResult(name: name, result: .failed, changes: done, error: message, rolledBack: true))
+                if !options.keepGoing { stop = true }
+            }
+        }
+        return ApplyReport(manifest: manifest.name, file: manifest.file, machines: results)
+    }
+
+    private func converge(_ target: Target, manifest: String, done: (PlannedChange) -> Void) async throws {
+        let observed = target.observed
+        guard let desired = target.desired, !desired.isAbsent else {
+            // Removal: absent in the manifest, or pruned.
+            let name = try MachineName(target.plan.name)
+            try await manager.remove(name, force: true, stopTimeout: stopTimeout)
+            target.plan.changes.forEach(done)
+            return
+        }
+        let name = desired.name
+        let creating = !observed.exists
+        let before = creating ? nil : try await manager.hostSideState(name)
+        do {
+            try await steps(target, desired: desired, manifest: manifest, done: done)
+        } catch {
+            // Undo: a machine made by this run goes whole; otherwise its host-side files and
+            // enablement go back to what they were.
+            if creating {
+                try? await manager.remove(name, force: true, stopTimeout: .seconds(10))
+            } else if let before {
+                try? await manager.restoreHostSide(before)
+            }
+            throw error
+        }
+    }
+
+    private func steps(_ target: Target, desired: DesiredMachine, manifest: String, done: (PlannedChange) -> Void) async throws {
+        let name = desired.name
+        let changes = target.plan.changes
+        func change(_ field: String) -> PlannedChange? { changes.first { $0.field == field } }
+        let creating = !target.observed.exists
+
+        if let change = change("machine") {
+            guard let image = desired.image else {
+                let position = desired.positions["image"].map { "\($0)" } ?? "machines.\(name)"
+                throw NspawnError.invalidArgument("\(position): machine '\(name)' does not exist and the manifest gives no image")
+            }
+            switch image {
+            case .clone(let source):
+                _ = try await manager.create(name, from: source, edit: SettingsEdit(), flavor: nil, activation: nil, start: false)
+            default:
+                guard let images else { throw NspawnError.failed("machine '\(name)': this front end cannot import images; use a clone") }
+                try await images(image, name)
+            }
+            // Recorded at once, so that even an interrupted apply leaves a machine --prune knows.
+            try await manager.setProvisioningRecord(name, ProvisioningRecord(manifest: manifest, created: true, settings: []))
+            done(change)
+        }
+        if let change = change("image"), case .clone(let source)? = desired.image {
+            _ = try await manager.rebuild(name, image: source, stopTimeout: stopTimeout)
+            done(change)
+        }
+        // Host side: settings, flavor, enablement.
+        let settingChanges = changes.filter { $0.field.hasPrefix("settings.") }
+        if !settingChanges.isEmpty {
+            let values = desired.settings.map { ($0.key, $0.values) }
+            let removals = settingChanges.filter { $0.op == .remove }.compactMap { try? SettingKey(named: String($0.field.dropFirst("settings.".count))) }
+            _ = try await manager.setSettings(name, values: values, remove: removals)
+            settingChanges.forEach(done)
+        }
+        if let change = change("flavor"), let flavor = desired.flavor {
+            _ = try await manager.configure(name, edit: SettingsEdit(), flavor: try Flavor.load(flavor))
+            done(change)
+        }
+        if let change = change("enabled"), let enabled = desired.enabled {
+            if enabled { _ = try await manager.enable(name) } else { _ = try await manager.disable(name) }
+            done(change)
+        }
+        // Inside, before the start: the guest boots with its files and sockets in place.
+        for file in desired.files {
+            guard let change = change("file:\(file.path)") else { continue }
+            let ids = try await manager.guestIDs(name, user: file.owner, group: file.group)
+            try await manager.writeGuestFile(name, path: file.path, content: Array(file.content.utf8), mode: file.mode, uid: ids.uid, gid: ids.gid)
+            done(change)
+        }
+        if let change = change("expose"), let activation = try desired.activation() {
+            let running = creating ? false : target.observed.running
+            _ = try await manager.expose(activation, restart: running, stopTimeout: stopTimeout)
+            done(change)
+        }
+        if let change = change("state"), let state = desired.state {
+            switch state {
+            case .running: try await manager.start(name)
+            case .stopped: try await manager.stop(name, timeout: stopTimeout)
+            case .absent: break
+            }
+            done(change)
+        }
+        let packages = changes.filter { $0.field.hasPrefix("package:") }
+        if !packages.isEmpty {
+            try await waitForGuest(name)
+            let observed = try await manager.observe(name, exposure: nil, files: [], paths: [])
+            guard let packageManager = observed.packageManager else {
+                throw NspawnError.failed("machine '\(name)': no package manager found (apt-get, pacman, apk or dnf)")
+            }
+            let list = packages.map { String($0.field.dropFirst("package:".count)) }
+            try await runChecked(name, ExecSpec(command: Self.installCommand(packageManager, list), environment: ["DEBIAN_FRONTEND=noninteractive"]),
+                                 label: "installing \(list.joined(separator: " "))")
+            packages.forEach(done)
+        }
+        for (index, command) in desired.run.enumerated() {
+            guard let change = change("run[\(index)]") else { continue }
+            try await waitForGuest(name)
+            // A guard may have changed since the plan: an earlier command can create its file.
+            if !creating || command.isGuarded, try await guardHolds(command, name: name) { continue }
+            try await runChecked(name, ExecSpec(command: command.command, user: command.user), label: "run[\(index)] (\(command.command.joined(separator: " ")))")
+            done(change)
+        }
+        if let wait = desired.wait {
+            try await waitFor(wait, name: name)
+        }
+        let record = ProvisioningRecord(manifest: target.observed.record?.manifest ?? manifest,
+                                        created: target.observed.record?.created ?? creating,
+                                        settings: desired.settings.map(\.key.id))
+        if target.observed.record != record || creating { try await manager.setProvisioningRecord(name, record) }
+    }
+
+    /// True when the guard says the command is not needed (its file exists, or `unless` succeeds).
+    private func guardHolds(_ command: ManagedCommand, name: MachineName) async throws -> Bool {
+        if let path = command.creates {
+            let observed = try await manager.observe(name, exposure: nil, files: [], paths: [path])
+            if observed.existingPaths.contains(path) { return true }
+        }
+        if let unless = command.unless {
+            return try await runQuietly(name, ExecSpec(command: unless, user: command.user)).outcome == .exited(0)
+        }
+        return false
+    }
+
+    // MARK: Commands inside
+
+    struct Ran: Sendable {
+        var outcome: ExitOutcome
+        var errorTail: String
+    }
+
+    func runQuietly(_ name: MachineName, _ spec: ExecSpec) async throws -> Ran {
+        let process = try await manager.exec(name, spec)
+        defer { process.close() }
+        async let drained: Void = OSThread.run { () throws(NspawnError) in
+            var buffer = [UInt8](repeating: 0, count: 16384)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(process.output.rawValue, $0.baseAddress, $0.count) }
+                if count > 0 { continue }
+                if count < 0 && errno == EINTR { continue }
+                return
+            }
+        }
+        let tail = try await OSThread.run { () throws(NspawnError) -> [UInt8] in
+            guard let errorOutput = process.errorOutput else { return [] }
+            var kept: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 16384)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(errorOutput.rawValue, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                if count <= 0 { return kept }
+                kept += buffer[..<count]
+                if kept.count > 2048 { kept.removeFirst(kept.count - 2048) }
+            }
+        }
+        try await drained
+        let outcome = try await OSThread.run { () throws(NspawnError) in try process.wait() }
+        let text = String(decoding: tail, as: UTF8.self).trimmingWhitespace()
+        return Ran(outcome: outcome, errorTail: text)
+    }
+
+    func runChecked(_ name: MachineName, _ spec: ExecSpec, label: String) async throws {
+        let ran = try await runQuietly(name, spec)
+        guard ran.outcome == .exited(0) else {
+            let how: String
+            switch ran.outcome {
+            case .exited(let status): how = "exited with \(status)"
+            case .signaled(let signal): how = "was killed by signal \(signal)"
+            }
+            let lastLine = ran.errorTail.split(separator: "\n").last.map { ": \($0)" } ?? ""
+            throw NspawnError.failed("machine '\(name)': \(label) \(how)\(lastLine)")
+        }
+    }
+
+    /// A machine just started may not take commands at once (its leader is still setting up).
+    private func waitForGuest(_ name: MachineName) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(30)
+        while true {
+            do {
+                _ = try await runQuietly(name, ExecSpec(command: ["/bin/true"]))
+                return
+            } catch {
+                if clock.now >= deadline { throw error }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    private func waitFor(_ wait: WaitCondition, name: MachineName) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(Int64(wait.timeout * 1000))
+        var last = ""
+        while clock.now < deadline {
+            if let ran = try? await runQuietly(name, ExecSpec(command: wait.command)) {
+                if ran.outcome == .exited(0) { return }
+                last = ran.errorTail.split(separator: "\n").last.map { ": \($0)" } ?? ""
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw NspawnError.failed("machine '\(name)': wait (\(wait.command.joined(separator: " "))) did not succeed within \(wait.timeout) s\(last)")
+    }
+
+    static func queryCommand(_ manager: String, _ package: String) -> [String] {
+        switch manager {
+        case "apt": ["/bin/sh", "-c", "dpkg-query -W -f='${Status}' \"$1\" 2>/dev/null | grep -q ' installed$'", "sh", package]
+        case "pacman": ["pacman", "-Q", package]
+        case "apk": ["apk", "info", "-e", package]
+        default: ["rpm", "-q", package]
+        }
+    }
+
+    static func installCommand(_ manager: String, _ packages: [String]) -> [String] {
+        switch manager {
+        case "apt": ["apt-get", "install", "-y", "--no-install-recommends"] + packages
+        case "pacman": ["pacman", "-S", "--noconfirm", "--needed"] + packages
+        case "apk": ["apk", "add"] + packages
+        default: ["dnf", "install", "-y"] + packages
+        }
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var scalars = Substring(self)
+        while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
+        while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
+        return String(scalars)
+    }
+}
