@@ -174,16 +174,17 @@ extension EndToEndTests {
                 """
                 name: e2e-ansible
                 defaults:
-                  image: { clone: \(base) }
                   settings:
                     Exec.Boot: false
                     Exec.Parameters: /bin/sleep 1000000
                 machines:
                   e2e-ans-a:
-                    state: stopped
+                    image: { clone: \(base) }
+                    state: running
                     settings:
                       Exec.Environment: ["GREETING=\(greeting)"]
                   e2e-ans-b:
+                    image: { clone: \(base) }
                     state: stopped
 
                 """
@@ -201,6 +202,8 @@ extension EndToEndTests {
             #expect(first.machines.allSatisfy { $0["result"] as? String == "changed" }, "\(first.registered)")
             let images = try Fixture.imageNames()
             for name in names { #expect(images.contains(name), "machinectl lists the image \(name): \(images)") }
+            #expect(try Fixture.machinedState("e2e-ans-a") == "running")
+            #expect(try Fixture.machinedState("e2e-ans-b") == nil, "e2e-ans-b stays stopped")
             let settings = try Testbed.mustSh("cat /etc/systemd/nspawn/e2e-ans-a.nspawn").stdout
             #expect(settings.contains("Environment=GREETING=hello"), "\(settings)")
 
@@ -225,6 +228,7 @@ extension EndToEndTests {
                     "the diff shows the old and the new value: \(check.result.stdout)")
             #expect(check.result.stdout.contains("e2e-ans-a (update)"), "the diff names the machine: \(check.result.stdout)")
             #expect(try Testbed.mustSh(fingerprint).stdout == before, "--check changed nothing")
+            #expect(try Fixture.machinedState("e2e-ans-a") == "running", "--check restarted nothing")
             #expect(try Testbed.mustSh("cat /etc/systemd/nspawn/e2e-ans-a.nspawn").stdout.contains("Environment=GREETING=hello"))
         }
     }

@@ -148,6 +148,12 @@ machines:
       description: Whether what apply had done to the failed machine was undone.
       type: bool
       returned: for a failed machine
+lines:
+  description: The changes as nspawnctl's text output prints them, one per line.
+  returned: success
+  type: list
+  elements: str
+  sample: ["+ web1 machine: clone of debian-base", "~ web1 flavor: small → medium"]
 rc:
   description: nspawnctl's exit status.
   returned: always, once nspawnctl ran
@@ -173,21 +179,27 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def render_value(value):
-    """A change's value as one line: strings as they are, anything else as JSON."""
+    """A change's value as nspawnctl's text output shows it: `text`, `[a, b]`, `true`."""
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return "[" + ", ".join(value) + "]"
     return json.dumps(value, sort_keys=True)
 
 
 def change_line(machine, change):
     """The line nspawnctl's text output prints for a change: `~ web1 flavor: small → medium`."""
-    op = change.get("op", "?")
-    field = change.get("field", "?")
-    if op == "~":
-        return "~ %s %s: %s → %s" % (machine, field, render_value(change.get("old")), render_value(change.get("new")))
-    if op == "+" and "new" in change:
-        return "+ %s %s (%s)" % (machine, field, render_value(change.get("new")))
-    return "%s %s %s" % (op, machine, field)
+    head = "%s %s %s" % (change.get("op", "?"), machine, change.get("field", "?"))
+    old, new = change.get("old"), change.get("new")
+    if old is not None and new is not None:
+        return "%s: %s → %s" % (head, render_value(old), render_value(new))
+    if new is not None:
+        return "%s: %s" % (head, render_value(new))
+    if old is not None:
+        return "%s (was %s)" % (head, render_value(old))
+    return head
 
 
 def machine_diff(entry):
@@ -196,9 +208,9 @@ def machine_diff(entry):
     before, after = [], []
     for change in entry.get("changes") or []:
         field = change.get("field", "?")
-        if "old" in change:
+        if change.get("old") is not None:
             before.append("%s: %s\n" % (field, render_value(change["old"])))
-        if "new" in change:
+        if change.get("new") is not None:
             after.append("%s: %s\n" % (field, render_value(change["new"])))
         elif change.get("op") in ("+", "~"):
             after.append("%s\n" % field)

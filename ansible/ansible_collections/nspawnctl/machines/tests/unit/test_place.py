@@ -1,6 +1,6 @@
 """The filter scheduler (nspawnctl.machines.place) as the pure function it is.
 
-    .build-venv/ansible-core-*/bin/python -m unittest discover -s ansible/ansible_collections/nspawnctl/machines/tests/unit
+    .build-venv/ansible-core-*/bin/python -B -m unittest discover -s ansible/ansible_collections/nspawnctl/machines/tests/unit
 """
 
 import os
