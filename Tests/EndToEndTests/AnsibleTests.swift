@@ -229,6 +229,18 @@ extension EndToEndTests {
             #expect(check.result.stdout.contains("e2e-ans-a (update)"), "the diff names the machine: \(check.result.stdout)")
             #expect(try Testbed.mustSh(fingerprint).stdout == before, "--check changed nothing")
             #expect(try Fixture.machinedState("e2e-ans-a") == "running", "--check restarted nothing")
+
+            // A manifest nspawnctl refuses fails the task with nspawnctl's message, naming the key and
+            // the line of the text given (not the temporary file it was written to).
+            try controller.write("fleet-refused.yaml", manifest(greeting: "bye").replacingOccurrences(of: "state: stopped", with: "stat: stopped"))
+            let refused = try controller.playbook(manifest: "fleet-refused.yaml")
+            #expect(refused.result.status == 2, "ansible-playbook exits 2 for a failed task: \(refused)")
+            #expect(refused.recap["failed"] == 1 && refused.recap["changed"] == 0, "\(refused.recap) \(refused)")
+            #expect(refused.result.stdout.contains("nspawnctl apply exited 2: content (e2e-ansible.yaml):"), "\(refused)")
+            #expect(refused.result.stdout.contains("machines.e2e-ans-b.stat"), "\(refused)")
+            #expect(try Testbed.mustSh(fingerprint).stdout == before, "a refused manifest changed nothing")
+            let leftovers = try Testbed.sh("ls -A /root/.ansible/tmp 2>/dev/null | wc -l")
+            #expect(leftovers.trimmed == "0", "no temporary manifest is left on the host: \(leftovers)")
             #expect(try Testbed.mustSh("cat /etc/systemd/nspawn/e2e-ans-a.nspawn").stdout.contains("Environment=GREETING=hello"))
         }
     }

@@ -144,7 +144,7 @@ machines:
       description: Why the machine failed.
       type: str
       returned: for a failed machine
-    rolledBack:
+    rolled_back:
       description: Whether what apply had done to the failed machine was undone.
       type: bool
       returned: for a failed machine
@@ -247,8 +247,21 @@ def summary(report):
     }
 
 
-def nspawnctl_message(verb, rc, stdout, stderr):
-    text = (stderr or "").strip() or (stdout or "").strip()
+def error_message(text):
+    """The message of the error object nspawnctl prints on stderr with --json: {"error": {"message": …}}."""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
+
+
+def nspawnctl_message(verb, rc, stdout, stderr, manifest=None, label=None):
+    text = error_message(stderr) or error_message(stdout) or (stderr or "").strip() or (stdout or "").strip()
+    if manifest and label:
+        # The temporary file is gone by the time anyone reads this; name what it held.
+        text = text.replace(manifest, label)
     return "nspawnctl %s exited %d%s" % (verb, rc, (": " + text) if text else "")
 
 
@@ -262,7 +275,7 @@ def write_content(module, content, name):
     return directory, path
 
 
-def run(module, binary, manifest):
+def run(module, binary, manifest, label=None):
     params = module.params
     verb = "plan" if module.check_mode else "apply"
     argv = [binary, verb, "-f", manifest, "--json"]
@@ -275,10 +288,10 @@ def run(module, binary, manifest):
 
     if rc == EXIT_REFUSED:
         # A refused manifest: nspawnctl's message names the file, the line and the key.
-        module.fail_json(msg=nspawnctl_message(verb, rc, stdout, stderr), **base)
+        module.fail_json(msg=nspawnctl_message(verb, rc, stdout, stderr, manifest, label), **base)
     report = parse_report(stdout) if rc in (0, EXIT_FAILED) else None
     if report is None:
-        module.fail_json(msg=nspawnctl_message(verb, rc, stdout, stderr), stdout=stdout, **base)
+        module.fail_json(msg=nspawnctl_message(verb, rc, stdout, stderr, manifest, label), stdout=stdout, **base)
 
     result = dict(base, **summary(report))
     result["changed"] = report["changes"] > 0
@@ -323,7 +336,7 @@ def main():
         module.fail_json(msg="invalid name '%s': letters, digits, '.', '_' and '-' only" % params["name"])
     directory, path = write_content(module, params["content"], params["name"])
     try:
-        run(module, binary, path)
+        run(module, binary, path, label="content (%s.yaml)" % params["name"])
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -30,8 +30,9 @@ except ImportError:  # ansible-core before 2.19
         with mock.patch.object(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()):
             yield
 
-# The fake: answers with the scenario's stdout, stderr and exit status, and records its argv and
-# what the manifest file held (content, its mode and its directory's) while it ran.
+# The fake: answers with the scenario's stdout and stderr (__FILE__ standing for the manifest's
+# path) and exit status, and records its argv and what the manifest file held (content, its mode and its
+# directory's) while it ran.
 FAKE = textwrap.dedent("""\
     #!{python}
     import json, os, sys
@@ -47,8 +48,8 @@ FAKE = textwrap.dedent("""\
     with open(os.environ["FAKE_NSPAWNCTL_CALLS"], "a") as log:
         log.write(json.dumps(call) + "\\n")
     answer = scenario.get(sys.argv[1], scenario.get("*", {{}}))
-    sys.stdout.write(answer.get("stdout", ""))
-    sys.stderr.write(answer.get("stderr", ""))
+    sys.stdout.write(answer.get("stdout", "").replace("__FILE__", call.get("file", "")))
+    sys.stderr.write(answer.get("stderr", "").replace("__FILE__", call.get("file", "")))
     sys.exit(answer.get("rc", 0))
     """)
 
@@ -79,7 +80,7 @@ PARTLY_FAILED = {
     "manifest": "demo", "file": "/srv/demo.yaml", "changes": 1, "failed": 1,
     "machines": [
         {"name": "web1", "result": "changed", "changes": PLAN["machines"][0]["changes"]},
-        {"name": "web2", "result": "failed", "changes": [], "error": "machine 'web2': run[0] exited with 3", "rolledBack": True},
+        {"name": "web2", "result": "failed", "changes": [], "error": "machine 'web2': run[0] exited with 3", "rolled_back": True},
         {"name": "db", "result": "skipped", "changes": []},
     ]}
 
@@ -197,7 +198,7 @@ class NspawnctlApplyTests(unittest.TestCase):
         self.assertIn("machine 'web2': run[0] exited with 3", result["msg"])
         self.assertIn("1 of 3 machines failed", result["msg"])
         self.assertEqual([m["result"] for m in result["machines"]], ["changed", "failed", "skipped"])
-        self.assertTrue(result["machines"][1]["rolledBack"])
+        self.assertTrue(result["machines"][1]["rolled_back"])
         self.assertEqual(result["failures"], 1)
         self.assertEqual(result["rc"], 1)
         self.assertTrue(result["changed"], "web1 was changed before web2 failed")
@@ -212,6 +213,20 @@ class NspawnctlApplyTests(unittest.TestCase):
             self.assertEqual(result["rc"], 2)
             self.assertNotIn("machines", result)
             self.assertFalse(result.get("changed", False))
+
+    def test_a_refused_manifest_given_as_content_is_named_as_content_not_by_its_removed_file(self):
+        # nspawnctl --json prints its error as JSON on stderr, naming the file it read (__FILE__ for the fake).
+        error = {"error": {"code": "invalid_input", "message": "__FILE__:4:5: machines.web1.imag: unknown key"}}
+        self.scenario(apply=(2, "", json.dumps(error) + "\n"))
+        failed, result = self.run_module(content="machines:\n  web1:\n    imag: x\n", name="fleet")
+        self.assertTrue(failed)
+        self.assertEqual(result["msg"], "nspawnctl apply exited 2: content (fleet.yaml):4:5: machines.web1.imag: unknown key")
+
+    def test_an_error_object_on_stderr_gives_the_message(self):
+        self.scenario(apply=(4, "", json.dumps({"error": {"code": "permission_denied", "message": "applying a manifest needs root"}})))
+        failed, result = self.run_module(manifest=self.manifest)
+        self.assertTrue(failed)
+        self.assertEqual(result["msg"], "nspawnctl apply exited 4: applying a manifest needs root")
 
     def test_other_failures_fail_with_the_exit_status_and_stderr(self):
         self.scenario(apply=(4, "", "nspawnctl: applying a manifest needs root\n"))
