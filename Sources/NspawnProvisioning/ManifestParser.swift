@@ -56,6 +56,7 @@ public struct ManifestParser {
 
     private func manifestName(_ node: Node?) throws(NspawnError) -> String {
         guard let node else {
+            if file == "-" { throw .invalidArgument("-: a manifest read from stdin needs a 'name' (what --prune and the machines it creates are recorded under)") }
             let base = String(file.split(separator: "/").last ?? "manifest")
             for suffix in [".yaml", ".yml"] where base.hasSuffix(suffix) && base.count > suffix.count {
                 return String(base.dropLast(suffix.count))
