@@ -118,6 +118,7 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-Xlinker", "--no-export-dynamic"])]
         ),
         .testTarget(name: "NspawnKitTests", dependencies: ["NspawnKit", "NspawnImages", "CSystemd"]),
+        .testTarget(name: "NspawnProvisioningTests", dependencies: ["NspawnProvisioning", "NspawnKit"]),
         .testTarget(name: "NspawnCLITests", dependencies: ["NspawnCLI", "NspawnKit"]),
         // The router, and the contract: CLI → client → router → a recording service, and the
         // request types against units/openapi.yaml.

@@ -1,3 +1,4 @@
+import Foundation
 import NspawnKit
 import Yams
 
@@ -55,6 +56,7 @@ public struct ManifestParser {
 
     private func manifestName(_ node: Node?) throws(NspawnError) -> String {
         guard let node else {
+            if file == "-" { throw .invalidArgument("-: a manifest read from stdin needs a 'name' (what --prune and the machines it creates are recorded under)") }
             let base = String(file.split(separator: "/").last ?? "manifest")
             for suffix in [".yaml", ".yml"] where base.hasSuffix(suffix) && base.count > suffix.count {
                 return String(base.dropLast(suffix.count))
@@ -219,8 +221,8 @@ public struct ManifestParser {
     /// YAML's `yes`/`true` become nspawn's `yes`, so `PrivateNetwork: true` reads as intended.
     private func settingWord(_ node: Node, key: String) throws(NspawnError) -> String {
         guard case .scalar(let scalar) = node else { throw error(node, key, "expected a value or a list of values") }
-        if scalar.tag.rawValue == "tag:yaml.org,2002:bool", scalar.style == .plain, let value = Bool.construct(from: scalar) { return value ? "yes" : "no" }
-        if scalar.tag.rawValue == "tag:yaml.org,2002:null" { throw error(node, key, "expected a value, not null") }
+        if scalar.style == .plain, let value = Bool.construct(from: scalar) { return value ? "yes" : "no" }
+        if Self.isNull(scalar) { throw error(node, key, "expected a value, not null") }
         return scalar.string
     }
 
@@ -323,7 +325,7 @@ public struct ManifestParser {
     }
 
     private func string(_ node: Node, key: String, allowEmpty: Bool = false) throws(NspawnError) -> String {
-        guard case .scalar(let scalar) = node, scalar.tag.rawValue != "tag:yaml.org,2002:null" || scalar.style != .plain || allowEmpty && scalar.string.isEmpty else {
+        guard case .scalar(let scalar) = node, !Self.isNull(scalar) || allowEmpty && scalar.string.isEmpty else {
             throw error(node, key, "expected a single value")
         }
         guard allowEmpty || !scalar.string.isEmpty else { throw error(node, key, "expected a value, not an empty string") }
@@ -332,10 +334,15 @@ public struct ManifestParser {
     }
 
     private func bool(_ node: Node, key: String) throws(NspawnError) -> Bool {
-        guard case .scalar(let scalar) = node, scalar.tag.rawValue == "tag:yaml.org,2002:bool", let value = Bool.construct(from: scalar) else {
+        guard case .scalar(let scalar) = node, scalar.style == .plain, let value = Bool.construct(from: scalar) else {
             throw error(node, key, "expected true or false")
         }
         return value
+    }
+
+    /// A plain `~`, `null` or nothing at all.
+    static func isNull(_ scalar: Node.Scalar) -> Bool {
+        scalar.style == .plain && NSNull.construct(from: scalar) != nil
     }
 
     private func position(_ node: Node, _ key: String) -> ManifestPosition {

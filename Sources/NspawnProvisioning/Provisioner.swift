@@ -226,10 +226,15 @@ public struct Provisioner: Sendable {
             guard let packageManager = observed.packageManager else {
                 throw NspawnError.failed("machine '\(name)': no package manager found (apt-get, pacman, apk or dnf)")
             }
-            let list = packages.map { String($0.field.dropFirst("package:".count)) }
-            try await runChecked(name, ExecSpec(command: Self.installCommand(packageManager, list), environment: ["DEBIAN_FRONTEND=noninteractive"]),
-                                 label: "installing \(list.joined(separator: " "))")
-            packages.forEach(done)
+            // Installed meanwhile, or part of the image a new machine came from: not asked for again.
+            var list: [String] = []
+            for package in packages.map({ String($0.field.dropFirst("package:".count)) }) {
+                let query = try await runQuietly(name, ExecSpec(command: Self.queryCommand(packageManager, package)))
+                if query.outcome != .exited(0) { list.append(package) }
+            }
+            if !list.isEmpty { try await runChecked(name, ExecSpec(command: Self.installCommand(packageManager, list), environment: ["DEBIAN_FRONTEND=noninteractive"]),
+                                 label: "installing \(list.joined(separator: " "))") }
+            packages.filter { list.contains(String($0.field.dropFirst("package:".count))) }.forEach(done)
         }
         for (index, command) in desired.run.enumerated() {
             guard let change = change("run[\(index)]") else { continue }

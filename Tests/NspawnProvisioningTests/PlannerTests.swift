@@ -1,0 +1,112 @@
+import NspawnKit
+@testable import NspawnProvisioning
+import Testing
+
+/// The plan as a pure difference between a desired machine and an observed one.
+@Suite("Planner")
+struct PlannerTests {
+    static func desired(_ yaml: String) throws -> DesiredMachine {
+        try ManifestTests.parse(yaml).resolved()[0]
+    }
+
+    static let web = """
+        machines:
+          web1:
+            image: { clone: base }
+            flavor: small
+            settings: { Port: ["tcp:8080:80"] }
+            enabled: true
+            state: running
+            files: [ { path: /etc/motd, content: "hi\\n" } ]
+            run:
+              - { command: [/bin/true] }
+              - { command: [/bin/touch, /ready], creates: /ready }
+        """
+
+    /// What the same machine looks like once an apply made it.
+    static func converged(_ desired: DesiredMachine) -> (ObservedMachine, GuestChecks) {
+        var observed = ObservedMachine()
+        observed.exists = true
+        observed.running = true
+        observed.enabled = true
+        observed.flavor = "small"
+        observed.origin = try? MachineName("base")
+        observed.settings = NspawnSettings(parsing: "[Network]\nPort=tcp:8080:80\n")
+        observed.files["/etc/motd"] = GuestFileState(content: Array("hi\n".utf8), mode: 0o644, uid: 0, gid: 0)
+        observed.existingPaths = ["/ready"]
+        observed.record = ProvisioningRecord(manifest: "site", created: true, settings: ["Network.Port"])
+        var checks = GuestChecks()
+        checks.fileOwners["/etc/motd"] = GuestIDs(uid: 0, gid: 0)
+        return (observed, checks)
+    }
+
+    @Test func aNewMachineGetsEveryField() throws {
+        let plan = Planner.plan(try Self.desired(Self.web), observed: ObservedMachine(), checks: GuestChecks())
+        #expect(plan.action == .create)
+        #expect(plan.changes.map(\.field) == ["machine", "settings.Network.Port", "flavor", "enabled", "file:/etc/motd", "state", "run[0]", "run[1]"])
+        #expect(plan.changes[0] == PlannedChange(.add, "machine", new: .text("clone of base")))
+    }
+
+    @Test func aConvergedMachineHasNothingToDo() throws {
+        let desired = try Self.desired(Self.web)
+        let (observed, checks) = Self.converged(desired)
+        let plan = Planner.plan(desired, observed: observed, checks: checks)
+        #expect(plan.changes == [] && plan.action == .none)
+    }
+
+    @Test func oneEditedValueIsExactlyOneChange() throws {
+        let desired = try Self.desired(Self.web.replacingOccurrences(of: "tcp:8080:80", with: "tcp:9090:80"))
+        let (observed, checks) = Self.converged(desired)
+        let plan = Planner.plan(desired, observed: observed, checks: checks)
+        #expect(plan.changes == [PlannedChange(.change, "settings.Network.Port", old: .list(["tcp:8080:80"]), new: .list(["tcp:9090:80"]))])
+        #expect(plan.changes[0].line(machine: "web1") == "~ web1 settings.Network.Port: [tcp:8080:80] → [tcp:9090:80]")
+    }
+
+    @Test func aFileDiffersByContentModeOrOwner() throws {
+        let desired = try Self.desired(Self.web)
+        var (observed, checks) = Self.converged(desired)
+        observed.files["/etc/motd"]?.mode = 0o600
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == ["file:/etc/motd"])
+        (observed, checks) = Self.converged(desired)
+        observed.files["/etc/motd"]?.uid = 1000
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == ["file:/etc/motd"])
+        (observed, checks) = Self.converged(desired)
+        observed.files["/etc/motd"] = nil
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.op) == [.add])
+    }
+
+    @Test func aGuardedCommandRunsWhileItsGuardSaysSoAndAnUnguardedOneOnlyAtCreation() throws {
+        let desired = try Self.desired(Self.web)
+        var (observed, checks) = Self.converged(desired)
+        observed.existingPaths = []
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == ["run[1]"])
+    }
+
+    @Test func aSettingDroppedFromTheManifestIsRemovedOnlyWhenTheManifestSetIt() throws {
+        let desired = try Self.desired(Self.web.replacingOccurrences(of: "    settings: { Port: [\"tcp:8080:80\"] }\n", with: ""))
+        var (observed, checks) = Self.converged(desired)
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes == [PlannedChange(.remove, "settings.Network.Port", old: .list(["tcp:8080:80"]))])
+        observed.record?.settings = []
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes == [])
+    }
+
+    @Test func pruneTakesOnlyMachinesThisManifestCreated() {
+        var observed = ObservedMachine()
+        observed.exists = true
+        #expect(Planner.pruneCandidate("hand", observed: observed, manifest: "site") == nil)
+        observed.record = ProvisioningRecord(manifest: "other", created: true, settings: [])
+        #expect(Planner.pruneCandidate("theirs", observed: observed, manifest: "site") == nil)
+        observed.record = ProvisioningRecord(manifest: "site", created: false, settings: [])
+        #expect(Planner.pruneCandidate("adopted", observed: observed, manifest: "site") == nil)
+        observed.record = ProvisioningRecord(manifest: "site", created: true, settings: [])
+        #expect(Planner.pruneCandidate("ours", observed: observed, manifest: "site")?.action == .remove)
+    }
+
+    @Test func absentRemovesAnExistingMachineAndIgnoresAMissingOne() throws {
+        let desired = try Self.desired("machines:\n  old:\n    state: absent\n")
+        var observed = ObservedMachine()
+        #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).changes == [])
+        observed.exists = true
+        #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).action == .remove)
+    }
+}
