@@ -306,7 +306,7 @@ struct ManifestRouteTests {
             + web1 file:/etc/f1: 1
             ! web1: machine 'web1': run[0] exited with 3
             skipped web2
-            apply: 2 changes, 1 failed
+            apply: 0 changes, 1 failed
 
             """)
         #expect(textExit == ExitStatus.failure.rawValue)
