@@ -117,7 +117,9 @@ struct Apply: AsyncParsableCommand, JSONCapable {
         let parsed = try ManifestParser(file: file).parse(text)
         let json = output.json
         let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { line in
-            if !json { printOut(line) }
+            // With --json the report says it all; otherwise a failure is an error message too.
+            if json { return }
+            if line.hasPrefix("! ") { writeStandardError("nspawnctl: \(line.dropFirst(2))\n") } else { printOut(line) }
         }
         if json {
             printOut(Renderer.json(report))

@@ -218,7 +218,8 @@ extension MachineManager {
             if let entry = passwd.first(where: { $0.name == user }) {
                 uid = entry.uid
                 gid = entry.gid
-            } else if let number = GuestAccounts.id(user) {
+            } else if let number = GuestAccounts.id(user) ?? (user == "root" ? 0 : nil) {
+                // uid 0 is root in every guest, with a passwd file or without one (busybox roots).
                 uid = number
                 gid = number
             } else {
@@ -227,7 +228,7 @@ extension MachineManager {
             if let group {
                 if let entry = groups.first(where: { $0.name == group }) {
                     gid = entry.gid
-                } else if let number = GuestAccounts.id(group) {
+                } else if let number = GuestAccounts.id(group) ?? (group == "root" ? 0 : nil) {
                     gid = number
                 } else {
                     throw NspawnError.invalidArgument("machine '\(name)' has no group '\(group.escapedForMessage)' in its /etc/group")
