@@ -74,7 +74,6 @@ struct ManifestDaemonTests {
     @Test func applyThroughTheDaemonConvergesOnceAndShowsItsProgressOnEvents() throws {
         try Fixture.with([Self.web, Self.bad, Self.base]) {
             try Fixture.busybox(Self.base)
-            try Testbed.mustSh("printf 'root:x:0:0:root:/:/bin/sh\\n' > /var/lib/machines/\(Self.base)/etc/passwd; printf 'root:x:0:\\n' > /var/lib/machines/\(Self.base)/etc/group")
             try Self.write(Self.manifest(motd: "hello from a manifest"))
             try Self.followEvents("e2e-mfd-events", into: "/tmp/e2e-mfd-events.txt")
             defer { _ = try? Testbed.sh("systemctl stop e2e-mfd-events; systemctl reset-failed e2e-mfd-events 2>/dev/null; rm -f \(Self.file); true") }
@@ -162,6 +161,11 @@ struct ManifestDaemonTests {
             let failed = try decodeJSON(Report.self, from: failing.stdout)
             #expect(failed.failed == 1 && failed.machines.first?.result == "failed" && failed.machines.first?.rolledBack == true, "\(failing.stdout)")
             #expect(failed.machines.first?.error?.contains("exited with 3") == true, "\(failing.stdout)")
+            #expect(try Testbed.run(["machinectl", "image-status", Self.bad]).status != 0, "the failed machine was removed")
+            // In text mode the failure is an error message on stderr, as on the direct path.
+            let failingText = try nspawnctlClient(["-H", RemoteFixtures.host("root"), "apply", "-f", "/tmp/e2e-mfd-bad.yaml"], limit: 120)
+            #expect(failingText.status == 1 && failingText.stdout.hasSuffix("apply: 0 changes, 1 failed\n"), "\(failingText)")
+            #expect(failingText.stderr.contains("nspawnctl: \(Self.bad): machine '\(Self.bad)': run[0]") && failingText.stderr.contains("exited with 3"), "\(failingText)")
             #expect(try Testbed.run(["machinectl", "image-status", Self.bad]).status != 0, "the failed machine was removed")
         }
     }

@@ -30,10 +30,10 @@ extension Apply {
         let operation = try await client.startApply(request)
         let json = output.json
         let report = try await client.followApply(operation) { line in
-            if !json {
-                printOut(line)
-                fflush(nil)
-            }
+            // As the direct path: with --json the report says it all; otherwise a failure is an error message too.
+            if json { return }
+            if line.hasPrefix("! ") { writeStandardError("nspawnctl: \(line.dropFirst(2))\n") } else { printOut(line) }
+            fflush(nil)
         }
         if json {
             printOut(Renderer.json(report))
