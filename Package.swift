@@ -95,6 +95,7 @@ let package = Package(
             dependencies: [
                 "NspawnKit",
                 "NspawnAPI",
+                "NspawnProvisioning",
                 .product(name: "SystemPackage", package: "swift-system"),
                 "CSystemd",
                 "CLinux",
@@ -122,7 +123,7 @@ let package = Package(
         // The router, and the contract: CLI → client → router → a recording service, and the
         // request types against units/openapi.yaml.
         .testTarget(name: "NspawnDaemonTests", dependencies: [
-            "NspawnDaemon", "NspawnAPI", "NspawnCLI", "NspawnKit", .product(name: "Yams", package: "Yams"),
+            "NspawnDaemon", "NspawnAPI", "NspawnCLI", "NspawnKit", "NspawnProvisioning", .product(name: "Yams", package: "Yams"),
         ]),
         .testTarget(name: "EndToEndTests", dependencies: ["NspawnKit"]),
     ],

@@ -150,6 +150,55 @@ public struct APIClient: NspawnService {
         return result
     }
 
+    // MARK: Manifests
+
+    /// What applying the manifest would change on the daemon's host. Synchronous: its guard
+    /// commands and package queries run in the machines before the answer.
+    public func plan(_ request: PlanRequest) async throws -> ProvisionPlan {
+        try await call(.planManifest, body: request, wait: .seconds(3600))
+    }
+
+    /// Starts converging the daemon's host to a manifest; a refused manifest throws here,
+    /// before anything starts. Follow it with `followApply`.
+    public func startApply(_ request: ApplyRequest) async throws -> Operation {
+        try await call(.applyManifest, body: request)
+    }
+
+    /// Follows an apply to its end, handing each of its progress lines to `line` once and in
+    /// order, and returns its report, also when a machine failed. Throws when the apply ended
+    /// without a report (it could not start on the machines). Polls, as `follow` does; the
+    /// apply goes on in the daemon if this process ends.
+    public func followApply(_ operation: Operation, line: (String) -> Void) async throws -> ApplyReport {
+        var current = operation
+        var shown = 0
+        // Lines come from the operation's window while it keeps up; should more lines pass
+        // between two polls than it holds, the rest comes from the report, still in order.
+        var live = true
+        func showNew() {
+            guard live, let lines = current.lines, let count = current.lineCount else { return }
+            let first = count - lines.count
+            guard first <= shown else {
+                live = false
+                return
+            }
+            lines.dropFirst(shown - first).forEach(line)
+            shown = max(shown, count)
+        }
+        showNew()
+        var interval = Duration.milliseconds(50)
+        while current.state == .running {
+            try await Task.sleep(for: interval)
+            interval = min(interval * 2, .seconds(1))
+            current = try await self.operation(current.id)
+            showNew()
+        }
+        guard let report = current.report else {
+            throw current.failure ?? NspawnError.failed("\(transport.peerName) ended apply '\(current.name)' as \(current.state.rawValue) without a report")
+        }
+        report.progressLines.dropFirst(shown).forEach(line)
+        return report
+    }
+
     // MARK: Wire
 
     private func action<Body: Encodable>(_ endpoint: Endpoint, _ name: MachineName, body: Body? = Empty?.none, wait: Duration = .seconds(300)) async throws {

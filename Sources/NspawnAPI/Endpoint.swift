@@ -41,6 +41,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case getOperation, cancelOperation
     case events
     case listSnapshots, createSnapshot, removeSnapshot, restore
+    case planManifest, applyManifest
 
     public var method: String {
         switch self {
@@ -67,6 +68,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .setReadOnly: "/v1/images/{name}/read-only"
         case .getOperation, .cancelOperation: "/v1/operations/{id}"
         case .events: "/v1/events"
+        case .planManifest: "/v1/manifests/plan"
+        case .applyManifest: "/v1/manifests/apply"
         }
     }
 
@@ -78,8 +81,9 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .rebuild,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation,
              .createSnapshot, .removeSnapshot, .restore: .admin
-        // A command in a machine runs as any guest user, root included: root's alone.
-        case .exec: .admin
+        // A command in a machine runs as any guest user, root included: root's alone. A plan
+        // runs a manifest's `unless` guards and package queries in machines, so it is too.
+        case .exec, .planManifest, .applyManifest: .admin
         }
     }
 
@@ -97,6 +101,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .createSnapshot, .removeSnapshot: "changing snapshots"
         case .restore: "restoring snapshots"
         case .exec: "running commands in machines"
+        case .planManifest: "planning manifests (it runs their guard commands in machines)"
+        case .applyManifest: "applying manifests"
         default: "this"
         }
     }

@@ -85,8 +85,8 @@ public struct ImportRequest: Codable, Sendable, Equatable {
     }
 }
 
-/// Long work started through the API: an import, followed by `GET /v1/operations/{id}` and
-/// cancelled by `DELETE`.
+/// Long work started through the API: an import (`kind` "import", cancelled by `DELETE`) or a
+/// manifest's apply (`kind` "apply"), followed by `GET /v1/operations/{id}` or `/v1/events`.
 public struct Operation: Sendable, Codable, Equatable {
     public enum State: String, Sendable, Codable {
         case running, succeeded, failed, cancelled
@@ -101,13 +101,25 @@ public struct Operation: Sendable, Codable, Equatable {
         }
     }
 
+    public static let importKind = "import"
+    public static let applyKind = "apply"
+    /// How many of an apply's newest progress lines an operation carries.
+    public static let linesKept = 200
+
     public var id: String
-    public var kind = "import"
+    public var kind = Operation.importKind
+    /// The image an import makes; the manifest an apply converges to.
     public var name: String
+    /// The import's URL or recipe; the manifest's file.
     public var source: String
     public var state: State
     public var progress: ImportProgress?
     public var result: ImportResult?
+    /// An apply's newest progress lines (at most `linesKept`), and how many it has printed in all.
+    public var lines: [String]?
+    public var lineCount: Int?
+    /// An apply's report: set when it ends, also when a machine failed (then `state` is `failed`).
+    public var report: ApplyReport?
     public var error: Failure?
     public var created: Date
 
@@ -125,7 +137,7 @@ public struct Operation: Sendable, Codable, Equatable {
         case .running, .succeeded: nil
         case .failed, .cancelled:
             .remote(error.flatMap { NspawnError.Category(rawValue: $0.code) } ?? (state == .cancelled ? .cancelled : .failure),
-                    message: error?.message ?? "import of '\(name)' \(state.rawValue)", busError: nil)
+                    message: error?.message ?? "\(kind) of '\(name)' \(state.rawValue)", busError: nil)
         }
     }
 }

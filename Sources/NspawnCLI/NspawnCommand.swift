@@ -121,5 +121,11 @@ package func writeStandardError(_ text: String) {
 }
 
 package func printOut(_ text: String) {
-    print(text)
+    if let sink = PrintedOutput.sink { sink(text) } else { print(text) }
+}
+
+/// Tests read what a command prints here instead of from the process's stdout, which tests
+/// running beside them share.
+package enum PrintedOutput {
+    @TaskLocal package static var sink: (@Sendable (String) -> Void)?
 }

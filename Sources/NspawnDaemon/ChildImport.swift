@@ -11,6 +11,8 @@ import Glibc
 public enum ImportJob: Sendable, Equatable {
     case url(String, checksum: String?, signature: String?, keyring: String?, force: Bool)
     case recipe(String, mirror: String?, checksum: String?, signature: String?, keyring: String?, verify: Bool, force: Bool)
+    /// A tarball on this host: a manifest's `image: {file: PATH}`.
+    case file(String)
 
     /// Options use the `--name=value` form and positionals follow `--`, so no value is ever
     /// read as an option.
@@ -32,6 +34,8 @@ public enum ImportJob: Sendable, Equatable {
             if !verify { argv.append("--no-verify") }
             if force { argv.append("--force") }
             return argv + ["--", recipe, name.rawValue]
+        case .file(let path):
+            return ["import", "--json", "--", name.rawValue, path]
         }
     }
 
@@ -39,6 +43,7 @@ public enum ImportJob: Sendable, Equatable {
         switch self {
         case .url(let url, _, _, _, _): url
         case .recipe(let recipe, _, _, _, _, _, _): "recipe:\(recipe)"
+        case .file(let path): path
         }
     }
 }

@@ -13,10 +13,13 @@ public struct Router: Sendable {
     let authorizer: Authorizer
     public let operations: OperationRegistry
     public let listings: ListCoalescer
+    let manifests: ManifestEngine
 
-    public init(service: any NspawnService, authorizer: Authorizer = Authorizer(), importer: ChildImporter = ChildImporter()) {
+    public init(service: any NspawnService, authorizer: Authorizer = Authorizer(), importer: ChildImporter = ChildImporter(),
+                manifests: ManifestEngine? = nil) {
         self.service = service
         self.authorizer = authorizer
+        self.manifests = manifests ?? .library(importer: importer)
         let listings = ListCoalescer()
         self.listings = listings
         // A finished import adds an image, which machined announces to nobody.
@@ -81,12 +84,16 @@ public struct Router: Sendable {
             guard let operation = await operations.get(parameter) else { throw NspawnError.remote(.notFound, message: "no operation '\(parameter.escapedForMessage)'", busError: nil) }
             return .json(operation)
         case .cancelOperation:
-            guard let operation = await operations.remove(parameter) else { throw NspawnError.remote(.notFound, message: "no operation '\(parameter.escapedForMessage)'", busError: nil) }
+            guard let operation = try await operations.remove(parameter) else { throw NspawnError.remote(.notFound, message: "no operation '\(parameter.escapedForMessage)'", busError: nil) }
             return .json(operation)
         case .createMachine:
             // The service checks the image exists before the values, so an unknown image is 404.
             let body = try decode(CreateRequest.self, request)
             return try await changing { .json(try await service.create(body), status: 201) }
+        case .planManifest:
+            return try await planManifest(try decode(PlanRequest.self, request))
+        case .applyManifest:
+            return try await startApply(try decode(ApplyRequest.self, request))
         case .events:
             // The server streams these itself; a router without a server has nothing to give.
             throw NspawnError.remote(.invalidInput, message: "GET /v1/events is a stream; read it as one", busError: nil)

@@ -20,6 +20,9 @@ public struct DaemonServer: Sendable {
         public var idleTimeout: Duration?
         /// Largest accepted request body.
         public var maximumBodySize: Int = 64 * 1024
+        /// Largest body of a manifest route (the manifest travels whole), for a peer the route
+        /// admits; anyone else is held to `maximumBodySize`.
+        public var maximumManifestBodySize: Int = ManifestRequestLimits.maximumBodySize
         /// A client must send a whole request within this time, and a connection that sends
         /// nothing is closed after it, so slow or half-open clients cannot pin the daemon.
         public var requestTimeout: TimeAmount = .seconds(10)
@@ -152,14 +155,16 @@ public struct DaemonServer: Sendable {
                 var head: HTTPRequestHead?
                 var body: [UInt8] = []
                 var tooLarge = false
+                var bodyLimit = configuration.maximumBodySize
                 for try await part in inbound {
                     switch part {
                     case .head(let requestHead):
                         head = requestHead
                         body.removeAll(keepingCapacity: true)
-                        tooLarge = Self.declaredLength(requestHead).map { $0 > configuration.maximumBodySize } ?? false
+                        bodyLimit = self.bodyLimit(requestHead, peer: peer)
+                        tooLarge = Self.declaredLength(requestHead).map { $0 > bodyLimit } ?? false
                     case .body(let chunk):
-                        if body.count + chunk.readableBytes > configuration.maximumBodySize { tooLarge = true }
+                        if body.count + chunk.readableBytes > bodyLimit { tooLarge = true }
                         if !tooLarge { body += chunk.readableBytesView }
                     case .end:
                         deadline.disarm()
@@ -182,7 +187,7 @@ public struct DaemonServer: Sendable {
                         }
                         let response: APIResponse
                         if tooLarge {
-                            response = .error(status: 413, code: "invalid_input", message: "request body larger than \(configuration.maximumBodySize) bytes")
+                            response = .error(status: 413, code: "invalid_input", message: "request body larger than \(bodyLimit) bytes")
                         } else {
                             response = await router.handle(request)
                         }
@@ -250,6 +255,17 @@ public struct DaemonServer: Sendable {
         let connection = head.headers[canonicalForm: "connection"].map { $0.lowercased() }
         guard connection.contains("upgrade") else { return nil }
         return head.headers.first(name: "upgrade")
+    }
+
+    /// The largest body `head` may bring: a manifest route's own limit when the peer may use
+    /// it, so nobody else can make the daemon buffer megabytes.
+    func bodyLimit(_ head: HTTPRequestHead, peer: Peer) -> Int {
+        let path = APIRequest(method: head.method.rawValue, target: head.uri, peer: peer).path
+        guard case .found(let endpoint, _) = Endpoint.match(method: head.method.rawValue, path: path),
+              Router.manifestRoutes.contains(endpoint), router.refusal(endpoint, peer: peer) == nil else {
+            return configuration.maximumBodySize
+        }
+        return max(configuration.maximumBodySize, configuration.maximumManifestBodySize)
     }
 
     static func declaredLength(_ head: HTTPRequestHead) -> Int? {

@@ -69,6 +69,13 @@ struct OpenAPIDocumentTests {
         (.restore, "RestoreRequest", RestoreRequest(snapshot: "s")),
         (.removeSnapshot, "SnapshotRemoveRequest", SnapshotRemoveRequest(snapshot: "s")),
         (nil, "Snapshot", SnapshotInfo(name: "s", created: Date(), method: .reflink, size: 1, path: "/p")),
+        (.planManifest, "PlanRequest", PlanRequest(manifest: "m", file: "f", prune: true)),
+        (.applyManifest, "ApplyRequest", ApplyRequest(manifest: "m", file: "f", prune: true, keepGoing: true)),
+        (nil, "ProvisionPlan", ProvisionPlan(manifest: "m", file: "f", machines: [])),
+        (nil, "MachinePlan", MachinePlan(name: "a", action: .create, changes: [])),
+        (nil, "PlannedChange", PlannedChange(.change, "flavor", old: .text("a"), new: .text("b"))),
+        (nil, "MachineApplyResult", MachineApplyResult(name: "a", result: .failed, changes: [], error: "e", rolledBack: true)),
+        (nil, "ApplyReport", ApplyReport(manifest: "m", file: "f", machines: [])),
         (nil, "SnapshotResult", SnapshotResult(name: "a", snapshot: SnapshotInfo(name: "s", created: nil, method: .btrfs, size: nil, path: "/p"),
                                                method: .btrfs, seconds: 1)),
     ] }
@@ -110,8 +117,31 @@ struct OpenAPIDocumentTests {
         for type in ExecFrameType.allCases {
             #expect(description.contains("| \(type.rawValue) \(type) | \(type.sentByClient ? "client" : "nspawnd") |"), "frame \(type)")
         }
+        let text = Self.schemas["ManifestText"]
+        #expect(text?["maxLength"] as? Int == ManifestRequestLimits.maximumTextSize)
+        #expect(Self.schemas["ManifestFile"]?["maxLength"] as? Int == ManifestRequestLimits.maximumFileSize)
+        let operation = Self.schemas["Operation"]?["properties"] as? [String: Any]
+        #expect((operation?["lines"] as? [String: Any])?["maxItems"] as? Int == Operation.linesKept)
+        #expect(((operation?["kind"] as? [String: Any])?["enum"] as? [String]).map(Set.init) == [Operation.importKind, Operation.applyKind])
         let whom = ((Self.schemas["KillRequest"]?["properties"] as? [String: Any])?["whom"] as? [String: Any])?["enum"] as? [String]
         #expect(Set(whom ?? []) == Set(KillWhom.allCases.map(\.rawValue)))
+    }
+}
+
+extension OpenAPIDocumentTests {
+    /// An apply's operation, every field it can have filled, is what the document describes.
+    @Test func anApplysOperationIsDocumented() throws {
+        var operation = Operation(id: "1", name: "demo", source: "/srv/demo.yaml", state: .failed, created: Date())
+        operation.kind = Operation.applyKind
+        operation.lines = ["+ web1 machine: clone of base"]
+        operation.lineCount = 1
+        operation.report = ApplyReport(manifest: "demo", file: "/srv/demo.yaml", machines: [])
+        operation.error = .init(code: "failure", message: "1 of 1 machines failed: web1")
+        let encoded = try JSONSerialization.jsonObject(with: try WireJSON.encoder(pretty: false).encode(operation)) as? [String: Any]
+        let documented = Set((Self.schemas["Operation"]?["properties"] as? [String: Any] ?? [:]).keys)
+        let fields = Set((encoded ?? [:]).keys)
+        #expect(fields.isSubset(of: documented), "undocumented: \(fields.subtracting(documented).sorted())")
+        #expect(fields.isSuperset(of: ["lines", "line_count", "report"]))
     }
 }
 

@@ -74,6 +74,8 @@ struct Plan: AsyncParsableCommand, JSONCapable {
 
     func run() async throws {
         let (text, file) = try manifest.read()
+        // --explain reads the manifest here, flavors too; plans are made where the machines are.
+        if explain == nil, case .daemon(let client) = try output.route { return try await planThroughDaemon(client, text: text, file: file) }
         let parsed = try ManifestParser(file: file).parse(text)
         if let explain {
             let lines = try Explanation.lines(parsed, machine: explain)
@@ -111,6 +113,7 @@ struct Apply: AsyncParsableCommand, JSONCapable {
 
     func run() async throws {
         let (text, file) = try manifest.read()
+        if case .daemon(let client) = try output.route { return try await applyThroughDaemon(client, text: text, file: file) }
         let parsed = try ManifestParser(file: file).parse(text)
         let json = output.json
         let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { line in
