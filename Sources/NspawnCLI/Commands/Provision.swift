@@ -82,15 +82,7 @@ struct Plan: AsyncParsableCommand, JSONCapable {
             if output.json { printOut(Renderer.json(lines)) } else { lines.forEach { printOut("\($0.field): \($0.value)  (\($0.origin))") } }
             return
         }
-        let plan = try await Provisioner(images: helperImages).plan(parsed, prune: manifest.prune)
-        if output.json {
-            printOut(Renderer.json(plan))
-            return
-        }
-        for machine in plan.machines {
-            for change in machine.changes { printOut(change.line(machine: machine.name)) }
-        }
-        printOut("plan: \(plan.changes) \(plan.changes == 1 ? "change" : "changes") in \(plan.machines.filter { !$0.changes.isEmpty }.count) of \(plan.machines.count) machines")
+        ProvisionOutput.show(try await Provisioner(images: helperImages).plan(parsed, prune: manifest.prune), json: output.json)
     }
 }
 
@@ -117,10 +109,33 @@ struct Apply: AsyncParsableCommand, JSONCapable {
         let parsed = try ManifestParser(file: file).parse(text)
         let json = output.json
         let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { line in
-            // With --json the report says it all; otherwise a failure is an error message too.
-            if json { return }
-            if line.hasPrefix("! ") { writeStandardError("nspawnctl: \(line.dropFirst(2))\n") } else { printOut(line) }
+            ProvisionOutput.progress(line, json: json)
         }
+        try ProvisionOutput.finish(report, json: json)
+    }
+}
+
+/// What plan and apply print, the same on the direct path and through nspawnd.
+enum ProvisionOutput {
+    static func show(_ plan: ProvisionPlan, json: Bool) {
+        if json {
+            printOut(Renderer.json(plan))
+            return
+        }
+        for machine in plan.machines {
+            for change in machine.changes { printOut(change.line(machine: machine.name)) }
+        }
+        printOut("plan: \(plan.changes) \(plan.changes == 1 ? "change" : "changes") in \(plan.machines.filter { !$0.changes.isEmpty }.count) of \(plan.machines.count) machines")
+    }
+
+    /// With --json the report says it all; otherwise a machine's failure is an error message too.
+    static func progress(_ line: String, json: Bool) {
+        if json { return }
+        if line.hasPrefix("! ") { writeStandardError("nspawnctl: \(line.dropFirst(2))\n") } else { printOut(line) }
+    }
+
+    /// The report, then exit status 1 when any machine failed.
+    static func finish(_ report: ApplyReport, json: Bool) throws {
         if json {
             printOut(Renderer.json(report))
         } else {

@@ -10,15 +10,7 @@ import NspawnKit
 
 extension Plan {
     func planThroughDaemon(_ client: APIClient, text: String, file: String) async throws {
-        let plan = try await client.plan(PlanRequest(manifest: text, file: file, prune: manifest.prune ? true : nil))
-        if output.json {
-            printOut(Renderer.json(plan))
-            return
-        }
-        for machine in plan.machines {
-            for change in machine.changes { printOut(change.line(machine: machine.name)) }
-        }
-        printOut("plan: \(plan.changes) \(plan.changes == 1 ? "change" : "changes") in \(plan.machines.filter { !$0.changes.isEmpty }.count) of \(plan.machines.count) machines")
+        ProvisionOutput.show(try await client.plan(PlanRequest(manifest: text, file: file, prune: manifest.prune ? true : nil)), json: output.json)
     }
 }
 
@@ -30,17 +22,9 @@ extension Apply {
         let operation = try await client.startApply(request)
         let json = output.json
         let report = try await client.followApply(operation) { line in
-            // As the direct path: with --json the report says it all; otherwise a failure is an error message too.
-            if json { return }
-            if line.hasPrefix("! ") { writeStandardError("nspawnctl: \(line.dropFirst(2))\n") } else { printOut(line) }
+            ProvisionOutput.progress(line, json: json)
             fflush(nil)
         }
-        if json {
-            printOut(Renderer.json(report))
-        } else {
-            for machine in report.machines where machine.result == .skipped { printOut("skipped \(machine.name)") }
-            printOut("apply: \(report.changes) \(report.changes == 1 ? "change" : "changes"), \(report.failed) failed")
-        }
-        if report.failed > 0 { throw GuestExit(status: ExitStatus.failure.rawValue) }
+        try ProvisionOutput.finish(report, json: json)
     }
 }
