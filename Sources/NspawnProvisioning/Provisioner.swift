@@ -73,10 +73,14 @@ public struct Provisioner: Sendable {
                                                  files: desired.files.map(\.path), paths: desired.run.compactMap(\.creates))
         var checks = GuestChecks()
         if observed.exists {
+            // One lookup per owner and group, not per file: each reads the guest's passwd and group.
+            var resolved: [String: GuestIDs] = [:]
             for file in desired.files {
-                if let ids = try? await manager.guestIDs(desired.name, user: file.owner, group: file.group) {
-                    checks.fileOwners[file.path] = GuestIDs(uid: ids.uid, gid: ids.gid)
+                let account = "\(file.owner):\(file.group ?? "")"
+                if resolved[account] == nil, let ids = try? await manager.guestIDs(desired.name, user: file.owner, group: file.group) {
+                    resolved[account] = GuestIDs(uid: ids.uid, gid: ids.gid)
                 }
+                checks.fileOwners[file.path] = resolved[account]
             }
         }
         if observed.running, !desired.isAbsent {
@@ -202,7 +206,14 @@ public struct Provisioner: Sendable {
         // Inside, before the start: the guest boots with its files and sockets in place.
         for file in desired.files {
             guard let change = change("file:\(file.path)") else { continue }
-            let ids = try await manager.guestIDs(name, user: file.owner, group: file.group)
+            // Resolved while planning when the machine existed; a new machine's accounts are read now.
+            let ids: GuestIDs
+            if let known = target.checks.fileOwners[file.path] {
+                ids = known
+            } else {
+                let found = try await manager.guestIDs(name, user: file.owner, group: file.group)
+                ids = GuestIDs(uid: found.uid, gid: found.gid)
+            }
             try await manager.writeGuestFile(name, path: file.path, content: Array(file.content.utf8), mode: file.mode, uid: ids.uid, gid: ids.gid)
             done(change)
         }
