@@ -7,6 +7,8 @@ public protocol NspawnService: Sendable {
     func list(_ request: ListRequest) async throws -> [MachineSummary]
     func status(_ name: MachineName) async throws -> MachineStatus
     func start(_ name: MachineName) async throws
+    /// Starts several machines side by side; each failure beside its name, in the order given.
+    func start(_ names: [MachineName]) async -> [(name: MachineName, error: NspawnError)]
     func stop(_ name: MachineName, _ request: StopRequest) async throws
     func reboot(_ name: MachineName, _ request: RebootRequest) async throws
     func terminate(_ name: MachineName) async throws
@@ -37,6 +39,30 @@ public protocol NspawnService: Sendable {
 }
 
 /// The library, called in this process: the CLI's direct path, and what nspawnd serves.
+extension NspawnService {
+    /// One request per machine, all in flight at once (the daemon starts each as it arrives).
+    public func start(_ names: [MachineName]) async -> [(name: MachineName, error: NspawnError)] {
+        let failures = await withTaskGroup(of: (MachineName, NspawnError?).self) { group in
+            for name in names {
+                group.addTask {
+                    do {
+                        try await start(name)
+                        return (name, nil)
+                    } catch let error as NspawnError {
+                        return (name, error)
+                    } catch {
+                        return (name, .failed("machine '\(name)': \(error)"))
+                    }
+                }
+            }
+            var failures: [MachineName: NspawnError] = [:]
+            for await (name, error) in group { failures[name] = error }
+            return failures
+        }
+        return names.compactMap { name in failures[name].map { (name, $0) } }
+    }
+}
+
 public struct LocalService: NspawnService {
     let manager: MachineManager
 
@@ -50,6 +76,10 @@ public struct LocalService: NspawnService {
 
     public func status(_ name: MachineName) async throws -> MachineStatus { try await manager.status(name) }
     public func start(_ name: MachineName) async throws { try await manager.start(name) }
+
+    public func start(_ names: [MachineName]) async -> [(name: MachineName, error: NspawnError)] {
+        await manager.start(names)
+    }
 
     public func stop(_ name: MachineName, _ request: StopRequest) async throws {
         try await manager.stop(name, timeout: try StopTimeout.duration(request.timeout))

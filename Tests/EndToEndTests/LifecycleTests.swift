@@ -210,6 +210,37 @@ struct EndToEndTests {
         }
     }
 
+    @Test func bulkStartRunsEveryMachineAndReportsEveryFailure() throws {
+        let good = (1...12).map { "e2e-bulk-\($0)" }
+        try Fixture.with(good + ["e2e-bulk-broken", "e2e-bulk-missing"]) {
+            for name in good { try Fixture.busybox(name) }
+            try Testbed.mustSh("mkdir -p /var/lib/machines/e2e-bulk-broken/etc && printf '[Exec]\\nBoot=no\\nParameters=/bin/sleep 1\\n' > /etc/systemd/nspawn/e2e-bulk-broken.nspawn")
+            // One already running: starting it again is not an error.
+            try Testbed.mustSh("machinectl start e2e-bulk-1")
+            let start = try Testbed.run(["nspawnctl", "start"] + good.prefix(6) + ["e2e-bulk-missing", "e2e-bulk-broken"] + good.dropFirst(6))
+            #expect(start.status == 1, "two different failures give the general status: \(start)")
+            let errors = start.stderr.split(separator: "\n").map(String.init)
+            #expect(errors.count == 2, "\(start)")
+            #expect(errors.first?.contains("e2e-bulk-missing") == true, "failures come in the order given: \(start)")
+            #expect(errors.last?.contains("systemd-nspawn@e2e-bulk-broken.service") == true, "\(start)")
+            let running = try Testbed.run(["machinectl", "list", "--no-legend", "--no-pager"]).stdout
+                .split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+            #expect(Set(good).isSubset(of: Set(running)), "\(running)")
+            #expect(!running.contains("e2e-bulk-broken"))
+            for name in good {
+                #expect(try Testbed.run(["systemctl", "is-active", "systemd-nspawn@\(name).service"]).trimmed == "active", "\(name)")
+            }
+
+            let stop = try Testbed.run(["nspawnctl", "stop", "--timeout", "5"] + good)
+            #expect(stop.status == Exit.ok, "\(stop)")
+            let left = try Testbed.run(["machinectl", "list", "--no-legend", "--no-pager"]).stdout
+            #expect(!left.contains("e2e-bulk-"), "\(left)")
+
+            let missingOnly = try Testbed.nspawnctl("start", "e2e-bulk-missing", "e2e-bulk-gone")
+            #expect(missingOnly.status == Exit.notFound, "\(missingOnly)")
+        }
+    }
+
     @Test func rebootGivesTheMachineANewLeader() throws {
         try Fixture.with(["e2e-reboot"]) {
             try Fixture.busybox("e2e-reboot")

@@ -14,11 +14,13 @@ struct Start: AsyncParsableCommand, JSONCapable {
         let manager = try output.service
         let statuses = StatusCollector()
         let json = output.json
-        try await fanOut(machines.names) { name in
-            try await manager.start(name)
-            // Only scripts asking for JSON pay for the status queries.
-            if json { await statuses.add(try await manager.status(name)) }
+        let failures = await manager.start(machines.names)
+        // Only scripts asking for JSON pay for the status queries.
+        if json {
+            let started = machines.names.filter { name in !failures.contains { $0.name == name } }
+            try await fanOut(started) { name in await statuses.add(try await manager.status(name)) }
         }
+        if !failures.isEmpty { throw PartialFailure(failures: failures.map { ($0.name.rawValue, $0.error) }) }
         if output.json { printOut(Renderer.json(await statuses.sorted(by: machines.names))) }
     }
 }

@@ -18,6 +18,24 @@ extension MachineManager {
         }
     }
 
+    /// Starts several machines side by side over one bus connection: every start job is queued
+    /// before any is waited for, so systemd runs them concurrently. Returns each failure beside
+    /// its machine's name, in the order given; an empty result means all of them run.
+    public func start(_ names: [MachineName]) async -> [(name: MachineName, error: NspawnError)] {
+        do {
+            // One machine needs two lookups, not machined's whole list of images.
+            if names.count == 1 {
+                try await start(names[0])
+                return []
+            }
+            return try await withBus { bus in try Self.startAll(names, bus: bus) }
+        } catch {
+            // No bus: every machine failed for the same reason.
+            let cause = error as? NspawnError ?? .failed("cannot start machines: \(error)")
+            return names.map { ($0, cause) }
+        }
+    }
+
     /// Stops a machine whatever its payload, and returns only once machined no longer lists it.
     ///
     /// Sends systemd's power-off request to a systemd leader and SIGTERM to any other,
@@ -104,6 +122,42 @@ extension MachineManager {
     }
 
     // MARK: - Blocking implementations
+
+    static func startAll(_ names: [MachineName], bus: BusConnection) throws(NspawnError) -> [(name: MachineName, error: NspawnError)] {
+        let machined = Machined(bus: bus)
+        let running = Dictionary(try machined.listMachines().map { ($0.name, $0.path) }, uniquingKeysWith: { first, _ in first })
+        let images = Set(try machined.listImages().map(\.name))
+        var failures: [MachineName: NspawnError] = [:]
+
+        // A machine running under some other unit (a hand-started nspawn) is left alone, as by
+        // start(_:); our own unit is started anyway, which also overrides a pending stop.
+        let runningNames = names.filter { running[$0.rawValue] != nil }
+        let answers: [Result<[BusValue], BusError>]
+        do {
+            answers = try bus.callAll(runningNames.map { Machined.propertiesCall(path: running[$0.rawValue]!, interface: Machined.machineInterface) })
+        } catch {
+            throw .bus(error, context: "read the properties of running machines")
+        }
+        var alreadyRunning = Set<MachineName>()
+        for (name, answer) in zip(runningNames, answers) {
+            // A machine that went away meanwhile is simply started.
+            guard case .success(let reply) = answer, let values = reply.first?.stringKeyedDictionary else { continue }
+            let properties = MachineProperties(values)
+            if properties.unit != name.serviceUnit && properties.state != "closing" { alreadyRunning.insert(name) }
+        }
+        var toStart: [MachineName] = []
+        for name in names where !alreadyRunning.contains(name) {
+            if running[name.rawValue] == nil && !images.contains(name.rawValue) {
+                failures[name] = .noSuchImage(name.rawValue)
+            } else {
+                toStart.append(name)
+            }
+        }
+        for (name, result) in zip(toStart, try SystemdManager(bus: bus).runJobs("StartUnit", units: toStart.map(\.serviceUnit), mode: "replace")) {
+            if let error = result { failures[name] = error }
+        }
+        return names.compactMap { name in failures[name].map { (name, $0) } }
+    }
 
     func stop(_ name: MachineName, timeout: Duration, bus: BusConnection) throws {
         let machined = Machined(bus: bus)

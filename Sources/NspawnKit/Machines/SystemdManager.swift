@@ -72,23 +72,28 @@ struct SystemdManager {
         }
     }
 
-    /// Queues a job and waits for its JobRemoved signal.
-    /// systemd only emits job signals to subscribed clients, and the match is installed
-    /// before the job is queued so a fast job cannot finish unseen.
-    private func runJob(_ member: String, unit: String, mode: String) throws(NspawnError) -> String {
+    private func subscribeToJobs(subject: String) throws(NspawnError) -> SignalSubscription {
         let subscription: SignalSubscription
         do {
             subscription = try bus.subscribe(match: "type='signal',sender='\(Self.destination)',path='\(Self.path)',interface='\(Self.interface)',member='JobRemoved'")
         } catch {
-            throw .bus(error, context: "subscribe to job signals for \(unit)")
+            throw .bus(error, context: "subscribe to job signals for \(subject)")
         }
         do {
             _ = try bus.call(Self.call("Subscribe"))
         } catch {
             if error.name != "org.freedesktop.systemd1.AlreadySubscribed" {
-                throw Self.translate(error, subject: unit, action: "Subscribe")
+                throw Self.translate(error, subject: subject, action: "Subscribe")
             }
         }
+        return subscription
+    }
+
+    /// Queues a job and waits for its JobRemoved signal.
+    /// systemd only emits job signals to subscribed clients, and the match is installed
+    /// before the job is queued so a fast job cannot finish unseen.
+    private func runJob(_ member: String, unit: String, mode: String) throws(NspawnError) -> String {
+        let subscription = try subscribeToJobs(subject: unit)
         let reply = try call(member, [.string(unit), .string(mode)], subject: unit)
         guard let job = reply.first?.string else { throw .malformedReply("\(member) job path") }
         let signal: BusSignal?
@@ -131,6 +136,48 @@ struct SystemdManager {
                                                      interface: "org.freedesktop.systemd1.Service"))
         else { return nil }
         return reply.first?.string
+    }
+
+    /// Queues one job per unit in one pipelined batch, then waits for all of them; each unit's
+    /// entry is nil when its job finished "done", else the error that says why.
+    func runJobs(_ member: String, units: [String], mode: String) throws(NspawnError) -> [NspawnError?] {
+        guard !units.isEmpty else { return [] }
+        let subscription = try subscribeToJobs(subject: units.count == 1 ? units[0] : "\(units.count) units")
+        let replies: [Result<[BusValue], BusError>]
+        do {
+            replies = try bus.callAll(units.map { Self.call(member, [.string($0), .string(mode)]) })
+        } catch {
+            throw .bus(error, context: "queue \(member) jobs")
+        }
+        var outcomes: [NspawnError?] = Array(repeating: nil, count: units.count)
+        var pending: [String: Int] = [:]
+        for (index, reply) in replies.enumerated() {
+            switch reply {
+            case .success(let values):
+                if let job = values.first?.string { pending[job] = index } else { outcomes[index] = .malformedReply("\(member) job path") }
+            case .failure(let error):
+                outcomes[index] = Self.translate(error, subject: units[index], action: member)
+            }
+        }
+        while !pending.isEmpty {
+            let signal: BusSignal?
+            do {
+                signal = try bus.waitForSignal(on: subscription, timeout: nil) {
+                    $0.arguments.count == 4 && $0.arguments[1].string.map { pending[$0] != nil } == true
+                }
+            } catch {
+                throw .bus(error, context: "waiting for \(pending.count) \(member) jobs")
+            }
+            guard let signal, let job = signal.arguments[1].string, let index = pending.removeValue(forKey: job) else { continue }
+            guard let result = signal.arguments[3].string else {
+                outcomes[index] = .malformedReply("JobRemoved")
+                continue
+            }
+            if result != "done" {
+                outcomes[index] = .jobFailed(unit: units[index], result: result, unitResult: serviceResult(units[index]))
+            }
+        }
+        return outcomes
     }
 
     /// Runs a start/stop/restart job and turns anything but "done" into an error that says why.
