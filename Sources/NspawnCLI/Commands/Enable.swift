@@ -3,7 +3,7 @@ import NspawnAPI
 import NspawnKit
 
 struct Enable: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(abstract: "Start machines at boot (with machines.target).")
+    static let configuration = CommandConfiguration(commandName: "enable", abstract: "Start machines at boot (with machines.target).")
 
     @OptionGroup var output: OutputOptions
 
@@ -16,7 +16,7 @@ struct Enable: AsyncParsableCommand, JSONCapable {
 }
 
 struct Disable: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(abstract: "Stop starting machines at boot.")
+    static let configuration = CommandConfiguration(commandName: "disable", abstract: "Stop starting machines at boot.")
 
     @OptionGroup var output: OutputOptions
 

@@ -8,6 +8,7 @@ import Glibc
 
 struct Events: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "events",
         abstract: "Follow machines appearing and going away until interrupted.",
         discussion: "One line per event; with --json, one JSON object per line (the API's MachineEvent).")
 

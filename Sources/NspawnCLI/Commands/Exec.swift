@@ -6,6 +6,7 @@ import NspawnKit
 
 struct Exec: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "exec",
         abstract: "Run a command in a running machine.",
         discussion: """
             stdin, stdout and stderr stay separate (merged on the terminal with -t); without -i \

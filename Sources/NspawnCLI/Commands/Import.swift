@@ -31,6 +31,7 @@ package struct VerifyOptions: ParsableArguments {
 /// does not load libcurl and libarchive; see ImagesHelper.
 package struct Import: AsyncParsableCommand, JSONCapable {
     package static let configuration = CommandConfiguration(
+        commandName: "import",
         abstract: "Import a root file system tarball as an image.",
         discussion: """
             SOURCE is a file, an http(s) URL (streamed) or '-' for stdin. Compression (zstd, gzip, xz, \
@@ -169,6 +170,7 @@ package final class ProgressDisplay: @unchecked Sendable {
 
 package struct Bootstrap: AsyncParsableCommand, JSONCapable {
     package static let configuration = CommandConfiguration(
+        commandName: "bootstrap",
         abstract: "Create an image from a distribution recipe (images/*.recipe): download, verify, set up.",
         discussion: """
             Recipes verify by default; --no-verify must be said explicitly. With no NAME, the next free \

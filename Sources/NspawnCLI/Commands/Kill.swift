@@ -5,7 +5,7 @@ import NspawnKit
 extension KillWhom: ExpressibleByArgument {}
 
 struct Kill: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(abstract: "Send a signal to machines' processes.")
+    static let configuration = CommandConfiguration(commandName: "kill", abstract: "Send a signal to machines' processes.")
 
     @OptionGroup var output: OutputOptions
 

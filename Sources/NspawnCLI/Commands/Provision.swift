@@ -59,6 +59,7 @@ let helperImages: ImageProvider = { source, name in
 
 struct Plan: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "plan",
         abstract: "Show what 'apply' would change for a manifest, per machine and per field.",
         discussion: """
             Lines start with + (add), ~ (change, old → new) or - (remove). Nothing is changed. \
@@ -88,6 +89,7 @@ struct Plan: AsyncParsableCommand, JSONCapable {
 
 struct Apply: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "apply",
         abstract: "Converge the host's machines to a manifest.",
         discussion: """
             Order per machine: image, settings, flavor, enablement, files, exposure, state, packages, \

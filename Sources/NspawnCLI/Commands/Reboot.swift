@@ -4,6 +4,7 @@ import NspawnKit
 
 struct Reboot: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "reboot",
         abstract: "Reboot machines (systemd's reboot request, or a unit restart for other payloads).",
         discussion: "--hard resets the power instead: the machine is terminated at once, then started again.")
 

@@ -4,6 +4,7 @@ import NspawnKit
 
 struct Rebuild: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "rebuild",
         abstract: "Replace a machine's root with a fresh copy of its image, keeping the machine.",
         discussion: """
             The name, settings, flavor, exposure, boot-time enablement and machine-id stay; everything \

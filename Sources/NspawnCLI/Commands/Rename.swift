@@ -3,7 +3,7 @@ import NspawnAPI
 import NspawnKit
 
 struct Rename: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(abstract: "Rename a stopped machine's image.")
+    static let configuration = CommandConfiguration(commandName: "rename", abstract: "Rename a stopped machine's image.")
 
     @OptionGroup var output: OutputOptions
 
@@ -20,7 +20,7 @@ struct Rename: AsyncParsableCommand, JSONCapable {
 }
 
 struct Clone: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(abstract: "Copy an image under a new name.")
+    static let configuration = CommandConfiguration(commandName: "clone", abstract: "Copy an image under a new name.")
 
     @OptionGroup var output: OutputOptions
 

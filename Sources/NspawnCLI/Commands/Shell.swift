@@ -3,6 +3,7 @@ import NspawnKit
 
 struct Shell: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "shell",
         abstract: "Open an interactive login shell in a running machine.",
         discussion: """
             The shell runs on a pseudo-terminal whose size follows this one; in a guest that boots \

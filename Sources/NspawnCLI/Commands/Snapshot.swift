@@ -4,6 +4,7 @@ import NspawnKit
 
 struct Snapshot: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "snapshot",
         abstract: "Take a read-only snapshot of a machine's root file system.",
         discussion: """
             A btrfs snapshot where the root is a btrfs subvolume, else a copy (with reflinks where the \
@@ -33,7 +34,7 @@ struct Snapshot: AsyncParsableCommand, JSONCapable {
 }
 
 struct Snapshots: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(abstract: "List a machine's snapshots, oldest first.")
+    static let configuration = CommandConfiguration(commandName: "snapshots", abstract: "List a machine's snapshots, oldest first.")
 
     @OptionGroup var output: OutputOptions
 
@@ -48,6 +49,7 @@ struct Snapshots: AsyncParsableCommand, JSONCapable {
 
 struct Restore: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "restore",
         abstract: "Replace a stopped machine's root file system with a snapshot of it.",
         discussion: """
             Only the root file system is replaced, in one atomic swap; settings, flavor, exposure \

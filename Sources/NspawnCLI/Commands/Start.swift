@@ -4,6 +4,7 @@ import NspawnKit
 
 struct Start: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "start",
         abstract: "Start machines as systemd-nspawn@NAME.service and wait until they run.")
 
     @OptionGroup var output: OutputOptions

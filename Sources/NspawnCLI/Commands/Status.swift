@@ -3,7 +3,7 @@ import NspawnAPI
 import NspawnKit
 
 struct Status: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(abstract: "Show one machine or image in detail.")
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show one machine or image in detail.")
 
     @OptionGroup var output: OutputOptions
 

@@ -4,6 +4,7 @@ import NspawnKit
 
 struct Stop: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "stop",
         abstract: "Stop machines, whatever their payload, and wait until they are gone.",
         discussion: """
             Asks a systemd payload to power off (SIGRTMIN+4) and any other payload to terminate (SIGTERM). \

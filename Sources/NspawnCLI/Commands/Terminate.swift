@@ -4,6 +4,7 @@ import NspawnKit
 
 struct Terminate: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "terminate",
         abstract: "Terminate machines at once, without a clean shutdown, and wait until they are gone.")
 
     @OptionGroup var output: OutputOptions

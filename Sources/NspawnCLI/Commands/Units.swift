@@ -31,6 +31,7 @@ struct SettingsOptions: ParsableArguments {
 
 struct Config: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "config",
         abstract: "Show or change a machine's settings (/etc/systemd/nspawn/NAME.nspawn).",
         discussion: """
             Without changes, shows the settings. Every value is checked before anything is written, \
@@ -100,6 +101,7 @@ struct ListenOptions: ParsableArguments {
 
 struct Expose: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "expose",
         abstract: "Start a machine on the first connection to a host port (socket activation).",
         discussion: """
             Writes /etc/systemd/system/systemd-nspawn@NAME.socket on the host and a matching socket unit \
@@ -137,6 +139,7 @@ struct Expose: AsyncParsableCommand, JSONCapable {
 
 struct Unexpose: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "unexpose",
         abstract: "Stop listening for a machine and remove the socket units of both sides.")
 
     @OptionGroup var output: OutputOptions
@@ -158,6 +161,7 @@ struct Unexpose: AsyncParsableCommand, JSONCapable {
 
 struct Resize: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "resize",
         abstract: "Apply a resource flavor, live when the machine runs.",
         discussion: "Flavors are read from /etc/nspawnctl/flavors, then PREFIX/share/nspawnctl/flavors (NAME.flavor).")
 
@@ -182,6 +186,7 @@ struct Resize: AsyncParsableCommand, JSONCapable {
 
 struct Create: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
+        commandName: "create",
         abstract: "Create a machine from an image in one step: clone, settings, flavor, sockets, start.",
         discussion: """
             Clones IMAGE with machined, then writes the settings, the flavor's drop-in and, with --listen, \

@@ -6,13 +6,14 @@ extension MachineManager {
     public func start(_ name: MachineName) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
-            if let path = try machined.machinePathIfRunning(name) {
+            let (path, imageExists) = try machined.machineAndImage(name)
+            if let path {
                 // Running under some other unit (a hand-started nspawn): nothing to do.
                 // Our own unit is started anyway, which also overrides a pending stop.
                 let properties = try machined.machineProperties(name, path: path)
                 if properties.unit != name.serviceUnit && properties.state != "closing" { return }
             } else {
-                guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+                guard imageExists else { throw NspawnError.noSuchImage(name.rawValue) }
             }
             try SystemdManager(bus: bus).startUnit(name.serviceUnit)
         }

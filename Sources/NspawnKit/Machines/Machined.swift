@@ -109,6 +109,32 @@ package struct Machined {
         try imagePathIfExists(name) != nil
     }
 
+    /// The running machine's object path and whether an image of that name exists, asked in
+    /// one round trip.
+    package func machineAndImage(_ name: MachineName) throws(NspawnError) -> (machinePath: String?, imageExists: Bool) {
+        let answers: [Result<[BusValue], BusError>]
+        do {
+            answers = try bus.callAll([Self.managerCall("GetMachine", [.string(name.rawValue)]),
+                                       Self.managerCall("GetImage", [.string(name.rawValue)])])
+        } catch {
+            throw Self.translate(error, subject: name.rawValue, action: "GetMachine")
+        }
+        func path(_ answer: Result<[BusValue], BusError>, _ member: String) throws(NspawnError) -> String? {
+            switch answer {
+            case .success(let reply):
+                guard let path = reply.first?.string else { throw .malformedReply(member) }
+                return path
+            case .failure(let error):
+                let translated = Self.translate(error, subject: name.rawValue, action: member)
+                switch translated {
+                case .noSuchMachine, .noSuchImage: return nil
+                default: throw translated
+                }
+            }
+        }
+        return (try path(answers[0], "GetMachine"), try path(answers[1], "GetImage") != nil)
+    }
+
     package func properties(path: String, interface: String, subject: String) throws(NspawnError) -> [String: BusValue] {
         try bus.allProperties(destination: Self.destination, path: path, interface: interface) {
             Self.translate($0, subject: subject, action: "GetAll")

@@ -72,26 +72,19 @@ struct SystemdManager {
         }
     }
 
+    /// systemd sends a job's JobRemoved to the client that queued it (the job tracks its
+    /// sender) without a Subscribe call, as systemctl and machinectl rely on. Subscribing
+    /// would also make systemd broadcast every unit's property changes while we wait.
     private func subscribeToJobs(subject: String) throws(NspawnError) -> SignalSubscription {
-        let subscription: SignalSubscription
         do {
-            subscription = try bus.subscribe(match: "type='signal',sender='\(Self.destination)',path='\(Self.path)',interface='\(Self.interface)',member='JobRemoved'")
+            return try bus.subscribe(match: "type='signal',sender='\(Self.destination)',path='\(Self.path)',interface='\(Self.interface)',member='JobRemoved'")
         } catch {
             throw .bus(error, context: "subscribe to job signals for \(subject)")
         }
-        do {
-            _ = try bus.call(Self.call("Subscribe"))
-        } catch {
-            if error.name != "org.freedesktop.systemd1.AlreadySubscribed" {
-                throw Self.translate(error, subject: subject, action: "Subscribe")
-            }
-        }
-        return subscription
     }
 
-    /// Queues a job and waits for its JobRemoved signal.
-    /// systemd only emits job signals to subscribed clients, and the match is installed
-    /// before the job is queued so a fast job cannot finish unseen.
+    /// Queues a job and waits for its JobRemoved signal. The match is installed before the
+    /// job is queued so a fast job cannot finish unseen.
     private func runJob(_ member: String, unit: String, mode: String) throws(NspawnError) -> String {
         let subscription = try subscribeToJobs(subject: unit)
         let reply = try call(member, [.string(unit), .string(mode)], subject: unit)
