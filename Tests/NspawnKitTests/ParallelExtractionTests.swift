@@ -131,8 +131,9 @@ import Glibc
             """)
         _ = try await importer.importImage(try MachineName("times"), from: .file(tarball))
         let image = "\(store.directory)/times"
-        let stats = try shell("stat -c '%a %Y' \(image) \(image)/srv \(image)/srv/locked \(image)/srv/late \(image)/srv/late/x \(image)/srv/locked/f042")
-        #expect(stats == "755 1000000001\n755 1000000002\n555 1000000003\n700 1000000004\n644 1000000005\n644 1000000142")
+        // The root's own time is not kept (libarchive leaves "." alone), as before the writers.
+        let stats = try shell("stat -c '%a %Y' \(image)/srv \(image)/srv/locked \(image)/srv/late \(image)/srv/late/x \(image)/srv/locked/f042")
+        #expect(stats == "755 1000000002\n555 1000000003\n700 1000000004\n644 1000000005\n644 1000000142")
     }
 
     @Test func aFileLargerThanTheMemoryBoundIsWrittenWhole() async throws {
