@@ -12,12 +12,16 @@ final class FileJob {
     /// The member's name as the archive spells it, for errors.
     let name: String
     let data: UnsafeMutableRawBufferPointer
+    /// Which run of files in one directory this one belongs to: writers keep out of each other's,
+    /// as creating files in one directory takes that directory's lock.
+    let directory: Int
     /// Where each stretch of `data` goes in the file; more than one for sparse files.
     var blocks: [(offset: Int64, start: Int, count: Int)] = []
 
-    init(entry: OwnedArchiveEntry, name: String, capacity: Int) {
+    init(entry: OwnedArchiveEntry, name: String, directory: Int, capacity: Int) {
         self.entry = entry
         self.name = name
+        self.directory = directory
         self.data = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
     }
 
@@ -32,15 +36,18 @@ final class WriterQueue: @unchecked Sendable {
     /// Writers wait here for work; the reader waits on `room` for budget or for the writers to finish.
     private let work = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let room = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var jobs: [FileJob?] = []
-    private var head = 0
+    /// In archive order; writers may take them out of order, as each has a name of its own.
+    private var jobs: [FileJob] = []
+    /// The directory each writer is in, -1 when it has none.
+    private var writing: [Int]
     private var bytesInFlight = 0
     private var unfinished = 0
     private var closed = false
     private var firstFailure: NspawnError?
 
-    init(budget: Int) {
+    init(budget: Int, writers: Int) {
         self.budget = budget
+        self.writing = Array(repeating: -1, count: writers)
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(work, nil)
         pthread_cond_init(room, nil)
@@ -89,20 +96,19 @@ final class WriterQueue: @unchecked Sendable {
         }
     }
 
-    /// The next file to write; nil once the queue is closed and empty, or something failed.
-    func next() -> FileJob? {
+    /// The next file for writer `writer`: the first in a directory no other writer is in, else the
+    /// first of all; nil once the queue is closed and empty, or something failed.
+    func next(for writer: Int) -> FileJob? {
         locked {
-            while head == jobs.count && !closed && firstFailure == nil {
+            writing[writer] = -1
+            while jobs.isEmpty && !closed && firstFailure == nil {
                 pthread_cond_wait(work, mutex)
             }
-            guard firstFailure == nil, head < jobs.count else { return nil }
-            let job = jobs[head]
-            jobs[head] = nil
-            head += 1
-            if head >= 1024 && head * 2 >= jobs.count {
-                jobs.removeFirst(head)
-                head = 0
-            }
+            guard firstFailure == nil, !jobs.isEmpty else { return nil }
+            let others = writing
+            let pick = jobs.firstIndex { job in !others.contains(job.directory) } ?? 0
+            let job = jobs.remove(at: pick)
+            writing[writer] = job.directory
             return job
         }
     }
@@ -214,14 +220,14 @@ final class ParallelExtractor {
     }
 
     /// A writer thread: writes files from `queue` until it closes.
-    private func runWriter(_ queue: WriterQueue) {
+    private func runWriter(_ queue: WriterQueue, index: Int) {
         if let failure = enterTarget() {
             queue.fail(failure)
             return
         }
         // After unshare: libarchive reads the umask when the handle is made, and the umask is per fs struct.
         let writer = ArchiveDiskWriter(flags: ArchiveDiskWriter.faithfulAndSecure)
-        while let job = queue.next() {
+        while let job = queue.next(for: index) {
             var failure: NspawnError?
             do throws(ArchiveError) {
                 try writer.writeHeader(job.entry.entry)
@@ -243,9 +249,9 @@ final class ParallelExtractor {
         if let failure = enterTarget() { throw failure }
         // Made before the writers start and freed after they stop: freeing applies directory modes and times.
         let writer = ArchiveDiskWriter(flags: ArchiveDiskWriter.faithfulAndSecure)
-        let queue = WriterQueue(budget: budget)
+        let queue = WriterQueue(budget: budget, writers: writerCount)
         let box = UncheckedSendable(self)
-        let writers = (0..<writerCount).map { _ in OSThread { box.value.runWriter(queue) } }
+        let writers = (0..<writerCount).map { index in OSThread { box.value.runWriter(queue, index: index) } }
         do throws(NspawnError) {
             let entries = try read(from: socket, writer: writer, queue: queue)
             queue.close()
@@ -271,6 +277,8 @@ final class ParallelExtractor {
         var directories: Set<String> = [""]
         /// Symlinks and hard links, in archive order, to make once the writers are done.
         var deferred: [(entry: OwnedArchiveEntry, name: String)] = []
+        /// Numbers runs of consecutive files in one directory, for the writers to keep apart.
+        var run = (directory: "", number: 0)
 
         func attempt(_ name: String?, _ body: () throws(ArchiveError) -> Void) throws(NspawnError) {
             do throws(ArchiveError) { try body() } catch { throw describe(error, entry: name) }
@@ -352,7 +360,8 @@ final class ParallelExtractor {
                         deferred.append((OwnedArchiveEntry(copying: entry), name))
                     }
                 } else if type == S_IFREG && size <= Int64(bufferedFileLimit) {
-                    try dispatch(entry, name: name, size: Int(size), from: reader, to: queue)
+                    if parent != run.directory { run = (parent, run.number + 1) }
+                    try dispatch(entry, name: name, directory: run.number, size: Int(size), from: reader, to: queue)
                 } else {
                     // Large files, devices and fifos: at a name no other thread touches.
                     try writeHere(entry, name)
@@ -373,10 +382,10 @@ final class ParallelExtractor {
     }
 
     /// Copies a file's header and data into a job for the writers.
-    private func dispatch(_ entry: ArchiveEntry, name: String, size: Int, from reader: ArchiveReader,
+    private func dispatch(_ entry: ArchiveEntry, name: String, directory: Int, size: Int, from reader: ArchiveReader,
                           to queue: WriterQueue) throws(NspawnError) {
         guard queue.reserve(size) else { throw queue.failure ?? .cancelled("import cancelled") }
-        let job = FileJob(entry: OwnedArchiveEntry(copying: entry), name: name, capacity: size)
+        let job = FileJob(entry: OwnedArchiveEntry(copying: entry), name: name, directory: directory, capacity: size)
         var filled = 0
         var overlong = false
         do throws(ArchiveError) {
