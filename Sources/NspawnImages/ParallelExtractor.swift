@@ -11,27 +11,40 @@ final class FileJob {
     let entry: OwnedArchiveEntry
     /// The member's name as the archive spells it, for errors.
     let name: String
+    /// Its bytes, in the queue's buffer until the file is written.
     let data: UnsafeMutableRawBufferPointer
+    let span: WriterQueue.Span
     /// Which run of files in one directory this one belongs to: writers keep out of each other's,
     /// as creating files in one directory takes that directory's lock.
     let directory: Int
     /// Where each stretch of `data` goes in the file; more than one for sparse files.
     var blocks: [(offset: Int64, start: Int, count: Int)] = []
 
-    init(entry: OwnedArchiveEntry, name: String, directory: Int, capacity: Int) {
+    init(entry: OwnedArchiveEntry, name: String, directory: Int, span: WriterQueue.Span) {
         self.entry = entry
         self.name = name
         self.directory = directory
-        self.data = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
+        self.span = span
+        self.data = span.bytes
     }
-
-    deinit { data.deallocate() }
 }
 
-/// Hands files from the reading thread to writer threads, and holds at most `budget` bytes of file
-/// data between them, so memory stays bounded whatever the archive's size.
+/// Hands files from the reading thread to writer threads. File data waits in one ring buffer of
+/// `budget` bytes, allocated once: memory stays bounded whatever the archive's size, and
+/// freeing on other threads cannot fragment the heap.
 final class WriterQueue: @unchecked Sendable {
     let budget: Int
+    /// A stretch of the ring, handed out in order and given back in any order.
+    struct Span {
+        let sequence: Int
+        let bytes: UnsafeMutableRawBufferPointer
+    }
+    private let ring: UnsafeMutableRawBufferPointer
+    /// Where the next span starts.
+    private var head = 0
+    /// Spans not yet given back, oldest first: (start, end, given back); the oldest start is the tail.
+    private var spans: [(start: Int, end: Int, done: Bool)] = []
+    private var firstSequence = 0
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     /// Writers wait here for work; the reader waits on `room` for budget or for the writers to finish.
     private let work = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -40,7 +53,6 @@ final class WriterQueue: @unchecked Sendable {
     private var jobs: [FileJob] = []
     /// The directory each writer is in, -1 when it has none.
     private var writing: [Int]
-    private var bytesInFlight = 0
     private var unfinished = 0
     private var closed = false
     private var firstFailure: NspawnError?
@@ -48,6 +60,8 @@ final class WriterQueue: @unchecked Sendable {
     init(budget: Int, writers: Int) {
         self.budget = budget
         self.writing = Array(repeating: -1, count: writers)
+        // Not touched until used, so a small archive costs little.
+        self.ring = UnsafeMutableRawBufferPointer.allocate(byteCount: budget, alignment: 16)
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(work, nil)
         pthread_cond_init(room, nil)
@@ -60,6 +74,7 @@ final class WriterQueue: @unchecked Sendable {
         work.deallocate()
         room.deallocate()
         mutex.deallocate()
+        ring.deallocate()
     }
 
     private func locked<T>(_ body: () -> T) -> T {
@@ -68,24 +83,50 @@ final class WriterQueue: @unchecked Sendable {
         return body()
     }
 
-    /// Waits until `bytes` more fit (at once when nothing is in flight); false once something failed.
-    func reserve(_ bytes: Int) -> Bool {
+    /// Where `count` bytes fit now, if they do (the caller holds the lock).
+    private func placeLocked(_ count: Int) -> Int? {
+        guard let tail = spans.first?.start else {
+            head = 0
+            return count <= budget ? 0 : nil
+        }
+        if head >= tail {
+            if count <= budget - head { return head }
+            return count < tail ? 0 : nil
+        }
+        return count < tail - head ? head : nil
+    }
+
+    /// Waits until `count` bytes fit in the ring and hands them out; nil once something failed.
+    /// `count` must be at most `budget`.
+    func reserve(_ count: Int) -> Span? {
         locked {
-            while firstFailure == nil && bytesInFlight > 0 && bytesInFlight + bytes > budget {
+            var start = placeLocked(count)
+            while firstFailure == nil && start == nil {
                 pthread_cond_wait(room, mutex)
+                start = placeLocked(count)
             }
-            guard firstFailure == nil else { return false }
-            bytesInFlight += bytes
-            return true
+            guard firstFailure == nil, let start else { return nil }
+            head = start + count
+            spans.append((start, start + count, false))
+            let sequence = firstSequence + spans.count - 1
+            return Span(sequence: sequence, bytes: UnsafeMutableRawBufferPointer(rebasing: ring[start..<(start + count)]))
         }
     }
 
-    /// Gives back a reservation whose file was never submitted.
-    func release(_ bytes: Int) {
-        locked {
-            bytesInFlight -= bytes
-            pthread_cond_signal(room)
+    /// Gives a span back; the ring's tail moves past every span given back before the oldest in use.
+    func release(_ span: Span) {
+        locked { releaseLocked(span) }
+    }
+
+    private func releaseLocked(_ span: Span) {
+        spans[span.sequence - firstSequence].done = true
+        var done = 0
+        while done < spans.count && spans[done].done { done += 1 }
+        if done > 0 {
+            spans.removeFirst(done)
+            firstSequence += done
         }
+        pthread_cond_signal(room)
     }
 
     func submit(_ job: FileJob) {
@@ -115,7 +156,7 @@ final class WriterQueue: @unchecked Sendable {
 
     func finished(_ job: FileJob, failure: NspawnError?) {
         locked {
-            bytesInFlight -= job.data.count
+            releaseLocked(job.span)
             unfinished -= 1
             if let failure { recordLocked(failure) }
             pthread_cond_signal(room)
@@ -179,13 +220,13 @@ final class ParallelExtractor {
     let directoryLimit = 262_144
 
     init(source: String, target: Directory, counters: ImportCounters, writerCount: Int = 2,
-         budget: Int = 16 << 20, bufferedFileLimit: Int = 2 << 20) {
+         budget: Int = 8 << 20, bufferedFileLimit: Int = 2 << 20) {
         self.source = source
         self.target = target
         self.counters = counters
         self.writerCount = writerCount
         self.budget = budget
-        self.bufferedFileLimit = bufferedFileLimit
+        self.bufferedFileLimit = min(bufferedFileLimit, budget)
     }
 
     /// The failure to report for a libarchive error while handling member `name`.
@@ -384,8 +425,8 @@ final class ParallelExtractor {
     /// Copies a file's header and data into a job for the writers.
     private func dispatch(_ entry: ArchiveEntry, name: String, directory: Int, size: Int, from reader: ArchiveReader,
                           to queue: WriterQueue) throws(NspawnError) {
-        guard queue.reserve(size) else { throw queue.failure ?? .cancelled("import cancelled") }
-        let job = FileJob(entry: OwnedArchiveEntry(copying: entry), name: name, directory: directory, capacity: size)
+        guard let span = queue.reserve(size) else { throw queue.failure ?? .cancelled("import cancelled") }
+        let job = FileJob(entry: OwnedArchiveEntry(copying: entry), name: name, directory: directory, span: span)
         var filled = 0
         var overlong = false
         do throws(ArchiveError) {
@@ -400,11 +441,11 @@ final class ParallelExtractor {
                 filled += bytes.count
             }
         } catch {
-            queue.release(size)
+            queue.release(span)
             throw describe(error, entry: name)
         }
         if overlong {
-            queue.release(size)
+            queue.release(span)
             throw .badArchive(source: source, entry: name, reason: "member data longer than its size")
         }
         queue.submit(job)

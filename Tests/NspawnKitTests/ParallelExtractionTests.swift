@@ -139,7 +139,7 @@ import Glibc
     @Test func aFileLargerThanTheMemoryBoundIsWrittenWhole() async throws {
         defer { cleanUp() }
         let src = "\(scratch)/src"
-        // 40 MB is over the 16 MB held in flight; the sparse file (holes kept) goes to a writer in blocks.
+        // 40 MB is over the 8 MB held in flight; the sparse file (holes kept) goes to a writer in blocks.
         try shell("""
             set -e
             mkdir -p \(src)/var
