@@ -214,19 +214,24 @@ final class ParallelExtractor {
     /// Files larger than this are written by the reading thread, streamed, instead of buffered.
     let bufferedFileLimit: Int
     /// Names remembered since the last time every writer finished; past this, the reader waits and
-    /// forgets them, so memory stays bounded however many members the archive has.
-    let windowLimit = 65_536
+    /// forgets them, so memory stays bounded however many members the archive has (a few MB each).
+    let windowLimit: Int
     let deferredLimit = 4_096
-    let directoryLimit = 262_144
+    /// Past this many known directories the reader forgets them; a file under a forgotten one is
+    /// then written after everything before it, which makes its directory known again.
+    let directoryLimit: Int
 
     init(source: String, target: Directory, counters: ImportCounters, writerCount: Int = 2,
-         budget: Int = 8 << 20, bufferedFileLimit: Int = 2 << 20) {
+         budget: Int = 8 << 20, bufferedFileLimit: Int = 2 << 20, windowLimit: Int = 16_384,
+         directoryLimit: Int = 16_384) {
         self.source = source
         self.target = target
         self.counters = counters
         self.writerCount = writerCount
         self.budget = budget
         self.bufferedFileLimit = min(bufferedFileLimit, budget)
+        self.windowLimit = windowLimit
+        self.directoryLimit = directoryLimit
     }
 
     /// The failure to report for a libarchive error while handling member `name`.
@@ -373,7 +378,6 @@ final class ParallelExtractor {
             if seen.contains(path) || seen.count >= windowLimit || deferred.count >= deferredLimit {
                 try settle()
             }
-            seen.insert(path)
             if path.isEmpty {
                 // The root itself: only its metadata, which libarchive applies at close.
                 try writeHere(entry, name)
@@ -408,6 +412,7 @@ final class ParallelExtractor {
                     try writeHere(entry, name)
                 }
             }
+            seen.insert(path)
             entries += 1
             counters.entries.store(entries, ordering: .relaxed)
         }
