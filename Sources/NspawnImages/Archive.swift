@@ -30,8 +30,25 @@ struct ArchiveEntry {
     var hardlink: String? { archive_entry_hardlink(handle).map { String(cString: $0) } }
     var symlink: String? { archive_entry_symlink(handle).map { String(cString: $0) } }
 
+    /// The file type bits of the mode (S_IFREG, S_IFDIR, S_IFLNK…).
+    var fileType: mode_t { archive_entry_filetype(handle) }
+    /// The size of the member's data (0 for links and directories).
+    var size: Int64 { archive_entry_size(handle) }
+
     func setPathname(_ path: String) { archive_entry_copy_pathname(handle, path) }
     func setHardlink(_ path: String) { archive_entry_copy_hardlink(handle, path) }
+}
+
+/// A copy of a header that outlives its reader's next `nextHeader()`, for another thread to write.
+final class OwnedArchiveEntry {
+    let entry: ArchiveEntry
+
+    init(copying source: ArchiveEntry) {
+        guard let handle = archive_entry_clone(source.handle) else { fatalError("archive_entry_clone: out of memory") }
+        entry = ArchiveEntry(handle: handle)
+    }
+
+    deinit { archive_entry_free(entry.handle) }
 }
 
 /// Hands libarchive the next chunk of raw input: (bytes, count), 0 at the end, -1 on failure.
@@ -109,6 +126,18 @@ final class ArchiveReader {
         return count
     }
 
+    /// The next block of the current entry's data and its offset in the file (gaps are holes);
+    /// nil at the entry's end. The bytes stay valid until the next read.
+    func readBlock() throws(ArchiveError) -> (UnsafeRawBufferPointer, Int64)? {
+        var buffer: UnsafeRawPointer?
+        var size = 0
+        var offset: la_int64_t = 0
+        let code = archive_read_data_block(handle, &buffer, &size, &offset)
+        if code == ARCHIVE_EOF { return nil }
+        if code < ARCHIVE_OK { throw ArchiveError(handle, code: code, reading: true) }
+        return (UnsafeRawBufferPointer(start: buffer, count: size), offset)
+    }
+
     /// The compression filters found, outermost first, e.g. ["zstd"]; empty when uncompressed.
     var filterNames: [String] {
         let count = archive_filter_count(handle)
@@ -156,6 +185,12 @@ final class ArchiveDiskWriter {
             let written = archive_write_data_block(handle, buffer, size, offset)
             if written < ARCHIVE_OK { throw ArchiveError(handle, code: Int32(written), reading: false) }
         }
+    }
+
+    /// Writes one block of the current entry's data at `offset`.
+    func writeBlock(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(ArchiveError) {
+        let written = archive_write_data_block(handle, bytes.baseAddress, bytes.count, offset)
+        if written < ARCHIVE_OK { throw ArchiveError(handle, code: Int32(written), reading: false) }
     }
 
     func finishEntry() throws(ArchiveError) {

@@ -111,8 +111,8 @@ enum StageOutcome {
     }
 }
 
-/// Unpacks a tar stream into a directory with two threads: one decompresses, one writes files.
-/// They overlap, so a two-core machine decompresses and writes at the same time.
+/// Unpacks a tar stream into a directory: one thread decompresses, one reads the tar and hands
+/// files to writer threads (ParallelExtractor). They overlap, so decompression and writing share the cores.
 enum ExtractionPipeline {
     struct Summary {
         var compression: [String]
@@ -150,8 +150,13 @@ enum ExtractionPipeline {
             try? writer.close()
         }
         let extractor = OSThread {
-            box.extract = extract(from: reader, into: unsafeTarget.value, counters: unsafeTap.value.counters,
-                                  source: source, entries: &box.entries)
+            let extractor = ParallelExtractor(source: source, target: unsafeTarget.value,
+                                              counters: unsafeTap.value.counters)
+            do throws(NspawnError) {
+                box.entries = try extractor.run(from: reader)
+            } catch {
+                box.extract = .failed(error)
+            }
             try? reader.close()
         }
         decompressor.join()
@@ -187,55 +192,6 @@ enum ExtractionPipeline {
         }
         if !tap.drain(), let error = tap.failure { return (.failed(error), reader.filterNames) }
         return (.finished, reader.filterNames)
-    }
-
-    private static func extract(from socket: FileDescriptor, into target: Directory, counters: ImportCounters,
-                                source: String, entries: inout Int) -> StageOutcome {
-        // libarchive writes relative to the working directory; give this thread its own.
-        guard nspawnctl_unshare_fs() == 0, fchdir(target.descriptor.rawValue) == 0 else {
-            return .failed(.system("cannot enter the extraction directory of archive '\(source.escapedForMessage)'", .last))
-        }
-        let reader = ArchiveReader(.tar)
-        let writer = ArchiveDiskWriter(flags: ArchiveDiskWriter.faithfulAndSecure)
-        var current: String?
-        do throws(ArchiveError) {
-            try reader.open(fd: socket, blockSize: 128 * 1024)
-            while let entry = try reader.nextHeader() {
-                if counters.isCancelled { return .failed(.cancelled("import cancelled")) }
-                guard let path = entry.pathname else {
-                    return .failed(.badArchive(source: source, entry: nil, reason: "member without a readable name"))
-                }
-                current = path
-                if let reason = refusal(forMemberPath: path) {
-                    return .failed(.badArchive(source: source, entry: path, reason: reason))
-                }
-                if let link = entry.hardlink, let reason = refusal(forMemberPath: link) {
-                    return .failed(.badArchive(source: source, entry: path, reason: "hard link to '\(link)': \(reason)"))
-                }
-                try writer.writeHeader(entry)
-                try writer.copyData(from: reader)
-                try writer.finishEntry()
-                entries += 1
-                counters.entries.store(entries, ordering: .relaxed)
-            }
-            current = nil
-            try writer.close()
-        } catch {
-            if counters.isCancelled { return .failed(.cancelled("import cancelled")) }
-            // libarchive refuses symlink traversal and ".." without a system errno (0 or -1).
-            let hostile = error.errno <= 0 || error.errno == EILSEQ
-            if error.reading || hostile {
-                return .failed(.badArchive(source: source, entry: current, reason: error.message))
-            }
-            // libarchive's message says which step ("write failed"); its errno says why.
-            return .failed(.system("cannot write '\((current ?? ".").escapedForMessage)' of archive '\(source.escapedForMessage)': \(error.message)",
-                                   Errno(rawValue: error.errno)))
-        }
-        if entries == 0 { return .failed(.badArchive(source: source, entry: nil, reason: "the archive holds no files")) }
-        // Let the decompressor finish cleanly: tar ends before its stream's padding does.
-        var scratch = [UInt8](repeating: 0, count: 64 * 1024)
-        while scratch.withUnsafeMutableBytes({ Glibc.read(socket.rawValue, $0.baseAddress, $0.count) }) > 0 {}
-        return .finished
     }
 }
 
