@@ -126,7 +126,7 @@ struct ListProbeTests {
             sleep 1
             \(command) > /tmp/e2e-probe-out
             sleep 0.5
-            kill $monitor; wait $monitor 2>/dev/null
+            kill -KILL $monitor; wait $monitor 2>/dev/null  # busctl monitor outlived TERM here
             cat /tmp/e2e-probe-monitor; echo '=== output'; cat /tmp/e2e-probe-out
             """).stdout
         let parts = result.components(separatedBy: "=== output\n")
@@ -152,7 +152,9 @@ struct ListProbeTests {
             let vm = "e2e-probe-vm"
             try Fixture.with([vm]) {
                 try Testbed.mustSh("""
-                    sleep 1000000 </dev/null >/dev/null 2>&1 & leader=$!
+                    set -e
+                    systemd-run --quiet --collect --unit=\(vm)-leader sleep 1000000
+                    leader=$(systemctl show -p MainPID --value \(vm)-leader.service)
                     busctl call org.freedesktop.machine1 /org/freedesktop/machine1 org.freedesktop.machine1.Manager \\
                         CreateMachine 'sayssusa(sv)' \(vm) 0 e2e vm $leader '' 0
                     """)
