@@ -6,6 +6,9 @@
 #include <linux/fs.h>
 #include <linux/openat2.h>
 #include <linux/magic.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/if_addr.h>
 #include <malloc.h>
 #include <spawn.h>
 #include <stdint.h>
@@ -86,4 +89,21 @@ static const int nspawnctl_at_empty_path = 0x1000; /* AT_EMPTY_PATH */
 static const uint64_t nspawnctl_resolve_beneath = RESOLVE_BENEATH;
 static const uint64_t nspawnctl_resolve_no_symlinks = RESOLVE_NO_SYMLINKS;
 static const uint64_t nspawnctl_resolve_no_xdev = RESOLVE_NO_XDEV;
+/* Machine probes (os-release and addresses without machined's fork). setns is declared only under
+   _GNU_SOURCE; a socket belongs to the network namespace of the thread that creates it. */
+static inline int nspawnctl_setns(int fd, int nstype) { return (int)syscall(SYS_setns, fd, nstype); }
+static inline int nspawnctl_netlink_route_socket(void) {
+    return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+}
+static const uint16_t nspawnctl_nlmsg_error = NLMSG_ERROR;
+static const uint16_t nspawnctl_nlmsg_done = NLMSG_DONE;
+static const uint16_t nspawnctl_nlm_f_request = NLM_F_REQUEST;
+static const uint16_t nspawnctl_nlm_f_dump = NLM_F_DUMP;
+static const uint16_t nspawnctl_rtm_newaddr = RTM_NEWADDR;
+static const uint16_t nspawnctl_rtm_getaddr = RTM_GETADDR;
+static const uint16_t nspawnctl_ifa_address = IFA_ADDRESS;
+static const uint16_t nspawnctl_ifa_local = IFA_LOCAL;
+static const uint8_t nspawnctl_ifa_f_deprecated = IFA_F_DEPRECATED;
+static const uint8_t nspawnctl_rt_scope_host = RT_SCOPE_HOST;
+static const uint8_t nspawnctl_rt_scope_nowhere = RT_SCOPE_NOWHERE;
 #endif

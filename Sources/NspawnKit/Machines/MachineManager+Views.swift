@@ -27,8 +27,10 @@ extension MachineManager {
         let machinesByName = Dictionary(machines.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         let names = Set(machines.map(\.name)).union(images.map(\.name)).sorted()
 
-        // One pipelined batch: per running machine its properties, os-release and addresses;
-        // per stopped image its os-release; per name its unit file state.
+        // One pipelined batch: per running machine its properties (the leader), per stopped image
+        // its os-release, per name its unit file state. What only a look inside a running machine
+        // tells (os-release, addresses) comes next: from the cache, from our own probe of the
+        // leader, and only what neither knows from machined, in a second batch.
         enum Question { case properties(String), machineOS(String), addresses(String), imageOS(String), unitFileState(String), socketStates }
         let mightBeEnabled = SystemdManager.enablementCandidates()
         let exposedNames = Set(names.filter { access(MachineName(unchecked: $0).socketUnitPath, F_OK) == 0 })
@@ -41,13 +43,9 @@ extension MachineManager {
         let cached = cache?.fresh() ?? [:]
         // os-release of stopped images found in the cache, by name.
         var cachedImageOS: [String: String?] = [:]
-        func askOS(_ name: String) { ask(.machineOS(name), Machined.managerCall("GetMachineOSRelease", [.string(name)])) }
-        func askAddresses(_ name: String) { ask(.addresses(name), Machined.managerCall("GetMachineAddresses", [.string(name)])) }
         for name in names {
             if let machine = machinesByName[name] {
                 ask(.properties(name), Machined.propertiesCall(path: machine.path, interface: Machined.machineInterface))
-                if cached[name]?.os == nil { askOS(name) }
-                if cached[name]?.addresses == nil { askAddresses(name) }
             } else if let image = imagesByName[name], let os = cache?.imageOS(name, modified: image.modified) {
                 cachedImageOS[name] = os
             } else {
@@ -83,15 +81,15 @@ extension MachineManager {
                 rows[name]?.exposed = (try? exposedAddresses(of: MachineName(unchecked: name))) ?? []
             }
         }
-        var leaders: [String: UInt32] = [:]
+        var properties: [String: MachineProperties] = [:]
         var fetchedOS = Set<String>()
         var fetchedAddresses = Set<String>()
         func record(_ question: Question, _ reply: [BusValue]) {
             switch question {
             case .properties(let name):
-                let properties = MachineProperties(reply.first?.stringKeyedDictionary ?? [:])
-                rows[name]?.state = MachineState(machinedState: properties.state)
-                leaders[name] = properties.leader
+                let machine = MachineProperties(reply.first?.stringKeyedDictionary ?? [:])
+                rows[name]?.state = MachineState(machinedState: machine.state)
+                properties[name] = machine
             case .machineOS(let name), .imageOS(let name):
                 rows[name]?.os = osDisplayName(Machined.osRelease(from: reply))
                 if case .machineOS = question { fetchedOS.insert(name) }
@@ -117,28 +115,48 @@ extension MachineManager {
         }
         for (question, answer) in zip(questions, answers) { settle(question, answer) }
         for (name, os) in cachedImageOS { rows[name]?.os = os }
-        if let cache {
-            // Cached details count only for the same leader; a machine restarted since is asked again.
-            var stale: [String] = []
-            for (name, entry) in cached where machinesByName[name] != nil {
-                if leaders[name] != nil, leaders[name] == entry.leader {
-                    if let os = entry.os { rows[name]?.os = os }
-                    if let addresses = entry.addresses { rows[name]?.addresses = addresses }
+
+        // Cached details count only for the same leader; a machine restarted since is looked at again.
+        let running = machinesByName.keys.sorted()
+        var wantsOS = Set<String>()
+        var wantsAddresses = Set<String>()
+        for name in running {
+            let leader = properties[name]?.leader
+            let entry = cached[name].flatMap { leader != nil && $0.leader == leader ? $0 : nil }
+            if let os = entry?.os { rows[name]?.os = os } else { wantsOS.insert(name) }
+            if let addresses = entry?.addresses { rows[name]?.addresses = addresses } else { wantsAddresses.insert(name) }
+        }
+        let probed = MachineProbe.probe(running.compactMap { name in
+            guard wantsOS.contains(name) || wantsAddresses.contains(name), let machine = properties[name] else { return nil }
+            return MachineProbe.Request(name: name, properties: machine,
+                                        wantsOS: wantsOS.contains(name), wantsAddresses: wantsAddresses.contains(name))
+        })
+        let start = questions.count
+        for name in running {
+            if wantsOS.contains(name) {
+                if let os = probed[name]?.os {
+                    rows[name]?.os = os
+                    fetchedOS.insert(name)
                 } else {
-                    stale.append(name)
+                    ask(.machineOS(name), Machined.managerCall("GetMachineOSRelease", [.string(name)]))
                 }
             }
-            if !stale.isEmpty {
-                let start = questions.count
-                for name in stale {
-                    if !fetchedOS.contains(name) { askOS(name) }
-                    if !fetchedAddresses.contains(name) { askAddresses(name) }
+            if wantsAddresses.contains(name) {
+                if let addresses = probed[name]?.addresses {
+                    rows[name]?.addresses = addresses
+                    fetchedAddresses.insert(name)
+                } else {
+                    ask(.addresses(name), Machined.managerCall("GetMachineAddresses", [.string(name)]))
                 }
-                let more = (try? bus.callAll(Array(calls[start...]))) ?? []
-                for (question, answer) in zip(questions[start...], more) { settle(question, answer) }
             }
-            for name in machinesByName.keys {
-                guard let leader = leaders[name] else { continue }
+        }
+        if questions.count > start {
+            let more = (try? bus.callAll(Array(calls[start...]))) ?? []
+            for (question, answer) in zip(questions[start...], more) { settle(question, answer) }
+        }
+        if let cache {
+            for name in running {
+                guard let leader = properties[name]?.leader else { continue }
                 if fetchedOS.contains(name) { cache.storeOS(name, leader: leader, rows[name]?.os) }
                 if fetchedAddresses.contains(name) { cache.storeAddresses(name, leader: leader, rows[name]?.addresses ?? []) }
             }
@@ -160,8 +178,10 @@ extension MachineManager {
             status.machine = .init(machineClass: p.machineClass, leader: p.leader, rootDirectory: p.rootDirectory,
                                    unit: p.unit, service: p.service, since: Date(epochMicroseconds: p.timestamp),
                                    networkInterfaces: p.networkInterfaces)
-            status.os = try? osDisplayName(machined.machineOSRelease(name))
-            status.addresses = (try? machined.machineAddresses(name)) ?? []
+            // Our own look at the leader first; machined for what it could not tell.
+            let probed = MachineProbe.probe([MachineProbe.Request(name: name.rawValue, properties: p)])[name.rawValue]
+            status.os = probed?.os ?? (try? osDisplayName(machined.machineOSRelease(name)))
+            status.addresses = probed?.addresses ?? (try? machined.machineAddresses(name)) ?? []
         }
         if let imagePath {
             let p = try machined.imageProperties(name, path: imagePath)
