@@ -83,22 +83,6 @@ struct SystemdManager {
         }
     }
 
-    /// Queues a job and waits for its JobRemoved signal. The match is installed before the
-    /// job is queued so a fast job cannot finish unseen.
-    private func runJob(_ member: String, unit: String, mode: String) throws(NspawnError) -> String {
-        let subscription = try subscribeToJobs(subject: unit)
-        let reply = try call(member, [.string(unit), .string(mode)], subject: unit)
-        guard let job = reply.first?.string else { throw .malformedReply("\(member) job path") }
-        let signal: BusSignal?
-        do {
-            signal = try bus.waitForSignal(on: subscription, timeout: nil) { $0.arguments.count == 4 && $0.arguments[1].string == job }
-        } catch {
-            throw .bus(error, context: "waiting for the \(member) job of \(unit)")
-        }
-        guard let result = signal?.arguments[3].string else { throw .malformedReply("JobRemoved") }
-        return result
-    }
-
     /// Clears a unit's failed state. Units that are not loaded have none to clear.
     func resetFailedUnit(_ unit: String) throws(NspawnError) {
         do {
@@ -132,7 +116,8 @@ struct SystemdManager {
     }
 
     /// Queues one job per unit in one pipelined batch, then waits for all of them; each unit's
-    /// entry is nil when its job finished "done", else the error that says why.
+    /// entry is nil when its job finished "done", else the error that says why. The match is
+    /// installed before the jobs are queued so a fast job cannot finish unseen.
     func runJobs(_ member: String, units: [String], mode: String) throws(NspawnError) -> [NspawnError?] {
         guard !units.isEmpty else { return [] }
         let subscription = try subscribeToJobs(subject: units.count == 1 ? units[0] : "\(units.count) units")
@@ -159,7 +144,7 @@ struct SystemdManager {
                     $0.arguments.count == 4 && $0.arguments[1].string.map { pending[$0] != nil } == true
                 }
             } catch {
-                throw .bus(error, context: "waiting for \(pending.count) \(member) jobs")
+                throw .bus(error, context: units.count == 1 ? "waiting for the \(member) job of \(units[0])" : "waiting for \(pending.count) \(member) jobs")
             }
             guard let signal, let job = signal.arguments[1].string, let index = pending.removeValue(forKey: job) else { continue }
             guard let result = signal.arguments[3].string else {
@@ -175,10 +160,7 @@ struct SystemdManager {
 
     /// Runs a start/stop/restart job and turns anything but "done" into an error that says why.
     func runJobExpectingSuccess(_ member: String, unit: String, mode: String) throws(NspawnError) {
-        let result = try runJob(member, unit: unit, mode: mode)
-        guard result == "done" else {
-            throw .jobFailed(unit: unit, result: result, unitResult: serviceResult(unit))
-        }
+        if let error = try runJobs(member, units: [unit], mode: mode).first ?? nil { throw error }
     }
 
     func enableUnitFiles(_ files: [String]) throws(NspawnError) -> [UnitFileChange] {
