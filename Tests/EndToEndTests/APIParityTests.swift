@@ -234,7 +234,7 @@ extension EndToEndTests {
         try expectParity("start-bad", expecting: Exit.invalidInput, setup: nothing, { _ in ["start", "../etc"] })
     }
 
-    @Test func apiParityForImageVerbs() throws {
+    @Test(.testbedAccounts) func apiParityForImageVerbs() throws {
         try Parity.tarball()
         try expectParity("enable", setup: stopped, { ["enable", $0] }, observe: { try Testbed.run(["systemctl", "is-enabled", "systemd-nspawn@\($0).service"]).trimmed })
         try expectParity("disable", setup: enabled, { ["disable", $0] }, observe: { try Testbed.run(["systemctl", "is-enabled", "systemd-nspawn@\($0).service"]).trimmed })
@@ -317,7 +317,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func anOperatorMayReadAndRunMachinesButNotChangeThem() throws {
+    @Test(.testbedAccounts) func anOperatorMayReadAndRunMachinesButNotChangeThem() throws {
         try Parity.operatorAccount()
         try RemoteFixtures.prepare()
         let name = "e2e-op"
@@ -399,7 +399,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func apiWithoutADaemonFailsForEveryVerbAndDoesNothing() throws {
+    @Test(.testbedAccounts) func apiWithoutADaemonFailsForEveryVerbAndDoesNothing() throws {
         try Parity.tarball()
         try Parity.installRecipe()
         defer { _ = try? Testbed.sh("rm -f /etc/nspawnctl/images/e2e-tiny.recipe") }

@@ -163,7 +163,7 @@ struct AnsibleController {
 }
 
 extension EndToEndTests {
-    @Test func anAnsiblePlaybookConvergesTheTestbedOnceAndThenChangesNothing() throws {
+    @Test(.testbedAccounts) func anAnsiblePlaybookConvergesTheTestbedOnceAndThenChangesNothing() throws {
         let base = "e2e-ans-base"
         let names = ["e2e-ans-a", "e2e-ans-b"]
         try Fixture.with([base] + names) {

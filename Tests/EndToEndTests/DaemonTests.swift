@@ -105,7 +105,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func peerCredentialsDecideWhatACallerMayDo() throws {
+    @Test(.testbedAccounts) func peerCredentialsDecideWhatACallerMayDo() throws {
         let name = "e2e-api-auth"
         try Fixture.with([name]) {
             try Fixture.busybox(name)
@@ -175,7 +175,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func theCLIGoesThroughTheDaemonWhenNotRootWithTheSameOutputAndExitCodes() throws {
+    @Test(.testbedAccounts) func theCLIGoesThroughTheDaemonWhenNotRootWithTheSameOutputAndExitCodes() throws {
         let name = "e2e-api-cli"
         try Fixture.with([name]) {
             try Fixture.busybox(name)
@@ -229,7 +229,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func importsRunAsOperationsAndCancellingLeavesNothing() throws {
+    @Test(.testbedAccounts) func importsRunAsOperationsAndCancellingLeavesNothing() throws {
         try ImageFixtures.prepare()
         try Fixture.with(["e2e-api-import", "e2e-api-stalled", "e2e-api-missing"]) {
             // The event stream carries the import's progress and its end.

@@ -7,7 +7,7 @@ import Testing
 extension ExecEndToEndTests {
     static let routes: [(String, [String])] = [("--api", ["--api"]), ("--host", ["--host", RemoteFixtures.host("root")])]
 
-    @Test func throughNspawndAndOverSSH() throws {
+    @Test(.testbedAccounts) func throughNspawndAndOverSSH() throws {
         try RemoteFixtures.prepare()
         let name = "e2e-exec-stream"
         try Fixture.with([name]) {
@@ -97,7 +97,7 @@ extension ExecEndToEndTests {
 
     /// Figures, reported and not asserted: a round trip of `true`, and 10 MiB through `cat`,
     /// directly, through nspawnd's socket and over ssh.
-    @Test func streamFigures() throws {
+    @Test(.testbedAccounts) func streamFigures() throws {
         try RemoteFixtures.prepare()
         let name = "e2e-exec-bench"
         try Fixture.with([name]) {

@@ -71,7 +71,7 @@ struct ManifestDaemonTests {
             """)
     }
 
-    @Test func applyThroughTheDaemonConvergesOnceAndShowsItsProgressOnEvents() throws {
+    @Test(.testbedAccounts) func applyThroughTheDaemonConvergesOnceAndShowsItsProgressOnEvents() throws {
         try Fixture.with([Self.web, Self.bad, Self.base]) {
             try Fixture.busybox(Self.base)
             try Self.write(Self.manifest(motd: "hello from a manifest"))

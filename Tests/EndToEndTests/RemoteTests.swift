@@ -17,6 +17,7 @@ import Testing
 ///   hostile nspawnd (see `hostileScript`);
 /// - a busybox root as a gzip tarball, served by busybox httpd on 127.0.0.1:8089.
 enum RemoteFixtures {
+    /// Guarded by AccountsLock.
     nonisolated(unsafe) static var ready = false
 
     static let directory = "/var/lib/nspawnctl-e2e-remote"
@@ -30,6 +31,10 @@ enum RemoteFixtures {
     }
 
     static func prepare() throws {
+        guard AccountsLock.isHeld else {
+            Issue.record("RemoteFixtures.prepare() outside a test marked .testbedAccounts: another suite may be changing the same accounts")
+            throw TestbedError.setupFailed("ssh fixtures without their lock")
+        }
         if ready, try Testbed.sh("test -s /root/.ssh/id_ed25519 && id nsop >/dev/null && id nsh-v9 >/dev/null && systemctl -q is-active nspawnctl-e2e-remote-httpd").status == 0 {
             try useKnownHosts("right")
             return
@@ -152,7 +157,7 @@ func nspawnctlClient(_ arguments: [String], environment: [String] = [], limit: I
 }
 
 extension EndToEndTests {
-    @Test func anOperatorOverSSHSeesAndRunsTheSameMachinesAsTheHostItself() throws {
+    @Test(.testbedAccounts) func anOperatorOverSSHSeesAndRunsTheSameMachinesAsTheHostItself() throws {
         try RemoteFixtures.prepare()
         let names = ["e2e-rem-a", "e2e-rem-b"]
         try Fixture.with(names) {
@@ -218,7 +223,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func rootOverSSHIsAnAdministrator() throws {
+    @Test(.testbedAccounts) func rootOverSSHIsAnAdministrator() throws {
         try RemoteFixtures.prepare()
         try Fixture.with(["e2e-rem-admin", "e2e-rem-admin2"]) {
             try Fixture.busybox("e2e-rem-admin")
@@ -236,7 +241,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func eventsStreamOverSSH() throws {
+    @Test(.testbedAccounts) func eventsStreamOverSSH() throws {
         try RemoteFixtures.prepare()
         let name = "e2e-rem-events"
         try Fixture.with([name]) {
@@ -280,7 +285,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func importOverSSHFetchesAURLAndRefusesLocalFiles() throws {
+    @Test(.testbedAccounts) func importOverSSHFetchesAURLAndRefusesLocalFiles() throws {
         try RemoteFixtures.prepare()
         try Fixture.with(["e2e-rem-imp", "e2e-rem-imp-local", "e2e-rem-imp-file"]) {
             let root = RemoteFixtures.host("root")
@@ -308,7 +313,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func ctrlCCancelsAnImportOverSSH() throws {
+    @Test(.testbedAccounts) func ctrlCCancelsAnImportOverSSH() throws {
         try RemoteFixtures.prepare()
         let name = "e2e-rem-cancel"
         try Fixture.with([name]) {
@@ -357,7 +362,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func theHostVariableActsLikeTheOption() throws {
+    @Test(.testbedAccounts) func theHostVariableActsLikeTheOption() throws {
         try RemoteFixtures.prepare()
         try Fixture.with(["e2e-rem-env"]) {
             try Fixture.busybox("e2e-rem-env")
@@ -376,7 +381,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func anOutsiderOverSSHIsPermissionDenied() throws {
+    @Test(.testbedAccounts) func anOutsiderOverSSHIsPermissionDenied() throws {
         try RemoteFixtures.prepare()
         try Fixture.with(["e2e-rem-out"]) {
             try Fixture.busybox("e2e-rem-out")
@@ -390,7 +395,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func sshFailuresGetTheirExitCodesAndNameTheHost() throws {
+    @Test(.testbedAccounts) func sshFailuresGetTheirExitCodesAndNameTheHost() throws {
         try RemoteFixtures.prepare()
         defer { _ = try? RemoteFixtures.useKnownHosts("right") }
         func expectFailure(_ host: String, _ code: Int32, _ what: String, naming: String = "127.0.0.1",
@@ -429,7 +434,7 @@ extension EndToEndTests {
         try expectFailure(RemoteFixtures.host("nsop", port: 2222), unreachable, "a host that does not answer", within: 40)
     }
 
-    @Test func aHostileHostValueRunsNothingAndBadOnesAreInvalidInput() throws {
+    @Test(.testbedAccounts) func aHostileHostValueRunsNothingAndBadOnesAreInvalidInput() throws {
         try RemoteFixtures.prepare()
         try Testbed.mustSh("rm -f /tmp/e2e-rem-pwned")
         for host in ["ssh://-oProxyCommand=touch${IFS}/tmp/e2e-rem-pwned", "ssh://-oProxyCommand=touch /tmp/e2e-rem-pwned@127.0.0.1",
@@ -444,7 +449,7 @@ extension EndToEndTests {
         }
     }
 
-    @Test func hostileRemotesEndTheClientWithoutHangingOrCrashing() throws {
+    @Test(.testbedAccounts) func hostileRemotesEndTheClientWithoutHangingOrCrashing() throws {
         try RemoteFixtures.prepare()
         defer { RemoteFixtures.killLeftovers() }
         let failure: Int32 = 1
