@@ -4,9 +4,10 @@ import Glibc
 import NspawnKit
 import SystemPackage
 
-/// `import` and `bootstrap` on the direct path run in `nspawnctl-images`, installed next to
-/// nspawnctl (as git runs git-VERB): only it links libcurl and libarchive, whose dependency
-/// trees would otherwise be loaded by every nspawnctl command at start.
+/// `import`, `bootstrap`, `plan` and `apply` on the direct path run in `nspawnctl-images`,
+/// installed next to nspawnctl (as git runs git-VERB): only it links libcurl and libarchive,
+/// whose dependency trees, and the YAML parser with Foundation and ICU (53 MB of the binary),
+/// would otherwise be loaded by every nspawnctl command at start.
 package enum ImagesHelper {
     package static let executableName = "nspawnctl-images"
 
@@ -23,7 +24,7 @@ package enum ImagesHelper {
     /// Replaces this process with the helper, given this invocation's command line (aliases
     /// resolved, argv[0] the name messages use), so its exit status, output, signals and
     /// stdin are the command's own. Returns only by throwing.
-    package static func replaceProcess(_ argv: [String] = CommandLine.arguments) throws -> Never {
+    package static func replaceProcess(_ argv: [String] = CommandLine.arguments, for verb: String) throws -> Never {
         let (programName, arguments) = Invocation.resolve(argv)
         let path = path
         let cArguments = ([programName] + arguments).map { strdup($0) } + [nil]
@@ -36,9 +37,9 @@ package enum ImagesHelper {
         let error = Errno(rawValue: errno)
         for argument in cArguments { free(argument) }
         if error == .noSuchFileOrDirectory {
-            throw NspawnError.failed("cannot import: '\(path)' is missing (\(executableName) is installed next to nspawnctl)")
+            throw NspawnError.failed("cannot \(verb): '\(path)' is missing (\(executableName) is installed next to nspawnctl)")
         }
-        throw NspawnError.failed("cannot import: cannot run '\(path)': \(error)")
+        throw NspawnError.failed("cannot \(verb): cannot run '\(path)': \(error)")
     }
 
     /// Started by nspawnctl (argv[0] is its name, not ours), the process keeps nspawnctl's

@@ -3,15 +3,17 @@ import NspawnAPI
 import NspawnCLI
 import NspawnImages
 import NspawnKit
+import NspawnProvisioning
 
-/// `nspawnctl-images`: `import` and `bootstrap` on the direct path, which nspawnctl execs
-/// (and nspawnd runs as its import child). The same commands and options as nspawnctl's.
+/// `nspawnctl-images`: `import`, `bootstrap`, `plan` and `apply` on the direct path, which
+/// nspawnctl execs (and nspawnd runs as its import child). The same commands and options as
+/// nspawnctl's.
 public enum NspawnctlImages {
     struct Root: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "nspawnctl",
-            abstract: "Import and bootstrap images (run by nspawnctl and nspawnd; see 'nspawnctl import --help').",
-            subcommands: [Import.self, Bootstrap.self])
+            abstract: "Import and bootstrap images, plan and apply manifests (run by nspawnctl and nspawnd; see 'nspawnctl import --help').",
+            subcommands: [Import.self, Bootstrap.self, Plan.self, Apply.self])
     }
 
     public static func main(_ argv: [String] = CommandLine.arguments) async -> Never {
@@ -21,6 +23,8 @@ public enum NspawnctlImages {
             switch command {
             case let command as Import: try await command.runHere()
             case let command as Bootstrap: try await command.runHere()
+            case let command as Plan: try await command.runHere()
+            case let command as Apply: try await command.runHere()
             default:
                 var command = command
                 try command.run()
@@ -34,7 +38,7 @@ extension Import {
         guard case .direct = try output.route else { return try await run() }
         let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring,
                                     force: force)
-        try await runImport(name: name, source: ImageSource(source), options: options, output: output, quiet: progress.quiet)
+        try await runImport(name: name, source: NspawnKit.ImageSource(source), options: options, output: output, quiet: progress.quiet)
     }
 }
 
@@ -53,8 +57,51 @@ extension Bootstrap {
     }
 }
 
+extension Plan {
+    func runHere() async throws {
+        if explain == nil, case .daemon = try output.route { return try await run() }
+        let (text, file) = try manifest.read()
+        let parsed = try ManifestParser(file: file).parse(text)
+        if let explain {
+            let lines = try Explanation.lines(parsed, machine: explain)
+            if output.json { printOut(Renderer.json(lines)) } else { lines.forEach { printOut("\($0.field): \($0.value)  (\($0.origin))") } }
+            return
+        }
+        ProvisionOutput.show(try await Provisioner(images: helperImages).plan(parsed, prune: manifest.prune), json: output.json)
+    }
+}
+
+extension Apply {
+    func runHere() async throws {
+        if case .daemon = try output.route { return try await run() }
+        let (text, file) = try manifest.read()
+        let parsed = try ManifestParser(file: file).parse(text)
+        let json = output.json
+        let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { line in
+            ProvisionOutput.progress(line, json: json)
+        }
+        try ProvisionOutput.finish(report, json: json)
+    }
+}
+
+/// A manifest's images other than clones: this executable again, as a child, as for `import`.
+let helperImages: ImageProvider = { source, name in
+    let argv: [String]
+    switch source {
+    case .clone: return
+    case .recipe(let recipe): argv = ["bootstrap", "--quiet", "--", recipe, name.rawValue]
+    case .url(let url, let checksum): argv = ["import", "--quiet"] + (checksum.map { ["--checksum=sha256:\($0)"] } ?? []) + ["--", name.rawValue, url]
+    case .file(let path): argv = ["import", "--quiet", "--", name.rawValue, path]
+    }
+    let child = try ChildProcess.spawn([ImagesHelper.path] + argv, stdout: 2, stderr: 2)
+    let termination = await OSThread.run { child.wait() }
+    guard termination.succeeded else {
+        throw NspawnError.failed("machine '\(name)': the \(source) failed (\(ImagesHelper.executableName) \(termination))")
+    }
+}
+
 /// Runs an import with signal-driven cancellation and the chosen progress display, then prints the result.
-func runImport(name: MachineName, source: ImageSource, options: ImportOptions, output: OutputOptions, quiet: Bool,
+func runImport(name: MachineName, source: NspawnKit.ImageSource, options: ImportOptions, output: OutputOptions, quiet: Bool,
                importer: ImageImporter = ImageImporter()) async throws {
     let cancellation = ImportCancellation()
     let signals = CancelOnSignals(cancellation)

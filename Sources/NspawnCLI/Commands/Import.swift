@@ -61,7 +61,7 @@ package struct Import: AsyncParsableCommand, JSONCapable {
     package func run() async throws {
         switch try output.route {
         case .direct:
-            try ImagesHelper.replaceProcess()
+            try ImagesHelper.replaceProcess(for: "import")
         case .daemon(let client):
             // The daemon fetches what it imports; it cannot read this host's files or stdin.
             guard case .url = ImageSource(source) else {
@@ -209,7 +209,7 @@ package struct Bootstrap: AsyncParsableCommand, JSONCapable {
 
     package func run() async throws {
         guard case .daemon(let client) = try output.route else {
-            try ImagesHelper.replaceProcess()
+            try ImagesHelper.replaceProcess(for: "bootstrap")
         }
         if tarball != nil {
             throw NspawnError.invalidArgument("bootstrap --tarball reads a file on this host, which nspawnd cannot; run it as root without --api or --host")

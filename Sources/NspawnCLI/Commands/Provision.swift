@@ -4,7 +4,6 @@ import Glibc
 #endif
 import NspawnAPI
 import NspawnKit
-import NspawnProvisioning
 
 package struct ManifestOptions: ParsableArguments {
     @Option(name: [.customShort("f"), .long], help: ArgumentHelp("The manifest (YAML); '-' reads stdin.", valueName: "FILE"))
@@ -16,7 +15,7 @@ package struct ManifestOptions: ParsableArguments {
     package init() {}
 
     /// The manifest's text and the name errors give it (an absolute path, or `-`).
-    func read() throws -> (text: String, file: String) {
+    package func read() throws -> (text: String, file: String) {
         if file == "-" {
             var bytes: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 65536)
@@ -41,24 +40,11 @@ package struct ManifestOptions: ParsableArguments {
     }
 }
 
-/// The CLI's importer for manifest images other than clones: `nspawnctl-images`, as for `import`.
-let helperImages: ImageProvider = { source, name in
-    let argv: [String]
-    switch source {
-    case .clone: return
-    case .recipe(let recipe): argv = ["bootstrap", "--quiet", "--", recipe, name.rawValue]
-    case .url(let url, let checksum): argv = ["import", "--quiet"] + (checksum.map { ["--checksum=sha256:\($0)"] } ?? []) + ["--", name.rawValue, url]
-    case .file(let path): argv = ["import", "--quiet", "--", name.rawValue, path]
-    }
-    let child = try ChildProcess.spawn([ImagesHelper.path] + argv, stdout: 2, stderr: 2)
-    let termination = await OSThread.run { child.wait() }
-    guard termination.succeeded else {
-        throw NspawnError.failed("machine '\(name)': the \(source) failed (\(ImagesHelper.executableName) \(termination))")
-    }
-}
-
-struct Plan: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(
+/// The direct path (root, no --api or --host) and `--explain` run in `nspawnctl-images`, which
+/// links the YAML parser; see ImagesHelper. Through nspawnd, the manifest's text is read here
+/// and sent (ProvisionRemote.swift).
+package struct Plan: AsyncParsableCommand, JSONCapable {
+    package static let configuration = CommandConfiguration(
         commandName: "plan",
         abstract: "Show what 'apply' would change for a manifest, per machine and per field.",
         discussion: """
@@ -67,28 +53,26 @@ struct Plan: AsyncParsableCommand, JSONCapable {
             (defaults, a profile, or the machine).
             """)
 
-    @OptionGroup var output: OutputOptions
-    @OptionGroup var manifest: ManifestOptions
+    @OptionGroup package var output: OutputOptions
+    @OptionGroup package var manifest: ManifestOptions
 
     @Option(help: "Show where each value of this machine came from.", transform: parseMachineName)
-    var explain: MachineName?
+    package var explain: MachineName?
 
-    func run() async throws {
-        let (text, file) = try manifest.read()
+    package init() {}
+
+    package func run() async throws {
         // --explain reads the manifest here, flavors too; plans are made where the machines are.
-        if explain == nil, case .daemon(let client) = try output.route { return try await planThroughDaemon(client, text: text, file: file) }
-        let parsed = try ManifestParser(file: file).parse(text)
-        if let explain {
-            let lines = try Explanation.lines(parsed, machine: explain)
-            if output.json { printOut(Renderer.json(lines)) } else { lines.forEach { printOut("\($0.field): \($0.value)  (\($0.origin))") } }
-            return
+        if explain == nil, case .daemon(let client) = try output.route {
+            let (text, file) = try manifest.read()
+            return try await planThroughDaemon(client, text: text, file: file)
         }
-        ProvisionOutput.show(try await Provisioner(images: helperImages).plan(parsed, prune: manifest.prune), json: output.json)
+        try ImagesHelper.replaceProcess(for: "plan")
     }
 }
 
-struct Apply: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(
+package struct Apply: AsyncParsableCommand, JSONCapable {
+    package static let configuration = CommandConfiguration(
         commandName: "apply",
         abstract: "Converge the host's machines to a manifest.",
         discussion: """
@@ -99,27 +83,26 @@ struct Apply: AsyncParsableCommand, JSONCapable {
             report (--json too) says which.
             """)
 
-    @OptionGroup var output: OutputOptions
-    @OptionGroup var manifest: ManifestOptions
+    @OptionGroup package var output: OutputOptions
+    @OptionGroup package var manifest: ManifestOptions
 
     @Flag(help: "Go on with the other machines when one fails.")
-    var keepGoing = false
+    package var keepGoing = false
 
-    func run() async throws {
-        let (text, file) = try manifest.read()
-        if case .daemon(let client) = try output.route { return try await applyThroughDaemon(client, text: text, file: file) }
-        let parsed = try ManifestParser(file: file).parse(text)
-        let json = output.json
-        let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { line in
-            ProvisionOutput.progress(line, json: json)
+    package init() {}
+
+    package func run() async throws {
+        if case .daemon(let client) = try output.route {
+            let (text, file) = try manifest.read()
+            return try await applyThroughDaemon(client, text: text, file: file)
         }
-        try ProvisionOutput.finish(report, json: json)
+        try ImagesHelper.replaceProcess(for: "apply")
     }
 }
 
 /// What plan and apply print, the same on the direct path and through nspawnd.
-enum ProvisionOutput {
-    static func show(_ plan: ProvisionPlan, json: Bool) {
+package enum ProvisionOutput {
+    package static func show(_ plan: ProvisionPlan, json: Bool) {
         if json {
             printOut(Renderer.json(plan))
             return
@@ -131,13 +114,13 @@ enum ProvisionOutput {
     }
 
     /// With --json the report says it all; otherwise a machine's failure is an error message too.
-    static func progress(_ line: String, json: Bool) {
+    package static func progress(_ line: String, json: Bool) {
         if json { return }
         if line.hasPrefix("! ") { writeStandardError("nspawnctl: \(line.dropFirst(2))\n") } else { printOut(line) }
     }
 
     /// The report, then exit status 1 when any machine failed.
-    static func finish(_ report: ApplyReport, json: Bool) throws {
+    package static func finish(_ report: ApplyReport, json: Bool) throws {
         if json {
             printOut(Renderer.json(report))
         } else {
