@@ -9,9 +9,10 @@ extension MachineManager {
             let (path, imageExists) = try machined.machineAndImage(name)
             if let path {
                 // Running under some other unit (a hand-started nspawn): nothing to do.
-                // Our own unit is started anyway, which also overrides a pending stop.
-                let properties = try machined.machineProperties(name, path: path)
-                if properties.unit != name.serviceUnit && properties.state != "closing" { return }
+                // Our own unit is started anyway, which also overrides a pending stop,
+                // and so is one that stopped since GetMachine.
+                if let properties = try machined.machinePropertiesIfRunning(name, path: path),
+                   properties.unit != name.serviceUnit && properties.state != "closing" { return }
             } else {
                 guard imageExists else { throw NspawnError.noSuchImage(name.rawValue) }
             }
@@ -89,7 +90,7 @@ extension MachineManager {
         guard try Self.waitUntilGone(name, removal: removal, timeout: terminateGrace, bus: bus) else {
             throw NspawnError.timedOut("terminating machine '\(name)'", waitedSeconds: terminateGrace.seconds)
         }
-        try Self.clearFailure(of: name, unit: properties.unit, bus: bus)
+        try finishStop(of: name, unit: properties.unit, bus: bus)
     }
 
     public func kill(_ name: MachineName, signal: UnixSignal, whom: KillWhom) async throws {
@@ -183,29 +184,35 @@ extension MachineManager {
                 gone = true
             }
             if try gone || Self.waitUntilGone(name, removal: removal, timeout: wait, bus: bus) {
-                try Self.clearFailure(of: name, unit: properties.unit, bus: bus)
+                try finishStop(of: name, unit: properties.unit, bus: bus)
                 return
             }
         }
         throw NspawnError.timedOut("stopping machine '\(name)'", waitedSeconds: timeout.seconds + 2 * terminateGrace.seconds)
     }
 
-    /// A machine stopped on request is not a failure: killing a payload that ignored its
-    /// shutdown request leaves the unit "failed", which would count towards systemd's start
-    /// limit and make the next start fail. Only our own unit is touched.
-    static func clearFailure(of name: MachineName, unit: String?, bus: BusConnection) throws {
-        guard unit == name.serviceUnit else { return }
+    /// machined forgets a machine before systemd-nspawn has exited and released the image's
+    /// lock, so a stop is over only when the machine's unit is: a start right after it would
+    /// otherwise find the image busy. A machine stopped on request is not a failure either:
+    /// killing a payload that ignored its shutdown request leaves the unit "failed", which would
+    /// count towards systemd's start limit. Only our own unit's failure is cleared.
+    func finishStop(of name: MachineName, unit: String?, bus: BusConnection) throws {
+        guard let unit else { return }
         let systemd = SystemdManager(bus: bus)
-        systemd.waitUntilSettled(name.serviceUnit)
-        try systemd.resetFailedUnit(name.serviceUnit)
+        guard try systemd.waitUntilStopped(unit, timeout: terminateGrace) else {
+            throw NspawnError.timedOut("machine '\(name)' is gone but its unit \(unit) still runs", waitedSeconds: terminateGrace.seconds)
+        }
+        if unit == name.serviceUnit { try systemd.resetFailedUnit(unit) }
     }
 
+    /// The running machine's properties; "not running" also when it stopped between the two lookups.
     static func runningMachine(_ name: MachineName, machined: Machined) throws -> MachineProperties {
-        guard let path = try machined.machinePathIfRunning(name) else {
-            if try machined.imageExists(name) { throw NspawnError.notRunning(name.rawValue) }
-            throw NspawnError.noSuchImage(name.rawValue)
+        if let path = try machined.machinePathIfRunning(name),
+           let properties = try machined.machinePropertiesIfRunning(name, path: path) {
+            return properties
         }
-        return try machined.machineProperties(name, path: path)
+        if try machined.imageExists(name) { throw NspawnError.notRunning(name.rawValue) }
+        throw NspawnError.noSuchImage(name.rawValue)
     }
 
     static func subscribeMachineRemoved(_ bus: BusConnection) throws -> SignalSubscription {

@@ -110,14 +110,29 @@ extension MachineManager {
         }
         // A machine without os-release or a private network is normal: the field stays empty.
         // A failure is not cached, so a timeout under load does not blank a machine for a minute.
+        // A machine that stopped since ListMachines has lost its object: it is listed as
+        // stopped when its image stays, and not at all otherwise.
+        var vanished = Set<String>()
         func settle(_ question: Question, _ answer: Result<[BusValue], BusError>) {
-            if case .success(let reply) = answer { record(question, reply) }
+            switch (question, answer) {
+            case (_, .success(let reply)): record(question, reply)
+            case (.properties(let name), .failure(let error)) where Machined.isVanishedObject(error): vanished.insert(name)
+            default: break
+            }
         }
         for (question, answer) in zip(questions, answers) { settle(question, answer) }
         for (name, os) in cachedImageOS { rows[name]?.os = os }
+        for name in vanished {
+            if imagesByName[name] == nil {
+                rows[name] = nil
+            } else {
+                rows[name]?.state = .stopped
+                rows[name]?.machineClass = nil
+            }
+        }
 
         // Cached details count only for the same leader; a machine restarted since is looked at again.
-        let running = machinesByName.keys.sorted()
+        let running = machinesByName.keys.filter { !vanished.contains($0) }.sorted()
         var wantsOS = Set<String>()
         var wantsAddresses = Set<String>()
         for name in running {
@@ -167,13 +182,16 @@ extension MachineManager {
 
     static func status(_ name: MachineName, bus: BusConnection) throws -> MachineStatus {
         let machined = Machined(bus: bus)
+        // A machine that stops (or an image that goes) while this runs reads as stopped (or
+        // absent), never as a failed call: each lookup below may find its object gone.
         let machinePath = try machined.machinePathIfRunning(name)
+        let machine = try machinePath.map { path throws(NspawnError) in try machined.machinePropertiesIfRunning(name, path: path) } ?? nil
         let imagePath = try machined.imagePathIfExists(name)
-        if machinePath == nil && imagePath == nil { throw NspawnError.noSuchImage(name.rawValue) }
+        let image = try imagePath.map { path throws(NspawnError) in try machined.imagePropertiesIfExists(name, path: path) } ?? nil
+        if machine == nil && image == nil { throw NspawnError.noSuchImage(name.rawValue) }
 
         var status = MachineStatus(name: name.rawValue, state: .stopped, os: nil, addresses: [], enabled: false)
-        if let machinePath {
-            let p = try machined.machineProperties(name, path: machinePath)
+        if let p = machine {
             status.state = MachineState(machinedState: p.state)
             status.machine = .init(machineClass: p.machineClass, leader: p.leader, rootDirectory: p.rootDirectory,
                                    unit: p.unit, service: p.service, since: Date(epochMicroseconds: p.timestamp),
@@ -183,8 +201,7 @@ extension MachineManager {
             status.os = probed?.os ?? (try? osDisplayName(machined.machineOSRelease(name)))
             status.addresses = probed?.addresses ?? (try? machined.machineAddresses(name)) ?? []
         }
-        if let imagePath {
-            let p = try machined.imageProperties(name, path: imagePath)
+        if let p = image {
             status.image = .init(type: p.type, path: p.path, readOnly: p.readOnly,
                                  created: Date(epochMicroseconds: p.created), modified: Date(epochMicroseconds: p.modified),
                                  usage: knownSize(p.usage), limit: knownSize(p.limit))
@@ -204,7 +221,7 @@ extension MachineManager {
             if status.state == .stopped && status.socketState == "listening" { status.state = .listening }
         }
         status.flavor = try flavorName(of: name)
-        if status.flavor != nil || machinePath != nil {
+        if status.flavor != nil || machine != nil {
             status.limits = try? liveLimits(name, bus: bus)
         }
         return status

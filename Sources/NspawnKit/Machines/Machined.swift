@@ -135,18 +135,47 @@ package struct Machined {
         return (try path(answers[0], "GetMachine"), try path(answers[1], "GetImage") != nil)
     }
 
-    package func properties(path: String, interface: String, subject: String) throws(NspawnError) -> [String: BusValue] {
+    /// Every property of the object at `path`. The object can go away between the lookup that
+    /// gave `path` and this call (a machine that stops meanwhile): that is `vanished`, not a bus failure.
+    package func properties(path: String, interface: String, subject: String,
+                            vanished: NspawnError) throws(NspawnError) -> [String: BusValue] {
         try bus.allProperties(destination: Self.destination, path: path, interface: interface) {
-            Self.translate($0, subject: subject, action: "GetAll")
+            Self.isVanishedObject($0) ? vanished : Self.translate($0, subject: subject, action: "GetAll")
         }
     }
 
     package func machineProperties(_ name: MachineName, path: String) throws(NspawnError) -> MachineProperties {
-        MachineProperties(try properties(path: path, interface: Self.machineInterface, subject: name.rawValue))
+        MachineProperties(try properties(path: path, interface: Self.machineInterface, subject: name.rawValue,
+                                         vanished: .noSuchMachine(name.rawValue)))
+    }
+
+    /// The machine's properties, or nil when it stopped after `path` was looked up.
+    package func machinePropertiesIfRunning(_ name: MachineName, path: String) throws(NspawnError) -> MachineProperties? {
+        do {
+            return try machineProperties(name, path: path)
+        } catch .noSuchMachine {
+            return nil
+        }
     }
 
     package func imageProperties(_ name: MachineName, path: String) throws(NspawnError) -> ImageProperties {
-        ImageProperties(try properties(path: path, interface: Self.imageInterface, subject: name.rawValue))
+        ImageProperties(try properties(path: path, interface: Self.imageInterface, subject: name.rawValue,
+                                       vanished: .noSuchImage(name.rawValue)))
+    }
+
+    /// The image's properties, or nil when it went away after `path` was looked up.
+    package func imagePropertiesIfExists(_ name: MachineName, path: String) throws(NspawnError) -> ImageProperties? {
+        do {
+            return try imageProperties(name, path: path)
+        } catch .noSuchImage {
+            return nil
+        }
+    }
+
+    /// sd-bus answers a call on an object path that no longer exists with UnknownObject
+    /// (machined removes a machine's object the moment it forgets the machine).
+    package static func isVanishedObject(_ error: BusError) -> Bool {
+        error.name == "org.freedesktop.DBus.Error.UnknownObject"
     }
 
     package func machineOSRelease(_ name: MachineName) throws(NspawnError) -> [String: String] {

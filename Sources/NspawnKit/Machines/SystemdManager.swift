@@ -93,15 +93,31 @@ struct SystemdManager {
         }
     }
 
-    /// Waits (briefly) until a unit has left "deactivating", so a following ResetFailedUnit
-    /// sees its final state instead of racing with it.
-    func waitUntilSettled(_ unit: String, timeout: Duration = .seconds(5)) {
-        guard let path = try? bus.call(Self.call("GetUnit", [.string(unit)])).first?.string else { return }
+    /// Waits until `unit` is no longer running: inactive, failed, unknown to systemd, or being
+    /// started again by someone else. False when it still runs at the deadline.
+    func waitUntilStopped(_ unit: String, timeout: Duration) throws(NspawnError) -> Bool {
+        let reply: [BusValue]
+        do {
+            reply = try bus.call(Self.call("GetUnit", [.string(unit)]))
+        } catch {
+            if error.name == "org.freedesktop.systemd1.NoSuchUnit" { return true }
+            throw Self.translate(error, subject: unit, action: "GetUnit")
+        }
+        guard let path = reply.first?.string else { throw .malformedReply("GetUnit") }
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let reply = try? bus.call(.getProperty("ActiveState", destination: Self.destination, path: path,
-                                                   interface: "org.freedesktop.systemd1.Unit"))
-            guard let state = reply?.first?.string, state == "deactivating" || state == "active" else { return }
+        while true {
+            let reply: [BusValue]
+            do {
+                reply = try bus.call(.getProperty("ActiveState", destination: Self.destination, path: path,
+                                                  interface: "org.freedesktop.systemd1.Unit"))
+            } catch {
+                // A unit that is gone and garbage-collected has no object left to ask.
+                if Machined.isVanishedObject(error) { return true }
+                throw Self.translate(error, subject: unit, action: "Get ActiveState")
+            }
+            guard let state = reply.first?.string,
+                  ["active", "deactivating", "reloading"].contains(state) else { return true }
+            if ContinuousClock.now >= deadline { return false }
             usleep(20_000)
         }
     }
