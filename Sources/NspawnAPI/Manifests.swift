@@ -68,7 +68,7 @@ extension ApplyReport {
     /// missed some can print the rest from the report.
     public var progressLines: [String] {
         machines.flatMap { machine in
-            machine.changes.map { $0.line(machine: machine.name) } + (machine.result == .failed ? ["! \(machine.name): \(machine.error ?? "failed")"] : [])
+            machine.changes.map { $0.line(machine: machine.name) } + (machine.result == .failed ? [machine.failureLine] : [])
         }
     }
 }

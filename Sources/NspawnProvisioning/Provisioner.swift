@@ -104,8 +104,19 @@ public struct Provisioner: Sendable {
     /// Converges every machine. A machine whose step fails has its host-side changes put back
     /// (a machine this run created is removed whole); later machines are skipped unless
     /// `keepGoing`. The report says what happened to each.
+    ///
+    /// Each machine is locked for this apply before it is looked at (`ApplyLocks`): a second
+    /// apply of any of them, in this process or another, is refused as busy.
     public func apply(_ manifest: Manifest, options: ApplyOptions, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> ApplyReport {
+        let locks = ApplyLocks(manifest: manifest.name)
+        for name in try manifest.resolved().map(\.name).sorted(by: { $0.rawValue < $1.rawValue }) {
+            try locks.acquire(name)
+        }
         let targets = try await targets(manifest, prune: options.prune)
+        // Machines found only by --prune are locked, then looked at again.
+        for target in targets where target.desired == nil {
+            try locks.acquire(try MachineName(target.plan.name))
+        }
         var results: [MachineApplyResult] = []
         var stop = false
         for target in targets {
@@ -126,42 +137,74 @@ public struct Provisioner: Sendable {
                 }
                 results.append(MachineApplyResult(name: name, result: .changed, changes: done))
             } catch {
-                let message = "\(error)"
-                progress("! \(name): \(message)")
-                results.append(MachineApplyResult(name: name, result: .failed, changes: done, error: message, rolledBack: true))
+                let failure = error as? ConvergeFailure ?? ConvergeFailure(cause: error, rollbackError: "the undo did not run")
+                let result = MachineApplyResult(name: name, result: .failed, changes: done, error: "\(failure.cause)",
+                                                rolledBack: failure.rollbackError == nil, rollbackError: failure.rollbackError)
+                progress(result.failureLine)
+                results.append(result)
                 if !options.keepGoing { stop = true }
             }
         }
         return ApplyReport(manifest: manifest.name, file: manifest.file, machines: results)
     }
 
+    /// A machine's failed step, and whether its undo left anything behind.
+    struct ConvergeFailure: Error {
+        var cause: any Error
+        /// nil when the undo put everything back.
+        var rollbackError: String?
+    }
+
+    /// What this run made, so that its undo removes that and nothing else: a machine of the
+    /// same name that another client made meanwhile is not this run's to remove.
+    final class Made {
+        var machine = false
+    }
+
+    /// Throws `ConvergeFailure`.
     private func converge(_ target: Target, manifest: String, done: (PlannedChange) -> Void) async throws {
         let observed = target.observed
         guard let desired = target.desired, !desired.isAbsent else {
-            // Removal: absent in the manifest, or pruned.
-            let name = try MachineName(target.plan.name)
-            try await manager.remove(name, force: true, stopTimeout: stopTimeout)
+            // Removal: absent in the manifest, or pruned. What it removed stays removed.
+            do {
+                let name = try MachineName(target.plan.name)
+                try await manager.remove(name, force: true, stopTimeout: stopTimeout)
+            } catch {
+                throw ConvergeFailure(cause: error, rollbackError: "a removal is not undone: what it removed before the failure stays removed")
+            }
             target.plan.changes.forEach(done)
             return
         }
         let name = desired.name
         let creating = !observed.exists
-        let before = creating ? nil : try await manager.hostSideState(name)
+        let made = Made()
+        var before: HostSideState?
         do {
-            try await steps(target, desired: desired, manifest: manifest, done: done)
+            before = creating ? nil : try await manager.hostSideState(name)
+            try await steps(target, desired: desired, manifest: manifest, made: made, done: done)
         } catch {
             // Undo: a machine made by this run goes whole; otherwise its host-side files and
             // enablement go back to what they were.
-            if creating {
-                try? await manager.remove(name, force: true, stopTimeout: .seconds(10))
+            var rollbackError: String?
+            if made.machine {
+                do {
+                    try await manager.remove(name, force: true, stopTimeout: .seconds(10))
+                } catch let undo {
+                    rollbackError = "machine '\(name)', made by this apply, is left: removing it failed: \(undo)"
+                }
             } else if let before {
-                try? await manager.restoreHostSide(before)
+                do {
+                    try await manager.restoreHostSide(before)
+                } catch let undo {
+                    rollbackError = "the host-side files of machine '\(name)' may be left as this apply changed them "
+                        + "(settings, flavor drop-in, socket unit, enablement): putting them back failed: \(undo)"
+                }
             }
-            throw error
+            throw ConvergeFailure(cause: error, rollbackError: rollbackError)
         }
     }
 
-    private func steps(_ target: Target, desired: DesiredMachine, manifest: String, done: (PlannedChange) -> Void) async throws {
+    private func steps(_ target: Target, desired: DesiredMachine, manifest: String, made: Made, done: (PlannedChange) -> Void) async throws {
         let name = desired.name
         let changes = target.plan.changes
         func change(_ field: String) -> PlannedChange? { changes.first { $0.field == field } }
@@ -179,6 +222,7 @@ public struct Provisioner: Sendable {
                 guard let images else { throw NspawnError.failed("machine '\(name)': this front end cannot import images; use a clone") }
                 try await images(image, name)
             }
+            made.machine = true
             // Recorded at once, so that even an interrupted apply leaves a machine --prune knows.
             try await manager.setProvisioningRecord(name, ProvisioningRecord(manifest: manifest, created: true, settings: []))
             done(change)

@@ -23,6 +23,7 @@ struct ApplyJSON: Decodable {
         var changes: [PlanJSON.Change]
         var error: String?
         var rolledBack: Bool?
+        var rollbackError: String?
     }
     var changes: Int
     var failed: Int

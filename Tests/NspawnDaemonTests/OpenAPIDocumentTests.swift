@@ -74,7 +74,7 @@ struct OpenAPIDocumentTests {
         (nil, "ProvisionPlan", ProvisionPlan(manifest: "m", file: "f", machines: [])),
         (nil, "MachinePlan", MachinePlan(name: "a", action: .create, changes: [])),
         (nil, "PlannedChange", PlannedChange(.change, "flavor", old: .text("a"), new: .text("b"))),
-        (nil, "MachineApplyResult", MachineApplyResult(name: "a", result: .failed, changes: [], error: "e", rolledBack: true)),
+        (nil, "MachineApplyResult", MachineApplyResult(name: "a", result: .failed, changes: [], error: "e", rolledBack: false, rollbackError: "r")),
         (nil, "ApplyReport", ApplyReport(manifest: "m", file: "f", machines: [])),
         (nil, "SnapshotResult", SnapshotResult(name: "a", snapshot: SnapshotInfo(name: "s", created: nil, method: .btrfs, size: nil, path: "/p"),
                                                method: .btrfs, seconds: 1)),
@@ -150,4 +150,13 @@ struct AnyEncodable: Encodable {
     let value: any Encodable
     init(_ value: any Encodable) { self.value = value }
     func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}
+
+extension OpenAPIDocumentTests {
+    /// One version: the document's, the daemon's answer and the CLI's `--version` all come from NspawnctlVersion.
+    @Test func theVersionComesFromOnePlace() async throws {
+        #expect((Self.document["info"] as? [String: Any])?["version"] as? String == NspawnctlVersion.current)
+        #expect(VersionInfo().version == NspawnctlVersion.current && VersionInfo().name == "nspawnd")
+        #expect(try await LocalService().version() == VersionInfo(name: "nspawnctl"))
+    }
 }

@@ -107,15 +107,25 @@ public struct MachineApplyResult: Codable, Sendable, Equatable {
     /// What was done (for a failed machine: what was done before the failure, since undone).
     public var changes: [PlannedChange]
     public var error: String?
-    /// The failed machine's host-side changes were put back.
+    /// A failed machine: true only when every undo step succeeded (its host-side changes are
+    /// back, or the machine this apply made is gone).
     public var rolledBack: Bool?
+    /// Why the undo did not put everything back, and what is left to clean up.
+    public var rollbackError: String?
 
-    public init(name: String, result: Result, changes: [PlannedChange], error: String? = nil, rolledBack: Bool? = nil) {
+    public init(name: String, result: Result, changes: [PlannedChange], error: String? = nil, rolledBack: Bool? = nil,
+                rollbackError: String? = nil) {
         self.name = name
         self.result = result
         self.changes = changes
         self.error = error
         self.rolledBack = rolledBack
+        self.rollbackError = rollbackError
+    }
+
+    /// The progress line of a failed machine: `! NAME: ERROR`, and what its undo left.
+    public var failureLine: String {
+        "! \(name): \(error ?? "failed")" + (rollbackError.map { "; not rolled back: \($0)" } ?? "")
     }
 }
 
