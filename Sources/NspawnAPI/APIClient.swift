@@ -15,6 +15,8 @@ public struct APIClient: NspawnService {
 
     // MARK: NspawnService
 
+    public func version() async throws -> VersionInfo { try await call(.version) }
+
     public func list(_ request: ListRequest) async throws -> [MachineSummary] {
         try await call(.listMachines, query: request.all == true ? "all=true" : nil)
     }

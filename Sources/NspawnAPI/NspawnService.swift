@@ -4,6 +4,8 @@ import NspawnKit
 /// itself (`LocalService`, which nspawnd serves too), the HTTP client (`APIClient`, over a unix
 /// socket or ssh), and the tests' recorder. Imports are operations, not calls: see `APIClient`.
 public protocol NspawnService: Sendable {
+    /// Who does the work: this process's library (nspawnctl), or the daemon that answers.
+    func version() async throws -> VersionInfo
     func list(_ request: ListRequest) async throws -> [MachineSummary]
     func status(_ name: MachineName) async throws -> MachineStatus
     func start(_ name: MachineName) async throws
@@ -69,6 +71,8 @@ public struct LocalService: NspawnService {
     public init(manager: MachineManager = MachineManager()) {
         self.manager = manager
     }
+
+    public func version() async throws -> VersionInfo { VersionInfo(name: "nspawnctl") }
 
     public func list(_ request: ListRequest) async throws -> [MachineSummary] {
         try await manager.list(includeHidden: request.includeHidden)

@@ -326,10 +326,11 @@ public struct ActionResult: Codable, Sendable, Equatable {
 
 /// `GET /v1/version`.
 public struct VersionInfo: Codable, Sendable, Equatable {
-    public var name = "nspawnd"
+    public var name: String
     public var version: String
     public var api: String
-    public init(version: String, api: String = APILevel.current) {
+    public init(name: String = "nspawnd", version: String = NspawnctlVersion.current, api: String = APILevel.current) {
+        self.name = name
         self.version = version
         self.api = api
     }

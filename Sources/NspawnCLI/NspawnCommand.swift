@@ -18,13 +18,14 @@ public struct Nspawnctl: AsyncParsableCommand {
             exec and shell exit with the command's status instead, and 125 when nspawnctl fails \
             (see 'nspawnctl exec --help').
             """,
+        version: "nspawnctl \(NspawnctlVersion.current)",
         subcommands: [
             List.self, Status.self, Start.self, Stop.self, Reboot.self, Terminate.self, Kill.self,
             Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
             Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Rebuild.self, Events.self,
             Exec.self, Shell.self, DialStdio.self,
             CopyTo.self, CopyFrom.self, Snapshot.self, Snapshots.self, Restore.self, SnapshotRemove.self,
-            Plan.self, Apply.self,
+            Plan.self, Apply.self, Version.self,
         ]
     )
 

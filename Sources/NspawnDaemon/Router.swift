@@ -8,7 +8,6 @@ import Glibc
 /// Routes `/v1/...` requests: finds the endpoint, checks the peer's role, decodes the
 /// endpoint's request type and makes the one service call it stands for.
 public struct Router: Sendable {
-    public static let version = "0.6.0"
     let service: any NspawnService
     let authorizer: Authorizer
     public let operations: OperationRegistry
@@ -63,7 +62,7 @@ public struct Router: Sendable {
     private func dispatch(_ endpoint: Endpoint, _ parameter: String, _ request: APIRequest) async throws -> APIResponse {
         switch endpoint {
         case .version:
-            return .json(VersionInfo(version: Self.version))
+            return .json(VersionInfo())
         case .listMachines:
             let query = try ListRequest(query: request.query)
             if query.all == true { return .json(try await service.list(query)) }

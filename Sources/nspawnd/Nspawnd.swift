@@ -14,7 +14,8 @@ import Glibc
 struct Nspawnd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nspawnd",
-        abstract: "Serve the nspawnctl API on a unix socket (socket-activated by nspawnd.socket).")
+        abstract: "Serve the nspawnctl API on a unix socket (socket-activated by nspawnd.socket).",
+        version: "nspawnd \(NspawnctlVersion.current)")
 
     @Option(help: "Exit after this many seconds without a connection; 0 never exits.")
     var idleTimeout: Double = 60

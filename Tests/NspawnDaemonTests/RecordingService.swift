@@ -47,6 +47,8 @@ actor RecordingService: NspawnService {
 
     static let machines = [MachineSummary(name: "web", state: .running, imageType: "directory"), MachineSummary(name: "adhoc", state: .running)]
 
+    func version() -> VersionInfo { VersionInfo() }
+
     func list(_ request: ListRequest) throws -> [MachineSummary] {
         try record(.list(request))
         return Self.machines
