@@ -21,60 +21,60 @@ public enum Planner {
     public static func plan(_ desired: DesiredMachine, observed: ObservedMachine, checks: GuestChecks) -> MachinePlan {
         let name = desired.name.rawValue
         if desired.isAbsent {
-            return observed.exists ? MachinePlan(name: name, action: .remove, changes: [PlannedChange(.remove, "machine")]) : MachinePlan(name: name, action: .none, changes: [])
+            return observed.exists ? MachinePlan(name: name, action: .remove, changes: [PlannedChange(.remove, .machine)]) : MachinePlan(name: name, action: .none, changes: [])
         }
         let creating = !observed.exists
         var changes: [PlannedChange] = []
         if creating {
-            changes.append(PlannedChange(.add, "machine", new: .text(desired.image.map { "\($0)" } ?? "(no image given)")))
+            changes.append(PlannedChange(.add, .machine, new: .text(desired.image.map { "\($0)" } ?? "(no image given)")))
         } else if case .clone(let image)? = desired.image, let origin = observed.origin, origin != image {
-            changes.append(PlannedChange(.change, "image", old: .text(origin.rawValue), new: .text(image.rawValue)))
+            changes.append(PlannedChange(.change, .image, old: .text(origin.rawValue), new: .text(image.rawValue)))
         }
         for setting in desired.settings {
             let current = creating ? [] : observed.settings.values(setting.key)
             guard current != setting.values else { continue }
-            changes.append(PlannedChange(current.isEmpty ? .add : .change, "settings.\(setting.key.id)",
+            changes.append(PlannedChange(current.isEmpty ? .add : .change, .setting(setting.key.id),
                                          old: current.isEmpty ? nil : .list(current), new: .list(setting.values)))
         }
         if !creating, let managed = observed.record?.settings {
             for id in managed where !desired.settings.contains(where: { $0.key.id == id }) {
                 guard let key = try? SettingKey(named: id) else { continue }
                 let current = observed.settings.values(key)
-                if !current.isEmpty { changes.append(PlannedChange(.remove, "settings.\(id)", old: .list(current))) }
+                if !current.isEmpty { changes.append(PlannedChange(.remove, .setting(id), old: .list(current))) }
             }
         }
         if let flavor = desired.flavor, creating || observed.flavor != flavor {
             let old = creating ? nil : observed.flavor
-            changes.append(PlannedChange(old == nil ? .add : .change, "flavor", old: old.map(PlanValue.text), new: .text(flavor)))
+            changes.append(PlannedChange(old == nil ? .add : .change, .flavor, old: old.map(PlanValue.text), new: .text(flavor)))
         }
         if let enabled = desired.enabled, creating ? enabled : observed.enabled != enabled {
-            changes.append(PlannedChange(.change, "enabled", old: .flag(creating ? false : observed.enabled), new: .flag(enabled)))
+            changes.append(PlannedChange(.change, .enabled, old: .flag(creating ? false : observed.enabled), new: .flag(enabled)))
         }
         for file in desired.files {
             guard !creating, let current = observed.files[file.path] else {
-                changes.append(PlannedChange(.add, "file:\(file.path)", new: .text(fileSummary(file))))
+                changes.append(PlannedChange(.add, .file(file.path), new: .text(fileSummary(file))))
                 continue
             }
             let owner = checks.fileOwners[file.path]
             let same = current.content == Array(file.content.utf8) && current.mode == file.mode
                 && owner.map { $0.uid == current.uid && $0.gid == current.gid } ?? false
             if !same {
-                changes.append(PlannedChange(.change, "file:\(file.path)", old: .text(currentSummary(current)), new: .text(fileSummary(file))))
+                changes.append(PlannedChange(.change, .file(file.path), old: .text(currentSummary(current)), new: .text(fileSummary(file))))
             }
         }
         if desired.expose != nil, creating || !observed.exposureMatches {
             let new = PlanValue.list(desired.expose?.listen ?? [])
-            changes.append(creating || !observed.exposed ? PlannedChange(.add, "expose", new: new) : PlannedChange(.change, "expose", new: new))
+            changes.append(creating || !observed.exposed ? PlannedChange(.add, .expose, new: new) : PlannedChange(.change, .expose, new: new))
         }
         if let state = desired.state {
             let current: DesiredState = !creating && observed.running ? .running : .stopped
-            if current != state { changes.append(PlannedChange(.change, "state", old: .text(current.rawValue), new: .text(state.rawValue))) }
+            if current != state { changes.append(PlannedChange(.change, .state, old: .text(current.rawValue), new: .text(state.rawValue))) }
         }
         for package in desired.packages where creating || !checks.installedPackages.contains(package) {
-            changes.append(PlannedChange(.add, "package:\(package)"))
+            changes.append(PlannedChange(.add, .package(package)))
         }
         for (index, command) in desired.run.enumerated() where shouldRun(command, index: index, creating: creating, observed: observed, checks: checks) {
-            changes.append(PlannedChange(.add, "run[\(index)]", new: .list(command.command)))
+            changes.append(PlannedChange(.add, .run(index), new: .list(command.command)))
         }
         let action: MachinePlan.Action = creating ? .create : changes.isEmpty ? .none : .update
         return MachinePlan(name: name, action: action, changes: changes)
@@ -92,7 +92,7 @@ public enum Planner {
     /// A machine the manifest created earlier and no longer lists: `--prune` removes it.
     public static func pruneCandidate(_ name: String, observed: ObservedMachine, manifest: String) -> MachinePlan? {
         guard observed.exists, let record = observed.record, record.manifest == manifest, record.created else { return nil }
-        return MachinePlan(name: name, action: .remove, changes: [PlannedChange(.remove, "machine", old: .text("created by manifest '\(manifest)', no longer listed"))])
+        return MachinePlan(name: name, action: .remove, changes: [PlannedChange(.remove, .machine, old: .text("created by manifest '\(manifest)', no longer listed"))])
     }
 
     static func fileSummary(_ file: ManagedFile) -> String {

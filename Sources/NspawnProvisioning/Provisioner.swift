@@ -207,10 +207,10 @@ public struct Provisioner: Sendable {
     private func steps(_ target: Target, desired: DesiredMachine, manifest: String, made: Made, done: (PlannedChange) -> Void) async throws {
         let name = desired.name
         let changes = target.plan.changes
-        func change(_ field: String) -> PlannedChange? { changes.first { $0.field == field } }
+        func change(_ field: ChangeField) -> PlannedChange? { changes.first { $0.field == field } }
         let creating = !target.observed.exists
 
-        if let change = change("machine") {
+        if let change = change(.machine) {
             guard let image = desired.image else {
                 let position = desired.positions["image"].map { "\($0)" } ?? "machines.\(name)"
                 throw NspawnError.invalidArgument("\(position): machine '\(name)' does not exist and the manifest gives no image")
@@ -227,29 +227,32 @@ public struct Provisioner: Sendable {
             try await manager.setProvisioningRecord(name, ProvisioningRecord(manifest: manifest, created: true, settings: []))
             done(change)
         }
-        if let change = change("image"), case .clone(let source)? = desired.image {
+        if let change = change(.image), case .clone(let source)? = desired.image {
             _ = try await manager.rebuild(name, image: source, stopTimeout: stopTimeout)
             done(change)
         }
         // Host side: settings, flavor, enablement.
-        let settingChanges = changes.filter { $0.field.hasPrefix("settings.") }
+        let settingChanges = changes.filter { if case .setting = $0.field { true } else { false } }
         if !settingChanges.isEmpty {
             let values = desired.settings.map { ($0.key, $0.values) }
-            let removals = settingChanges.filter { $0.op == .remove }.compactMap { try? SettingKey(named: String($0.field.dropFirst("settings.".count))) }
+            let removals = settingChanges.filter { $0.op == .remove }.compactMap { change -> SettingKey? in
+                guard case .setting(let id) = change.field else { return nil }
+                return try? SettingKey(named: id)
+            }
             _ = try await manager.setSettings(name, values: values, remove: removals)
             settingChanges.forEach(done)
         }
-        if let change = change("flavor"), let flavor = desired.flavor {
+        if let change = change(.flavor), let flavor = desired.flavor {
             _ = try await manager.configure(name, edit: SettingsEdit(), flavor: try Flavor.load(flavor))
             done(change)
         }
-        if let change = change("enabled"), let enabled = desired.enabled {
+        if let change = change(.enabled), let enabled = desired.enabled {
             if enabled { _ = try await manager.enable(name) } else { _ = try await manager.disable(name) }
             done(change)
         }
         // Inside, before the start: the guest boots with its files and sockets in place.
         for file in desired.files {
-            guard let change = change("file:\(file.path)") else { continue }
+            guard let change = change(.file(file.path)) else { continue }
             // Resolved while planning when the machine existed; a new machine's accounts are read now.
             let ids: GuestIDs
             if let known = target.checks.fileOwners[file.path] {
@@ -261,12 +264,12 @@ public struct Provisioner: Sendable {
             try await manager.writeGuestFile(name, path: file.path, content: Array(file.content.utf8), mode: file.mode, uid: ids.uid, gid: ids.gid)
             done(change)
         }
-        if let change = change("expose"), let activation = try desired.activation() {
+        if let change = change(.expose), let activation = try desired.activation() {
             let running = creating ? false : target.observed.running
             _ = try await manager.expose(activation, restart: running, stopTimeout: stopTimeout)
             done(change)
         }
-        if let change = change("state"), let state = desired.state {
+        if let change = change(.state), let state = desired.state {
             switch state {
             case .running: try await manager.start(name)
             case .stopped: try await manager.stop(name, timeout: stopTimeout)
@@ -274,7 +277,9 @@ public struct Provisioner: Sendable {
             }
             done(change)
         }
-        let packages = changes.filter { $0.field.hasPrefix("package:") }
+        let packages: [(change: PlannedChange, name: String)] = changes.compactMap { change in
+            if case .package(let name) = change.field { (change, name) } else { nil }
+        }
         if !packages.isEmpty {
             try await waitForGuest(name)
             let observed = try await manager.observe(name, exposure: nil, files: [], paths: [])
@@ -283,16 +288,16 @@ public struct Provisioner: Sendable {
             }
             // Installed meanwhile, or part of the image a new machine came from: not asked for again.
             var list: [String] = []
-            for package in packages.map({ String($0.field.dropFirst("package:".count)) }) {
+            for package in packages.map(\.name) {
                 let query = try await runQuietly(name, ExecSpec(command: Self.queryCommand(packageManager, package)))
                 if query.outcome != .exited(0) { list.append(package) }
             }
             if !list.isEmpty { try await runChecked(name, ExecSpec(command: Self.installCommand(packageManager, list), environment: ["DEBIAN_FRONTEND=noninteractive"]),
                                  label: "installing \(list.joined(separator: " "))") }
-            packages.filter { list.contains(String($0.field.dropFirst("package:".count))) }.forEach(done)
+            packages.filter { list.contains($0.name) }.map(\.change).forEach(done)
         }
         for (index, command) in desired.run.enumerated() {
-            guard let change = change("run[\(index)]") else { continue }
+            guard let change = change(.run(index)) else { continue }
             try await waitForGuest(name)
             // A guard may have changed since the plan: an earlier command can create its file.
             if !creating || command.isGuarded, try await guardHolds(command, name: name) { continue }

@@ -49,7 +49,7 @@ final class FakeProvisioner: Sendable {
     }
 
     func changes(_ machine: ManifestMachine) -> [PlannedChange] {
-        (0..<changesPerMachine).map { PlannedChange(.add, "file:/etc/f\($0)", new: .text("\($0)")) }
+        (0..<changesPerMachine).map { PlannedChange(.add, .file("/etc/f\($0)"), new: .text("\($0)")) }
     }
 
     var engine: ManifestEngine {

@@ -73,7 +73,7 @@ struct OpenAPIDocumentTests {
         (.applyManifest, "ApplyRequest", ApplyRequest(manifest: "m", file: "f", prune: true, keepGoing: true)),
         (nil, "ProvisionPlan", ProvisionPlan(manifest: "m", file: "f", machines: [])),
         (nil, "MachinePlan", MachinePlan(name: "a", action: .create, changes: [])),
-        (nil, "PlannedChange", PlannedChange(.change, "flavor", old: .text("a"), new: .text("b"))),
+        (nil, "PlannedChange", PlannedChange(.change, .flavor, old: .text("a"), new: .text("b"))),
         (nil, "MachineApplyResult", MachineApplyResult(name: "a", result: .failed, changes: [], error: "e", rolledBack: false, rollbackError: "r")),
         (nil, "ApplyReport", ApplyReport(manifest: "m", file: "f", machines: [])),
         (nil, "SnapshotResult", SnapshotResult(name: "a", snapshot: SnapshotInfo(name: "s", created: nil, method: .btrfs, size: nil, path: "/p"),

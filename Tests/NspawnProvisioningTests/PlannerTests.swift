@@ -1,3 +1,4 @@
+import FoundationEssentials
 import NspawnKit
 @testable import NspawnProvisioning
 import Testing
@@ -43,8 +44,9 @@ struct PlannerTests {
     @Test func aNewMachineGetsEveryField() throws {
         let plan = Planner.plan(try Self.desired(Self.web), observed: ObservedMachine(), checks: GuestChecks())
         #expect(plan.action == .create)
-        #expect(plan.changes.map(\.field) == ["machine", "settings.Network.Port", "flavor", "enabled", "file:/etc/motd", "state", "run[0]", "run[1]"])
-        #expect(plan.changes[0] == PlannedChange(.add, "machine", new: .text("clone of base")))
+        #expect(plan.changes.map(\.field) == [.machine, .setting("Network.Port"), .flavor, .enabled, .file("/etc/motd"), .state, .run(0), .run(1)])
+        #expect(plan.changes.map(\.field.description) == ["machine", "settings.Network.Port", "flavor", "enabled", "file:/etc/motd", "state", "run[0]", "run[1]"])
+        #expect(plan.changes[0] == PlannedChange(.add, .machine, new: .text("clone of base")))
     }
 
     @Test func aConvergedMachineHasNothingToDo() throws {
@@ -58,7 +60,7 @@ struct PlannerTests {
         let desired = try Self.desired(Self.web.replacingOccurrences(of: "tcp:8080:80", with: "tcp:9090:80"))
         let (observed, checks) = Self.converged(desired)
         let plan = Planner.plan(desired, observed: observed, checks: checks)
-        #expect(plan.changes == [PlannedChange(.change, "settings.Network.Port", old: .list(["tcp:8080:80"]), new: .list(["tcp:9090:80"]))])
+        #expect(plan.changes == [PlannedChange(.change, .setting("Network.Port"), old: .list(["tcp:8080:80"]), new: .list(["tcp:9090:80"]))])
         #expect(plan.changes[0].line(machine: "web1") == "~ web1 settings.Network.Port: [tcp:8080:80] → [tcp:9090:80]")
     }
 
@@ -66,10 +68,10 @@ struct PlannerTests {
         let desired = try Self.desired(Self.web)
         var (observed, checks) = Self.converged(desired)
         observed.files["/etc/motd"]?.mode = 0o600
-        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == ["file:/etc/motd"])
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == [.file("/etc/motd")])
         (observed, checks) = Self.converged(desired)
         observed.files["/etc/motd"]?.uid = 1000
-        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == ["file:/etc/motd"])
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == [.file("/etc/motd")])
         (observed, checks) = Self.converged(desired)
         observed.files["/etc/motd"] = nil
         #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.op) == [.add])
@@ -79,13 +81,13 @@ struct PlannerTests {
         let desired = try Self.desired(Self.web)
         var (observed, checks) = Self.converged(desired)
         observed.existingPaths = []
-        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == ["run[1]"])
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes.map(\.field) == [.run(1)])
     }
 
     @Test func aSettingDroppedFromTheManifestIsRemovedOnlyWhenTheManifestSetIt() throws {
         let desired = try Self.desired(Self.web.replacingOccurrences(of: "    settings: { Port: [\"tcp:8080:80\"] }\n", with: ""))
         var (observed, checks) = Self.converged(desired)
-        #expect(Planner.plan(desired, observed: observed, checks: checks).changes == [PlannedChange(.remove, "settings.Network.Port", old: .list(["tcp:8080:80"]))])
+        #expect(Planner.plan(desired, observed: observed, checks: checks).changes == [PlannedChange(.remove, .setting("Network.Port"), old: .list(["tcp:8080:80"]))])
         observed.record?.settings = []
         #expect(Planner.plan(desired, observed: observed, checks: checks).changes == [])
     }
@@ -108,5 +110,21 @@ struct PlannerTests {
         #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).changes == [])
         observed.exists = true
         #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).action == .remove)
+    }
+}
+
+@Suite struct ChangeFieldTests {
+    /// Each field's word reads back as the same field; words no plan makes are refused.
+    @Test func wordsRoundTripAndStrangersAreRefused() throws {
+        let fields: [ChangeField] = [.machine, .image, .setting("Exec.Environment"), .flavor, .enabled, .file("/etc/motd"),
+                                     .expose, .state, .package("nginx"), .run(12)]
+        for field in fields {
+            #expect(ChangeField(field.description) == field)
+            let encoded = try JSONEncoder().encode([field])
+            #expect(try JSONDecoder().decode([ChangeField].self, from: encoded) == [field])
+        }
+        for word in ["", "wait", "settings.", "file:relative", "package:", "run[-1]", "run[x]", "Machine"] {
+            #expect(ChangeField(word) == nil, "\(word)")
+        }
     }
 }

@@ -33,6 +33,74 @@ public enum PlanValue: Codable, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// What a planned change is about. On the wire and in text it is one word, as before:
+/// `machine`, `image`, `flavor`, `settings.SECTION.KEY`, `enabled`, `state`, `file:/PATH`,
+/// `run[N]`, `package:NAME`, `expose`.
+public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
+    case machine
+    case image
+    case setting(String)
+    case flavor
+    case enabled
+    case file(String)
+    case expose
+    case state
+    case package(String)
+    case run(Int)
+
+    public var description: String {
+        switch self {
+        case .machine: "machine"
+        case .image: "image"
+        case .setting(let id): "settings.\(id)"
+        case .flavor: "flavor"
+        case .enabled: "enabled"
+        case .file(let path): "file:\(path)"
+        case .expose: "expose"
+        case .state: "state"
+        case .package(let name): "package:\(name)"
+        case .run(let index): "run[\(index)]"
+        }
+    }
+
+    /// The field a word names, or nil for a word no plan makes.
+    public init?(_ word: String) {
+        switch word {
+        case "machine": self = .machine
+        case "image": self = .image
+        case "flavor": self = .flavor
+        case "enabled": self = .enabled
+        case "expose": self = .expose
+        case "state": self = .state
+        default:
+            if word.hasPrefix("settings."), word.count > "settings.".count {
+                self = .setting(String(word.dropFirst("settings.".count)))
+            } else if word.hasPrefix("file:/") {
+                self = .file(String(word.dropFirst("file:".count)))
+            } else if word.hasPrefix("package:"), word.count > "package:".count {
+                self = .package(String(word.dropFirst("package:".count)))
+            } else if word.hasPrefix("run["), word.hasSuffix("]"), let index = Int(word.dropFirst(4).dropLast()), index >= 0 {
+                self = .run(index)
+            } else {
+                return nil
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let word = try decoder.singleValueContainer().decode(String.self)
+        guard let field = ChangeField(word) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "no plan changes '\(word)'"))
+        }
+        self = field
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
 /// One change: `+` to add, `~` to change, `-` to remove.
 public struct PlannedChange: Codable, Sendable, Equatable {
     public enum Operation: String, Codable, Sendable {
@@ -42,13 +110,11 @@ public struct PlannedChange: Codable, Sendable, Equatable {
     }
 
     public var op: Operation
-    /// `machine`, `image`, `flavor`, `settings.SECTION.KEY`, `enabled`, `state`, `file:/PATH`,
-    /// `run[N]`, `package:NAME`, `expose`, `wait`.
-    public var field: String
+    public var field: ChangeField
     public var old: PlanValue?
     public var new: PlanValue?
 
-    public init(_ op: Operation, _ field: String, old: PlanValue? = nil, new: PlanValue? = nil) {
+    public init(_ op: Operation, _ field: ChangeField, old: PlanValue? = nil, new: PlanValue? = nil) {
         self.op = op
         self.field = field
         self.old = old
