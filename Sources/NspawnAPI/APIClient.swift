@@ -25,7 +25,7 @@ public struct APIClient: NspawnService {
     public func start(_ name: MachineName) async throws { try await action(.start, name) }
 
     public func stop(_ name: MachineName, _ request: StopRequest) async throws {
-        try await action(.stop, name, body: request, wait: try StopTimeout.duration(request.timeout))
+        try await action(.stop, name, body: request, wait: StopTimeout.wait(request.timeout))
     }
 
     public func reboot(_ name: MachineName, _ request: RebootRequest) async throws { try await action(.reboot, name, body: request) }
@@ -35,7 +35,7 @@ public struct APIClient: NspawnService {
     public func disable(_ name: MachineName) async throws -> [UnitFileChange] { try await call(.disable, name) }
 
     public func remove(_ name: MachineName, _ request: RemoveRequest) async throws {
-        try await action(.removeImage, name, body: request, wait: try StopTimeout.duration(request.timeout))
+        try await action(.removeImage, name, body: request, wait: StopTimeout.wait(request.timeout))
     }
 
     public func rename(_ name: MachineName, _ request: RenameRequest) async throws { try await action(.renameImage, name, body: request) }
@@ -50,18 +50,18 @@ public struct APIClient: NspawnService {
     }
 
     public func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult {
-        try await call(.expose, name, body: request, wait: try StopTimeout.duration(request.timeout) * 2)
+        try await call(.expose, name, body: request, wait: StopTimeout.wait(request.timeout) * 2)
     }
 
     public func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws {
-        try await action(.unexpose, name, body: request, wait: try StopTimeout.duration(request.timeout) * 2)
+        try await action(.unexpose, name, body: request, wait: StopTimeout.wait(request.timeout) * 2)
     }
 
     public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult { try await call(.resize, name, body: request) }
 
     public func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult {
         // A stop, a whole root copied, and a start.
-        try await call(.rebuild, name, body: request, wait: try StopTimeout.duration(request.timeout) + .seconds(3600))
+        try await call(.rebuild, name, body: request, wait: StopTimeout.wait(request.timeout) + .seconds(3600))
     }
 
     // A snapshot or a restore may copy a whole root.

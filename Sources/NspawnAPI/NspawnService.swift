@@ -86,7 +86,8 @@ public struct LocalService: NspawnService {
     }
 
     public func stop(_ name: MachineName, _ request: StopRequest) async throws {
-        try await manager.stop(name, timeout: try StopTimeout.duration(request.timeout))
+        try request.validate()
+        try await manager.stop(name, timeout: StopTimeout.wait(request.timeout))
     }
 
     public func reboot(_ name: MachineName, _ request: RebootRequest) async throws {
@@ -99,6 +100,7 @@ public struct LocalService: NspawnService {
     public func terminate(_ name: MachineName) async throws { try await manager.terminate(name) }
 
     public func kill(_ name: MachineName, _ request: KillRequest) async throws {
+        try request.validate()
         try await manager.kill(name, signal: try request.unixSignal, whom: request.whom ?? KillRequest.defaultWhom)
     }
 
@@ -106,14 +108,17 @@ public struct LocalService: NspawnService {
     public func disable(_ name: MachineName) async throws -> [UnitFileChange] { try await manager.disable(name) }
 
     public func remove(_ name: MachineName, _ request: RemoveRequest) async throws {
-        try await manager.remove(name, force: request.force ?? false, stopTimeout: try StopTimeout.duration(request.timeout))
+        try request.validate()
+        try await manager.remove(name, force: request.force ?? false, stopTimeout: StopTimeout.wait(request.timeout))
     }
 
     public func rename(_ name: MachineName, _ request: RenameRequest) async throws {
+        try request.validate()
         try await manager.rename(name, to: try MachineName(request.name))
     }
 
     public func clone(_ name: MachineName, _ request: CloneRequest) async throws {
+        try request.validate()
         try await manager.clone(name, to: try MachineName(request.name), readOnly: request.readOnly ?? false)
     }
 
@@ -144,12 +149,14 @@ public struct LocalService: NspawnService {
 
     public func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult {
         try await requireImage(name)
+        try request.validate(for: name)
         return try await manager.expose(try request.spec.activation(for: name), restart: request.restart ?? false,
-                                 stopTimeout: try StopTimeout.duration(request.timeout))
+                                 stopTimeout: StopTimeout.wait(request.timeout))
     }
 
     public func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws {
-        try await manager.unexpose(name, restart: request.restart ?? false, stopTimeout: try StopTimeout.duration(request.timeout))
+        try request.validate()
+        try await manager.unexpose(name, restart: request.restart ?? false, stopTimeout: StopTimeout.wait(request.timeout))
     }
 
     public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult {
@@ -163,7 +170,7 @@ public struct LocalService: NspawnService {
         try await requireImage(name)
         try request.validate()
         return try await manager.rebuild(name, image: try request.image.map { try MachineName($0) },
-                                         stopTimeout: try StopTimeout.duration(request.timeout))
+                                         stopTimeout: StopTimeout.wait(request.timeout))
     }
 
     public func snapshot(_ name: MachineName, _ request: SnapshotRequest) async throws -> SnapshotResult {

@@ -20,16 +20,24 @@ public enum StopTimeout {
         return (seconds * 1000).rounded() / 1000
     }
 
-    /// Parses a `--timeout` value.
-    public static func parse(_ text: String) throws(NspawnError) -> Double {
+    /// A `--timeout` value read as a number; its range is checked by the request's `validate()`
+    /// in the service, the same on every route.
+    public static func number(_ text: String) throws(NspawnError) -> Double {
         guard let seconds = Double(text) else {
             throw .invalidArgument("invalid timeout '\(text.escapedForMessage)': expected seconds between 0 and \(Int(maximumSeconds))")
         }
-        return try check(seconds)
+        return seconds
     }
 
     static func duration(_ seconds: Double?) throws(NspawnError) -> Duration {
         .milliseconds(Int64(try check(seconds ?? defaultSeconds) * 1000))
+    }
+
+    /// The wait for a value a request's `validate()` has accepted, or for a client's own
+    /// deadline (an invalid value waits the default; the service refuses it).
+    static func wait(_ seconds: Double?) -> Duration {
+        guard let seconds, seconds.isFinite, seconds >= 0, seconds <= maximumSeconds else { return .seconds(defaultSeconds) }
+        return .milliseconds(Int64((seconds * 1000).rounded()))
     }
 }
 

@@ -58,9 +58,9 @@ func parseMachineName(_ text: String) throws -> MachineName {
     try MachineName(text)
 }
 
-/// A `--timeout`: the API's own limits, so a value the CLI takes the daemon takes too.
+/// A `--timeout` as a number; the request's `validate()` in the service checks its range.
 func parseSeconds(_ text: String) throws -> Double {
-    try StopTimeout.parse(text)
+    try StopTimeout.number(text)
 }
 
 func parseBool(_ text: String) throws -> Bool {

@@ -26,7 +26,7 @@ struct ContractTests {
         (["start", "--json", "web"], [.start("web"), .status("web")]),
         (["stop", "web"], [.stop("web", StopRequest())]),
         (["stop", "--timeout", "2.5", "web"], [.stop("web", StopRequest(timeout: 2.5))]),
-        (["stop", "--timeout", "0.0004", "web"], [.stop("web", StopRequest(timeout: 0))]),
+        (["stop", "--timeout", "0.0004", "web"], [.stop("web", StopRequest(timeout: 0.0004))]),
         (["reboot", "web"], [.reboot("web", RebootRequest())]),
         (["reboot", "--hard", "web"], [.reboot("web", RebootRequest(hard: true))]),
         (["terminate", "web"], [.terminate("web")]),

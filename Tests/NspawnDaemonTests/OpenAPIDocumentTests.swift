@@ -108,8 +108,8 @@ struct OpenAPIDocumentTests {
         let timeout = try #require(Self.schemas["Timeout"])
         #expect((timeout["maximum"] as? Int).map(Double.init) == StopTimeout.maximumSeconds)
         #expect(timeout["minimum"] as? Int == 0)
-        #expect(throws: NspawnError.self) { try StopTimeout.parse(String(StopTimeout.maximumSeconds + 1)) }
-        #expect(try StopTimeout.parse(String(StopTimeout.maximumSeconds)) == StopTimeout.maximumSeconds)
+        #expect(throws: NspawnError.self) { try StopTimeout.check(StopTimeout.maximumSeconds + 1) }
+        #expect(try StopTimeout.check(StopTimeout.maximumSeconds) == StopTimeout.maximumSeconds)
         let exec = Self.paths[Endpoint.exec.template]?["post"] as? [String: Any]
         let description = exec?["description"] as? String ?? ""
         #expect(description.contains("Upgrade: \(ExecStream.upgradeToken)"))

@@ -32,6 +32,8 @@ enum Call: Equatable, Sendable {
 }
 
 /// Records what it is asked for and answers with plain values, or throws `failure` for every call.
+/// A request the library would refuse is refused first, with the request type's own `validate()`,
+/// as `LocalService` does: validation belongs to the service, not to the router or the CLI.
 actor RecordingService: NspawnService {
     private(set) var calls: [Call] = []
     let failure: NspawnError?
@@ -60,10 +62,16 @@ actor RecordingService: NspawnService {
     }
 
     func start(_ name: MachineName) throws { try record(.start(name.rawValue)) }
-    func stop(_ name: MachineName, _ request: StopRequest) throws { try record(.stop(name.rawValue, request)) }
+    func stop(_ name: MachineName, _ request: StopRequest) throws {
+        try request.validate()
+        try record(.stop(name.rawValue, request))
+    }
     func reboot(_ name: MachineName, _ request: RebootRequest) throws { try record(.reboot(name.rawValue, request)) }
     func terminate(_ name: MachineName) throws { try record(.terminate(name.rawValue)) }
-    func kill(_ name: MachineName, _ request: KillRequest) throws { try record(.kill(name.rawValue, request)) }
+    func kill(_ name: MachineName, _ request: KillRequest) throws {
+        try request.validate()
+        try record(.kill(name.rawValue, request))
+    }
 
     func enable(_ name: MachineName) throws -> [UnitFileChange] {
         try record(.enable(name.rawValue))
@@ -75,9 +83,18 @@ actor RecordingService: NspawnService {
         return []
     }
 
-    func remove(_ name: MachineName, _ request: RemoveRequest) throws { try record(.remove(name.rawValue, request)) }
-    func rename(_ name: MachineName, _ request: RenameRequest) throws { try record(.rename(name.rawValue, request)) }
-    func clone(_ name: MachineName, _ request: CloneRequest) throws { try record(.clone(name.rawValue, request)) }
+    func remove(_ name: MachineName, _ request: RemoveRequest) throws {
+        try request.validate()
+        try record(.remove(name.rawValue, request))
+    }
+    func rename(_ name: MachineName, _ request: RenameRequest) throws {
+        try request.validate()
+        try record(.rename(name.rawValue, request))
+    }
+    func clone(_ name: MachineName, _ request: CloneRequest) throws {
+        try request.validate()
+        try record(.clone(name.rawValue, request))
+    }
     func setReadOnly(_ name: MachineName, _ request: ReadOnlyRequest) throws { try record(.setReadOnly(name.rawValue, request)) }
 
     func config(_ name: MachineName) throws -> MachineConfig {
@@ -100,23 +117,30 @@ actor RecordingService: NspawnService {
     }
 
     func create(_ request: CreateRequest) throws -> MachineStatus {
+        try request.validate()
         try record(.create(request))
         return try Self.decoded(#"{"name": "\#(request.name)", "state": "stopped", "addresses": [], "enabled": false, "exposed": []}"#)
     }
 
     func expose(_ name: MachineName, _ request: ExposeRequest) throws -> ExposeResult {
+        try request.validate(for: name)
         try record(.expose(name.rawValue, request))
         return try Self.decoded(#"{"name": "\#(name)", "addresses": ["8080"], "socket_unit": "systemd-nspawn@\#(name).socket", "restarted": false}"#)
     }
 
-    func unexpose(_ name: MachineName, _ request: UnexposeRequest) throws { try record(.unexpose(name.rawValue, request)) }
+    func unexpose(_ name: MachineName, _ request: UnexposeRequest) throws {
+        try request.validate()
+        try record(.unexpose(name.rawValue, request))
+    }
 
     func resize(_ name: MachineName, _ request: ResizeRequest) throws -> ResizeResult {
+        try request.validate()
         try record(.resize(name.rawValue, request))
         return ResizeResult(name: name.rawValue, flavor: Flavor(name: request.flavor), limits: nil)
     }
 
     func rebuild(_ name: MachineName, _ request: RebuildRequest) throws -> RebuildResult {
+        try request.validate()
         try record(.rebuild(name.rawValue, request))
         return RebuildResult(name: name.rawValue, image: request.image ?? "base", method: .copy, restarted: false)
     }
@@ -125,6 +149,7 @@ actor RecordingService: NspawnService {
                                            path: "/var/lib/machines/.#nspawnctl-snapshots/web/s1")
 
     func snapshot(_ name: MachineName, _ request: SnapshotRequest) throws -> SnapshotResult {
+        try request.validate()
         try record(.snapshot(name.rawValue, request))
         return SnapshotResult(name: name.rawValue, snapshot: Self.snapshotInfo, method: .copy, seconds: 0.5)
     }
@@ -135,11 +160,13 @@ actor RecordingService: NspawnService {
     }
 
     func restore(_ name: MachineName, _ request: RestoreRequest) throws -> SnapshotResult {
+        try request.validate()
         try record(.restore(name.rawValue, request))
         return SnapshotResult(name: name.rawValue, snapshot: Self.snapshotInfo, method: .copy, seconds: 0.5)
     }
 
     func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) throws {
+        try request.validate()
         try record(.removeSnapshot(name.rawValue, request))
     }
 

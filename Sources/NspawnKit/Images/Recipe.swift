@@ -41,7 +41,7 @@ public struct Recipe: Sendable, Equatable {
         if let (path, text) = try files(searchDirectories).find(nameOrPath) {
             return try parse(text, name: nameOrPath, origin: path)
         }
-        throw .invalidArgument("no recipe '\(nameOrPath)' in \(searchDirectories.joined(separator: ", "))")
+        throw .noSuchRecipe(nameOrPath, searched: searchDirectories)
     }
 
     /// Names of the recipes found, sorted.

@@ -44,21 +44,23 @@ package struct MachineRoot {
     /// Owners on disk are guest ids plus this (nspawn's chowned user namespace), or 0.
     package var idBase: (uid: UInt32, gid: UInt32)?
 
-    /// The image's directory; raw and block images have no tree to copy to or from.
+    /// The image's directory, for every verb that reads or writes inside a machine's root:
+    /// raw and block images have no tree (invalid input), and a read-only image is refused for
+    /// writing (a conflict, whichever verb asks).
     package static func open(_ name: MachineName, bus: BusConnection, writable: Bool) throws -> MachineRoot {
-        let machined = Machined(bus: bus)
-        guard let objectPath = try machined.imagePathIfExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
-        let properties = try machined.imageProperties(name, path: objectPath)
+        try open(name, machined: Machined(bus: bus), writable: writable)
+    }
+
+    package static func open(_ name: MachineName, machined: Machined, writable: Bool) throws(NspawnError) -> MachineRoot {
+        guard let objectPath = try machined.imagePathIfExists(name),
+              let properties = try machined.imagePropertiesIfExists(name, path: objectPath) else { throw .noSuchImage(name.rawValue) }
         guard let path = properties.path, properties.type == "directory" || properties.type == "subvolume" else {
-            throw NspawnError.invalidArgument("image '\(name)' is a \(properties.type ?? "unknown") image; only directory and subvolume images have a tree to copy")
+            throw .invalidArgument("machine '\(name)' has a \(properties.type ?? "unknown") image; only directory and subvolume images have a file tree")
         }
-        if writable && properties.readOnly == true {
-            throw NspawnError.invalidArgument("image '\(name)' is read-only; make it writable first with 'nspawnctl read-only \(name) no'")
-        }
-        let directory: Directory
-        do throws(Errno) { directory = try Directory(path: path) } catch { throw NspawnError.system("cannot open the root of '\(name)' at '\(path)'", error) }
+        if writable && properties.readOnly == true { throw .readOnly(name.rawValue) }
+        let directory = try MachineManager.openImageRoot(path, name: name)
         let st: stat
-        do throws(Errno) { st = try directory.descriptor.status() } catch { throw NspawnError.system("cannot read '\(path)'", error) }
+        do throws(Errno) { st = try directory.descriptor.status() } catch { throw .system("cannot read '\(path)'", error) }
         return MachineRoot(name: name, path: path, directory: directory, idBase: Self.idBase(uid: st.st_uid, gid: st.st_gid))
     }
 

@@ -47,7 +47,7 @@ extension MachineManager {
                 }
                 if let flavor { try Self.applyFlavor(flavor, to: name, live: false, bus: bus) }
                 if let activation {
-                    let root = try Self.writableDirectoryImage(name, machined: machined, purpose: "expose")
+                    let root = try Self.writableDirectoryImage(name, machined: machined)
                     try Self.installSocketActivation(activation, root: root, bus: bus)
                 }
                 if start { try SystemdManager(bus: bus).startUnit(name.serviceUnit) }

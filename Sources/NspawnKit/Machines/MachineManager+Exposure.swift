@@ -21,7 +21,7 @@ extension MachineManager {
         try await withBus { bus in
             let name = activation.machine
             let machined = Machined(bus: bus)
-            let root = try Self.writableDirectoryImage(name, machined: machined, purpose: "expose")
+            let root = try Self.writableDirectoryImage(name, machined: machined)
             let running = try machined.machinePathIfRunning(name) != nil
             if running && !restart {
                 throw NspawnError.busy(name.rawValue, reason: "it is running, and systemd cannot listen on its socket while \(name.serviceUnit) is active; stop it first or pass --restart")
@@ -59,7 +59,7 @@ extension MachineManager {
             let guestExposed = root.map { ContainedRoot(root: $0).exists(SocketActivation.guestSocketPath) } ?? false
             guard hostUnitExists || guestExposed else { throw NspawnError.notExposed(name.rawValue) }
             if guestExposed && readOnly {
-                throw NspawnError.busy(name.rawValue, reason: "its image is read-only, so the socket units inside cannot be removed; make it writable first")
+                throw NspawnError.readOnly(name.rawValue)
             }
             let running = try machined.machinePathIfRunning(name) != nil
             if running && !restart {
@@ -98,16 +98,8 @@ extension MachineManager {
     }
 
     /// The image's root, which must be a writable directory (the guest's units are written into it).
-    static func writableDirectoryImage(_ name: MachineName, machined: Machined, purpose: String) throws(NspawnError) -> Directory {
-        guard let path = try machined.imagePathIfExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
-        let properties = try machined.imageProperties(name, path: path)
-        guard properties.type == "directory" || properties.type == "subvolume", let imagePath = properties.path else {
-            throw NspawnError.invalidArgument("cannot \(purpose) machine '\(name)': its image is a \(properties.type ?? "unknown") image; only directory images are supported")
-        }
-        if properties.readOnly == true {
-            throw NspawnError.busy(name.rawValue, reason: "its image is read-only")
-        }
-        return try openImageRoot(imagePath, name: name)
+    static func writableDirectoryImage(_ name: MachineName, machined: Machined) throws(NspawnError) -> Directory {
+        try MachineRoot.open(name, machined: machined, writable: true).directory
     }
 
     static func openImageRoot(_ path: String, name: MachineName) throws(NspawnError) -> Directory {

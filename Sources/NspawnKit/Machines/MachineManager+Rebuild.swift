@@ -32,7 +32,7 @@ extension MachineManager {
     public func rebuild(_ name: MachineName, image: MachineName?, stopTimeout: Duration) async throws -> RebuildResult {
         try await withBus { bus in
             let machined = Machined(bus: bus)
-            let target = try Self.writableDirectoryImage(name, machined: machined, purpose: "rebuild")
+            let target = try Self.writableDirectoryImage(name, machined: machined)
             let store = ImageStore.system
             guard let targetPath = try Self.imageFilesystemPath(name, machined: machined),
                   targetPath == "\(store.directory)/\(name)" else {

@@ -8,10 +8,14 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case noSuchImage(String)
     case noSuchUnit(String)
     case noSuchSnapshot(machine: String, snapshot: String)
+    /// No recipe of that name in any of the directories searched.
+    case noSuchRecipe(String, searched: [String])
     case notRunning(String)
     case notExposed(String)
     case alreadyExists(String)
     case busy(String, reason: String)
+    /// The machine's image is read-only and the request would write to it.
+    case readOnly(String)
     case permissionDenied(String, cause: BusError)
     /// `result` is the job's, `unitResult` the service's own ("exit-code", "start-limit-hit", …).
     case jobFailed(unit: String, result: String, unitResult: String?)
@@ -55,8 +59,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidName, .invalidArgument, .badArchive: .invalidInput
         case .verificationFailed: .verificationFailed
         case .cancelled: .cancelled
-        case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot: .notFound
-        case .notRunning, .notExposed, .alreadyExists, .busy: .conflict
+        case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot, .noSuchRecipe: .notFound
+        case .notRunning, .notExposed, .alreadyExists, .busy, .readOnly: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed: .failure
         case .system(_, let errno): Self.category(of: errno)
@@ -121,6 +125,10 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "no unit '\(unit)' is known to systemd"
         case .noSuchSnapshot(let machine, let snapshot):
             "machine '\(machine)' has no snapshot '\(snapshot)'"
+        case .noSuchRecipe(let name, let searched):
+            "no recipe '\(name.escapedForMessage)' in \(searched.joined(separator: ", "))"
+        case .readOnly(let name):
+            "machine '\(name)' is read-only; make it writable first with 'nspawnctl read-only \(name) no'"
         case .notRunning(let name):
             "machine '\(name)' is not running"
         case .notExposed(let name):
