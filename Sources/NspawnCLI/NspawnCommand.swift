@@ -68,6 +68,9 @@ public enum NspawnCommand {
         perform: (inout ParsableCommand) async throws -> Void
     ) async -> Never {
         var json = false
+        // A command line that does not parse has no options to ask; --json before any "--"
+        // still wants its refusal as JSON.
+        let wantsJSON = arguments.prefix { $0 != "--" }.contains("--json")
         // exec and shell pass the command's status through; their own failures must not look like one.
         let guest = GuestCommand.isGuestCommand(arguments)
         do {
@@ -92,7 +95,11 @@ public enum NspawnCommand {
                 print(message)
                 exit(0)
             }
-            writeStandardError(message + "\n")
+            if wantsJSON && !guest {
+                report(.invalidArgument(Root.message(for: error)), programName: programName, json: true)
+            } else {
+                writeStandardError(message + "\n")
+            }
             if guest { exit(GuestCommand.ownFailure) }
             // Usage mistakes are invalid input, like a bad machine name.
             exit(code == .validationFailure ? ExitStatus.invalidInput.rawValue : code.rawValue)
