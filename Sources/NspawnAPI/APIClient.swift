@@ -17,6 +17,15 @@ public struct APIClient: NspawnService {
 
     public func version() async throws -> VersionInfo { try await call(.version) }
 
+    /// nspawnd has no route for file contents; the refusal is the same on every remote route.
+    public func copyTo(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult {
+        throw CopyRequest.refusedThroughDaemon("copy-to")
+    }
+
+    public func copyFrom(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult {
+        throw CopyRequest.refusedThroughDaemon("copy-from")
+    }
+
     public func list(_ request: ListRequest) async throws -> [MachineSummary] {
         try await call(.listMachines, query: request.all == true ? "all=true" : nil)
     }

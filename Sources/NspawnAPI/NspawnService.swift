@@ -32,6 +32,9 @@ public protocol NspawnService: Sendable {
     func snapshots(_ name: MachineName) async throws -> [SnapshotInfo]
     func restore(_ name: MachineName, _ request: RestoreRequest) async throws -> SnapshotResult
     func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) async throws
+    /// A file or tree from this host into the machine's root, or out of it; the library only.
+    func copyTo(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult
+    func copyFrom(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult
     /// machined's MachineNew and MachineRemoved until the consumer stops iterating.
     func events() -> AsyncThrowingStream<MachineEvent, any Error>
     /// A command in a running machine (`exec`; an empty command is `shell`'s login shell).
@@ -188,6 +191,16 @@ public struct LocalService: NspawnService {
     public func removeSnapshot(_ name: MachineName, _ request: SnapshotRemoveRequest) async throws {
         try request.validate()
         try await manager.removeSnapshot(name, request.snapshot)
+    }
+
+    public func copyTo(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult {
+        try request.validate()
+        return try await manager.copyTo(name, source: request.source, destination: request.destination, replace: request.replace)
+    }
+
+    public func copyFrom(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult {
+        try request.validate()
+        return try await manager.copyFrom(name, source: request.source, destination: request.destination, replace: request.replace)
     }
 
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> { MachineEvents.stream() }

@@ -372,3 +372,30 @@ public struct SnapshotRemoveRequest: Codable, Sendable, Equatable {
     public init(snapshot: String) { self.snapshot = snapshot }
     public func validate() throws(NspawnError) { try SnapshotInfo.check(snapshot) }
 }
+
+/// `copy-to` and `copy-from`: a path on one side, and where the copy goes on the other.
+/// Only the library carries it; through nspawnd it is refused (see `APIClient.copyTo`).
+public struct CopyRequest: Sendable, Equatable {
+    public var source: String
+    /// Default: the same path as `source`.
+    public var destination: String?
+    /// Replace an existing destination atomically.
+    public var replace: Bool
+
+    public init(source: String, destination: String? = nil, replace: Bool = false) {
+        self.source = source
+        self.destination = destination
+        self.replace = replace
+    }
+
+    public func validate() throws(NspawnError) {
+        if source.isEmpty { throw .invalidArgument("the path to copy must not be empty") }
+        if destination?.isEmpty == true { throw .invalidArgument("the destination must not be empty") }
+    }
+
+    /// Copying moves file contents between this host and the machine's; through nspawnd (or to
+    /// another host) that would need a stream of its own.
+    static func refusedThroughDaemon(_ verb: String) -> NspawnError {
+        .invalidArgument("\(verb) works on the local host only: it copies files between this host and the machine's root, so run it as root without --api or --host")
+    }
+}

@@ -27,6 +27,8 @@ enum Call: Equatable, Sendable {
     case snapshots(String)
     case restore(String, RestoreRequest)
     case removeSnapshot(String, SnapshotRemoveRequest)
+    case copyTo(String, CopyRequest)
+    case copyFrom(String, CopyRequest)
     case events
     case exec(String, ExecSpec)
 }
@@ -50,6 +52,22 @@ actor RecordingService: NspawnService {
     static let machines = [MachineSummary(name: "web", state: .running, imageType: "directory"), MachineSummary(name: "adhoc", state: .running)]
 
     func version() -> VersionInfo { VersionInfo() }
+
+    static func copied(_ name: MachineName, _ direction: String) throws -> CopyResult {
+        try decoded(#"{"name": "\#(name)", "direction": "\#(direction)", "source": "/a", "destination": "/b", "replaced": false, "files": 1, "directories": 0, "symlinks": 0, "hardlinks": 0, "special_files": 0, "mount_points": 0, "bytes": 1}"#)
+    }
+
+    func copyTo(_ name: MachineName, _ request: CopyRequest) throws -> CopyResult {
+        try request.validate()
+        try record(.copyTo(name.rawValue, request))
+        return try Self.copied(name, "copy-to")
+    }
+
+    func copyFrom(_ name: MachineName, _ request: CopyRequest) throws -> CopyResult {
+        try request.validate()
+        try record(.copyFrom(name.rawValue, request))
+        return try Self.copied(name, "copy-from")
+    }
 
     func list(_ request: ListRequest) throws -> [MachineSummary] {
         try record(.list(request))

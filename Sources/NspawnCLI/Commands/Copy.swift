@@ -16,10 +16,7 @@ struct CopyArguments: ParsableArguments {
     @Argument(help: "Full path of the copy (default: the same path as SOURCE).")
     var destination: String?
 
-    func validate() throws {
-        if source.isEmpty { throw ValidationError("SOURCE must not be empty") }
-        if destination?.isEmpty == true { throw ValidationError("DESTINATION must not be empty") }
-    }
+    var request: CopyRequest { CopyRequest(source: source, destination: destination, replace: replace) }
 }
 
 let copyDiscussion = """
@@ -30,12 +27,6 @@ let copyDiscussion = """
     attributes, ACLs, symlinks, hardlinks and device nodes are kept. The copy appears whole or \
     not at all. Runs on this host only, as root.
     """
-
-/// Copying moves file contents between this host and the machine's; through nspawnd (or to
-/// another host) that would need a stream of its own, so it is refused.
-func copyRefusedThroughDaemon(_ verb: String) -> NspawnError {
-    .invalidArgument("\(verb) works on the local host only: it copies files between this host and the machine's root, so run it as root without --api or --host")
-}
 
 func report(_ result: CopyResult, output: OutputOptions) {
     if output.json {
@@ -57,9 +48,7 @@ struct CopyTo: AsyncParsableCommand, JSONCapable {
     @OptionGroup var arguments: CopyArguments
 
     func run() async throws {
-        guard case .direct = try output.route else { throw copyRefusedThroughDaemon("copy-to") }
-        report(try await MachineManager().copyTo(arguments.name, source: arguments.source, destination: arguments.destination,
-                                                 replace: arguments.replace), output: output)
+        report(try await output.service.copyTo(arguments.name, arguments.request), output: output)
     }
 }
 
@@ -71,8 +60,6 @@ struct CopyFrom: AsyncParsableCommand, JSONCapable {
     @OptionGroup var arguments: CopyArguments
 
     func run() async throws {
-        guard case .direct = try output.route else { throw copyRefusedThroughDaemon("copy-from") }
-        report(try await MachineManager().copyFrom(arguments.name, source: arguments.source, destination: arguments.destination,
-                                                   replace: arguments.replace), output: output)
+        report(try await output.service.copyFrom(arguments.name, arguments.request), output: output)
     }
 }
