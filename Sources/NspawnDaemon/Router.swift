@@ -25,27 +25,59 @@ public struct Router: Sendable {
         self.operations = OperationRegistry(importer: importer, onFinish: { await listings.invalidate() })
     }
 
-    public func handle(_ request: APIRequest) async -> APIResponse {
+    /// Where a request goes, decided once: an answer, or one of the two streams the server
+    /// runs itself (events; exec, authorized and decoded, before its protocol switch).
+    public enum Routed: Sendable {
+        case answer(APIResponse)
+        case events
+        case exec(MachineName, ExecSpec)
+    }
+
+    public func route(_ request: APIRequest) async -> Routed {
         switch Endpoint.match(method: request.method, path: request.path) {
         case .unknown:
             let hint = request.path.hasPrefix("/v1/") ? "" : "; the API lives under /v1"
-            return .error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForMessage)'\(hint)")
+            return .answer(.error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForMessage)'\(hint)"))
         case .methodNotAllowed(let allowed):
             var refusal = APIResponse.error(status: 405, code: "invalid_input",
                                             message: "\(request.method.escapedForMessage) is not allowed on \(request.path.escapedForMessage)")
             refusal.headers.append(("Allow", allowed.joined(separator: ", ")))
-            return refusal
+            return .answer(refusal)
         case .found(let endpoint, let parameter):
-            if let refusal = refusal(endpoint, peer: request.peer) { return refusal }
-            do {
-                return try await dispatch(endpoint, parameter ?? "", request)
-            } catch let error as NspawnError {
-                return .error(error)
-            } catch let error as BodyError {
-                return .error(status: error.status, code: "invalid_input", message: error.message)
-            } catch {
-                return .error(status: 500, code: "failure", message: "\(error)")
+            if let refusal = refusal(endpoint, peer: request.peer) { return .answer(refusal) }
+            return await answering {
+                switch endpoint {
+                case .events: return .events
+                case .exec:
+                    let (name, spec) = try execSpec(parameter ?? "", request)
+                    return .exec(name, spec)
+                default: return .answer(try await dispatch(endpoint, parameter ?? "", request))
+                }
             }
+        }
+    }
+
+    /// Answers every request, the streams with the error a caller without a server gets.
+    public func handle(_ request: APIRequest) async -> APIResponse {
+        switch await route(request) {
+        case .answer(let response): return response
+        case .events:
+            return .error(.remote(.invalidInput, message: "GET /v1/events is a stream; read it as one", busError: nil))
+        case .exec(let name, _):
+            return .error(status: 400, code: "invalid_input", message: Self.upgradeRequired(name.rawValue))
+        }
+    }
+
+    /// Errors thrown while routing, as the JSON error every route gives.
+    private func answering(_ body: () async throws -> Routed) async -> Routed {
+        do {
+            return try await body()
+        } catch let error as NspawnError {
+            return .answer(.error(error))
+        } catch let error as BodyError {
+            return .answer(.error(status: error.status, code: "invalid_input", message: error.message))
+        } catch {
+            return .answer(.error(status: 500, code: "failure", message: "\(error)"))
         }
     }
 
@@ -93,40 +125,38 @@ public struct Router: Sendable {
             return try await planManifest(try decode(PlanRequest.self, request))
         case .applyManifest:
             return try await startApply(try decode(ApplyRequest.self, request))
-        case .events:
-            // The server streams these itself; a router without a server has nothing to give.
-            throw NspawnError.remote(.invalidInput, message: "GET /v1/events is a stream; read it as one", busError: nil)
-        case .exec:
-            // The server switches protocols itself; a request that reaches here did not ask to.
-            _ = try execSpec(parameter, request)
-            throw BodyError(status: 400, message: Self.upgradeRequired(parameter))
+        case .events, .exec:
+            // route(_:) hands these to the server before any dispatch.
+            preconditionFailure("\(endpoint) is a stream, routed by route(_:)")
         default:
             let name = try MachineName(parameter)
             return try await changing { try await change(endpoint, name, request) }
         }
     }
 
-    /// What a request for an exec stream gets before the switch: the command started, or the
-    /// JSON error any other route would give (403, 400, 404, 409...). `upgrade` is the
-    /// protocol the request asked to switch to, if any.
-    public func startExec(_ request: APIRequest, upgrade: String?) async -> ExecStart {
-        guard case .found(.exec, let parameter) = Endpoint.match(method: request.method, path: request.path), let parameter else {
-            return .refused(.error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForMessage)'"))
+    /// What an exec stream routed by `route(_:)` gets before the switch: the command started,
+    /// or the JSON error any other route would give. `upgrade` is the protocol the request
+    /// asked to switch to, if any.
+    public func startExec(_ name: MachineName, _ spec: ExecSpec, upgrade: String?) async -> ExecStart {
+        guard let upgrade, upgrade.lowercased() == ExecStream.upgradeToken else {
+            let offered = upgrade.map { "; '\(String($0.prefix(80)).escapedForMessage)' is not a protocol nspawnd speaks" } ?? ""
+            return .refused(.error(status: 400, code: "invalid_input", message: Self.upgradeRequired(name.rawValue) + offered))
         }
-        if let refusal = refusal(.exec, peer: request.peer) { return .refused(refusal) }
         do {
-            let (name, spec) = try execSpec(parameter, request)
-            guard let upgrade, upgrade.lowercased() == ExecStream.upgradeToken else {
-                let offered = upgrade.map { "; '\(String($0.prefix(80)).escapedForMessage)' is not a protocol nspawnd speaks" } ?? ""
-                throw BodyError(status: 400, message: Self.upgradeRequired(parameter) + offered)
-            }
             return .started(try await service.exec(name, spec))
         } catch let error as NspawnError {
             return .refused(.error(error))
-        } catch let error as BodyError {
-            return .refused(.error(status: error.status, code: "invalid_input", message: error.message))
         } catch {
             return .refused(.error(status: 500, code: "failure", message: "\(error)"))
+        }
+    }
+
+    /// Routes `request` and starts it when it is an exec stream (for callers without a server).
+    public func startExec(_ request: APIRequest, upgrade: String?) async -> ExecStart {
+        switch await route(request) {
+        case .exec(let name, let spec): return await startExec(name, spec, upgrade: upgrade)
+        case .answer(let response): return .refused(response)
+        case .events: return .refused(.error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForMessage)'"))
         }
     }
 

@@ -172,24 +172,21 @@ public struct DaemonServer: Sendable {
                         guard let requestHead = head else { continue }
                         let request = APIRequest(method: requestHead.method.rawValue, target: requestHead.uri, body: body,
                                                  contentType: requestHead.headers.first(name: "content-type"), peer: peer)
-                        if requestHead.method == .GET && request.path == Endpoint.events.template && !tooLarge {
-                            if let refusal = router.refusal(.events, peer: peer) {
-                                try await Self.write(refusal, keepAlive: false, version: requestHead.version, to: outbound)
-                            } else {
-                                try await streamEvents(on: connection.channel, deadline: deadline, version: requestHead.version, to: outbound)
-                            }
-                            return
-                        }
                         let upgrade = Self.upgradeRequested(requestHead)
-                        if requestHead.method == .POST, case .found(.exec, _) = Endpoint.match(method: "POST", path: request.path), !tooLarge {
-                            try await serveExec(request, upgrade: upgrade, on: connection.channel, version: requestHead.version, to: outbound)
-                            return
-                        }
                         let response: APIResponse
                         if tooLarge {
                             response = .error(status: 413, code: "invalid_input", message: "request body larger than \(bodyLimit) bytes")
                         } else {
-                            response = await router.handle(request)
+                            switch await router.route(request) {
+                            case .answer(let answer):
+                                response = answer
+                            case .events:
+                                try await streamEvents(on: connection.channel, deadline: deadline, version: requestHead.version, to: outbound)
+                                return
+                            case .exec(let name, let spec):
+                                try await serveExec(request, name, spec, upgrade: upgrade, on: connection.channel, version: requestHead.version, to: outbound)
+                                return
+                            }
                         }
                         logger.debug("request", metadata: ["method": "\(requestHead.method.rawValue)", "uri": "\(requestHead.uri)",
                                                            "status": "\(response.status)", "peer": "\(peer)"])
@@ -230,10 +227,10 @@ public struct DaemonServer: Sendable {
     /// An exec stream: the command started and the connection switched to frames until it
     /// ends, or the JSON error any other route gives. The connection stays open (and so the
     /// daemon busy) for as long as the stream lasts; the request deadline is already lifted.
-    private func serveExec(_ request: APIRequest, upgrade: String?, on channel: any Channel, version: HTTPVersion,
-                           to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+    private func serveExec(_ request: APIRequest, _ name: MachineName, _ spec: ExecSpec, upgrade: String?, on channel: any Channel,
+                           version: HTTPVersion, to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
         let process: any GuestProcess
-        switch await router.startExec(request, upgrade: upgrade) {
+        switch await router.startExec(name, spec, upgrade: upgrade) {
         case .refused(let refusal):
             logger.debug("request", metadata: ["method": "POST", "uri": "\(request.path)", "status": "\(refusal.status)", "peer": "\(request.peer)"])
             try await Self.write(refusal, keepAlive: false, version: version, to: outbound)
