@@ -9,17 +9,8 @@ import SystemPackage
 /// whose dependency trees, and the YAML parser with Foundation and ICU (53 MB of the binary),
 /// would otherwise be loaded by every nspawnctl command at start.
 package enum ImagesHelper {
-    package static let executableName = "nspawnctl-images"
-
-    /// The helper beside the running executable.
-    package static var path: String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard count > 0 else { return executableName }
-        let exe = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = exe.lastIndex(of: "/") else { return executableName }
-        return String(exe[...slash]) + executableName
-    }
+    package static var executableName: String { ImagesHelperProgram.executableName }
+    package static var path: String { ImagesHelperProgram.path }
 
     /// Replaces this process with the helper, given this invocation's command line (aliases
     /// resolved, argv[0] the name messages use), so its exit status, output, signals and

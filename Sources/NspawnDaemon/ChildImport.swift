@@ -7,47 +7,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// What `POST /v1/images` starts, as `nspawnctl-images` arguments (nspawnctl's own).
-public enum ImportJob: Sendable, Equatable {
-    case url(String, checksum: String?, signature: String?, keyring: String?, force: Bool)
-    case recipe(String, mirror: String?, checksum: String?, signature: String?, keyring: String?, verify: Bool, force: Bool)
-    /// A tarball on this host: a manifest's `image: {file: PATH}`.
-    case file(String)
-
-    /// Options use the `--name=value` form and positionals follow `--`, so no value is ever
-    /// read as an option.
-    func arguments(name: MachineName) -> [String] {
-        switch self {
-        case .url(let url, let checksum, let signature, let keyring, let force):
-            var argv = ["import", "--json"]
-            if let checksum { argv.append("--checksum=\(checksum)") }
-            if let signature { argv.append("--signature=\(signature)") }
-            if let keyring { argv.append("--keyring=\(keyring)") }
-            if force { argv.append("--force") }
-            return argv + ["--", name.rawValue, url]
-        case .recipe(let recipe, let mirror, let checksum, let signature, let keyring, let verify, let force):
-            var argv = ["bootstrap", "--json"]
-            if let mirror { argv.append("--mirror=\(mirror)") }
-            if let checksum { argv.append("--checksum=\(checksum)") }
-            if let signature { argv.append("--signature=\(signature)") }
-            if let keyring { argv.append("--keyring=\(keyring)") }
-            if !verify { argv.append("--no-verify") }
-            if force { argv.append("--force") }
-            return argv + ["--", recipe, name.rawValue]
-        case .file(let path):
-            return ["import", "--json", "--", name.rawValue, path]
-        }
-    }
-
-    var source: String {
-        switch self {
-        case .url(let url, _, _, _, _): url
-        case .recipe(let recipe, _, _, _, _, _, _): "recipe:\(recipe)"
-        case .file(let path): path
-        }
-    }
-}
-
 /// Runs each import as an `nspawnctl-images import|bootstrap --json` child, the way importd runs
 /// systemd-pull: the daemon never loads libcurl or libarchive, untrusted archives are parsed in
 /// a process that ends with the import, and a cancel is the child's own SIGTERM handling, which
@@ -60,14 +19,7 @@ public struct ChildImporter: Sendable {
         self.executable = executable ?? Self.besideSelf()
     }
 
-    static func besideSelf() -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard count > 0 else { return "nspawnctl-images" }
-        let path = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = path.lastIndex(of: "/") else { return "nspawnctl-images" }
-        return String(path[...slash]) + "nspawnctl-images"
-    }
+    static func besideSelf() -> String { ImagesHelperProgram.path }
 
     /// Runs the import to its end; `progress` sees each progress line the child prints.
     func run(_ job: ImportJob, name: MachineName, cancel: ChildCancel,

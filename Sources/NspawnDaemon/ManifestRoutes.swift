@@ -24,13 +24,7 @@ public struct ManifestEngine: Sendable {
     /// do; a file is a path on this host.
     static func images(_ importer: ChildImporter) -> ImageProvider {
         { source, name in
-            let job: ImportJob
-            switch source {
-            case .clone: return
-            case .recipe(let recipe): job = .recipe(recipe, mirror: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false)
-            case .url(let url, let checksum): job = .url(url, checksum: checksum.map { "sha256:\($0)" }, signature: nil, keyring: nil, force: false)
-            case .file(let path): job = .file(path)
-            }
+            guard let job = ImportJob(source) else { return }
             if case .failure(let error) = await importer.run(job, name: name, cancel: ChildCancel(), progress: { _ in }) {
                 throw NspawnError.remote(error.category, message: "machine '\(name)': the \(source) failed: \(error.description)", busError: nil)
             }

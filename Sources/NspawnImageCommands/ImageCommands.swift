@@ -20,6 +20,12 @@ public enum NspawnctlImages {
         let (programName, arguments) = ImagesHelper.invocation(argv)
         ImagesHelper.takeName(argv)
         await NspawnCommand.run(Root.self, programName: programName, arguments: arguments) { command in
+            // nspawnctl decided the route before it ran this; here the work is done, never sent on
+            // (plan --explain reads the manifest here whatever the route: it changes nothing).
+            let explaining = (command as? Plan)?.explain != nil
+            if !explaining, let routed = command as? JSONCapable, case .daemon = try routed.output.route {
+                throw NspawnError.invalidArgument("\(ImagesHelperProgram.executableName) works on this host only; nspawnctl sends --api and --host requests itself")
+            }
             switch command {
             case let command as Import: try await command.runHere()
             case let command as Bootstrap: try await command.runHere()
@@ -35,7 +41,6 @@ public enum NspawnctlImages {
 
 extension Import {
     func runHere() async throws {
-        guard case .direct = try output.route else { return try await run() }
         let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring,
                                     force: force)
         try await runImport(name: name, source: NspawnKit.ImageSource(source), options: options, output: output, quiet: progress.quiet)
@@ -44,7 +49,6 @@ extension Import {
 
 extension Bootstrap {
     func runHere() async throws {
-        guard case .direct = try output.route else { return try await run() }
         let recipe = try Recipe.load(recipe)
         let importer = ImageImporter()
         let name = try name ?? importer.store.nextFreeName()
@@ -59,7 +63,6 @@ extension Bootstrap {
 
 extension Plan {
     func runHere() async throws {
-        if explain == nil, case .daemon = try output.route { return try await run() }
         let (text, file) = try manifest.read()
         let parsed = try ManifestParser(file: file).parse(text)
         if let explain {
@@ -73,7 +76,6 @@ extension Plan {
 
 extension Apply {
     func runHere() async throws {
-        if case .daemon = try output.route { return try await run() }
         let (text, file) = try manifest.read()
         let parsed = try ManifestParser(file: file).parse(text)
         let json = output.json
@@ -86,17 +88,11 @@ extension Apply {
 
 /// A manifest's images other than clones: this executable again, as a child, as for `import`.
 let helperImages: ImageProvider = { source, name in
-    let argv: [String]
-    switch source {
-    case .clone: return
-    case .recipe(let recipe): argv = ["bootstrap", "--quiet", "--", recipe, name.rawValue]
-    case .url(let url, let checksum): argv = ["import", "--quiet"] + (checksum.map { ["--checksum=sha256:\($0)"] } ?? []) + ["--", name.rawValue, url]
-    case .file(let path): argv = ["import", "--quiet", "--", name.rawValue, path]
-    }
-    let child = try ChildProcess.spawn([ImagesHelper.path] + argv, stdout: 2, stderr: 2)
+    guard let job = ImportJob(source) else { return }
+    let child = try ChildProcess.spawn([ImagesHelperProgram.path] + job.arguments(name: name, output: .quiet), stdout: 2, stderr: 2)
     let termination = await OSThread.run { child.wait() }
     guard termination.succeeded else {
-        throw NspawnError.failed("machine '\(name)': the \(source) failed (\(ImagesHelper.executableName) \(termination))")
+        throw NspawnError.failed("machine '\(name)': the \(source) failed (\(ImagesHelperProgram.executableName) \(termination))")
     }
 }
 

@@ -102,3 +102,15 @@ public struct ManifestMachine: Sendable, Equatable {
     public var layer: ManifestLayer
     public var position: ManifestPosition
 }
+
+extension ImportJob {
+    /// The import a manifest's image needs; nil for a clone, which machined makes.
+    public init?(_ source: ImageSource) {
+        switch source {
+        case .clone: return nil
+        case .recipe(let recipe): self = .recipe(recipe, mirror: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false)
+        case .url(let url, let checksum): self = .url(url, checksum: checksum.map { "sha256:\($0)" }, signature: nil, keyring: nil, force: false)
+        case .file(let path): self = .file(path)
+        }
+    }
+}
