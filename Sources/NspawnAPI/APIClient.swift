@@ -175,24 +175,24 @@ public struct APIClient: NspawnService {
         try await call(.applyManifest, body: request)
     }
 
-    /// Follows an apply to its end, handing each of its progress lines to `line` once and in
-    /// order, and returns its report, also when a machine failed. Throws when the apply ended
+    /// Follows an apply to its end, handing each of its events to `event` once and in order,
+    /// and returns its report, also when a machine failed. Throws when the apply ended
     /// without a report (it could not start on the machines). Polls, as `follow` does; the
     /// apply goes on in the daemon if this process ends.
-    public func followApply(_ operation: Operation, line: (String) -> Void) async throws -> ApplyReport {
+    public func followApply(_ operation: Operation, event: (ApplyEvent) -> Void) async throws -> ApplyReport {
         var current = operation
         var shown = 0
-        // Lines come from the operation's window while it keeps up; should more lines pass
-        // between two polls than it holds, the rest comes from the report, still in order.
+        // Events come from the operation's window while it keeps up; should more pass between
+        // two polls than it holds, the rest comes from the report, still in order.
         var live = true
         func showNew() {
-            guard live, let lines = current.lines, let count = current.lineCount else { return }
-            let first = count - lines.count
+            guard live, let events = current.events, let count = current.eventCount else { return }
+            let first = count - events.count
             guard first <= shown else {
                 live = false
                 return
             }
-            lines.dropFirst(shown - first).forEach(line)
+            events.dropFirst(shown - first).forEach(event)
             shown = max(shown, count)
         }
         showNew()
@@ -206,7 +206,7 @@ public struct APIClient: NspawnService {
         guard let report = current.report else {
             throw current.failure ?? NspawnError.failed("\(transport.peerName) ended apply '\(current.name)' as \(current.state.rawValue) without a report")
         }
-        report.progressLines.dropFirst(shown).forEach(line)
+        report.events.dropFirst(shown).forEach(event)
         return report
     }
 

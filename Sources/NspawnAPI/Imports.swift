@@ -103,8 +103,8 @@ public struct Operation: Sendable, Codable, Equatable {
 
     public static let importKind = "import"
     public static let applyKind = "apply"
-    /// How many of an apply's newest progress lines an operation carries.
-    public static let linesKept = 200
+    /// How many of an apply's newest events an operation carries.
+    public static let eventsKept = 200
 
     public var id: String
     public var kind = Operation.importKind
@@ -115,9 +115,9 @@ public struct Operation: Sendable, Codable, Equatable {
     public var state: State
     public var progress: ImportProgress?
     public var result: ImportResult?
-    /// An apply's newest progress lines (at most `linesKept`), and how many it has printed in all.
-    public var lines: [String]?
-    public var lineCount: Int?
+    /// An apply's newest events (at most `eventsKept`), and how many it has reported in all.
+    public var events: [ApplyEvent]?
+    public var eventCount: Int?
     /// An apply's report: set when it ends, also when a machine failed (then `state` is `failed`).
     public var report: ApplyReport?
     public var error: Failure?

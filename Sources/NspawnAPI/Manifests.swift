@@ -62,13 +62,3 @@ public struct ApplyRequest: Codable, Sendable, Equatable {
     public func validate() throws(NspawnError) { try ManifestRequestLimits.check(manifest, file: file) }
 }
 
-extension ApplyReport {
-    /// The lines an apply prints as it goes, in order: each change done, and `! NAME: ERROR` for
-    /// a machine that failed. Exactly what the provisioner's progress said, so a client that
-    /// missed some can print the rest from the report.
-    public var progressLines: [String] {
-        machines.flatMap { machine in
-            machine.changes.map { $0.line(machine: machine.name) } + (machine.result == .failed ? [machine.failureLine] : [])
-        }
-    }
-}

@@ -6,10 +6,10 @@ import NspawnProvisioning
 /// daemon's import child. Tests put a recorder in its place.
 public struct ManifestEngine: Sendable {
     public var plan: @Sendable (Manifest, _ prune: Bool) async throws -> ProvisionPlan
-    public var apply: @Sendable (Manifest, ApplyOptions, _ progress: @escaping @Sendable (String) -> Void) async throws -> ApplyReport
+    public var apply: @Sendable (Manifest, ApplyOptions, _ progress: @escaping @Sendable (ApplyEvent) -> Void) async throws -> ApplyReport
 
     public init(plan: @escaping @Sendable (Manifest, Bool) async throws -> ProvisionPlan,
-                apply: @escaping @Sendable (Manifest, ApplyOptions, @escaping @Sendable (String) -> Void) async throws -> ApplyReport) {
+                apply: @escaping @Sendable (Manifest, ApplyOptions, @escaping @Sendable (ApplyEvent) -> Void) async throws -> ApplyReport) {
         self.plan = plan
         self.apply = apply
     }

@@ -59,22 +59,22 @@ public actor OperationRegistry {
     /// lines and goes to listeners; a report with a failed machine ends it as `failed`, with
     /// the report.
     func startApply(name: String, source: String,
-                    run: @escaping @Sendable (_ progress: @escaping @Sendable (String) -> Void) async throws -> ApplyReport) throws(NspawnError) -> Operation {
+                    run: @escaping @Sendable (_ progress: @escaping @Sendable (ApplyEvent) -> Void) async throws -> ApplyReport) throws(NspawnError) -> Operation {
         if let running = runningApply {
             throw .remote(.conflict, message: "apply '\(running.name.escapedForMessage)' is running (operation \(running.id)); one apply at a time", busError: nil)
         }
         let id = Self.newID()
         var operation = Operation(id: id, name: name, source: source, state: .running, created: Date())
         operation.kind = Operation.applyKind
-        operation.lines = []
-        operation.lineCount = 0
+        operation.events = []
+        operation.eventCount = 0
         entries[id] = Entry(operation: operation, cancel: nil)
         order.append(id)
         entries[id]?.task = Task {
             // The progress callback is synchronous; a stream keeps its lines in order, and all
             // of them are in before the operation ends.
-            let (lines, sink) = AsyncStream<String>.makeStream()
-            let recorder = Task { for await line in lines { self.appendLine(id, line) } }
+            let (events, sink) = AsyncStream<ApplyEvent>.makeStream()
+            let recorder = Task { for await event in events { self.append(id, event) } }
             let outcome: Result<ApplyReport, NspawnError>
             do {
                 outcome = .success(try await run { sink.yield($0) })
@@ -92,10 +92,10 @@ public actor OperationRegistry {
         return operation
     }
 
-    private func appendLine(_ id: String, _ line: String) {
+    private func append(_ id: String, _ event: ApplyEvent) {
         update(id) { operation in
-            operation.lines = Array(((operation.lines ?? []) + [line]).suffix(Operation.linesKept))
-            operation.lineCount = (operation.lineCount ?? 0) + 1
+            operation.events = Array(((operation.events ?? []) + [event]).suffix(Operation.eventsKept))
+            operation.eventCount = (operation.eventCount ?? 0) + 1
         }
     }
 

@@ -79,8 +79,8 @@ extension Apply {
         let (text, file) = try manifest.read()
         let parsed = try ManifestParser(file: file).parse(text)
         let json = output.json
-        let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { line in
-            ProvisionOutput.progress(line, json: json)
+        let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { event in
+            ProvisionOutput.progress(event, json: json)
         }
         try ProvisionOutput.finish(report, json: json)
     }

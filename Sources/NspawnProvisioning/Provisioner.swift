@@ -107,7 +107,7 @@ public struct Provisioner: Sendable {
     ///
     /// Each machine is locked for this apply before it is looked at (`ApplyLocks`): a second
     /// apply of any of them, in this process or another, is refused as busy.
-    public func apply(_ manifest: Manifest, options: ApplyOptions, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> ApplyReport {
+    public func apply(_ manifest: Manifest, options: ApplyOptions, progress: @escaping @Sendable (ApplyEvent) -> Void = { _ in }) async throws -> ApplyReport {
         let locks = ApplyLocks(manifest: manifest.name)
         for name in try manifest.resolved().map(\.name).sorted(by: { $0.rawValue < $1.rawValue }) {
             try locks.acquire(name)
@@ -133,14 +133,14 @@ public struct Provisioner: Sendable {
             do {
                 try await converge(target, manifest: manifest.name) { change in
                     done.append(change)
-                    progress(change.line(machine: name))
+                    progress(.change(machine: name, change))
                 }
                 results.append(MachineApplyResult(name: name, result: .changed, changes: done))
             } catch {
                 let failure = error as? ConvergeFailure ?? ConvergeFailure(cause: error, rollbackError: "the undo did not run")
                 let result = MachineApplyResult(name: name, result: .failed, changes: done, error: "\(failure.cause)",
                                                 rolledBack: failure.rollbackError == nil, rollbackError: failure.rollbackError)
-                progress(result.failureLine)
+                progress(.failure(result))
                 results.append(result)
                 if !options.keepGoing { stop = true }
             }

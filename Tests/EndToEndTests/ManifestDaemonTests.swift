@@ -110,12 +110,13 @@ struct ManifestDaemonTests {
                 cat /tmp/e2e-mfd-events.txt
                 """).stdout
             let operations = stream.split(separator: "\n").filter { $0.hasPrefix("data: ") && $0.contains("\"kind\":\"apply\"") }
-            #expect(operations.first?.contains("\"state\":\"running\"") == true && operations.first?.contains("\"line_count\":0") == true,
+            #expect(operations.first?.contains("\"state\":\"running\"") == true && operations.first?.contains("\"event_count\":0") == true,
                     "\(operations.first ?? "no apply event")")
             for count in 1...report.changes {
-                #expect(operations.contains { $0.contains("\"line_count\":\(count),") || $0.contains("\"line_count\":\(count)}") }, "line \(count) in \(stream)")
+                #expect(operations.contains { $0.contains("\"event_count\":\(count),") || $0.contains("\"event_count\":\(count)}") }, "line \(count) in \(stream)")
             }
-            #expect(operations.contains { $0.contains("+ \(Self.web) machine: clone of \(Self.base)") })
+            #expect(operations.contains { $0.contains(#""field":"machine","new":"clone of \#(Self.base)""#) && $0.contains(#""machine":"\#(Self.web)","type":"change""#) },
+                    "the typed event of the machine's creation: \(stream)")
             #expect(operations.last?.contains("\"state\":\"succeeded\"") == true && operations.last?.contains("\"report\":") == true,
                     "\(operations.last ?? "")")
 

@@ -68,10 +68,11 @@ final class FakeProvisioner: Sendable {
                     continue
                 }
                 let done = self.changes(machine)
-                done.forEach { progress($0.line(machine: name)) }
+                done.forEach { progress(.change(machine: name, $0)) }
                 if name == self.failing {
-                    progress("! \(name): machine '\(name)': run[0] exited with 3")
-                    results.append(MachineApplyResult(name: name, result: .failed, changes: done, error: "machine '\(name)': run[0] exited with 3", rolledBack: true))
+                    let failed = MachineApplyResult(name: name, result: .failed, changes: done, error: "machine '\(name)': run[0] exited with 3", rolledBack: true)
+                    progress(.failure(failed))
+                    results.append(failed)
                     stop = !options.keepGoing
                 } else {
                     results.append(MachineApplyResult(name: name, result: .changed, changes: done))
@@ -235,10 +236,11 @@ struct ManifestRouteTests {
         let report = try #require(ended.report)
         #expect(ended.state == .failed && ended.error?.message == "1 of 2 machines failed: web1")
         #expect(report.failed == 1 && report.changes == 2 && report.machines.map(\.result) == [.failed, .changed])
-        let expectedLines = ["+ web1 file:/etc/f0: 0", "+ web1 file:/etc/f1: 1", "! web1: machine 'web1': run[0] exited with 3",
+        let expectedLines = ["+ web1 file:/etc/f0: 0", "+ web1 file:/etc/f1: 1", "web1: machine 'web1': run[0] exited with 3",
                              "+ web2 file:/etc/f0: 0", "+ web2 file:/etc/f1: 1"]
-        #expect(ended.lines == expectedLines && ended.lineCount == 5)
-        #expect(report.progressLines == expectedLines, "the report gives back every line")
+        #expect(ended.events?.map(\.text) == expectedLines && ended.eventCount == 5)
+        #expect(ended.events?.map(\.isFailure) == [false, false, true, false, false])
+        #expect(report.events == ended.events, "the report gives back every event")
         #expect(fake.calls.withLock { $0 } == ["apply demo /srv/demo.yaml prune=false keepGoing=true"])
 
         // Listeners of /v1/events saw it start, each line, and its end.
@@ -247,8 +249,8 @@ struct ManifestRouteTests {
             seen.append(operation)
             if operation.state != .running { break }
         }
-        #expect(seen.first?.state == .running && seen.first?.lineCount == 0)
-        #expect(seen.compactMap(\.lineCount) == [0, 1, 2, 3, 4, 5, 5])
+        #expect(seen.first?.state == .running && seen.first?.eventCount == 0)
+        #expect(seen.compactMap(\.eventCount) == [0, 1, 2, 3, 4, 5, 5])
         #expect(seen.last?.report == report)
 
         // A finished apply is forgotten on DELETE.
@@ -325,15 +327,15 @@ struct ManifestRouteTests {
         #expect(planExit == nil)
     }
 
-    /// More lines than an operation keeps pass between two polls: the CLI still prints every
+    /// More events than an operation keeps pass between two polls: the CLI still prints every
     /// one, once, in order.
     @Test func theCLIMissesNoLineWhenTheWindowOverflows() async throws {
         let file = try Self.manifestFile(Self.manifest)
         defer { unlink(file) }
-        let fake = FakeProvisioner(changesPerMachine: Operation.linesKept * 2)
+        let fake = FakeProvisioner(changesPerMachine: Operation.eventsKept * 2)
         let (text, exit) = try await Self.run(["apply", "-f", file], router: Self.router(fake))
         let lines = text.split(separator: "\n").map(String.init)
-        let expected = ["web1", "web2"].flatMap { name in (0..<Operation.linesKept * 2).map { "+ \(name) file:/etc/f\($0): \($0)" } }
+        let expected = ["web1", "web2"].flatMap { name in (0..<Operation.eventsKept * 2).map { "+ \(name) file:/etc/f\($0): \($0)" } }
         #expect(Array(lines.dropLast()) == expected)
         #expect(lines.last == "apply: \(expected.count) changes, 0 failed")
         #expect(exit == nil)

@@ -121,7 +121,7 @@ struct OpenAPIDocumentTests {
         #expect(text?["maxLength"] as? Int == ManifestRequestLimits.maximumTextSize)
         #expect(Self.schemas["ManifestFile"]?["maxLength"] as? Int == ManifestRequestLimits.maximumFileSize)
         let operation = Self.schemas["Operation"]?["properties"] as? [String: Any]
-        #expect((operation?["lines"] as? [String: Any])?["maxItems"] as? Int == Operation.linesKept)
+        #expect((operation?["events"] as? [String: Any])?["maxItems"] as? Int == Operation.eventsKept)
         #expect(((operation?["kind"] as? [String: Any])?["enum"] as? [String]).map(Set.init) == [Operation.importKind, Operation.applyKind])
         let whom = ((Self.schemas["KillRequest"]?["properties"] as? [String: Any])?["whom"] as? [String: Any])?["enum"] as? [String]
         #expect(Set(whom ?? []) == Set(KillWhom.allCases.map(\.rawValue)))
@@ -133,15 +133,21 @@ extension OpenAPIDocumentTests {
     @Test func anApplysOperationIsDocumented() throws {
         var operation = Operation(id: "1", name: "demo", source: "/srv/demo.yaml", state: .failed, created: Date())
         operation.kind = Operation.applyKind
-        operation.lines = ["+ web1 machine: clone of base"]
-        operation.lineCount = 1
+        operation.events = [.change(machine: "web1", PlannedChange(.add, .machine, new: .text("clone of base"))),
+                            .failed(machine: "web2", error: "e", rolledBack: false, rollbackError: "r")]
+        operation.eventCount = 2
         operation.report = ApplyReport(manifest: "demo", file: "/srv/demo.yaml", machines: [])
         operation.error = .init(code: "failure", message: "1 of 1 machines failed: web1")
         let encoded = try JSONSerialization.jsonObject(with: try WireJSON.encoder(pretty: false).encode(operation)) as? [String: Any]
         let documented = Set((Self.schemas["Operation"]?["properties"] as? [String: Any] ?? [:]).keys)
         let fields = Set((encoded ?? [:]).keys)
         #expect(fields.isSubset(of: documented), "undocumented: \(fields.subtracting(documented).sorted())")
-        #expect(fields.isSuperset(of: ["lines", "line_count", "report"]))
+        #expect(fields.isSuperset(of: ["events", "event_count", "report"]))
+        // Each event's fields are the document's ApplyEvent's.
+        let events = (encoded?["events"] as? [[String: Any]]) ?? []
+        let eventFields = Set((Self.schemas["ApplyEvent"]?["properties"] as? [String: Any] ?? [:]).keys)
+        #expect(events.count == 2 && events.allSatisfy { Set($0.keys).isSubset(of: eventFields) }, "\(events)")
+        #expect(events.map { $0["type"] as? String } == ["change", "failed"])
     }
 }
 

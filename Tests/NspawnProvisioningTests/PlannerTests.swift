@@ -128,3 +128,22 @@ struct PlannerTests {
         }
     }
 }
+
+@Suite struct ApplyEventTests {
+    /// The wire form names its type, and reads back as the same event.
+    @Test func eventsCarryTheirTypeOnTheWire() throws {
+        let events: [ApplyEvent] = [
+            .change(machine: "web1", PlannedChange(.change, .flavor, old: .text("small"), new: .text("medium"))),
+            .failed(machine: "web2", error: "machine 'web2': run[0] exited with 3", rolledBack: false, rollbackError: "removing it failed"),
+        ]
+        let encoded = try WireJSON.encoder(pretty: false).encode(events)
+        let text = String(decoding: encoded, as: UTF8.self)
+        #expect(text.contains(#""type":"change""#) && text.contains(#""field":"flavor""#))
+        #expect(text.contains(#""type":"failed""#) && text.contains(#""rolled_back":false"#) && text.contains(#""rollback_error":"removing it failed""#))
+        #expect(try WireJSON.decoder().decode([ApplyEvent].self, from: encoded) == events)
+        #expect(events.map(\.text) == ["~ web1 flavor: small → medium",
+                                       "web2: machine 'web2': run[0] exited with 3; not rolled back: removing it failed"])
+        #expect(events.map(\.isFailure) == [false, true])
+        #expect(throws: DecodingError.self) { try WireJSON.decoder().decode(ApplyEvent.self, from: Data(#"{"type":"done","machine":"a"}"#.utf8)) }
+    }
+}

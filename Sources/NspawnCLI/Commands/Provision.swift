@@ -114,9 +114,9 @@ package enum ProvisionOutput {
     }
 
     /// With --json the report says it all; otherwise a machine's failure is an error message too.
-    package static func progress(_ line: String, json: Bool) {
+    package static func progress(_ event: ApplyEvent, json: Bool) {
         if json { return }
-        if line.hasPrefix("! ") { writeStandardError("nspawnctl: \(line.dropFirst(2))\n") } else { printOut(line) }
+        if event.isFailure { writeStandardError("nspawnctl: \(event.text)\n") } else { printOut(event.text) }
     }
 
     /// The report, then exit status 1 when any machine failed.

@@ -21,8 +21,8 @@ extension Apply {
         let request = ApplyRequest(manifest: text, file: file, prune: manifest.prune ? true : nil, keepGoing: keepGoing ? true : nil)
         let operation = try await client.startApply(request)
         let json = output.json
-        let report = try await client.followApply(operation) { line in
-            ProvisionOutput.progress(line, json: json)
+        let report = try await client.followApply(operation) { event in
+            ProvisionOutput.progress(event, json: json)
             fflush(nil)
         }
         try ProvisionOutput.finish(report, json: json)

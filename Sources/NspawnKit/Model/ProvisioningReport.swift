@@ -188,11 +188,6 @@ public struct MachineApplyResult: Codable, Sendable, Equatable {
         self.rolledBack = rolledBack
         self.rollbackError = rollbackError
     }
-
-    /// The progress line of a failed machine: `! NAME: ERROR`, and what its undo left.
-    public var failureLine: String {
-        "! \(name): \(error ?? "failed")" + (rollbackError.map { "; not rolled back: \($0)" } ?? "")
-    }
 }
 
 /// What `apply` prints, also when a machine failed.
@@ -209,5 +204,77 @@ public struct ApplyReport: Codable, Sendable, Equatable {
         self.machines = machines
         self.changes = machines.filter { $0.result == .changed }.reduce(0) { $0 + $1.changes.count }
         self.failed = machines.filter { $0.result == .failed }.count
+    }
+}
+
+/// What an apply reports as it goes, typed from the provisioner to whoever prints it (in the
+/// same process, or through nspawnd's operation): a change done, or a machine that failed and
+/// what its undo left. On the wire: `{"type": "change", "machine", "change"}` or
+/// `{"type": "failed", "machine", "error", "rolled_back", "rollback_error"}`.
+public enum ApplyEvent: Sendable, Equatable, Codable {
+    case change(machine: String, PlannedChange)
+    case failed(machine: String, error: String, rolledBack: Bool?, rollbackError: String?)
+
+    /// A failed machine's event, from its result.
+    public static func failure(_ result: MachineApplyResult) -> ApplyEvent {
+        .failed(machine: result.name, error: result.error ?? "failed", rolledBack: result.rolledBack, rollbackError: result.rollbackError)
+    }
+
+    /// The line a person reads: the change's `line(machine:)`, or the machine's error.
+    public var text: String {
+        switch self {
+        case .change(let machine, let change): change.line(machine: machine)
+        case .failed(let machine, let error, _, let rollbackError):
+            "\(machine): \(error)" + (rollbackError.map { "; not rolled back: \($0)" } ?? "")
+        }
+    }
+
+    public var isFailure: Bool {
+        if case .failed = self { true } else { false }
+    }
+
+    private enum Key: String, CodingKey {
+        case type, machine, change, error, rolledBack, rollbackError
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Key.self)
+        let machine = try container.decode(String.self, forKey: .machine)
+        switch try container.decode(String.self, forKey: .type) {
+        case "change":
+            self = .change(machine: machine, try container.decode(PlannedChange.self, forKey: .change))
+        case "failed":
+            self = .failed(machine: machine, error: try container.decode(String.self, forKey: .error),
+                           rolledBack: try container.decodeIfPresent(Bool.self, forKey: .rolledBack),
+                           rollbackError: try container.decodeIfPresent(String.self, forKey: .rollbackError))
+        case let other:
+            throw DecodingError.dataCorruptedError(forKey: .type, in: container, debugDescription: "no apply event '\(other)'")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Key.self)
+        switch self {
+        case .change(let machine, let change):
+            try container.encode("change", forKey: .type)
+            try container.encode(machine, forKey: .machine)
+            try container.encode(change, forKey: .change)
+        case .failed(let machine, let error, let rolledBack, let rollbackError):
+            try container.encode("failed", forKey: .type)
+            try container.encode(machine, forKey: .machine)
+            try container.encode(error, forKey: .error)
+            try container.encodeIfPresent(rolledBack, forKey: .rolledBack)
+            try container.encodeIfPresent(rollbackError, forKey: .rollbackError)
+        }
+    }
+}
+
+extension ApplyReport {
+    /// The events an apply reported, in order, rebuilt from its report: a client that missed
+    /// some of them while following prints the rest from here.
+    public var events: [ApplyEvent] {
+        machines.flatMap { machine in
+            machine.changes.map { ApplyEvent.change(machine: machine.name, $0) } + (machine.result == .failed ? [.failure(machine)] : [])
+        }
     }
 }
