@@ -1,7 +1,8 @@
 import FoundationEssentials
 import NspawnKit
 
-/// The one place that turns results into text: aligned tables for people, JSON for scripts.
+/// Tables for people and JSON for scripts, for every verb that prints a result; plan and apply
+/// print through ProvisionOutput, and copy and version print a line of their own.
 public enum Renderer {
     /// JSON with sorted keys, snake_case names and ISO-8601 dates.
     public static func json<T: Encodable>(_ value: T, compact: Bool = false) -> String {
