@@ -27,10 +27,11 @@ struct ApplyFaultTests {
         return try decodeJSON(PlanJSON.self, from: plan.stdout).changes
     }
 
-    /// Temporary files of an interrupted write, clone or import, anywhere nspawnctl writes.
+    /// Temporary files of an interrupted write, clone or import of this suite's machines (each
+    /// names its machine), anywhere nspawnctl writes: other suites' imports run meanwhile.
     /// `.#NAME.lck` is systemd-nspawn's lock on a running machine's image, not a leftover.
     static func leftovers() throws -> String {
-        try Testbed.sh("ls -A /var/lib/machines /etc/systemd/nspawn /etc/systemd/system /etc/systemd/system/*.service.d 2>/dev/null | grep '^\\.#' | grep -v '\\.lck$' || true").trimmed
+        try Testbed.sh("ls -A /var/lib/machines /etc/systemd/nspawn /etc/systemd/system /etc/systemd/system/*.service.d 2>/dev/null | grep '^\\.#.*e2e-af-' | grep -v '\\.lck$' || true").trimmed
     }
 
     // MARK: An undo that fails

@@ -48,6 +48,9 @@ extension MachineManager {
                 ask(.properties(name), Machined.propertiesCall(path: machine.path, interface: Machined.machineInterface))
             } else if let image = imagesByName[name], let os = cache?.imageOS(name, modified: image.modified) {
                 cachedImageOS[name] = os
+            } else if let image = imagesByName[name], let os = MachineProbe.imageOSRelease(type: image.type, path: image.path) {
+                cachedImageOS[name] = os
+                cache?.storeImageOS(name, modified: image.modified, os: os)
             } else {
                 ask(.imageOS(name), Machined.managerCall("GetImageOSRelease", [.string(name)]))
             }
@@ -207,7 +210,9 @@ extension MachineManager {
                                  usage: knownSize(p.usage), limit: knownSize(p.limit))
             // Snapshots that cannot be read leave the rest of the status standing.
             status.snapshots = p.path.flatMap { try? SnapshotStore(machine: name, imagePath: $0).list() }
-            if status.os == nil {
+            if status.os == nil, machine == nil, let os = MachineProbe.imageOSRelease(type: p.type, path: p.path) {
+                status.os = os
+            } else if status.os == nil {
                 let reply = try? bus.call(Machined.managerCall("GetImageOSRelease", [.string(name.rawValue)]))
                 status.os = reply.flatMap { osDisplayName(Machined.osRelease(from: $0)) }
             }

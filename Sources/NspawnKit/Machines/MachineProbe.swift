@@ -40,6 +40,30 @@ enum MachineProbe {
 
     static let osReleaseLimit = 64 * 1024
 
+    /// The display name of the os-release in `root`: /etc/os-release, else /usr/lib/os-release,
+    /// both resolved inside it. `.some(nil)` when neither exists; nil when unsure.
+    static func osRelease(in root: Directory) -> String?? {
+        let contained = ContainedRoot(root: root)
+        for path in ["/etc/os-release", "/usr/lib/os-release"] {
+            let bytes: [UInt8]?
+            do { bytes = try contained.read(path, limit: osReleaseLimit) } catch { return nil }
+            guard let bytes else { continue }
+            guard let pairs = EnvironmentFile.pairs(bytes) else { return nil }
+            return .some(osDisplayName(pairs))
+        }
+        return .some(nil)
+    }
+
+    /// A stopped directory or subvolume image's os-release, read from its tree. machined's
+    /// GetImageOSRelease takes a shared lock on the image while it reads, and a start at that
+    /// moment fails with "Directory tree … is currently busy"; reading here takes none.
+    /// nil when unsure (another image type, an unreadable tree): then ask machined.
+    static func imageOSRelease(type: String?, path: String?) -> String?? {
+        guard type == "directory" || type == "subvolume", let path,
+              let root = try? Directory(path: path) else { return nil }
+        return osRelease(in: root)
+    }
+
     static func probe(_ requests: [Request]) -> [String: Answer] {
         var answers: [String: Answer] = [:]
         guard !requests.isEmpty, Host.current.sharesMachinedPIDNamespace else { return answers }
@@ -140,15 +164,7 @@ enum MachineProbe {
         func osRelease() -> String?? {
             guard let root = try? Directory(FileDescriptor.opening { open("/proc/\(pid)/root", O_RDONLY | O_DIRECTORY | O_CLOEXEC) })
             else { return nil }
-            let contained = ContainedRoot(root: root)
-            for path in ["/etc/os-release", "/usr/lib/os-release"] {
-                let bytes: [UInt8]?
-                do { bytes = try contained.read(path, limit: MachineProbe.osReleaseLimit) } catch { return nil }
-                guard let bytes else { continue }
-                guard let pairs = EnvironmentFile.pairs(bytes) else { return nil }
-                return .some(osDisplayName(pairs))
-            }
-            return .some(nil)
+            return MachineProbe.osRelease(in: root)
         }
 
         func network(host: Host) -> Network? {
