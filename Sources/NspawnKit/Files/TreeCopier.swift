@@ -142,14 +142,6 @@ extension stat {
     var fileType: mode_t { st_mode & S_IFMT }
 }
 
-extension FileDescriptor {
-    package func status() throws(Errno) -> Glibc.stat {
-        var st = Glibc.stat()
-        if fstat(rawValue, &st) != 0 { throw Errno.last }
-        return st
-    }
-}
-
 /// One copy's state: the hardlinks seen so far and the running summary.
 private final class Walk {
     let options: TreeCopier
@@ -317,22 +309,9 @@ private final class Walk {
                 }
             }
         }
-        do throws(Errno) {
-            var buffer = [UInt8](repeating: 0, count: 256 * 1024)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { Glibc.read(input.rawValue, $0.baseAddress, $0.count) }
-                if count < 0 { if errno == EINTR || errno == EAGAIN { continue }; throw Errno.last }
-                if count == 0 { return .readWrite }
-                var offset = 0
-                while offset < count {
-                    let written = buffer.withUnsafeBytes { Glibc.write(output.rawValue, $0.baseAddress! + offset, count - offset) }
-                    if written < 0 { if errno == EINTR { continue }; throw Errno.last }
-                    offset += written
-                }
-            }
-        } catch {
-            throw .system(context, error)
-        }
+        // O_NONBLOCK does not apply to a regular file's reads (copyFile checked it is one).
+        do throws(Errno) { try input.pump(to: output, bufferSize: 256 * 1024) } catch { throw .system(context, error) }
+        return .readWrite
     }
 
     static func meansUnsupported(_ errno: Errno) -> Bool {
