@@ -422,8 +422,7 @@ final class ParallelExtractor {
         do throws(ArchiveError) { try writer.close() } catch { throw describe(error, entry: nil) }
         if entries == 0 { throw .badArchive(source: source, entry: nil, reason: "the archive holds no files") }
         // Let the decompressor finish cleanly: tar ends before its stream's padding does.
-        var scratch = [UInt8](repeating: 0, count: 64 * 1024)
-        while scratch.withUnsafeMutableBytes({ Glibc.read(socket.rawValue, $0.baseAddress, $0.count) }) > 0 {}
+        try? socket.discardToEnd()
         return entries
     }
 
