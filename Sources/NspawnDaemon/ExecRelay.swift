@@ -80,10 +80,10 @@ final class ExecRelay: @unchecked Sendable {
     /// The command's descriptors as pipe channels. Each gets a duplicate, which NIO owns and
     /// closes; the process keeps (and closes) its own.
     private func openPipes() async throws {
-        var pipes: [(Int32, ExecFrameType)] = [(process.output.rawValue, .stdout)]
-        if let errorOutput = process.errorOutput { pipes.append((errorOutput.rawValue, .stderr)) }
+        var pipes: [(SystemPackage.FileDescriptor, ExecFrameType)] = [(process.output, .stdout)]
+        if let errorOutput = process.errorOutput { pipes.append((errorOutput, .stderr)) }
         for (descriptor, type) in pipes {
-            let copy = try Self.duplicate(descriptor)
+            let copy = try Self.duplicate(descriptor, what: "\(type)")
             let bootstrap = NIOPipeBootstrap(group: loop)
                 .channelOption(.autoRead, value: false)
                 .channelInitializer { [self] channel in
@@ -92,32 +92,30 @@ final class ExecRelay: @unchecked Sendable {
                     return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(OutputHandler(relay: self, type: type)) }
                 }
             do {
-                _ = try await bootstrap.takingOwnershipOfDescriptor(input: copy).get()
+                _ = try await bootstrap.takingOwnershipOfDescriptor(input: copy.rawValue).get()
             } catch {
-                close(copy)
+                try? copy.close()
                 throw NspawnError.failed("cannot relay the command's \(type): \(error)")
             }
         }
         if let input = process.input {
-            let copy = try Self.duplicate(input.rawValue)
+            let copy = try Self.duplicate(input, what: "stdin")
             let bootstrap = NIOPipeBootstrap(group: loop)
                 .channelInitializer { [self] channel in
                     stdin = channel
                     return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(InputHandler(relay: self)) }
                 }
             do {
-                _ = try await bootstrap.takingOwnershipOfDescriptor(output: copy).get()
+                _ = try await bootstrap.takingOwnershipOfDescriptor(output: copy.rawValue).get()
             } catch {
-                close(copy)
+                try? copy.close()
                 throw NspawnError.failed("cannot relay the command's stdin: \(error)")
             }
         }
     }
 
-    private static func duplicate(_ descriptor: Int32) throws(NspawnError) -> Int32 {
-        let copy = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
-        guard copy >= 0 else { throw .system("cannot duplicate the command's descriptor \(descriptor)", Errno(rawValue: errno)) }
-        return copy
+    private static func duplicate(_ descriptor: SystemPackage.FileDescriptor, what: String) throws(NspawnError) -> SystemPackage.FileDescriptor {
+        do { return try descriptor.closeOnExecDuplicate() } catch { throw .system("cannot duplicate the command's \(what)", error) }
     }
 
     /// In one turn of the loop, so no byte of the client's can arrive in between: the HTTP
