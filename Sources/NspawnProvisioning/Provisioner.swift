@@ -1,8 +1,5 @@
 import NspawnKit
 import SystemPackage
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Brings a machine's root into being from a source other than a clone (recipe, URL, file).
 /// The front end supplies it: the CLI and nspawnd each run `nspawnctl-images`.
@@ -335,26 +332,16 @@ public struct Provisioner: Sendable {
     func runQuietly(_ name: MachineName, _ spec: ExecSpec) async throws -> Ran {
         let process = try await manager.exec(name, spec)
         defer { process.close() }
-        async let drained: Void = OSThread.run { () throws(NspawnError) in
-            var buffer = [UInt8](repeating: 0, count: 16384)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(process.output.rawValue, $0.baseAddress, $0.count) }
-                if count > 0 { continue }
-                if count < 0 && errno == EINTR { continue }
-                return
-            }
-        }
+        // A read error ends the output like its end of file; the exit status still tells.
+        async let drained: Void = OSThread.run { () throws(NspawnError) in try? process.output.discardToEnd() }
         let tail = try await OSThread.run { () throws(NspawnError) -> [UInt8] in
             guard let errorOutput = process.errorOutput else { return [] }
             var kept: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 16384)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(errorOutput.rawValue, $0.baseAddress, $0.count) }
-                if count < 0 && errno == EINTR { continue }
-                if count <= 0 { return kept }
-                kept += buffer[..<count]
+            try? errorOutput.forEachChunk(bufferSize: 16384) { chunk in
+                kept += chunk
                 if kept.count > 2048 { kept.removeFirst(kept.count - 2048) }
             }
+            return kept
         }
         try await drained
         let outcome = try await OSThread.run { () throws(NspawnError) in try process.wait() }
