@@ -15,7 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
-        // Tests only: units/openapi.yaml read as data, to hold the contract's types against it.
+        // Manifests (NspawnProvisioning, so nspawnctl-images and nspawnd link it), and in the tests
+        // units/openapi.yaml read as data, to hold the contract's types against it.
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [

@@ -87,7 +87,7 @@ public struct SSHConnector: Connector {
             throw error
         }
         do {
-            child = try ChildProcess.spawn(argv, stdin: theirs.rawValue, stdout: theirs.rawValue, stderr: stderr.fd)
+            child = try ChildProcess.spawn(argv, stdin: theirs, stdout: theirs, stderr: stderr.descriptor)
         } catch {
             try? ours.close()
             throw .remote(.unreachable, message: "cannot reach \(destination.host): \(error); is OpenSSH's ssh installed?", busError: nil)
@@ -208,18 +208,15 @@ final class SSHConnection: ByteConnection, @unchecked Sendable {
     private func reap(kill: Bool) -> ChildProcess.Termination {
         state.withLock { state in
             if let termination = state.termination { return termination }
-            if kill { Glibc.kill(child.pid, SIGTERM) }
-            var status: Int32 = 0
+            if kill { child.signal(SIGTERM) }
             for attempt in 0..<200 {
-                let done = waitpid(child.pid, &status, WNOHANG)
-                if done == child.pid {
-                    let signal = status & 0x7f
-                    let result: ChildProcess.Termination = signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
-                    state.termination = result
-                    return result
+                let ended: ChildProcess.Termination?
+                do { ended = try child.reapIfEnded() } catch { break }
+                if let ended {
+                    state.termination = ended
+                    return ended
                 }
-                if done < 0 && errno != EINTR { break }
-                if attempt == 100 { Glibc.kill(child.pid, SIGKILL) }
+                if attempt == 100 { child.signal(SIGKILL) }
                 usleep(10_000)
             }
             let result = ChildProcess.Termination.signaled(SIGKILL)

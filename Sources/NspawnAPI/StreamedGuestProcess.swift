@@ -149,7 +149,7 @@ final class ExecStreamRelay: Sendable {
     /// The caller is done: ends the connection both ways, which wakes the reader.
     func hangUp() {
         state.withLock { $0.hungUp = true }
-        shutdown(connection.descriptor.rawValue, Int32(SHUT_RDWR))
+        try? connection.descriptor.shutdownSocket(.both)
     }
 
     /// After both threads have ended.
@@ -228,7 +228,7 @@ final class ExecStreamRelay: Sendable {
         try? outputSink.close()
         try? errorSink?.close()
         // A writer still waiting for the caller's input has nobody to send it to.
-        if let stdinSource { shutdown(stdinSource.rawValue, Int32(SHUT_RD)) }
+        try? stdinSource?.shutdownSocket(.receiving)
     }
 
     /// False once the caller has closed its end: what follows is dropped, as a local command

@@ -80,10 +80,10 @@ final class ExecRelay: @unchecked Sendable {
     /// The command's descriptors as pipe channels. Each gets a duplicate, which NIO owns and
     /// closes; the process keeps (and closes) its own.
     private func openPipes() async throws {
-        var pipes: [(Int32, ExecFrameType)] = [(process.output.rawValue, .stdout)]
-        if let errorOutput = process.errorOutput { pipes.append((errorOutput.rawValue, .stderr)) }
+        var pipes: [(SystemPackage.FileDescriptor, ExecFrameType)] = [(process.output, .stdout)]
+        if let errorOutput = process.errorOutput { pipes.append((errorOutput, .stderr)) }
         for (descriptor, type) in pipes {
-            let copy = try Self.duplicate(descriptor)
+            let copy = try Self.duplicate(descriptor, what: "\(type)")
             let bootstrap = NIOPipeBootstrap(group: loop)
                 .channelOption(.autoRead, value: false)
                 .channelInitializer { [self] channel in
@@ -92,32 +92,30 @@ final class ExecRelay: @unchecked Sendable {
                     return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(OutputHandler(relay: self, type: type)) }
                 }
             do {
-                _ = try await bootstrap.takingOwnershipOfDescriptor(input: copy).get()
+                _ = try await bootstrap.takingOwnershipOfDescriptor(input: copy.rawValue).get()
             } catch {
-                close(copy)
+                try? copy.close()
                 throw NspawnError.failed("cannot relay the command's \(type): \(error)")
             }
         }
         if let input = process.input {
-            let copy = try Self.duplicate(input.rawValue)
+            let copy = try Self.duplicate(input, what: "stdin")
             let bootstrap = NIOPipeBootstrap(group: loop)
                 .channelInitializer { [self] channel in
                     stdin = channel
                     return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(InputHandler(relay: self)) }
                 }
             do {
-                _ = try await bootstrap.takingOwnershipOfDescriptor(output: copy).get()
+                _ = try await bootstrap.takingOwnershipOfDescriptor(output: copy.rawValue).get()
             } catch {
-                close(copy)
+                try? copy.close()
                 throw NspawnError.failed("cannot relay the command's stdin: \(error)")
             }
         }
     }
 
-    private static func duplicate(_ descriptor: Int32) throws(NspawnError) -> Int32 {
-        let copy = fcntl(descriptor, F_DUPFD_CLOEXEC, 0)
-        guard copy >= 0 else { throw .system("cannot duplicate the command's descriptor \(descriptor)", Errno(rawValue: errno)) }
-        return copy
+    private static func duplicate(_ descriptor: SystemPackage.FileDescriptor, what: String) throws(NspawnError) -> SystemPackage.FileDescriptor {
+        do { return try descriptor.closeOnExecDuplicate() } catch { throw .system("cannot duplicate the command's \(what)", error) }
     }
 
     /// In one turn of the loop, so no byte of the client's can arrive in between: the HTTP
@@ -148,7 +146,7 @@ final class ExecRelay: @unchecked Sendable {
 
     // MARK: Client to command
 
-    fileprivate func received(_ bytes: ByteBuffer) {
+    func received(_ bytes: ByteBuffer) {
         decoder.feed(bytes.readableBytesView)
         do {
             while !finished, let frame = try decoder.next() {
@@ -196,13 +194,13 @@ final class ExecRelay: @unchecked Sendable {
         resumeSocketReads()
     }
 
-    fileprivate func socketReadCompleted() {
+    func socketReadCompleted() {
         stdin?.flush()
         if let stdin, !stdin.isWritable { holdingSocketReads = true }
     }
 
     /// The socket's reads wait while the command's stdin is full.
-    fileprivate func socketRead(_ context: ChannelHandlerContext) {
+    func socketRead(_ context: ChannelHandlerContext) {
         if holdingSocketReads {
             socketReadPending = true
         } else {
@@ -210,7 +208,7 @@ final class ExecRelay: @unchecked Sendable {
         }
     }
 
-    fileprivate func stdinWritabilityChanged(_ writable: Bool) {
+    func stdinWritabilityChanged(_ writable: Bool) {
         if writable { resumeSocketReads() }
     }
 
@@ -223,14 +221,14 @@ final class ExecRelay: @unchecked Sendable {
     }
 
     /// The command stopped reading its stdin (it ended or closed it): what comes is dropped.
-    fileprivate func stdinClosed(_ channel: any Channel) {
+    func stdinClosed(_ channel: any Channel) {
         if stdin === channel { stdin = nil }
         resumeSocketReads()
     }
 
     // MARK: Command to client
 
-    fileprivate func forward(_ buffer: ByteBuffer, as type: ExecFrameType) {
+    func forward(_ buffer: ByteBuffer, as type: ExecFrameType) {
         guard !finished else { return }
         guard let socket else {
             // A command that writes and ends at once is read (to its end of file) before the switch.
@@ -247,7 +245,7 @@ final class ExecRelay: @unchecked Sendable {
     }
 
     /// After a batch of output: send it, and read more only while the socket takes it.
-    fileprivate func outputReadCompleted(_ channel: any Channel) {
+    func outputReadCompleted(_ channel: any Channel) {
         guard let socket, !finished else { return }
         socket.flush()
         if socket.channel.isWritable {
@@ -257,7 +255,7 @@ final class ExecRelay: @unchecked Sendable {
         }
     }
 
-    fileprivate func socketWritabilityChanged(_ writable: Bool) {
+    func socketWritabilityChanged(_ writable: Bool) {
         guard writable else { return }
         let waiting = waitingOutputs
         waitingOutputs.removeAll()
@@ -265,7 +263,7 @@ final class ExecRelay: @unchecked Sendable {
     }
 
     /// End of file (or an error such as a terminal's EIO once its last user is gone).
-    fileprivate func outputClosed(_ channel: any Channel) {
+    func outputClosed(_ channel: any Channel) {
         guard outputs.removeValue(forKey: ObjectIdentifier(channel)) != nil else { return }
         waitingOutputs.removeAll { $0 === channel }
         // Before the switch, the switch sends the exit.
@@ -310,7 +308,7 @@ final class ExecRelay: @unchecked Sendable {
     }
 
     /// The client is gone before the end.
-    fileprivate func socketClosed() {
+    func socketClosed() {
         if !finished {
             logger.debug("exec client hung up; sending HUP")
             finished = true
@@ -380,89 +378,5 @@ final class ExecRelay: @unchecked Sendable {
         } else {
             done.succeed()
         }
-    }
-}
-
-/// The socket after the switch: frames in, frames out.
-private final class SocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    let relay: ExecRelay
-    init(relay: ExecRelay) { self.relay = relay }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        relay.received(unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        relay.socketReadCompleted()
-    }
-
-    func read(context: ChannelHandlerContext) {
-        relay.socketRead(context)
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        relay.socketWritabilityChanged(context.channel.isWritable)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        relay.socketClosed()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
-}
-
-/// One of the command's outputs.
-private final class OutputHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-
-    let relay: ExecRelay
-    let type: ExecFrameType
-    init(relay: ExecRelay, type: ExecFrameType) {
-        self.relay = relay
-        self.type = type
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        relay.forward(unwrapInboundIn(data), as: type)
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        relay.outputReadCompleted(context.channel)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        relay.outputClosed(context.channel)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A terminal whose last user has gone reads EIO: its end of file.
-        context.close(promise: nil)
-    }
-}
-
-/// The command's stdin.
-private final class InputHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-
-    let relay: ExecRelay
-    init(relay: ExecRelay) { self.relay = relay }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        relay.stdinWritabilityChanged(context.channel.isWritable)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        relay.stdinClosed(context.channel)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // EPIPE: the command closed its stdin.
-        context.close(promise: nil)
     }
 }

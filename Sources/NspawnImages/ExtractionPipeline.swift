@@ -36,25 +36,25 @@ final class SourceTap {
             failure = .cancelled("import cancelled")
             return (nil, -1)
         }
-        // A stalled pipe or download must not keep a cancelled import waiting.
-        var ready = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-        while poll(&ready, 1, 200) == 0 {
-            if counters.isCancelled {
-                failure = .cancelled("import cancelled")
-                return (nil, -1)
+        let count: Int
+        do throws(Errno) {
+            // A stalled pipe or download must not keep a cancelled import waiting.
+            while try !fd.waitReadable(timeout: .milliseconds(200)) {
+                if counters.isCancelled {
+                    failure = .cancelled("import cancelled")
+                    return (nil, -1)
+                }
             }
-        }
-        var count: Int
-        repeat { count = Glibc.read(fd.rawValue, buffer.baseAddress, buffer.count) } while count < 0 && errno == EINTR
-        if count < 0 {
-            failure = .system("cannot read '\(source.escapedForMessage)'", .last)
+            count = try fd.readSome(into: buffer)
+        } catch {
+            failure = .system("cannot read '\(source.escapedForMessage)'", error)
             return (nil, -1)
         }
         if count > 0 {
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<count])
             hasher.update(bufferPointer: chunk)
             counters.sourceBytes.add(Int64(count), ordering: .relaxed)
-            if let input = verifierInput, !sendAll(input, chunk) {
+            if let input = verifierInput, (try? input.sendAll(chunk)) == nil {
                 // gpgv quit early; its exit status will tell why.
                 verifierInput = nil
             }
@@ -71,32 +71,22 @@ final class SourceTap {
     }
 }
 
-/// Writes all of `bytes` to a socket; false if the reader has gone. Never raises SIGPIPE.
-func sendAll(_ fd: FileDescriptor, _ bytes: UnsafeRawBufferPointer) -> Bool {
-    var offset = 0
-    while offset < bytes.count {
-        let count = send(fd.rawValue, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-        if count < 0 {
-            if errno == EINTR { continue }
-            return false
-        }
-        offset += count
-    }
-    return true
-}
-
 /// A connected pair of stream sockets with roomy buffers, used as pipes between import threads.
+/// Sockets rather than pipes: a writer whose reader has gone gets EPIPE from send, never SIGPIPE.
 func makeStreamPair() throws(NspawnError) -> (reader: FileDescriptor, writer: FileDescriptor) {
-    var fds: [Int32] = [0, 0]
-    guard socketpair(AF_UNIX, nspawnctl_sock_stream_cloexec, 0, &fds) == 0 else {
-        throw .system("cannot create a socket pair", .last)
+    let (reader, writer): (FileDescriptor, FileDescriptor)
+    do { (reader, writer) = try UnixSocket.pair() } catch { throw .system("cannot create a socket pair", error) }
+    do throws(Errno) {
+        try writer.setSocketBufferSize(1 << 20, for: .sending)
+        try reader.setSocketBufferSize(1 << 20, for: .receiving)
+        try reader.shutdownSocket(.sending)
+        try writer.shutdownSocket(.receiving)
+    } catch {
+        try? reader.close()
+        try? writer.close()
+        throw .system("cannot set up a socket pair", error)
     }
-    var size: Int32 = 1 << 20
-    setsockopt(fds[1], SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-    setsockopt(fds[0], SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-    shutdown(fds[0], Int32(SHUT_WR))
-    shutdown(fds[1], Int32(SHUT_RD))
-    return (FileDescriptor(rawValue: fds[0]), FileDescriptor(rawValue: fds[1]))
+    return (reader, writer)
 }
 
 /// How one stage ended: `downstreamGone` means a later stage stopped first and has the real story.
@@ -183,7 +173,7 @@ enum ExtractionPipeline {
             while true {
                 let count = try reader.read(into: buffer)
                 if count == 0 { break }
-                if !sendAll(writer, UnsafeRawBufferPointer(rebasing: buffer[..<count])) {
+                if (try? writer.sendAll(UnsafeRawBufferPointer(rebasing: buffer[..<count]))) == nil {
                     return (.downstreamGone, reader.filterNames)
                 }
             }

@@ -237,7 +237,7 @@ final class SourceInput {
             let (reader, writer) = try makeStreamPair()
             let input = SourceInput(fd: reader, isDownload: true, ownsDescriptor: true)
             let sink = HTTPDownload.Sink(
-                write: { sendAll(writer, $0) }, cancelled: { counters.isCancelled },
+                write: { (try? writer.sendAll($0)) != nil }, cancelled: { counters.isCancelled },
                 sizeKnown: { counters.sourceSize.store($0, ordering: .relaxed) })
             let box = UncheckedSendable(input)
             input.download = OSThread {

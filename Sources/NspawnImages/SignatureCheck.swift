@@ -44,7 +44,7 @@ struct SignatureCheck {
         }
         defer { try? fd.close() }
         do throws(Errno) {
-            return try readAll(fd, limit: sizeLimit)
+            return try fd.readAll(limit: sizeLimit)
         } catch .fileTooLarge {
             throw .invalidArgument("\(what) '\(location.escapedForMessage)' is larger than \(sizeLimit) bytes")
         } catch {
@@ -55,22 +55,23 @@ struct SignatureCheck {
     /// Starts gpgv reading the data on a socket we feed.
     func start() throws(NspawnError) -> RunningSignatureCheck {
         let signatureFile = try MemoryFile()
-        let written = signature.withUnsafeBytes { pwrite(signatureFile.fd, $0.baseAddress, $0.count, 0) }
-        guard written == signature.count else {
-            throw .system("cannot hand the signature to gpgv", written < 0 ? .last : .noSpace)
+        do { try signatureFile.descriptor.writeFully(signature, atOffset: 0) } catch {
+            throw .system("cannot hand the signature to gpgv", error)
         }
         let output = try MemoryFile()
         let (reader, writer) = try makeStreamPair()
         defer { try? reader.close() }
         let child = try ChildProcess.spawn(["gpgv", "--keyring", keyring, "/dev/fd/3", "-"],
-                                           stdin: reader.rawValue, stdout: output.fd, stderr: output.fd, extra: [signatureFile.fd])
+                                           stdin: reader, stdout: output.descriptor, stderr: output.descriptor,
+                                           extra: [signatureFile.descriptor])
         return RunningSignatureCheck(child: child, input: writer, output: output, check: self)
     }
 
     /// Checks a document held in memory (a checksum list).
     func verify(_ data: [UInt8], what: String) throws(NspawnError) {
         let running = try start()
-        _ = data.withUnsafeBytes { sendAll(running.input, $0) }
+        // gpgv may stop reading early; its verdict says why.
+        try? running.input.sendAll(data)
         try running.finish(source: what)
     }
 }
@@ -105,7 +106,7 @@ final class RunningSignatureCheck {
         guard !done else { return }
         done = true
         try? input.close()
-        kill(child.pid, SIGKILL)
+        child.signal(SIGKILL)
         _ = child.wait()
     }
 }

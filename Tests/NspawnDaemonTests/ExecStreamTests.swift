@@ -178,16 +178,5 @@ struct ExecHostileServerTests {
 
 /// Reads a descriptor to its end.
 func readAll(_ descriptor: FileDescriptor) throws(NspawnError) -> [UInt8] {
-    var all: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count: Int
-        do {
-            count = try chunk.withUnsafeMutableBytes { try descriptor.read(into: $0, retryOnInterrupt: true) }
-        } catch {
-            throw .failed("cannot read: \(error)")
-        }
-        if count == 0 { return all }
-        all += chunk[..<count]
-    }
+    do { return try descriptor.readAll(limit: .max) } catch { throw .failed("cannot read: \(error)") }
 }

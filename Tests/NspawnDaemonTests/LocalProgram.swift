@@ -26,8 +26,8 @@ final class LocalProgram: GuestProcess, @unchecked Sendable {
                 try? stderr?.writeEnd.close()
                 try? stdin?.readEnd.close()
             }
-            let child = try ChildProcess.spawn(spec.command, stdin: stdin?.readEnd.rawValue, stdout: stdout.writeEnd.rawValue,
-                                               stderr: (stderr?.writeEnd ?? stdout.writeEnd).rawValue)
+            let child = try ChildProcess.spawn(spec.command, stdin: stdin?.readEnd, stdout: stdout.writeEnd,
+                                               stderr: stderr?.writeEnd ?? stdout.writeEnd)
             pid = child.pid
             output = stdout.readEnd
             errorOutput = stderr?.readEnd

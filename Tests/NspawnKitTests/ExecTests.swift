@@ -181,9 +181,9 @@ import Testing
         defer { process.close() }
         #expect(process.input == nil)
         let error = try #require(process.errorOutput)
-        #expect(String(decoding: try readAll(error, limit: 4096), as: UTF8.self)
+        #expect(String(decoding: try error.readAll(limit: 4096), as: UTF8.self)
                 == "nspawnctl: cannot run 'x' in machine 'm': command not found\n")
-        #expect(try readAll(process.output, limit: 4096).isEmpty)
+        #expect(try process.output.readAll(limit: 4096).isEmpty)
         #expect(try process.wait() == .exited(127))
     }
 
@@ -191,7 +191,7 @@ import Testing
         let process = try FailedStart(message: "no", tty: true, outcome: .exited(126), machine: "m")
         defer { process.close() }
         #expect(process.errorOutput == nil)
-        #expect(try readAll(process.output, limit: 4096) == Array("no\r\n".utf8))
+        #expect(try process.output.readAll(limit: 4096) == Array("no\r\n".utf8))
     }
 }
 

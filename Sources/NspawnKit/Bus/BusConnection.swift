@@ -1,4 +1,5 @@
 import CSystemd
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -55,17 +56,17 @@ public struct BusSignal: Sendable, Equatable {
 public final class BusConnection {
     let handle: OpaquePointer
     /// The silent far end of an `unconnected()` bus, kept open so sd-bus can write its greeting.
-    private var silentPeer: Int32 = -1
+    private var silentPeer: FileDescriptor?
 
     private init(handle: OpaquePointer) {
         self.handle = handle
     }
 
     deinit {
-        if silentPeer >= 0 {
+        if let silentPeer {
             // Flushing would wait for a peer that never answers.
             sd_bus_close_unref(handle)
-            close(silentPeer)
+            try? silentPeer.close()
         } else {
             sd_bus_flush_close_unref(handle)
         }
@@ -91,7 +92,7 @@ public final class BusConnection {
     /// Calls a method whose reply starts with a file descriptor (`h`), such as machined's
     /// OpenMachineShell. The descriptor is ours (a close-on-exec duplicate); the rest follows.
     public func callReturningDescriptor(_ call: MethodCall, timeout: BusTimeout = .standard)
-        throws(BusError) -> (descriptor: Int32, rest: [BusValue]) {
+        throws(BusError) -> (descriptor: FileDescriptor, rest: [BusValue]) {
         let message = try makeMessage(call)
         var error = sd_bus_error(name: nil, message: nil, _need_free: 0)
         defer { sd_bus_error_free(&error) }
@@ -104,7 +105,7 @@ public final class BusConnection {
         do {
             return (descriptor, try reply.readAll())
         } catch {
-            close(descriptor)
+            try? descriptor.close()
             throw error
         }
     }
@@ -112,20 +113,20 @@ public final class BusConnection {
     /// A bus that is started on one end of a socket pair but never talks to a peer.
     /// Messages can be built, sealed and read back on it, which is what encoding tests need.
     static func unconnected() throws(BusError) -> BusConnection {
-        var fds: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-            throw BusError(code: -errno, error: nil, operation: "socketpair")
-        }
+        let (ours, peer): (FileDescriptor, FileDescriptor)
+        do { (ours, peer) = try UnixSocket.pair() } catch { throw BusError(code: -error.rawValue, error: nil, operation: "socketpair") }
         var bus: OpaquePointer?
         var r = sd_bus_new(&bus)
         guard r >= 0, let bus else {
-            close(fds[0]); close(fds[1])
+            try? ours.close()
+            try? peer.close()
             throw BusError(code: r, error: nil, operation: "sd_bus_new")
         }
         let connection = BusConnection(handle: bus)
-        connection.silentPeer = fds[1]
-        r = sd_bus_set_fd(bus, fds[0], fds[0])
-        if r < 0 { close(fds[0]); throw BusError(code: r, error: nil, operation: "sd_bus_set_fd") }
+        connection.silentPeer = peer
+        // sd-bus owns `ours` from here (it closes it with the bus).
+        r = sd_bus_set_fd(bus, ours.rawValue, ours.rawValue)
+        if r < 0 { try? ours.close(); throw BusError(code: r, error: nil, operation: "sd_bus_set_fd") }
         r = sd_bus_start(bus)
         if r < 0 { throw BusError(code: r, error: nil, operation: "sd_bus_start") }
         return connection

@@ -1,4 +1,5 @@
 import CSystemd
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -136,14 +137,16 @@ final class BusMessage {
     }
 
     /// Reads a `h` value and duplicates it (close-on-exec): the message owns the original.
-    func readDescriptor() throws(BusError) -> Int32 {
+    func readDescriptor() throws(BusError) -> FileDescriptor {
         var fd: Int32 = -1
         let r = sd_bus_message_read_basic(handle, CChar(UInt8(ascii: "h")), &fd)
         if r < 0 { throw BusError(code: r, error: nil, operation: "read file descriptor") }
         if r == 0 { throw malformed("no file descriptor") }
-        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 3)
-        if copy < 0 { throw BusError(code: -errno, error: nil, operation: "duplicate file descriptor") }
-        return copy
+        do {
+            return try FileDescriptor(rawValue: fd).closeOnExecDuplicate()
+        } catch {
+            throw BusError(code: -error.rawValue, error: nil, operation: "duplicate file descriptor")
+        }
     }
 
     private func readBasic(_ type: CChar) throws(BusError) -> BusValue {

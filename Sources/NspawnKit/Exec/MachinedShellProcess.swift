@@ -48,13 +48,13 @@ final class MachinedShellProcess: GuestProcess {
         let call = Machined.managerCall("OpenMachineShell", [
             .string(name.rawValue), .string(user.name ?? String(user.uid)), .string(""), .strings([]), .strings(environment),
         ])
-        let reply: (descriptor: Int32, rest: [BusValue])
+        let reply: (descriptor: FileDescriptor, rest: [BusValue])
         do {
             reply = try bus.callReturningDescriptor(call)
         } catch {
             throw Machined.translate(error, subject: name.rawValue, action: "OpenMachineShell")
         }
-        let master = FileDescriptor(rawValue: reply.descriptor)
+        let master = reply.descriptor
         let path = reply.rest.first?.string ?? ""
         // machined names the unit after the terminal (src/machine/machine-dbus.c).
         guard path.hasPrefix("/dev/pts/"), let number = UInt32(path.dropFirst("/dev/pts/".count)) else {

@@ -289,7 +289,7 @@ final class FailedStart: GuestProcess {
         do throws(Errno) {
             let (read, write) = try FileDescriptor.closeOnExecPipe()
             defer { try? write.close() }
-            try writeAll(write, Array((message + (tty ? "\r\n" : "\n")).utf8))
+            try write.writeFully(Array((message + (tty ? "\r\n" : "\n")).utf8))
             if tty {
                 output = read
                 errorOutput = nil
@@ -311,19 +311,6 @@ final class FailedStart: GuestProcess {
     func close() {
         try? output.close()
         try? errorOutput?.close()
-    }
-}
-
-extension FileDescriptor {
-    /// pipe2(O_CLOEXEC): children get only the ends handed to them on purpose.
-    static func closeOnExecPipe() throws(Errno) -> (read: FileDescriptor, write: FileDescriptor) {
-        var ends: [Int32] = [-1, -1]
-        guard nspawnctl_pipe_cloexec(&ends) == 0 else { throw Errno.last }
-        return (FileDescriptor(rawValue: ends[0]), FileDescriptor(rawValue: ends[1]))
-    }
-
-    func closeOnExecDuplicate() throws(Errno) -> FileDescriptor {
-        try FileDescriptor.opening { fcntl(rawValue, F_DUPFD_CLOEXEC, 3) }
     }
 }
 

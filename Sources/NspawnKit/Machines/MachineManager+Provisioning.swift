@@ -142,7 +142,7 @@ extension MachineManager {
         do throws(Errno) {
             let fd = try FileDescriptor.opening { openat(directory.descriptor.rawValue, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
             defer { try? fd.close() }
-            content = try readAll(fd, limit: 1024 * 1024 + 1)
+            content = try fd.readAll(limit: 1024 * 1024 + 1)
         } catch {
             throw NspawnError.system("cannot read '\(path.escapedForMessage)' in machine '\(root.name)'", error)
         }

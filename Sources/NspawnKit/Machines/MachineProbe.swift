@@ -154,9 +154,8 @@ enum MachineProbe {
         }
 
         var isAlive: Bool {
-            var entry = pollfd(fd: pidFD.rawValue, events: Int16(POLLIN), revents: 0)
             // A pidfd turns readable when its process exits.
-            return poll(&entry, 1, 0) == 0
+            (try? pidFD.waitReadable(timeout: .zero)) == false
         }
 
         /// The display name of the guest's os-release: /etc/os-release, else /usr/lib/os-release,
@@ -185,5 +184,5 @@ private func namespaceIdentity(_ path: String) -> (dev: UInt64, ino: UInt64)? {
 private func readFile(_ path: String, limit: Int) throws(Errno) -> [UInt8] {
     let fd = try FileDescriptor.opening { open(path, O_RDONLY | O_CLOEXEC) }
     defer { try? fd.close() }
-    return try readAll(fd, limit: limit)
+    return try fd.readAll(limit: limit)
 }

@@ -26,6 +26,13 @@ package struct ChildProcess {
     /// (nil: /dev/null). `extra` maps our descriptors to the child's descriptor 3 and up, in order.
     /// The child holds no other descriptor of ours, close-on-exec or not: SwiftNIO accepts
     /// connections without SOCK_CLOEXEC, and an import child must not keep a client's socket open.
+    package static func spawn(_ argv: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
+                              stderr: FileDescriptor? = nil, extra: [FileDescriptor] = []) throws(NspawnError) -> ChildProcess {
+        try spawn(argv, stdin: stdin?.rawValue, stdout: stdout?.rawValue, stderr: stderr?.rawValue, extra: extra.map(\.rawValue))
+    }
+
+    /// The same with raw numbers, for callers not yet on FileDescriptor (ChildImport.swift, and
+    /// ImageCommands.swift's stdout and stderr of 2).
     package static func spawn(_ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
                       extra: [Int32] = []) throws(NspawnError) -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
@@ -74,6 +81,27 @@ package struct ChildProcess {
         while waitpid(pid, &status, 0) < 0 {
             if errno != EINTR { return .exited(127) }
         }
+        return Self.termination(status)
+    }
+
+    /// Reaps the child if it has ended, without waiting: nil while it still runs.
+    package func reapIfEnded() throws(Errno) -> Termination? {
+        var status: Int32 = 0
+        while true {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid { return Self.termination(status) }
+            if reaped == 0 { return nil }
+            if errno != EINTR { throw Errno.last }
+        }
+    }
+
+    /// Sends `signal` to the child, which must not have been reaped yet (its pid could be reused).
+    package func signal(_ signal: Int32) {
+        kill(pid, signal)
+    }
+
+    /// A raw status from waitpid(2).
+    private static func termination(_ status: Int32) -> Termination {
         let signal = status & 0x7f
         return signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
     }
@@ -82,31 +110,8 @@ package struct ChildProcess {
     /// stderr interleaved, the last `limit` bytes).
     package static func run(_ argv: [String], limit: Int = 16 * 1024) throws(NspawnError) -> (Termination, String) {
         let capture = try MemoryFile()
-        let child = try spawn(argv, stdout: capture.fd, stderr: capture.fd)
+        let child = try spawn(argv, stdout: capture.descriptor, stderr: capture.descriptor)
         let termination = child.wait()
         return (termination, capture.text(limit: limit))
-    }
-}
-
-/// An anonymous in-memory file (memfd): collects a child's output without a reader thread, or
-/// hands a child a small document by descriptor.
-package final class MemoryFile {
-    package let fd: Int32
-
-    package init() throws(NspawnError) {
-        let fd = nspawnctl_memfd_create("nspawnctl-output")
-        guard fd >= 0 else { throw .system("cannot create a buffer for child output", .last) }
-        self.fd = fd
-    }
-
-    deinit { close(fd) }
-
-    package func text(limit: Int) -> String {
-        let size = lseek(fd, 0, SEEK_END)
-        guard size > 0 else { return "" }
-        let start = max(0, Int(size) - limit)
-        var bytes = [UInt8](repeating: 0, count: Int(size) - start)
-        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
-        return String(decoding: bytes.prefix(max(0, count)), as: UTF8.self).trimmedWhitespace
     }
 }

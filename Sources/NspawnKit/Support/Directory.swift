@@ -4,40 +4,11 @@ import SystemPackage
 import Glibc
 #endif
 
-extension Errno {
-    /// The calling thread's errno, read right after the C call that failed.
-    package static var last: Errno { Errno(rawValue: Glibc.errno) }
-}
-
-extension FileDescriptor {
-    /// Runs an open-like C call, again after a signal, and takes over the descriptor it returns.
-    package static func opening(_ body: () -> Int32) throws(Errno) -> FileDescriptor {
-        while true {
-            let result = body()
-            if result >= 0 { return FileDescriptor(rawValue: result) }
-            if errno != EINTR { throw Errno.last }
-        }
-    }
-}
-
 extension String {
     package var trimmedWhitespace: String {
         let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
         guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
         return String(self[first...last])
-    }
-}
-
-/// Reads `fd` to its end; more than `limit` bytes is an error (EFBIG), never a silent cut.
-package func readAll(_ fd: FileDescriptor, limit: Int) throws(Errno) -> [UInt8] {
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
-        if count < 0 { if errno == EINTR { continue }; throw Errno.last }
-        if count == 0 { return bytes }
-        bytes += chunk[..<count]
-        if bytes.count > limit { throw Errno.fileTooLarge }
     }
 }
 
@@ -107,11 +78,11 @@ package final class Directory {
 
     /// Names in the directory, without "." and "..".
     package func entries() throws(Errno) -> [String] {
-        let copy = dup(fd)
-        guard copy >= 0 else { throw Errno.last }
-        guard let stream = fdopendir(copy) else {
+        // The stream takes over a duplicate; ours stays open for the *at() calls.
+        let copy = try descriptor.closeOnExecDuplicate()
+        guard let stream = fdopendir(copy.rawValue) else {
             let cause = Errno.last
-            close(copy)
+            try? copy.close()
             throw cause
         }
         defer { closedir(stream) }
@@ -147,7 +118,7 @@ package final class Directory {
         let file = try FileDescriptor.opening { openat(fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode) }
         do throws(Errno) {
             defer { try? file.close() }
-            try writeAll(file, bytes)
+            try file.writeFully(bytes)
             // The umask may have narrowed the mode given to openat.
             if fchmod(file.rawValue, mode) != 0 { throw Errno.last }
             if let owner, fchown(file.rawValue, owner.0, owner.1) != 0 { throw Errno.last }
@@ -199,10 +170,9 @@ package struct ContainedRoot {
         let fd: FileDescriptor
         do { fd = try open(path, flags: O_RDONLY | O_NOCTTY | O_NONBLOCK) } catch .noSuchFileOrDirectory { return nil }
         defer { try? fd.close() }
-        var st = stat()
-        if fstat(fd.rawValue, &st) != 0 { throw Errno.last }
+        let st = try fd.status()
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw Errno.invalidArgument }
-        return try readAll(fd, limit: limit)
+        return try fd.readAll(limit: limit)
     }
 
     package func exists(_ path: String) -> Bool {

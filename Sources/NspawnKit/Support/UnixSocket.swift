@@ -67,31 +67,3 @@ public enum UnixSocket {
         return address
     }
 }
-
-extension FileDescriptor {
-    /// Writes all of `bytes` to a socket. A peer that has gone away is EPIPE, never SIGPIPE:
-    /// a daemon or an ssh that hung up must not kill the client.
-    public func sendAll(_ bytes: [UInt8]) throws(Errno) {
-        var offset = 0
-        while offset < bytes.count {
-            let count = bytes[offset...].withUnsafeBytes { send(rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw Errno(rawValue: errno)
-            }
-            offset += count
-        }
-    }
-
-    /// Waits until the descriptor is readable (or at end, or in error), for at most `timeout`.
-    /// False when the time ran out.
-    public func waitReadable(timeout: Duration) throws(Errno) -> Bool {
-        var entry = pollfd(fd: rawValue, events: Int16(POLLIN), revents: 0)
-        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
-        while true {
-            let ready = poll(&entry, 1, max(0, milliseconds))
-            if ready >= 0 { return ready > 0 }
-            if errno != EINTR { throw Errno(rawValue: errno) }
-        }
-    }
-}

@@ -42,7 +42,7 @@ enum AtomicFile {
         do throws(Errno) {
             let fd = try FileDescriptor.opening { open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) }
             defer { try? fd.close() }
-            return try readAll(fd, limit: limit)
+            return try fd.readAll(limit: limit)
         } catch .noSuchFileOrDirectory {
             return nil
         } catch {
@@ -57,25 +57,13 @@ enum AtomicFile {
     }
 }
 
-func writeAll(_ fd: FileDescriptor, _ bytes: [UInt8]) throws(Errno) {
-    var offset = 0
-    while offset < bytes.count {
-        let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd.rawValue, $0.baseAddress, $0.count) }
-        if count < 0 {
-            if errno == EINTR { continue }
-            throw Errno.last
-        }
-        offset += count
-    }
-}
-
 /// A host file read whole, as a caller's input: nil when it does not exist; larger than
 /// `limit` is an error naming it.
 package func readHostFile(_ path: String, limit: Int) throws(NspawnError) -> [UInt8]? {
     do throws(Errno) {
         let fd = try FileDescriptor.opening { open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) }
         defer { try? fd.close() }
-        return try readAll(fd, limit: limit)
+        return try fd.readAll(limit: limit)
     } catch .noSuchFileOrDirectory {
         return nil
     } catch .fileTooLarge {
