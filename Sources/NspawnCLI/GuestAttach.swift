@@ -45,20 +45,13 @@ struct GuestAttach {
     /// Copies until end of file (or EIO: a terminal whose other side hung up). A reader that
     /// went away does not stop the copy: the writer must still be drained, or it blocks.
     static func relay(from source: FileDescriptor, to target: FileDescriptor) {
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var targetOpen = true
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(source.rawValue, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { return }
-            var offset = 0
-            while targetOpen && offset < count {
-                let written = buffer[offset..<count].withUnsafeBytes { write(target.rawValue, $0.baseAddress, $0.count) }
-                if written < 0 && errno == EINTR { continue }
-                if written <= 0 { targetOpen = false; break }
-                offset += written
+        // A read error ends the copy as end of file does; stdin is not read on once nobody takes it.
+        try? source.forEachChunk { chunk throws(Errno) in
+            if targetOpen {
+                do { try target.writeFully(chunk) } catch { targetOpen = false }
             }
-            if !targetOpen && source == .standardInput { return }
+            if !targetOpen && source == .standardInput { throw .brokenPipe }
         }
     }
 

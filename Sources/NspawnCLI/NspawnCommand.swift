@@ -4,6 +4,7 @@ import FoundationEssentials
 import Glibc
 #endif
 import NspawnKit
+import SystemPackage
 
 /// The `nspawnctl` command tree.
 public struct Nspawnctl: AsyncParsableCommand {
@@ -118,14 +119,8 @@ public enum NspawnCommand {
 }
 
 package func writeStandardError(_ text: String) {
-    let bytes = Array(text.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let written = bytes.withUnsafeBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
-        if written < 0 && errno == EINTR { continue }
-        if written <= 0 { return }
-        offset += written
-    }
+    // Nothing is left to tell when stderr itself fails.
+    try? FileDescriptor.standardError.writeFully(Array(text.utf8))
 }
 
 package func printOut(_ text: String) {

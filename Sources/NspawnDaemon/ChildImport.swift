@@ -1,4 +1,3 @@
-import CLinux
 import FoundationEssentials
 import NspawnKit
 import SystemPackage
@@ -31,28 +30,29 @@ public struct ChildImporter: Sendable {
 
     static func runBlocking(_ argv: [String], cancel: ChildCancel,
                             progress: @Sendable (ImportProgress) -> Void) -> Result<ImportResult, NspawnError> {
-        var pipeEnds: [Int32] = [-1, -1]
-        guard nspawnctl_pipe_cloexec(&pipeEnds) == 0 else {
-            return .failure(.system("cannot start an import: pipe", Errno(rawValue: errno)))
+        let errors: (read: FileDescriptor, write: FileDescriptor)
+        do throws(Errno) {
+            errors = try FileDescriptor.closeOnExecPipe()
+        } catch {
+            return .failure(.system("cannot start an import: pipe", error))
         }
+        defer { try? errors.read.close() }
         let output: MemoryFile
         let child: ChildProcess
         do throws(NspawnError) {
+            defer { try? errors.write.close() }
             output = try MemoryFile()
-            child = try ChildProcess.spawn(argv, stdout: output.fd, stderr: pipeEnds[1])
+            child = try ChildProcess.spawn(argv, stdout: output.descriptor, stderr: errors.write)
         } catch {
-            close(pipeEnds[0])
-            close(pipeEnds[1])
             return .failure(error)
         }
-        close(pipeEnds[1])
-        cancel.attach(child.pid)
+        cancel.attach(child)
 
         // stderr carries JSON lines: progress while it runs, the error if it fails.
         var lastError: ErrorBody?
         var lastLine = ""
         let decoder = WireJSON.decoder()
-        readLines(pipeEnds[0]) { line in
+        readLines(errors.read) { line in
             let data = Data(line.utf8)
             if let event = try? decoder.decode(ProgressLine.self, from: data), event.event == "progress" {
                 progress(event.progress)
@@ -62,10 +62,8 @@ public struct ChildImporter: Sendable {
                 lastLine = line
             }
         }
-        close(pipeEnds[0])
         // Wait for the exit without reaping, so a cancel can never signal a reused pid.
-        var info = siginfo_t()
-        while waitid(P_PID, id_t(child.pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
+        child.waitUntilExited()
         cancel.detach()
         let termination = child.wait()
 
@@ -92,16 +90,13 @@ public struct ChildImporter: Sendable {
         var progress: ImportProgress
     }
 
-    /// Calls `body` with each line read from `fd` until end of file. Of a line longer than
-    /// 64 KiB only the end is passed on: nothing is buffered without bound.
-    static func readLines(_ fd: Int32, _ body: (String) -> Void) {
+    /// Calls `body` with each line read from `fd` until end of file (or a read error, which
+    /// ends the child's report as its end would). Of a line longer than 64 KiB only the end is
+    /// passed on: nothing is buffered without bound.
+    static func readLines(_ fd: FileDescriptor, _ body: (String) -> Void) {
         var pending: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            pending += chunk.prefix(count)
+        try? fd.forEachChunk(bufferSize: 16 * 1024) { chunk in
+            pending += chunk
             while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 body(String(decoding: pending[..<newline], as: UTF8.self))
                 pending.removeSubrange(...newline)
@@ -116,7 +111,7 @@ public struct ChildImporter: Sendable {
 /// A cancel that comes before the child exists is delivered as soon as it does.
 public final class ChildCancel: Sendable {
     private struct State {
-        var pid: pid_t?
+        var child: ChildProcess?
         var cancelled = false
     }
 
@@ -129,20 +124,20 @@ public final class ChildCancel: Sendable {
     public func cancel() {
         state.withLock { state in
             state.cancelled = true
-            if let pid = state.pid { kill(pid, SIGTERM) }
+            state.child?.signal(SIGTERM)
         }
     }
 
-    func attach(_ pid: pid_t) {
+    func attach(_ child: ChildProcess) {
         state.withLock { state in
-            state.pid = pid
-            if state.cancelled { kill(pid, SIGTERM) }
+            state.child = child
+            if state.cancelled { child.signal(SIGTERM) }
         }
     }
 
     /// Called once the child has exited and before it is reaped, so its pid, free for reuse
     /// after the reap, is never signalled.
     func detach() {
-        state.withLock { $0.pid = nil }
+        state.withLock { $0.child = nil }
     }
 }

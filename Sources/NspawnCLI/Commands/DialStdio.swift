@@ -34,7 +34,7 @@ struct DialStdio: ParsableCommand {
         OSThread.detach {
             var buffer = [UInt8](repeating: 0, count: 64 * 1024)
             while (try? copy(from: input, to: socket, buffer: &buffer, what: "stdin")) == true {}
-            shutdown(socket.rawValue, Int32(SHUT_WR))
+            try? socket.shutdownSocket(.sending)
         }
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while try copy(from: socket, to: output, buffer: &buffer, what: "nspawnd") {}

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import NspawnAPI
 import NspawnKit
+import SystemPackage
 
 package struct ManifestOptions: ParsableArguments {
     @Option(name: [.customShort("f"), .long], help: ArgumentHelp("The manifest (YAML); '-' reads stdin.", valueName: "FILE"))
@@ -17,14 +18,13 @@ package struct ManifestOptions: ParsableArguments {
     /// The manifest's text and the name errors give it (an absolute path, or `-`).
     package func read() throws -> (text: String, file: String) {
         if file == "-" {
-            var bytes: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let count = Glibc.read(0, &buffer, buffer.count)
-                if count < 0 && errno == EINTR { continue }
-                guard count > 0 else { break }
-                bytes += buffer[..<count]
-                if bytes.count > ManifestLimits.maximumSize { throw NspawnError.invalidArgument("the manifest on stdin is larger than \(ManifestLimits.maximumSize) bytes") }
+            let bytes: [UInt8]
+            do throws(Errno) {
+                bytes = try FileDescriptor.standardInput.readAll(limit: ManifestLimits.maximumSize)
+            } catch .fileTooLarge {
+                throw NspawnError.invalidArgument("the manifest on stdin is larger than \(ManifestLimits.maximumSize) bytes")
+            } catch {
+                throw NspawnError.system("cannot read the manifest on stdin", error)
             }
             return (String(decoding: bytes, as: UTF8.self), "-")
         }

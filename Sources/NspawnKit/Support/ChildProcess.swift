@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// A child started with posix_spawn; used only for the standard interfaces (systemd-nspawn, gpgv).
-package struct ChildProcess {
+package struct ChildProcess: Sendable {
     package let pid: pid_t
     package let argv: [String]
 
@@ -93,6 +93,13 @@ package struct ChildProcess {
             if reaped == 0 { return nil }
             if errno != EINTR { throw Errno.last }
         }
+    }
+
+    /// Waits until the child has exited without reaping it: its pid stays taken, so a signal
+    /// sent meanwhile can never reach another process that reused it.
+    package func waitUntilExited() {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
     }
 
     /// Sends `signal` to the child, which must not have been reaped yet (its pid could be reused).
