@@ -7,16 +7,7 @@ struct ApplyFaultTests {
     static let base = "e2e-af-base"
     static let directory = "/tmp/e2e-apply-faults"
 
-    /// A busybox root with `touch`, `true` and accounts, for clones.
-    static func makeBase() throws {
-        try Fixture.busybox(base)
-        try Testbed.mustSh("""
-            root=/var/lib/machines/\(base)
-            for tool in touch true; do ln -sf busybox "$root"/bin/$tool; done
-            printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/:/bin/sh\\n' > "$root"/etc/passwd
-            printf 'root:x:0:\\nnogroup:x:65534:\\n' > "$root"/etc/group
-            """)
-    }
+    static func makeBase() throws { try Fixture.busyboxWithAccounts(base) }
 
     static func write(_ text: String, as file: String) throws {
         try Testbed.mustSh("mkdir -p \(directory) && cat > \(directory)/\(file) <<'MANIFEST'\n\(text)\nMANIFEST")

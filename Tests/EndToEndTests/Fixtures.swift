@@ -21,6 +21,17 @@ enum Fixture {
             """)
     }
 
+    /// A busybox root with `touch`, `true` and accounts, so files can be owned by someone other than root.
+    static func busyboxWithAccounts(_ name: String) throws {
+        try busybox(name)
+        try Testbed.mustSh("""
+            root=/var/lib/machines/\(name)
+            for tool in touch true; do ln -sf busybox "$root"/bin/$tool; done
+            printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/:/bin/sh\\n' > "$root"/etc/passwd
+            printf 'root:x:0:\\nnogroup:x:65534:\\n' > "$root"/etc/group
+            """)
+    }
+
     /// A Debian root that boots systemd: a copy of the testbed's own pristine root.
     static func systemdRoot(_ name: String) throws {
         try Testbed.mustSh("""

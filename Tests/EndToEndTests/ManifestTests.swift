@@ -30,16 +30,7 @@ struct ApplyJSON: Decodable {
     var machines: [Machine]
 }
 
-/// A busybox root with accounts, so files can be owned by someone other than root.
-private func busyboxBase(_ name: String) throws {
-    try Fixture.busybox(name)
-    try Testbed.mustSh("""
-        root=/var/lib/machines/\(name)
-        for tool in touch true; do ln -sf busybox "$root"/bin/$tool; done
-        printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/:/bin/sh\\n' > "$root"/etc/passwd
-        printf 'root:x:0:\\nnogroup:x:65534:\\n' > "$root"/etc/group
-        """)
-}
+private func busyboxBase(_ name: String) throws { try Fixture.busyboxWithAccounts(name) }
 
 /// Writes the manifest into the testbed, where nspawnctl reads it.
 private func writeManifest(_ text: String, to path: String = "/tmp/e2e-manifest/site.yaml") throws {
