@@ -89,7 +89,8 @@ extension Apply {
 /// A manifest's images other than clones: this executable again, as a child, as for `import`.
 let helperImages: ImageProvider = { source, name in
     guard let job = ImportJob(source) else { return }
-    let child = try ChildProcess.spawn([ImagesHelperProgram.path] + job.arguments(name: name, output: .quiet), stdout: 2, stderr: 2)
+    let child = try ChildProcess.spawn([ImagesHelperProgram.path] + job.arguments(name: name, output: .quiet),
+                                       stdout: .standardError, stderr: .standardError)
     let termination = await OSThread.run { child.wait() }
     guard termination.succeeded else {
         throw NspawnError.failed("machine '\(name)': the \(source) failed (\(ImagesHelperProgram.executableName) \(termination))")

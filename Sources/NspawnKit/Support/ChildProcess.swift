@@ -28,13 +28,12 @@ package struct ChildProcess: Sendable {
     /// connections without SOCK_CLOEXEC, and an import child must not keep a client's socket open.
     package static func spawn(_ argv: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
                               stderr: FileDescriptor? = nil, extra: [FileDescriptor] = []) throws(NspawnError) -> ChildProcess {
-        try spawn(argv, stdin: stdin?.rawValue, stdout: stdout?.rawValue, stderr: stderr?.rawValue, extra: extra.map(\.rawValue))
+        try spawnRaw(argv, stdin: stdin?.rawValue, stdout: stdout?.rawValue, stderr: stderr?.rawValue, extra: extra.map(\.rawValue))
     }
 
-    /// The same with raw numbers, for callers not yet on FileDescriptor (ChildImport.swift, and
-    /// ImageCommands.swift's stdout and stderr of 2).
-    package static func spawn(_ argv: [String], stdin: Int32? = nil, stdout: Int32? = nil, stderr: Int32? = nil,
-                      extra: [Int32] = []) throws(NspawnError) -> ChildProcess {
+    /// posix_spawn's file actions take raw numbers; they stay in here.
+    private static func spawnRaw(_ argv: [String], stdin: Int32?, stdout: Int32?, stderr: Int32?,
+                                 extra: [Int32]) throws(NspawnError) -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
