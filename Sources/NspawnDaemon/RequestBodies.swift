@@ -27,6 +27,8 @@ extension Router {
             // Each null becomes an object no field takes: a field of T then fails to decode,
             // an unknown key is never looked at.
             let value = try JSONDecoder().decode(JSONValue.self, from: Data(request.body))
+            // Every body is an object; `null` is not "no body".
+            if value == .null { throw BodyError(status: 400, message: "malformed JSON body: expected an object, not null") }
             let marked = try JSONEncoder().encode(value.replacingNulls())
             return try WireJSON.decoder().decode(T.self, from: marked)
         } catch let error as DecodingError {
@@ -35,6 +37,8 @@ extension Router {
                 throw BodyError(status: 400, message: "malformed JSON body: '\(last.stringValue)' must not be null")
             }
             throw BodyError(status: 400, message: "malformed JSON body: \(Self.describe(error))")
+        } catch let error as BodyError {
+            throw error
         } catch {
             throw BodyError(status: 400, message: "malformed JSON body: \(Self.describe(error))")
         }
