@@ -36,8 +36,7 @@ public enum StopTimeout {
     /// The wait for a value a request's `validate()` has accepted, or for a client's own
     /// deadline (an invalid value waits the default; the service refuses it).
     static func wait(_ seconds: Double?) -> Duration {
-        guard let seconds, seconds.isFinite, seconds >= 0, seconds <= maximumSeconds else { return .seconds(defaultSeconds) }
-        return .milliseconds(Int64((seconds * 1000).rounded()))
+        (try? duration(seconds)) ?? .seconds(defaultSeconds)
     }
 }
 

@@ -126,8 +126,8 @@ public struct Router: Sendable {
         case .applyManifest:
             return try await startApply(try decode(ApplyRequest.self, request))
         case .events, .exec:
-            // route(_:) hands these to the server before any dispatch.
-            preconditionFailure("\(endpoint) is a stream, routed by route(_:)")
+            // route(_:) hands these to the server before any dispatch; never a crash of the daemon.
+            throw NspawnError.failed("\(endpoint) is a stream, routed by route(_:)")
         default:
             let name = try MachineName(parameter)
             return try await changing { try await change(endpoint, name, request) }

@@ -110,7 +110,7 @@ public struct Provisioner: Sendable {
             try locks.acquire(name)
         }
         let targets = try await targets(manifest, prune: options.prune)
-        // Machines found only by --prune are locked, then looked at again.
+        // Machines found only by --prune are locked before they are removed.
         for target in targets where target.desired == nil {
             try locks.acquire(try MachineName(target.plan.name))
         }

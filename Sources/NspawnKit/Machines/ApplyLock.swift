@@ -13,6 +13,8 @@ package final class ApplyLocks {
     private let directory: String
     private let holder: String
     private var held: [MachineName: FileLock] = [:]
+    /// Opened (and made) by the first `acquire`.
+    private var lockDirectory: Directory?
 
     /// `manifest` names the holder in the message a second apply gets.
     package init(manifest: String, directory: String = systemDirectory) {
@@ -25,8 +27,13 @@ package final class ApplyLocks {
         if held[name] != nil { return }
         let lockDirectory: Directory
         do throws(Errno) {
-            try makeDirectories(directory, mode: 0o700)
-            lockDirectory = try Directory(path: directory)
+            if let opened = self.lockDirectory {
+                lockDirectory = opened
+            } else {
+                try makeDirectories(directory, mode: 0o700)
+                lockDirectory = try Directory(path: directory)
+                self.lockDirectory = lockDirectory
+            }
         } catch {
             throw .system("cannot open '\(directory)'", error)
         }
