@@ -117,6 +117,29 @@ public struct APIClient: NspawnService {
 
     // MARK: Imports
 
+    /// The daemon fetches what it imports: a URL, or a recipe from its mirror. It cannot read
+    /// this host's files or stdin.
+    public func importImage(_ name: MachineName?, _ job: ImportJob, cancellation: ImportCancellation,
+                            progress: @escaping @Sendable (ImportProgress) -> Void) async throws -> ImportResult {
+        let request: ImportRequest
+        switch job {
+        case .url(let url, let checksum, let signature, let keyring, let force):
+            request = ImportRequest(name: name?.rawValue, url: url, checksum: checksum, signature: signature, keyring: keyring,
+                                    force: force ? true : nil)
+        case .recipe(let recipe, let mirror, let tarball, let checksum, let signature, let keyring, let verify, let force):
+            if tarball != nil {
+                throw NspawnError.invalidArgument("bootstrap --tarball reads a file on this host, which nspawnd cannot; run it as root without --api or --host")
+            }
+            request = ImportRequest(name: name?.rawValue, recipe: recipe, checksum: checksum, signature: signature, keyring: keyring,
+                                    mirror: mirror, verify: verify ? nil : false, force: force ? true : nil)
+        case .file(let path, _, _, _, _):
+            throw NspawnError.invalidArgument("import through nspawnd takes an http(s) URL, which the daemon fetches; '\(path.escapedForMessage)' is a local file or stdin, so import it as root without --api or --host")
+        }
+        try request.validate()
+        let operation = try await startImport(request)
+        return try await follow(operation, cancellation: cancellation, progress: progress)
+    }
+
     /// Starts an import; it runs in the daemon and is followed with `operation`.
     public func startImport(_ request: ImportRequest) async throws -> Operation {
         try await call(.importImage, body: request)
@@ -141,7 +164,7 @@ public struct APIClient: NspawnService {
             if cancellation.isCancelled {
                 current = try await cancelOperation(current.id)
                 if current.state == .running || current.state == .cancelled {
-                    throw NspawnError.cancelled("import of '\(current.name)' cancelled; \(transport.peerName) removed what it wrote")
+                    throw NspawnError.importCancelled(current.name)
                 }
                 break
             }
@@ -167,6 +190,18 @@ public struct APIClient: NspawnService {
     /// commands and package queries run in the machines before the answer.
     public func plan(_ request: PlanRequest) async throws -> ProvisionPlan {
         try await call(.planManifest, body: request, wait: .seconds(3600))
+    }
+
+    /// Explained here, by this host's `nspawnctl-images`: an explanation changes nothing and
+    /// reads only the manifest and the flavors, so it needs no daemon (the flavors are this host's).
+    public func explain(_ request: PlanRequest, machine: MachineName) async throws -> [ExplanationLine] {
+        try await LocalService().explain(request, machine: machine)
+    }
+
+    /// Starts the apply as an operation and follows it; if this process ends, the apply goes
+    /// on in the daemon.
+    public func apply(_ request: ApplyRequest, progress: @escaping @Sendable (ApplyEvent) -> Void) async throws -> ApplyReport {
+        try await followApply(try await startApply(request), event: progress)
     }
 
     /// Starts converging the daemon's host to a manifest; a refused manifest throws here,

@@ -54,7 +54,7 @@ package struct OutputOptions: ParsableArguments {
 }
 
 /// A machine name argument, validated before any bus call.
-func parseMachineName(_ text: String) throws -> MachineName {
+package func parseMachineName(_ text: String) throws -> MachineName {
     try MachineName(text)
 }
 

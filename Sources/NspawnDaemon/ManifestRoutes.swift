@@ -14,7 +14,7 @@ public struct ManifestEngine: Sendable {
         self.apply = apply
     }
 
-    public static func library(importer: ChildImporter) -> ManifestEngine {
+    public static func library(importer: ImagesHelper) -> ManifestEngine {
         let provisioner = Provisioner(images: images(importer))
         return ManifestEngine(plan: { try await provisioner.plan($0, prune: $1) },
                               apply: { try await provisioner.apply($0, options: $1, progress: $2) })
@@ -22,13 +22,8 @@ public struct ManifestEngine: Sendable {
 
     /// Recipe, URL and file images come from `nspawnctl-images`, as `POST /v1/images` imports
     /// do; a file is a path on this host.
-    static func images(_ importer: ChildImporter) -> ImageProvider {
-        { source, name in
-            guard let job = ImportJob(source) else { return }
-            if case .failure(let error) = await importer.run(job, name: name, cancel: ChildCancel(), progress: { _ in }) {
-                throw NspawnError.remote(error.category, message: "machine '\(name)': the \(source) failed: \(error.description)", busError: nil)
-            }
-        }
+    static func images(_ importer: ImagesHelper) -> ImageProvider {
+        importer.manifestImages
     }
 }
 

@@ -14,12 +14,12 @@ public actor OperationRegistry {
     private var entries: [String: Entry] = [:]
     private var order: [String] = []
     private var listeners: [UUID: AsyncStream<Operation>.Continuation] = [:]
-    private let importer: ChildImporter
+    private let importer: ImagesHelper
     private let onFinish: @Sendable () async -> Void
     /// Finished operations kept for GET, oldest dropped first.
     private let keep = 100
 
-    public init(importer: ChildImporter = ChildImporter(), onFinish: @escaping @Sendable () async -> Void = {}) {
+    public init(importer: ImagesHelper = ImagesHelper(), onFinish: @escaping @Sendable () async -> Void = {}) {
         self.importer = importer
         self.onFinish = onFinish
     }
@@ -40,7 +40,7 @@ public actor OperationRegistry {
         order.append(id)
         let importer = importer
         entries[id]?.task = Task {
-            let outcome = await importer.run(job, name: name, cancel: cancel) { progress in
+            let outcome = await importer.importImage(job, name: name, cancel: cancel) { progress in
                 Task { await self.update(id) { $0.progress = progress } }
             }
             await onFinish()

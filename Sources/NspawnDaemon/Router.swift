@@ -14,7 +14,7 @@ public struct Router: Sendable {
     public let listings: ListCoalescer
     let manifests: ManifestEngine
 
-    public init(service: any NspawnService, authorizer: Authorizer = Authorizer(), importer: ChildImporter = ChildImporter(),
+    public init(service: any NspawnService, authorizer: Authorizer = Authorizer(), importer: ImagesHelper = ImagesHelper(),
                 manifests: ManifestEngine? = nil) {
         self.service = service
         self.authorizer = authorizer
@@ -303,7 +303,7 @@ public struct Router: Sendable {
             // An unknown recipe or a bad mirror is refused now, with the error the direct path
             // gives; fetching the checksum list and checking it is the import's own first step.
             _ = try Recipe.load(recipeName).resolved(mirror: body.mirror)
-            job = .recipe(recipeName, mirror: body.mirror, checksum: body.checksum, signature: body.signature, keyring: body.keyring,
+            job = .recipe(recipeName, mirror: body.mirror, tarball: nil, checksum: body.checksum, signature: body.signature, keyring: body.keyring,
                           verify: body.verify ?? true, force: body.force ?? false)
         } else {
             throw BodyError(status: 400, message: "give exactly one of url or recipe")

@@ -1,54 +1,90 @@
 import ArgumentParser
-import NspawnAPI
 import NspawnCLI
 import NspawnImages
 import NspawnKit
 import NspawnProvisioning
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// `nspawnctl-images`: `import`, `bootstrap`, `plan` and `apply` on the direct path, which
-/// nspawnctl execs (and nspawnd runs as its import child). The same commands and options as
-/// nspawnctl's.
+/// `nspawnctl-images`: the imports and manifests that need libcurl, libarchive or the YAML
+/// parser, run as a child of nspawnctl (its service's direct path) and nspawnd. Its command
+/// lines are built by `ImportJob` and `ManifestJob`; it reports typed JSON: events and its
+/// error on stderr (`HelperEvent`, `ErrorBody`), the result on stdout.
 public enum NspawnctlImages {
     struct Root: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "nspawnctl",
-            abstract: "Import and bootstrap images, plan and apply manifests (run by nspawnctl and nspawnd; see 'nspawnctl import --help').",
-            subcommands: [Import.self, Bootstrap.self, Plan.self, Apply.self])
+            commandName: ImagesHelperProgram.executableName,
+            abstract: "Imports, bootstraps, plans and applies for nspawnctl and nspawnd, as their child (see 'nspawnctl import --help').",
+            subcommands: [ImportImage.self, BootstrapImage.self, PlanManifest.self, ApplyManifest.self])
     }
 
     public static func main(_ argv: [String] = CommandLine.arguments) async -> Never {
-        let (programName, arguments) = ImagesHelper.invocation(argv)
-        ImagesHelper.takeName(argv)
-        await NspawnCommand.run(Root.self, programName: programName, arguments: arguments) { command in
-            // nspawnctl decided the route before it ran this; here the work is done, never sent on
-            // (plan --explain reads the manifest here whatever the route: it changes nothing).
-            let explaining = (command as? Plan)?.explain != nil
-            if !explaining, let routed = command as? JSONCapable, case .daemon = try routed.output.route {
-                throw NspawnError.invalidArgument("\(ImagesHelperProgram.executableName) works on this host only; nspawnctl sends --api and --host requests itself")
-            }
-            switch command {
-            case let command as Import: try await command.runHere()
-            case let command as Bootstrap: try await command.runHere()
-            case let command as Plan: try await command.runHere()
-            case let command as Apply: try await command.runHere()
-            default:
+        ChildProcess.endWithParent()
+        // A parent that is gone closes the pipes it read: the next report must fail with EPIPE,
+        // not kill this process before its SIGTERM handling removes what it wrote.
+        signal(SIGPIPE, SIG_IGN)
+        await NspawnCommand.run(Root.self, programName: "nspawnctl", arguments: Array(argv.dropFirst())) { command in
+            guard var command = command as? any HelperCommand else {
                 var command = command
-                try command.run()
+                return try command.run()
             }
+            guard command.output.json, command.output.host == nil, !command.output.api else {
+                throw NspawnError.invalidArgument("\(ImagesHelperProgram.executableName) reports in JSON on this host only: run it with --json, or use nspawnctl")
+            }
+            try await command.run()
         }
     }
 }
 
-extension Import {
-    func runHere() async throws {
-        let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring,
-                                    force: force)
-        try await runImport(name: name, source: NspawnKit.ImageSource(source), options: options, output: output, quiet: progress.quiet)
+protocol HelperCommand: AsyncParsableCommand, JSONCapable {}
+
+/// Prints one JSON object on a line of stderr, as the parent reads them.
+func emit(_ event: HelperEvent) {
+    writeStandardError(Renderer.json(event, compact: true) + "\n")
+}
+
+/// Runs an import with signal-driven cancellation (SIGTERM from the parent, or its death)
+/// and progress events, then prints the result.
+func runImport(name: MachineName, source: NspawnKit.ImageSource, options: ImportOptions, importer: ImageImporter = ImageImporter()) async throws {
+    let cancellation = ImportCancellation()
+    let signals = CancelOnSignals(cancellation)
+    defer { signals.restore() }
+    let result = try await importer.importImage(name, from: source, options: options, cancellation: cancellation) {
+        emit(.progress($0))
+    }
+    printOut(Renderer.json(result))
+}
+
+struct ImportImage: HelperCommand {
+    static let configuration = CommandConfiguration(commandName: "import", abstract: "Import a tarball (a file, an http(s) URL, or '-').")
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var verify: VerifyOptions
+    @Flag var force = false
+    @Argument(transform: parseMachineName) var name: MachineName
+    @Argument var source: String
+
+    func run() async throws {
+        let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring, force: force)
+        try await runImport(name: name, source: NspawnKit.ImageSource(source), options: options)
     }
 }
 
-extension Bootstrap {
-    func runHere() async throws {
+struct BootstrapImage: HelperCommand {
+    static let configuration = CommandConfiguration(commandName: "bootstrap", abstract: "Create an image from a recipe.")
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var verify: VerifyOptions
+    @Option var mirror: String?
+    @Option var tarball: String?
+    @Flag var noVerify = false
+    @Flag var force = false
+    @Argument var recipe: String
+    @Argument(transform: parseMachineName) var name: MachineName?
+
+    func run() async throws {
         let recipe = try Recipe.load(recipe)
         let importer = ImageImporter()
         let name = try name ?? importer.store.nextFreeName()
@@ -56,57 +92,55 @@ extension Bootstrap {
             recipe: recipe, name: name, mirror: mirror, tarball: tarball, signature: verify.signature,
             keyring: verify.keyring, checksum: verify.checksum, verify: !noVerify, force: force)
         let (source, options) = try Bootstrapper(importer: importer).plan(request)
-        try await runImport(name: name, source: source, options: options, output: output, quiet: progress.quiet,
-                            importer: importer)
+        try await runImport(name: name, source: source, options: options, importer: importer)
     }
 }
 
-extension Plan {
-    func runHere() async throws {
-        let (text, file) = try manifest.read()
-        let parsed = try ManifestParser(file: file).parse(text)
+/// The manifest's text is this process's stdin; `--manifest-name` is the name its errors
+/// give it and where its relative paths start.
+struct ManifestInput: ParsableArguments {
+    @Option var manifestName: String
+    @Flag var prune = false
+
+    func parse() throws -> Manifest {
+        let bytes: [UInt8]
+        do throws(Errno) {
+            bytes = try FileDescriptor.standardInput.readAll(limit: ManifestLimits.maximumSize)
+        } catch {
+            throw NspawnError.system("cannot read the manifest '\(manifestName)' from nspawnctl", error)
+        }
+        return try ManifestParser(file: manifestName).parse(String(decoding: bytes, as: UTF8.self))
+    }
+}
+
+struct PlanManifest: HelperCommand {
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Plan a manifest read from stdin.")
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var manifest: ManifestInput
+    @Option(transform: parseMachineName) var explain: MachineName?
+
+    func run() async throws {
+        let parsed = try manifest.parse()
         if let explain {
-            let lines = try Explanation.lines(parsed, machine: explain)
-            if output.json { printOut(Renderer.json(lines)) } else { lines.forEach { printOut("\($0.field): \($0.value)  (\($0.origin))") } }
-            return
+            printOut(Renderer.json(try Explanation.lines(parsed, machine: explain)))
+        } else {
+            printOut(Renderer.json(try await Provisioner(images: ImagesHelper().manifestImages).plan(parsed, prune: manifest.prune)))
         }
-        ProvisionOutput.show(try await Provisioner(images: helperImages).plan(parsed, prune: manifest.prune), json: output.json)
     }
 }
 
-extension Apply {
-    func runHere() async throws {
-        let (text, file) = try manifest.read()
-        let parsed = try ManifestParser(file: file).parse(text)
-        let json = output.json
-        let report = try await Provisioner(images: helperImages).apply(parsed, options: ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)) { event in
-            ProvisionOutput.progress(event, json: json)
-        }
-        try ProvisionOutput.finish(report, json: json)
-    }
-}
+struct ApplyManifest: HelperCommand {
+    static let configuration = CommandConfiguration(commandName: "apply", abstract: "Apply a manifest read from stdin.")
 
-/// A manifest's images other than clones: this executable again, as a child, as for `import`.
-let helperImages: ImageProvider = { source, name in
-    guard let job = ImportJob(source) else { return }
-    let child = try ChildProcess.spawn([ImagesHelperProgram.path] + job.arguments(name: name, output: .quiet),
-                                       stdout: .standardError, stderr: .standardError)
-    let termination = await OSThread.run { child.wait() }
-    guard termination.succeeded else {
-        throw NspawnError.failed("machine '\(name)': the \(source) failed (\(ImagesHelperProgram.executableName) \(termination))")
-    }
-}
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var manifest: ManifestInput
+    @Flag var keepGoing = false
 
-/// Runs an import with signal-driven cancellation and the chosen progress display, then prints the result.
-func runImport(name: MachineName, source: NspawnKit.ImageSource, options: ImportOptions, output: OutputOptions, quiet: Bool,
-               importer: ImageImporter = ImageImporter()) async throws {
-    let cancellation = ImportCancellation()
-    let signals = CancelOnSignals(cancellation)
-    defer { signals.restore() }
-    let display = ProgressDisplay(json: output.json, quiet: quiet)
-    let result = try await importer.importImage(name, from: source, options: options, cancellation: cancellation) {
-        display.show($0)
+    func run() async throws {
+        let parsed = try manifest.parse()
+        let options = ApplyOptions(prune: manifest.prune, keepGoing: keepGoing)
+        let report = try await Provisioner(images: ImagesHelper().manifestImages).apply(parsed, options: options) { emit(.apply($0)) }
+        printOut(Renderer.json(report))
     }
-    display.finish()
-    report(result, output: output, quiet: quiet)
 }

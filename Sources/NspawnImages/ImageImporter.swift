@@ -46,7 +46,7 @@ public struct ImageImporter: Sendable {
         defer { ticker?.cancel() }
         let importer = self
         var result = try await OSThread.run { () throws(NspawnError) -> ImportResult in
-            try importer.runImport(name, from: source, options: options, counters: counters)
+            try importer.runImportNamingCancel(name, from: source, options: options, counters: counters)
         }
         result.seconds = (ContinuousClock.now - start).seconds
         ticker?.cancel()
@@ -64,6 +64,16 @@ public struct ImageImporter: Sendable {
             phase: .init(code: counters.phase.load(ordering: .relaxed)), bytes: bytes,
             totalBytes: size >= 0 ? size : nil, entries: counters.entries.load(ordering: .relaxed),
             bytesPerSecond: rate, etaSeconds: eta, elapsedSeconds: elapsed)
+    }
+
+    /// Whichever stage noticed a cancel, the error says so the same way.
+    func runImportNamingCancel(_ name: MachineName, from source: ImageSource, options: ImportOptions,
+                               counters: ImportCounters) throws(NspawnError) -> ImportResult {
+        do {
+            return try runImport(name, from: source, options: options, counters: counters)
+        } catch {
+            throw error.category == .cancelled ? .importCancelled(name.rawValue) : error
+        }
     }
 
     /// The blocking import, on its own thread.

@@ -2,13 +2,7 @@ import NspawnKit
 
 /// `plan --explain`: each value of one machine and the layer it came from.
 public enum Explanation {
-    public struct Line: Codable, Sendable, Equatable {
-        public var field: String
-        public var value: String
-        public var origin: String
-        /// file:line:column of the value.
-        public var position: String?
-    }
+    public typealias Line = ExplanationLine
 
     public static func lines(_ manifest: Manifest, machine: MachineName) throws(NspawnError) -> [Line] {
         guard let desired = try manifest.resolved().first(where: { $0.name == machine }) else {

@@ -108,9 +108,22 @@ extension ImportJob {
     public init?(_ source: ImageSource) {
         switch source {
         case .clone: return nil
-        case .recipe(let recipe): self = .recipe(recipe, mirror: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false)
+        case .recipe(let recipe): self = .recipe(recipe, mirror: nil, tarball: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false)
         case .url(let url, let checksum): self = .url(url, checksum: checksum.map { "sha256:\($0)" }, signature: nil, keyring: nil, force: false)
-        case .file(let path): self = .file(path)
+        case .file(let path): self = .file(path, checksum: nil, signature: nil, keyring: nil, force: false)
+        }
+    }
+}
+
+extension ImagesHelper {
+    /// A manifest's images other than clones, each imported by the helper as a child (from
+    /// nspawnd, and from the helper's own apply).
+    public var manifestImages: ImageProvider {
+        { source, name in
+            guard let job = ImportJob(source) else { return }
+            if case .failure(let error) = await importImage(job, name: name, cancel: ChildCancel(), progress: { _ in }) {
+                throw NspawnError.remote(error.category, message: "machine '\(name)': the \(source) failed: \(error.description)", busError: nil)
+            }
         }
     }
 }

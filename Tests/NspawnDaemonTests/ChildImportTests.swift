@@ -5,7 +5,7 @@ import Testing
 @testable import NspawnDaemon
 @testable import NspawnKit
 
-@Suite("Imports as nspawnctl children", .timeLimit(.minutes(1)))
+@Suite("Imports and manifests as nspawnctl-images children", .timeLimit(.minutes(1)))
 final class ChildImportTests {
     @Test func argumentsNeverLetAValueReadAsAnOption() throws {
         let name = try MachineName("web")
@@ -13,15 +13,58 @@ final class ChildImportTests {
                                 signature: "/srv/a.sig", keyring: "/srv/k.gpg", force: true)
         #expect(url.arguments(name: name) == ["import", "--json", "--checksum=sha256:" + String(repeating: "a", count: 64),
                                               "--signature=/srv/a.sig", "--keyring=/srv/k.gpg", "--force", "--", "web", "http://127.0.0.1/a.tar.gz"])
-        let recipe = ImportJob.recipe("-archlinux", mirror: "http://127.0.0.1:8088/arch", checksum: nil, signature: nil, keyring: nil,
+        let recipe = ImportJob.recipe("-archlinux", mirror: "http://127.0.0.1:8088/arch", tarball: nil, checksum: nil, signature: nil, keyring: nil,
                                       verify: false, force: false)
         #expect(recipe.arguments(name: name) == ["bootstrap", "--json", "--mirror=http://127.0.0.1:8088/arch", "--no-verify",
                                                  "--", "-archlinux", "web"])
         // A recipe import keeps what the caller pinned.
-        let pinned = ImportJob.recipe("archlinux", mirror: nil, checksum: "sha256:" + String(repeating: "c", count: 64),
+        let pinned = ImportJob.recipe("archlinux", mirror: nil, tarball: nil, checksum: "sha256:" + String(repeating: "c", count: 64),
                                       signature: "/srv/a.sig", keyring: "/srv/k.gpg", verify: true, force: true)
         #expect(pinned.arguments(name: name) == ["bootstrap", "--json", "--checksum=sha256:" + String(repeating: "c", count: 64),
                                                  "--signature=/srv/a.sig", "--keyring=/srv/k.gpg", "--force", "--", "archlinux", "web"])
+        // A recipe may leave the name to the helper; a local tarball is the helper's to read.
+        let offline = ImportJob.recipe("archlinux", mirror: nil, tarball: "--x.tar", checksum: nil, signature: nil, keyring: nil,
+                                       verify: true, force: false)
+        #expect(offline.arguments(name: nil) == ["bootstrap", "--json", "--tarball=--x.tar", "--", "archlinux"])
+        let stdin = ImportJob.file("-", checksum: nil, signature: nil, keyring: nil, force: false)
+        #expect(stdin.arguments(name: name) == ["import", "--json", "--", "web", "-"])
+        #expect(stdin.readsStandardInput)
+        #expect(!ImportJob.file("./-", checksum: nil, signature: nil, keyring: nil, force: false).readsStandardInput)
+        #expect(ManifestJob.apply(prune: true, keepGoing: true).arguments(file: "--f.yaml")
+                == ["apply", "--json", "--manifest-name=--f.yaml", "--prune", "--keep-going"])
+        #expect(ManifestJob.explain(machine: name).arguments(file: "-") == ["plan", "--json", "--manifest-name=-", "--explain=web"])
+    }
+
+    /// The manifest goes to the child's stdin; its apply events come back typed, in order, and
+    /// its report is the result even though it exits 1 for a failed machine.
+    @Test func aManifestGoesInOnStdinAndItsEventsComeBackTyped() async throws {
+        let report = ApplyReport(manifest: "fleet", file: "/srv/fleet.yaml", machines: [])
+        let json = String(decoding: try WireJSON.encoder(pretty: false).encode(report), as: UTF8.self)
+        let change = ApplyEvent.change(machine: "web", PlannedChange(.add, .state, new: .text("running")))
+        let failed = ApplyEvent.failed(machine: "db", error: "boom", rolledBack: false, rollbackError: "settings are read-only")
+        let lines = try [change, failed].map { String(decoding: try WireJSON.encoder(pretty: false).encode(HelperEvent.apply($0)), as: UTF8.self) }
+        let received = directory + "/received"
+        let child = try fakeChild("""
+            cat > \(received)
+            echo "$*" >> \(received)
+            echo '\(lines[0])' >&2
+            echo '\(lines[1])' >&2
+            echo '\(json)'
+            exit 1
+            """)
+        let seen = Mutex<[ApplyEvent]>([])
+        let outcome: Result<ApplyReport, NspawnError> = await ImagesHelper(executable: child).manifest(
+            .apply(prune: false, keepGoing: true), text: "name: fleet\n", file: "/srv/fleet.yaml") { event in seen.withLock { $0.append(event) } }
+        defer { unlink(received) }
+        #expect(try outcome.get() == report)
+        #expect(seen.withLock { $0 } == [change, failed])
+        let fd = open(received, O_RDONLY)
+        try #require(fd >= 0)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = read(fd, &buffer, buffer.count)
+        close(fd)
+        #expect(String(decoding: buffer.prefix(max(0, count)), as: UTF8.self)
+                == "name: fleet\napply --json --manifest-name=/srv/fleet.yaml --keep-going\n")
     }
 
     /// Where this test's stand-ins live; removed with the suite instance after each test.
@@ -63,7 +106,7 @@ final class ChildImportTests {
             EOF
             """)
         let seen = Mutex<[ImportProgress]>([])
-        let outcome = await ChildImporter(executable: child).run(.url("http://127.0.0.1/a.tar.gz", checksum: nil, signature: nil, keyring: nil, force: false),
+        let outcome = await ImagesHelper(executable: child).importImage(.url("http://127.0.0.1/a.tar.gz", checksum: nil, signature: nil, keyring: nil, force: false),
                                                                    name: try MachineName("web"), cancel: ChildCancel()) { progress in
             seen.withLock { $0.append(progress) }
         }
@@ -77,7 +120,7 @@ final class ChildImportTests {
             echo '{"error":{"code":"verification_failed","message":"checksum mismatch for \\u0027http://127.0.0.1/a.tar.gz\\u0027"}}' >&2
             exit 6
             """)
-        let outcome = await ChildImporter(executable: child).run(.recipe("archlinux", mirror: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false),
+        let outcome = await ImagesHelper(executable: child).importImage(.recipe("archlinux", mirror: nil, tarball: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false),
                                                                    name: try MachineName("web"), cancel: ChildCancel()) { _ in }
         guard case .failure(let error) = outcome else { Issue.record("expected a failure, got \(outcome)"); return }
         #expect(error.category == .verificationFailed)
@@ -86,7 +129,7 @@ final class ChildImportTests {
 
     @Test func aChildWithoutAnErrorLineFailsWithItsExitAndLastWords() async throws {
         let child = try fakeChild("echo 'segmentation fault' >&2; exit 139")
-        let outcome = await ChildImporter(executable: child).run(Self.urlJob,
+        let outcome = await ImagesHelper(executable: child).importImage(Self.urlJob,
                                                                    name: try MachineName("web"), cancel: ChildCancel()) { _ in }
         guard case .failure(let error) = outcome else { Issue.record("expected a failure, got \(outcome)"); return }
         #expect(error.category == .failure)
@@ -127,7 +170,7 @@ final class ChildImportTests {
         let cancel = ChildCancel()
         let started = Mutex(false)
         let name = try MachineName("web")
-        async let outcome = ChildImporter(executable: child).run(urlJob, name: name, cancel: cancel) { _ in
+        async let outcome = ImagesHelper(executable: child).importImage(urlJob, name: name, cancel: cancel) { _ in
             started.withLock { $0 = true }
         }
         while !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
@@ -138,7 +181,7 @@ final class ChildImportTests {
     static let urlJob = ImportJob.url("http://127.0.0.1/a", checksum: nil, signature: nil, keyring: nil, force: false)
 
     @Test func aMissingExecutableIsAFailureNotACrash() async throws {
-        let outcome = await ChildImporter(executable: "/nonexistent/nspawnctl").run(Self.urlJob,
+        let outcome = await ImagesHelper(executable: "/nonexistent/nspawnctl").importImage(Self.urlJob,
                                                                                       name: try MachineName("web"), cancel: ChildCancel()) { _ in }
         guard case .failure(let error) = outcome else { Issue.record("expected a failure"); return }
         #expect(error.description.contains("/nonexistent/nspawnctl"), "\(error)")

@@ -97,6 +97,31 @@ struct ContractTests {
         #expect(await served.calls == expected, "through nspawnd: \(argv)")
     }
 
+    /// Imports and manifests are service calls too: the CLI builds the job or request and
+    /// nothing else (which process runs them is the service's business).
+    @Test func importsAndManifestsAreOneServiceCallEach() async throws {
+        let file = "/tmp/nspawnctl-contract-\(getpid()).yaml"
+        try "name: fleet\n".write(toFile: file, atomically: true, encoding: .utf8)
+        defer { unlink(file) }
+        let digest = "sha256:" + String(repeating: "a", count: 64)
+        let cases: [([String], Call)] = [
+            (["import", "web", "/srv/a.tar"], .importImage("web", .file("/srv/a.tar", checksum: nil, signature: nil, keyring: nil, force: false))),
+            (["import", "--force", "web", "-"], .importImage("web", .file("-", checksum: nil, signature: nil, keyring: nil, force: true))),
+            (["import", "--checksum", digest, "web", "http://127.0.0.1/a.tar"],
+             .importImage("web", .url("http://127.0.0.1/a.tar", checksum: digest, signature: nil, keyring: nil, force: false))),
+            (["bootstrap", "--tarball", "/srv/a.tar", "--no-verify", "archlinux"],
+             .importImage(nil, .recipe("archlinux", mirror: nil, tarball: "/srv/a.tar", checksum: nil, signature: nil, keyring: nil, verify: false, force: false))),
+            (["plan", "-f", file, "--prune"], .plan(PlanRequest(manifest: "name: fleet\n", file: file, prune: true))),
+            (["plan", "-f", file, "--explain", "web"], .explain(PlanRequest(manifest: "name: fleet\n", file: file), "web")),
+            (["apply", "-f", file, "--keep-going"], .apply(ApplyRequest(manifest: "name: fleet\n", file: file, keepGoing: true))),
+        ]
+        for (argv, expected) in cases {
+            let direct = RecordingService()
+            try await Self.run(argv, along: .direct(direct))
+            #expect(await direct.calls == [expected], "\(argv)")
+        }
+    }
+
     /// Every category crosses the wire as a status and comes back as the same exit code, with
     /// its message and D-Bus error name.
     @Test(arguments: NspawnError.Category.allCases)

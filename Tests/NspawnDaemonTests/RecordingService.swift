@@ -31,6 +31,8 @@ enum Call: Equatable, Sendable {
     case copyFrom(String, CopyRequest)
     case events
     case exec(String, ExecSpec)
+    case importImage(String?, ImportJob)
+    case plan(PlanRequest), explain(PlanRequest, String), apply(ApplyRequest)
 }
 
 /// Records what it is asked for and answers with plain values, or throws `failure` for every call.
@@ -52,6 +54,32 @@ actor RecordingService: NspawnService {
     static let machines = [MachineSummary(name: "web", state: .running, imageType: "directory"), MachineSummary(name: "adhoc", state: .running)]
 
     func version() -> VersionInfo { VersionInfo() }
+
+    func importImage(_ name: MachineName?, _ job: ImportJob, cancellation: ImportCancellation,
+                     progress: @escaping @Sendable (ImportProgress) -> Void) throws -> ImportResult {
+        try record(.importImage(name?.rawValue, job))
+        return ImportResult(name: name?.rawValue ?? "child01", path: "/var/lib/machines/x", source: job.source, sourceBytes: 1, entries: 1,
+                            compression: [], sha256: String(repeating: "0", count: 64), verified: [], strippedDirectory: nil,
+                            replaced: false, removedLeftovers: [], seconds: 0)
+    }
+
+    func plan(_ request: PlanRequest) throws -> ProvisionPlan {
+        try request.validate()
+        try record(.plan(request))
+        return ProvisionPlan(manifest: "m", file: request.file ?? "-", machines: [])
+    }
+
+    func explain(_ request: PlanRequest, machine: MachineName) throws -> [ExplanationLine] {
+        try request.validate()
+        try record(.explain(request, machine.rawValue))
+        return [ExplanationLine(field: "state", value: "running", origin: "machine")]
+    }
+
+    func apply(_ request: ApplyRequest, progress: @escaping @Sendable (ApplyEvent) -> Void) throws -> ApplyReport {
+        try request.validate()
+        try record(.apply(request))
+        return ApplyReport(manifest: "m", file: request.file ?? "-", machines: [])
+    }
 
     static func copied(_ name: MachineName, _ direction: String) throws -> CopyResult {
         try decoded(#"{"name": "\#(name)", "direction": "\#(direction)", "source": "/a", "destination": "/b", "replaced": false, "files": 1, "directories": 0, "symlinks": 0, "hardlinks": 0, "special_files": 0, "mount_points": 0, "bytes": 1}"#)

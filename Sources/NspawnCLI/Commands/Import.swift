@@ -27,8 +27,6 @@ package struct VerifyOptions: ParsableArguments {
     package init() {}
 }
 
-/// The direct path (root, no --api or --host) runs in `nspawnctl-images`, so nspawnctl itself
-/// does not load libcurl and libarchive; see ImagesHelper.
 package struct Import: AsyncParsableCommand, JSONCapable {
     package static let configuration = CommandConfiguration(
         commandName: "import",
@@ -59,31 +57,24 @@ package struct Import: AsyncParsableCommand, JSONCapable {
     }
 
     package func run() async throws {
-        switch try output.route {
-        case .direct:
-            try ImagesHelper.replaceProcess(for: "import")
-        case .daemon(let client):
-            // The daemon fetches what it imports; it cannot read this host's files or stdin.
-            guard case .url = ImageSource(source) else {
-                throw NspawnError.invalidArgument("import through nspawnd takes an http(s) URL, which the daemon fetches; '\(source.escapedForMessage)' is a local file or stdin, so import it as root without --api or --host")
-            }
-            let request = ImportRequest(name: name.rawValue, url: source, checksum: verify.checksum, signature: verify.signature,
-                                        keyring: verify.keyring, force: force ? true : nil)
-            try await runDaemonImport(request, client: client, output: output, quiet: progress.quiet)
+        let job: ImportJob = if case .url = ImageSource(source) {
+            .url(source, checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring, force: force)
+        } else {
+            .file(source, checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring, force: force)
         }
+        try await runImport(name, job, output: output, quiet: progress.quiet)
     }
 }
 
-/// An import run by nspawnd: the same progress, result and exit codes as in this process, and
-/// SIGINT, SIGTERM or SIGHUP cancel it in the daemon.
-package func runDaemonImport(_ request: ImportRequest, client: APIClient, output: OutputOptions, quiet: Bool) async throws {
-    try request.validate()
+/// An import wherever the service runs it: the same progress, result and exit codes, and
+/// SIGINT, SIGTERM or SIGHUP cancel it (what it wrote is removed).
+func runImport(_ name: MachineName?, _ job: ImportJob, output: OutputOptions, quiet: Bool) async throws {
+    let service = try output.service
     let cancellation = ImportCancellation()
     let signals = CancelOnSignals(cancellation)
     defer { signals.restore() }
     let display = ProgressDisplay(json: output.json, quiet: quiet)
-    let operation = try await client.startImport(request)
-    let result = try await client.follow(operation, cancellation: cancellation) { display.show($0) }
+    let result = try await service.importImage(name, job, cancellation: cancellation) { display.show($0) }
     display.finish()
     report(result, output: output, quiet: quiet)
 }
@@ -91,8 +82,6 @@ package func runDaemonImport(_ request: ImportRequest, client: APIClient, output
 package func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) {
     if output.json {
         printOut(Renderer.json(result))
-        // Out before SIGTERM regains its default: nspawnd reads this to learn the import succeeded.
-        fflush(nil)
     } else if !quiet {
         let stripped = result.strippedDirectory.map { ", stripped '\($0)/'" } ?? ""
         let checks = result.verified.isEmpty ? "not verified" : "verified: " + result.verified.joined(separator: ", ")
@@ -208,14 +197,8 @@ package struct Bootstrap: AsyncParsableCommand, JSONCapable {
     }
 
     package func run() async throws {
-        guard case .daemon(let client) = try output.route else {
-            try ImagesHelper.replaceProcess(for: "bootstrap")
-        }
-        if tarball != nil {
-            throw NspawnError.invalidArgument("bootstrap --tarball reads a file on this host, which nspawnd cannot; run it as root without --api or --host")
-        }
-        let request = ImportRequest(name: name?.rawValue, recipe: recipe, checksum: verify.checksum, signature: verify.signature,
-                                    keyring: verify.keyring, mirror: mirror, verify: noVerify ? false : nil, force: force ? true : nil)
-        try await runDaemonImport(request, client: client, output: output, quiet: progress.quiet)
+        let job = ImportJob.recipe(recipe, mirror: mirror, tarball: tarball, checksum: verify.checksum, signature: verify.signature,
+                                   keyring: verify.keyring, verify: !noVerify, force: force)
+        try await runImport(name, job, output: output, quiet: progress.quiet)
     }
 }

@@ -40,9 +40,9 @@ package struct ManifestOptions: ParsableArguments {
     }
 }
 
-/// The direct path (root, no --api or --host) and `--explain` run in `nspawnctl-images`, which
-/// links the YAML parser; see ImagesHelper. Through nspawnd, the manifest's text is read here
-/// and sent (ProvisionRemote.swift).
+/// The manifest's text is read here and goes to the service: to `nspawnctl-images` on the
+/// direct path (it links the YAML parser), or to nspawnd, which parses, plans and applies it
+/// on its host, so flavors and `image: {file: PATH}` are that host's.
 package struct Plan: AsyncParsableCommand, JSONCapable {
     package static let configuration = CommandConfiguration(
         commandName: "plan",
@@ -62,12 +62,13 @@ package struct Plan: AsyncParsableCommand, JSONCapable {
     package init() {}
 
     package func run() async throws {
-        // --explain reads the manifest here, flavors too; plans are made where the machines are.
-        if explain == nil, case .daemon(let client) = try output.route {
-            let (text, file) = try manifest.read()
-            return try await planThroughDaemon(client, text: text, file: file)
+        let (text, file) = try manifest.read()
+        let request = PlanRequest(manifest: text, file: file, prune: manifest.prune ? true : nil)
+        guard let explain else {
+            return ProvisionOutput.show(try await output.service.plan(request), json: output.json)
         }
-        try ImagesHelper.replaceProcess(for: "plan")
+        let lines = try await output.service.explain(request, machine: explain)
+        if output.json { printOut(Renderer.json(lines)) } else { lines.forEach { printOut("\($0.field): \($0.value)  (\($0.origin))") } }
     }
 }
 
@@ -92,11 +93,14 @@ package struct Apply: AsyncParsableCommand, JSONCapable {
     package init() {}
 
     package func run() async throws {
-        if case .daemon(let client) = try output.route {
-            let (text, file) = try manifest.read()
-            return try await applyThroughDaemon(client, text: text, file: file)
+        let (text, file) = try manifest.read()
+        let request = ApplyRequest(manifest: text, file: file, prune: manifest.prune ? true : nil, keepGoing: keepGoing ? true : nil)
+        let json = output.json
+        let report = try await output.service.apply(request) { event in
+            ProvisionOutput.progress(event, json: json)
+            fflush(nil)
         }
-        try ImagesHelper.replaceProcess(for: "apply")
+        try ProvisionOutput.finish(report, json: json)
     }
 }
 

@@ -2,53 +2,71 @@
 import Glibc
 #endif
 
-/// An import `nspawnctl-images` runs as a child: what `POST /v1/images` starts, and a
-/// manifest's image from a recipe, a URL or a file. Its argv is built here and nowhere else.
+/// An import `nspawnctl-images` runs as a child: the CLI's `import` and `bootstrap` on the
+/// direct path, what `POST /v1/images` starts, and a manifest's image from a recipe, a URL or
+/// a file. Its argv is built here and nowhere else.
 public enum ImportJob: Sendable, Equatable {
     case url(String, checksum: String?, signature: String?, keyring: String?, force: Bool)
-    case recipe(String, mirror: String?, checksum: String?, signature: String?, keyring: String?, verify: Bool, force: Bool)
-    /// A tarball on this host: a manifest's `image: {file: PATH}`.
-    case file(String)
-
-    /// How the child reports: JSON lines on stderr (progress, then the error) and the result
-    /// on stdout, for a parent that reads them; or nothing but its error.
-    public enum Output: Sendable {
-        case json
-        case quiet
-
-        var flag: String { self == .json ? "--json" : "--quiet" }
-    }
+    /// A recipe's tarball, downloaded from its mirror or read from `tarball` on this host.
+    case recipe(String, mirror: String?, tarball: String?, checksum: String?, signature: String?, keyring: String?, verify: Bool, force: Bool)
+    /// A tarball on this host, or `-` for the caller's stdin.
+    case file(String, checksum: String?, signature: String?, keyring: String?, force: Bool)
 
     /// Options use the `--name=value` form and positionals follow `--`, so no value is ever
-    /// read as an option.
-    public func arguments(name: MachineName, output: Output = .json) -> [String] {
+    /// read as an option. Only a recipe may leave the name to the helper (the next free childNN).
+    public func arguments(name: MachineName?) -> [String] {
+        func verification(_ checksum: String?, _ signature: String?, _ keyring: String?, force: Bool) -> [String] {
+            var argv: [String] = []
+            if let checksum { argv.append("--checksum=\(checksum)") }
+            if let signature { argv.append("--signature=\(signature)") }
+            if let keyring { argv.append("--keyring=\(keyring)") }
+            if force { argv.append("--force") }
+            return argv
+        }
         switch self {
-        case .url(let url, let checksum, let signature, let keyring, let force):
-            var argv = ["import", output.flag]
-            if let checksum { argv.append("--checksum=\(checksum)") }
-            if let signature { argv.append("--signature=\(signature)") }
-            if let keyring { argv.append("--keyring=\(keyring)") }
-            if force { argv.append("--force") }
-            return argv + ["--", name.rawValue, url]
-        case .recipe(let recipe, let mirror, let checksum, let signature, let keyring, let verify, let force):
-            var argv = ["bootstrap", output.flag]
+        case .url(let source, let checksum, let signature, let keyring, let force),
+             .file(let source, let checksum, let signature, let keyring, let force):
+            return ["import", "--json"] + verification(checksum, signature, keyring, force: force)
+                + ["--", name?.rawValue ?? "", source]
+        case .recipe(let recipe, let mirror, let tarball, let checksum, let signature, let keyring, let verify, let force):
+            var argv = ["bootstrap", "--json"]
             if let mirror { argv.append("--mirror=\(mirror)") }
-            if let checksum { argv.append("--checksum=\(checksum)") }
-            if let signature { argv.append("--signature=\(signature)") }
-            if let keyring { argv.append("--keyring=\(keyring)") }
+            if let tarball { argv.append("--tarball=\(tarball)") }
             if !verify { argv.append("--no-verify") }
-            if force { argv.append("--force") }
-            return argv + ["--", recipe, name.rawValue]
-        case .file(let path):
-            return ["import", output.flag, "--", name.rawValue, path]
+            argv += verification(checksum, signature, keyring, force: force)
+            return argv + ["--", recipe] + (name.map { [$0.rawValue] } ?? [])
         }
     }
 
+    /// What an operation and a manifest's report call the source.
     public var source: String {
         switch self {
         case .url(let url, _, _, _, _): url
-        case .recipe(let recipe, _, _, _, _, _, _): "recipe:\(recipe)"
-        case .file(let path): path
+        case .recipe(let recipe, _, _, _, _, _, _, _): "recipe:\(recipe)"
+        case .file(let path, _, _, _, _): path
+        }
+    }
+
+    /// Reads the caller's stdin, which the child is then given.
+    public var readsStandardInput: Bool {
+        if case .file("-", _, _, _, _) = self { true } else { false }
+    }
+}
+
+/// `plan`, `plan --explain` and `apply` as `nspawnctl-images` runs them, the manifest's text on
+/// its stdin: only that helper links the YAML parser. Its argv is built here and nowhere else.
+public enum ManifestJob: Sendable, Equatable {
+    case plan(prune: Bool)
+    case explain(machine: MachineName)
+    case apply(prune: Bool, keepGoing: Bool)
+
+    /// `file` is the name errors give the manifest, and where its relative paths start.
+    public func arguments(file: String) -> [String] {
+        switch self {
+        case .plan(let prune): ["plan", "--json", "--manifest-name=\(file)"] + (prune ? ["--prune"] : [])
+        case .explain(let machine): ["plan", "--json", "--manifest-name=\(file)", "--explain=\(machine.rawValue)"]
+        case .apply(let prune, let keepGoing):
+            ["apply", "--json", "--manifest-name=\(file)"] + (prune ? ["--prune"] : []) + (keepGoing ? ["--keep-going"] : [])
         }
     }
 }

@@ -45,11 +45,23 @@ public struct ImportProgress: Sendable, Codable, Equatable {
 /// Cancels a running import from another task or a signal handler; the import cleans up after itself.
 public final class ImportCancellation: Sendable {
     package let counters = ImportCounters()
+    private let handlers = Mutex<[@Sendable () -> Void]>([])
 
     public init() {}
 
-    public func cancel() { counters.cancelled.store(true, ordering: .relaxed) }
+    public func cancel() {
+        counters.cancelled.store(true, ordering: .relaxed)
+        for handler in handlers.withLock({ $0 }) { handler() }
+    }
+
     public var isCancelled: Bool { counters.isCancelled }
+
+    /// Also run `handler` on a cancel (at once if cancelled already): an import in a child
+    /// process is cancelled by signalling it.
+    public func onCancel(_ handler: @escaping @Sendable () -> Void) {
+        handlers.withLock { $0.append(handler) }
+        if isCancelled { handler() }
+    }
 }
 
 /// What the import threads report, read by the progress ticker. Also the cancel switch.

@@ -187,3 +187,11 @@ extension String {
         count >= width ? self : self + String(repeating: pad, count: width - count)
     }
 }
+
+extension NspawnError {
+    /// A cancelled import, in the one wording every route gives (the stage it stopped in is
+    /// nobody's business but the importer's).
+    public static func importCancelled(_ name: String) -> NspawnError {
+        .cancelled("import of '\(name)' cancelled; what it wrote was removed")
+    }
+}

@@ -278,3 +278,19 @@ extension ApplyReport {
         }
     }
 }
+
+/// One value of a machine in `plan --explain` and the layer it came from.
+public struct ExplanationLine: Codable, Sendable, Equatable {
+    public var field: String
+    public var value: String
+    public var origin: String
+    /// file:line:column of the value.
+    public var position: String?
+
+    public init(field: String, value: String, origin: String, position: String? = nil) {
+        self.field = field
+        self.value = value
+        self.origin = origin
+        self.position = position
+    }
+}

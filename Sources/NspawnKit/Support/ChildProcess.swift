@@ -121,3 +121,14 @@ package struct ChildProcess: Sendable {
         return (termination, capture.text(limit: limit))
     }
 }
+
+extension ChildProcess {
+    /// For a helper started as a child: SIGTERM when the parent ends, even by SIGKILL, so an
+    /// import cancels itself and an apply stops rather than going on unwatched. Exits at once
+    /// when the parent is already gone (reparented before the request took effect).
+    package static func endWithParent() {
+        let parent = getppid()
+        _ = nspawnctl_set_parent_death_signal(SIGTERM)
+        if parent == 1 || getppid() != parent { exit(130) }  // as a cancelled command exits
+    }
+}

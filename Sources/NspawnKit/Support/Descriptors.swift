@@ -196,14 +196,31 @@ extension FileDescriptor {
 /// hands a child a small document by descriptor.
 package final class MemoryFile {
     package let descriptor: FileDescriptor
-    /// The raw number, for ChildProcess's Int32 form of `spawn` (ChildImport.swift still uses it).
-    package var fd: Int32 { descriptor.rawValue }
 
     package init() throws(NspawnError) {
         do {
             descriptor = try FileDescriptor.opening { nspawnctl_memfd_create("nspawnctl-output") }
         } catch {
             throw .system("cannot create a buffer for child output", error)
+        }
+    }
+
+    /// A document to hand a child as its stdin: written, then read from its start.
+    package convenience init(contents: some Sequence<UInt8>) throws(NspawnError) {
+        try self.init()
+        do throws(Errno) {
+            let failure: Errno? = Array(contents).withUnsafeBytes { bytes in
+                do throws(Errno) {
+                    try descriptor.writeFully(bytes)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let failure { throw failure }
+            guard lseek(descriptor.rawValue, 0, SEEK_SET) == 0 else { throw Errno.last }
+        } catch {
+            throw .system("cannot write a document for a child", error)
         }
     }
 

@@ -1,0 +1,50 @@
+import NspawnKit
+
+extension LocalService {
+    public func config(_ name: MachineName) async throws -> MachineConfig { try await manager.config(name) }
+
+    public func configure(_ name: MachineName, _ request: ConfigRequest) async throws -> MachineConfig {
+        try await requireImage(name)
+        let edit = try request.settingsEdit()
+        let flavor = try request.flavor.map { (flavor) throws(NspawnError) in try Flavor.load(flavor) }
+        if edit.isEmpty && flavor == nil { return try await manager.config(name) }
+        return try await manager.configure(name, edit: edit, flavor: flavor)
+    }
+
+    public func create(_ request: CreateRequest) async throws -> MachineStatus {
+        try await requireImage(try MachineName(request.image))
+        try request.validate()
+        let name = try MachineName(request.name)
+        let settings = request.settings ?? SettingsChange()
+        return try await manager.create(
+            name, from: try MachineName(request.image), edit: try settings.settingsEdit(),
+            flavor: try settings.flavor.map { (flavor) throws(NspawnError) in try Flavor.load(flavor) },
+            activation: try request.expose?.activation(for: name), start: request.start ?? false)
+    }
+
+    public func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult {
+        try await requireImage(name)
+        try request.validate(for: name)
+        return try await manager.expose(try request.spec.activation(for: name), restart: request.restart ?? false,
+                                        stopTimeout: StopTimeout.wait(request.timeout))
+    }
+
+    public func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws {
+        try request.validate()
+        try await manager.unexpose(name, restart: request.restart ?? false, stopTimeout: StopTimeout.wait(request.timeout))
+    }
+
+    public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult {
+        try await requireImage(name)
+        try request.validate()
+        let flavor = try Flavor.load(request.flavor)
+        return ResizeResult(name: name.rawValue, flavor: flavor, limits: try await manager.resize(name, flavor: flavor))
+    }
+
+    public func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult {
+        try await requireImage(name)
+        try request.validate()
+        return try await manager.rebuild(name, image: try request.image.map { try MachineName($0) },
+                                         stopTimeout: StopTimeout.wait(request.timeout))
+    }
+}
