@@ -4,11 +4,30 @@ import Testing
 extension EndToEndTests {
     /// One refusal, one answer: every error category reads the same directly, through nspawnd
     /// and over ssh — exit code, message on stderr and the `--json` error object. Each route
-    /// gets the same state from the same setup. (Permission is the daemon's alone, as root
-    /// calls the library directly: anOperatorMayReadAndRunMachinesButNotChangeThem covers it.)
+    /// gets the same state from the same setup. Permission here is the host's own refusal (an
+    /// immutable settings file), which root meets on every route; the daemon's refusal of a
+    /// non-root peer is anOperatorMayReadAndRunMachinesButNotChangeThem's.
     @Test(.testbedAccounts) func everyErrorCategoryReadsTheSameOnEveryRoute() throws {
         try RemoteFixtures.prepare()
         let name = "e2e-ep-x"
+        let settings = "/etc/systemd/nspawn/\(name).nspawn"
+        // A download slow enough to be cancelled, of the same tarball the other cases fetch.
+        let slowURL = "http://127.0.0.1:8093/busybox-root.tar.gz"
+        try Testbed.mustSh("""
+            systemctl -q is-active e2e-ep-slow-http || systemd-run --quiet --collect --unit=e2e-ep-slow-http \\
+                /nspawnctl/Tests/Fixtures/slow-http /var/tmp/e2e-remote-www/busybox-root.tar.gz 8093 20000
+            for i in $(seq 1 50); do curl -s -o /dev/null --max-time 0.3 \(slowURL); [ $? -eq 28 ] && exit 0; sleep 0.1; done
+            echo "nothing serves \(slowURL)" >&2; exit 1
+            """)
+        defer { _ = try? Testbed.sh("systemctl stop e2e-ep-slow-http") }
+        let clear = {
+            _ = try? Testbed.sh("chattr -i \(settings) 2>/dev/null; true")
+            Fixture.remove([name])
+        }
+        let immutableSettings: (String) throws -> Void = {
+            try Fixture.busybox($0)
+            try Testbed.mustSh("nspawnctl config \($0) --set Hostname=a >/dev/null && chattr +i \(settings)")
+        }
         let stopped: (String) throws -> Void = { try Fixture.busybox($0) }
         let running: (String) throws -> Void = { try Fixture.busybox($0); try Testbed.mustSh("machinectl start \($0)") }
         let readOnlyWithSnapshot: (String) throws -> Void = {
@@ -21,6 +40,9 @@ extension EndToEndTests {
         }
         let none: (String) throws -> Void = { _ in }
         let cases: [(label: String, exit: Int32, setup: (String) throws -> Void, argv: [String], says: String)] = [
+            ("permission", Exit.permissionDenied, immutableSettings, ["config", name, "--set", "Hostname=b"],
+             "cannot write '\(settings)': Operation not permitted"),
+            ("cancelled", 130, none, ["import", name, slowURL], "import of '\(name)' cancelled; what it wrote was removed"),
             ("not found", Exit.notFound, none, ["status", name], "no machine or image '\(name)' exists"),
             ("invalid name", Exit.invalidInput, none, ["start", "../etc"], "invalid machine name '../etc'"),
             ("invalid timeout", Exit.invalidInput, running, ["stop", "--timeout", "100000", name],
@@ -37,12 +59,18 @@ extension EndToEndTests {
             for json in [false, true] {
                 var seen: [(route: String, run: TimedResult)] = []
                 for route in routes {
-                    Fixture.remove([name])
+                    clear()
                     try item.setup(name)
                     let words = [item.argv[0]] + route.flags + (json ? ["--json"] : []) + item.argv.dropFirst()
-                    seen.append((route.label, try nspawnctlClient(words, limit: 120)))
+                    if item.exit == 130 {
+                        // Ctrl-C, as a terminal sends it: SIGINT to the whole process group.
+                        seen.append((route.label, try interrupted(words, after: 2)))
+                        #expect(try leftovers(of: name).isEmpty, "\(item.label), \(route.label): \(try leftovers(of: name))")
+                    } else {
+                        seen.append((route.label, try nspawnctlClient(words, limit: 120)))
+                    }
                 }
-                Fixture.remove([name])
+                clear()
                 // The store itself goes when empty, as nspawnctl's own removal leaves it: other
                 // tests count every .# entry in /var/lib/machines as a leftover.
                 _ = try? Testbed.sh("""
@@ -66,5 +94,21 @@ extension EndToEndTests {
                 }
             }
         }
+    }
+
+    /// nspawnctl with `words`, sent SIGINT by `timeout` after `seconds` (timeout signals its
+    /// process group, helper and ssh included, as Ctrl-C would).
+    func interrupted(_ words: [String], after seconds: Int) throws -> TimedResult {
+        let started = Date()
+        let result = try Testbed.run(["timeout", "-s", "INT", String(seconds), "nspawnctl"] + words)
+        return TimedResult(result: result, seconds: Date().timeIntervalSince(started))
+    }
+
+    /// What a cancelled import of `name` left in the store, once the canceller has had 5 s.
+    func leftovers(of name: String) throws -> String {
+        try Testbed.sh("""
+            for i in $(seq 1 50); do ls -A /var/lib/machines | grep -qxE '(\\.#import\\.[0-9a-f]+\\.)?\(name)' || exit 0; sleep 0.1; done
+            ls -A /var/lib/machines | grep -xE '(\\.#import\\.[0-9a-f]+\\.)?\(name)'
+            """).stdout.trimmed
     }
 }
