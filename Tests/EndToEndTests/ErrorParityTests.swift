@@ -65,7 +65,8 @@ extension EndToEndTests {
                     if item.exit == 130 {
                         // Ctrl-C, as a terminal sends it: SIGINT to the whole process group.
                         seen.append((route.label, try interrupted(words, after: 2)))
-                        #expect(try leftovers(of: name).isEmpty, "\(item.label), \(route.label): \(try leftovers(of: name))")
+                        let left = try leftovers(of: name)
+                        #expect(left.isEmpty, "\(item.label), \(route.label) left \(left)")
                     } else {
                         seen.append((route.label, try nspawnctlClient(words, limit: 120)))
                     }
@@ -100,7 +101,7 @@ extension EndToEndTests {
     /// process group, helper and ssh included, as Ctrl-C would).
     func interrupted(_ words: [String], after seconds: Int) throws -> TimedResult {
         let started = Date()
-        let result = try Testbed.run(["timeout", "-s", "INT", String(seconds), "nspawnctl"] + words)
+        let result = try Testbed.run(["timeout", "--preserve-status", "-s", "INT", String(seconds), "nspawnctl"] + words)
         return TimedResult(result: result, seconds: Date().timeIntervalSince(started))
     }
 
@@ -109,6 +110,6 @@ extension EndToEndTests {
         try Testbed.sh("""
             for i in $(seq 1 50); do ls -A /var/lib/machines | grep -qxE '(\\.#import\\.[0-9a-f]+\\.)?\(name)' || exit 0; sleep 0.1; done
             ls -A /var/lib/machines | grep -xE '(\\.#import\\.[0-9a-f]+\\.)?\(name)'
-            """).stdout.trimmed
+            """).trimmed
     }
 }
