@@ -67,6 +67,8 @@ public struct APIClient: NspawnService {
     }
 
     public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult { try await call(.resize, name, body: request) }
+    public func confirmResize(_ name: MachineName) async throws -> ResizeResult { try await call(.confirmResize, name) }
+    public func revertResize(_ name: MachineName) async throws -> ResizeResult { try await call(.revertResize, name) }
 
     public func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult {
         // A stop, a whole root copied, and a start.

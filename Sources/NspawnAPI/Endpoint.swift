@@ -35,7 +35,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case listMachines, getMachine, createMachine
     case start, stop, reboot, terminate, kill
     case enable, disable
-    case getConfig, configure, expose, unexpose, resize, rebuild
+    case getConfig, configure, expose, unexpose, resize, confirmResize, revertResize, rebuild
     case exec
     case listImages, importImage, removeImage, cloneImage, renameImage, setReadOnly
     case getOperation, cancelOperation
@@ -60,6 +60,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .rebuild, .restore, .exec:
             "/v1/machines/{name}/\(rawValue)"
         case .listSnapshots, .createSnapshot, .removeSnapshot: "/v1/machines/{name}/snapshots"
+        case .confirmResize: "/v1/machines/{name}/resize/confirm"
+        case .revertResize: "/v1/machines/{name}/resize/revert"
         case .getConfig, .configure: "/v1/machines/{name}/config"
         case .listImages, .importImage: "/v1/images"
         case .removeImage: "/v1/images/{name}"
@@ -78,7 +80,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .version: .none
         case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots,
              .start, .stop, .reboot, .terminate, .kill: .operator
-        case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .rebuild,
+        case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .confirmResize, .revertResize, .rebuild,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation,
              .createSnapshot, .removeSnapshot, .restore: .admin
         // A command in a machine runs as any guest user, root included: root's alone. A plan
@@ -91,7 +93,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
     public var purpose: String {
         switch self {
         case .enable, .disable: "changing what starts at boot"
-        case .configure, .resize: "changing settings"
+        case .configure, .resize, .confirmResize, .revertResize: "changing settings"
         case .expose, .unexpose: "changing exposure"
         case .createMachine: "creating machines"
         case .rebuild: "rebuilding machines"

@@ -139,8 +139,22 @@ public struct ReadOnlyRequest: Codable, Sendable, Equatable {
 /// `POST /v1/machines/{name}/resize`.
 public struct ResizeRequest: Codable, Sendable, Equatable {
     public var flavor: String
-    public init(flavor: String) { self.flavor = flavor }
-    public func validate() throws(NspawnError) { try checkFlavorName(flavor) }
+    /// Seconds until the resize confirms itself (default 24 h); 0 confirms it at once.
+    public var confirmAfter: Double?
+
+    public init(flavor: String, confirmAfter: Double? = nil) {
+        self.flavor = flavor
+        self.confirmAfter = confirmAfter
+    }
+
+    public func validate() throws(NspawnError) {
+        try checkFlavorName(flavor)
+        if let confirmAfter, !(0...PendingResize.maximumConfirmWindow).contains(confirmAfter) {
+            throw .invalidArgument("invalid confirm-after \(confirmAfter): expected seconds between 0 and \(Int(PendingResize.maximumConfirmWindow)) (365 days)")
+        }
+    }
+
+    public var confirmWindow: Double { confirmAfter ?? PendingResize.defaultConfirmWindow }
 }
 
 /// The settings a `config` change or a `create` writes, in the CLI's own words.
@@ -306,18 +320,6 @@ public struct CreateRequest: Codable, Sendable, Equatable {
             throw .invalidArgument("create takes --bind, --bind-ro, --port, --network, --env and --flavor; change other keys with config")
         }
         _ = try expose?.activation(for: name)
-    }
-}
-
-/// What `resize` did.
-public struct ResizeResult: Codable, Sendable, Equatable {
-    public var name: String
-    public var flavor: Flavor
-    public var limits: LiveLimits?
-    public init(name: String, flavor: Flavor, limits: LiveLimits?) {
-        self.name = name
-        self.flavor = flavor
-        self.limits = limits
     }
 }
 

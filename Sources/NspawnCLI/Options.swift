@@ -63,6 +63,21 @@ func parseSeconds(_ text: String) throws -> Double {
     try StopTimeout.number(text)
 }
 
+/// A duration as systemd writes short ones: `30s`, `90m`, `24h`, `7d`, or plain seconds.
+func parseDuration(_ text: String) throws -> Double {
+    let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+    var digits = Substring(text)
+    var factor = 1.0
+    if let last = digits.last, let unit = units[last] {
+        factor = unit
+        digits = digits.dropLast()
+    }
+    guard let number = Double(digits), number.isFinite, number >= 0 else {
+        throw NspawnError.invalidArgument("invalid duration '\(text.escapedForMessage)': expected a number with s, m, h or d (24h, 90m)")
+    }
+    return number * factor
+}
+
 func parseBool(_ text: String) throws -> Bool {
     switch text.lowercased() {
     case "1", "yes", "y", "true", "t", "on": return true

@@ -48,7 +48,7 @@ public enum Renderer {
                 m.readOnly.map(yesNo) ?? "-",
                 yesNo(m.enabled),
             ]
-        })
+        }) + machines.compactMap { m in m.pendingResize.map { "\n\(m.name): resize pending: \($0.text)" } }.joined()
     }
 
     public static func statusText(_ s: MachineStatus) -> String {
@@ -77,6 +77,7 @@ public enum Renderer {
             fields.append(("Exposed", s.exposed.joined(separator: ", ") + (s.socketState.map { " (\($0))" } ?? "")))
         }
         if let flavor = s.flavor { fields.append(("Flavor", flavor)) }
+        if let pending = s.pendingResize { fields.append(("Resize", "pending: \(pending.text)")) }
         if let limits = s.limits { fields.append(("Limits", limitsText(limits))) }
         if let snapshots = s.snapshots, !snapshots.isEmpty { fields.append(("Snapshots", snapshotsText(snapshots))) }
         let width = fields.map(\.0.count).max() ?? 0

@@ -209,6 +209,10 @@ public struct Router: Sendable {
         case .resize:
             let body = try decode(ResizeRequest.self, request)
             return .json(try await service.resize(name, body))
+        case .confirmResize:
+            return .json(try await service.confirmResize(name))
+        case .revertResize:
+            return .json(try await service.revertResize(name))
         case .rebuild:
             let body = try decodeOptional(RebuildRequest.self, request) ?? RebuildRequest()
             return .json(try await service.rebuild(name, body))

@@ -53,6 +53,11 @@ enum Fixture {
                         /run/systemd/system.control/systemd-nspawn@\(name).service.d
                     systemctl daemon-reload
                 fi
+                if [ -e /etc/systemd/system/nspawnctl-resize-\(name).timer ]; then
+                    systemctl disable --now nspawnctl-resize-\(name).timer >/dev/null 2>&1
+                    rm -f /etc/systemd/system/nspawnctl-resize-\(name).timer /etc/systemd/system/nspawnctl-resize-\(name).service
+                    systemctl daemon-reload
+                fi
                 machinectl terminate \(name) 2>/dev/null
                 for i in $(seq 1 100); do machinectl show \(name) >/dev/null 2>&1 || break; sleep 0.1; done
                 systemctl disable systemd-nspawn@\(name).service >/dev/null 2>&1

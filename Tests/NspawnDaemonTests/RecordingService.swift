@@ -21,7 +21,7 @@ enum Call: Equatable, Sendable {
     case create(CreateRequest)
     case expose(String, ExposeRequest)
     case unexpose(String, UnexposeRequest)
-    case resize(String, ResizeRequest)
+    case resize(String, ResizeRequest), confirmResize(String), revertResize(String)
     case rebuild(String, RebuildRequest)
     case snapshot(String, SnapshotRequest)
     case snapshots(String)
@@ -182,7 +182,17 @@ actor RecordingService: NspawnService {
     func resize(_ name: MachineName, _ request: ResizeRequest) throws -> ResizeResult {
         try request.validate()
         try record(.resize(name.rawValue, request))
-        return ResizeResult(name: name.rawValue, flavor: Flavor(name: request.flavor), limits: nil)
+        return ResizeResult(name: name.rawValue, action: .resized, flavor: Flavor(name: request.flavor), limits: nil, pending: nil)
+    }
+
+    func confirmResize(_ name: MachineName) throws -> ResizeResult {
+        try record(.confirmResize(name.rawValue))
+        return ResizeResult(name: name.rawValue, action: .confirmed, flavor: nil, limits: nil, pending: nil)
+    }
+
+    func revertResize(_ name: MachineName) throws -> ResizeResult {
+        try record(.revertResize(name.rawValue))
+        return ResizeResult(name: name.rawValue, action: .reverted, flavor: nil, limits: nil, pending: nil)
     }
 
     func rebuild(_ name: MachineName, _ request: RebuildRequest) throws -> RebuildResult {

@@ -37,9 +37,11 @@ extension LocalService {
     public func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult {
         try await requireImage(name)
         try request.validate()
-        let flavor = try Flavor.load(request.flavor)
-        return ResizeResult(name: name.rawValue, flavor: flavor, limits: try await manager.resize(name, flavor: flavor))
+        return try await manager.resize(name, flavor: try Flavor.load(request.flavor), confirmAfter: request.confirmWindow)
     }
+
+    public func confirmResize(_ name: MachineName) async throws -> ResizeResult { try await manager.confirmResize(name) }
+    public func revertResize(_ name: MachineName) async throws -> ResizeResult { try await manager.revertResize(name) }
 
     public func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult {
         try await requireImage(name)

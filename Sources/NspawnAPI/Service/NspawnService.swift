@@ -49,7 +49,10 @@ public protocol SettingsService: Sendable {
     func create(_ request: CreateRequest) async throws -> MachineStatus
     func expose(_ name: MachineName, _ request: ExposeRequest) async throws -> ExposeResult
     func unexpose(_ name: MachineName, _ request: UnexposeRequest) async throws
+    /// A new flavor, pending until confirmed, reverted, or its window ends (Nova's resize).
     func resize(_ name: MachineName, _ request: ResizeRequest) async throws -> ResizeResult
+    func confirmResize(_ name: MachineName) async throws -> ResizeResult
+    func revertResize(_ name: MachineName) async throws -> ResizeResult
     func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult
 }
 

@@ -162,8 +162,14 @@ struct Unexpose: AsyncParsableCommand, JSONCapable {
 struct Resize: AsyncParsableCommand, JSONCapable {
     static let configuration = CommandConfiguration(
         commandName: "resize",
-        abstract: "Apply a resource flavor, live when the machine runs.",
-        discussion: "Flavors are read from /etc/nspawnctl/flavors, then PREFIX/share/nspawnctl/flavors (NAME.flavor).")
+        abstract: "Apply a resource flavor, live when the machine runs; confirm or revert it later.",
+        discussion: """
+            As in OpenStack Nova, a resize is pending until confirmed (--confirm keeps the new flavor) or \
+            reverted (--revert puts the old drop-in back, live when the machine runs). A systemd timer \
+            confirms it after --confirm-after (default 24h; 0 confirms at once), with no nspawnctl or \
+            nspawnd running. While a resize is pending, another resize, config --flavor and rename exit 5. \
+            Flavors are read from /etc/nspawnctl/flavors, then PREFIX/share/nspawnctl/flavors (NAME.flavor).
+            """)
 
     @OptionGroup var output: OutputOptions
 
@@ -171,15 +177,46 @@ struct Resize: AsyncParsableCommand, JSONCapable {
     var name: MachineName
 
     @Option(help: "Flavor name.")
-    var flavor: String
+    var flavor: String?
+
+    @Option(help: ArgumentHelp("How long the resize waits to be confirmed or reverted (24h, 90m, 30s, 1d; 0: confirmed at once).",
+                               valueName: "DURATION"), transform: parseDuration)
+    var confirmAfter: Double?
+
+    @Flag(help: "Keep the pending resize's flavor and forget the old one.")
+    var confirm = false
+
+    @Flag(help: "Put the flavor from before the pending resize back.")
+    var revert = false
+
+    func validate() throws {
+        let modes = [flavor != nil, confirm, revert].filter { $0 }.count
+        if modes != 1 { throw ValidationError("give exactly one of --flavor, --confirm and --revert") }
+        if confirmAfter != nil && flavor == nil { throw ValidationError("--confirm-after goes with --flavor") }
+    }
 
     func run() async throws {
-        try ResizeRequest(flavor: flavor).validate()
-        let result = try await output.service.resize(name, ResizeRequest(flavor: flavor))
-        if output.json {
-            printOut(Renderer.json(result))
+        let service = try output.service
+        let result: ResizeResult
+        if confirm {
+            result = try await service.confirmResize(name)
+        } else if revert {
+            result = try await service.revertResize(name)
         } else {
-            printOut("\(name): flavor \(result.flavor.name)" + (result.limits.map { " applied live (\(Renderer.limitsText($0)))" } ?? " applies at the next start"))
+            result = try await service.resize(name, ResizeRequest(flavor: flavor ?? "", confirmAfter: confirmAfter))
+        }
+        if output.json { return printOut(Renderer.json(result)) }
+        let live = result.limits.map { " applied live (\(Renderer.limitsText($0)))" } ?? " applies at the next start"
+        switch result.action {
+        case .resized:
+            printOut("\(name): flavor \(result.flavor?.name ?? "none")\(live)")
+            if let pending = result.pending {
+                printOut("\(name): resize pending: \(pending.text); 'nspawnctl resize --confirm \(name)' keeps it, '--revert' undoes it")
+            }
+        case .confirmed:
+            printOut("\(name): resize to \(result.flavor?.name ?? "no flavor") confirmed")
+        case .reverted:
+            printOut("\(name): resize reverted: flavor \(result.flavor?.name ?? "none")\(live)")
         }
     }
 }

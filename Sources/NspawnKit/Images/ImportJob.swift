@@ -76,12 +76,22 @@ public enum ImagesHelperProgram {
     public static let executableName = "nspawnctl-images"
 
     /// The helper beside the running executable.
-    public static var path: String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard count > 0 else { return executableName }
-        let exe = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = exe.lastIndex(of: "/") else { return executableName }
-        return String(exe[...slash]) + executableName
-    }
+    public static var path: String { besideThisProgram(executableName) }
+}
+
+/// `nspawnctl` itself, beside nspawnd: what a unit we write runs (a resize's confirm timer).
+public enum NspawnctlProgram {
+    public static let executableName = "nspawnctl"
+    public static var path: String { besideThisProgram(executableName) }
+}
+
+/// nspawnctl, nspawnctl-images and nspawnd are installed side by side: `name` in the directory
+/// of the running executable.
+func besideThisProgram(_ name: String) -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    guard count > 0 else { return name }
+    let exe = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    guard let slash = exe.lastIndex(of: "/") else { return name }
+    return String(exe[...slash]) + name
 }

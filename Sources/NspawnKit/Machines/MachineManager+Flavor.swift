@@ -1,20 +1,98 @@
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
 
+/// What `resize`, its confirmation and its revert leave: the flavor in force, the limits
+/// systemd enforces when the machine runs, and the resize still pending, if any.
+public struct ResizeResult: Codable, Sendable, Equatable {
+    public enum Action: String, Codable, Sendable {
+        case resized, confirmed, reverted
+    }
+
+    public var name: String
+    public var action: Action
+    /// The flavor in force; nil when a revert went back to none.
+    public var flavor: Flavor?
+    public var limits: LiveLimits?
+    public var pending: PendingResize?
+
+    public init(name: String, action: Action, flavor: Flavor?, limits: LiveLimits?, pending: PendingResize?) {
+        self.name = name
+        self.action = action
+        self.flavor = flavor
+        self.limits = limits
+        self.pending = pending
+    }
+}
+
 extension MachineManager {
     // MARK: Flavor
 
-    /// Applies a flavor's drop-in and, when the machine runs, its limits live.
-    public func resize(_ name: MachineName, flavor: Flavor) async throws -> LiveLimits? {
+    /// Applies a flavor's drop-in and, when the machine runs, its limits live. With a confirm
+    /// window above zero the resize stays pending until confirmed, reverted or the window ends
+    /// (a timer then confirms it); with zero it is confirmed at once.
+    public func resize(_ name: MachineName, flavor: Flavor, confirmAfter: Double = 0) async throws -> ResizeResult {
+        try await withResizeLock(name) { bus, running in
+            if let pending = try Self.pendingResize(of: name) { throw NspawnError.resizePending(name.rawValue, pending) }
+            let before = try AtomicFile.readBytes(name.flavorDropInPath)
+            var pending: PendingResize?
+            if confirmAfter > 0 {
+                // Whole seconds, as the timer unit records them and systemd prints them.
+                let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
+                pending = PendingResize(from: before.flatMap { Flavor.name(inDropIn: String(decoding: $0, as: UTF8.self)) },
+                                        to: flavor.name, since: now, confirmsAt: now.addingTimeInterval(confirmAfter))
+            }
+            do {
+                if pending != nil { try AtomicFile.write(name.flavorBeforeResizePath, bytes: before ?? []) }
+                try Self.applyFlavor(flavor, to: name, live: running, bus: bus)
+                if let pending { try Self.startConfirmTimer(pending, of: name, bus: bus) }
+            } catch {
+                try? Self.restoreFlavor(before, of: name, live: running, bus: bus)
+                try? Self.removeConfirmTimer(of: name, bus: bus)
+                _ = try? AtomicFile.remove(name.flavorBeforeResizePath)
+                throw error
+            }
+            return ResizeResult(name: name.rawValue, action: .resized, flavor: flavor,
+                                limits: running ? try Self.liveLimits(name, bus: bus) : nil, pending: pending)
+        }
+    }
+
+    /// Keeps the new flavor and forgets the old one.
+    public func confirmResize(_ name: MachineName) async throws -> ResizeResult {
+        try await withResizeLock(name) { bus, running in
+            guard try Self.pendingResize(of: name) != nil else { throw NspawnError.noPendingResize(name.rawValue) }
+            try Self.removeConfirmTimer(of: name, bus: bus)
+            try AtomicFile.remove(name.flavorBeforeResizePath)
+            return ResizeResult(name: name.rawValue, action: .confirmed, flavor: try Self.flavorInForce(of: name),
+                                limits: running ? try Self.liveLimits(name, bus: bus) : nil, pending: nil)
+        }
+    }
+
+    /// Puts the old flavor back, byte for byte, live when the machine runs, and forgets the new one.
+    public func revertResize(_ name: MachineName) async throws -> ResizeResult {
+        try await withResizeLock(name) { bus, running in
+            guard try Self.pendingResize(of: name) != nil else { throw NspawnError.noPendingResize(name.rawValue) }
+            guard let before = try AtomicFile.readBytes(name.flavorBeforeResizePath) else {
+                throw NspawnError.failed("cannot revert the resize of machine '\(name)': '\(name.flavorBeforeResizePath)' with the flavor before it is missing")
+            }
+            try Self.restoreFlavor(before.isEmpty ? nil : before, of: name, live: running, bus: bus)
+            try Self.removeConfirmTimer(of: name, bus: bus)
+            try AtomicFile.remove(name.flavorBeforeResizePath)
+            return ResizeResult(name: name.rawValue, action: .reverted, flavor: try Self.flavorInForce(of: name),
+                                limits: running ? try Self.liveLimits(name, bus: bus) : nil, pending: nil)
+        }
+    }
+
+    /// Under the image's name lock, with the machine's existence checked and whether it runs.
+    private func withResizeLock<T: Sendable>(_ name: MachineName,
+                                             _ body: @escaping @Sendable (BusConnection, _ running: Bool) throws -> T) async throws -> T {
         try await withBus { bus in
             let machined = Machined(bus: bus)
             guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
-            let running = try machined.machinePathIfRunning(name) != nil
-            try Self.applyFlavor(flavor, to: name, live: running, bus: bus)
-            return running ? try Self.liveLimits(name, bus: bus) : nil
+            return try body(bus, try machined.machinePathIfRunning(name) != nil)
         }
     }
 
@@ -22,6 +100,15 @@ extension MachineManager {
 
     static func flavorName(of name: MachineName) throws(NspawnError) -> String? {
         try AtomicFile.read(name.flavorDropInPath).flatMap(Flavor.name(inDropIn:))
+    }
+
+    static func flavorInForce(of name: MachineName) throws(NspawnError) -> Flavor? {
+        try AtomicFile.read(name.flavorDropInPath).flatMap(Flavor.init(dropIn:))
+    }
+
+    /// The resize of `name` waiting for its confirmation, from its timer unit.
+    static func pendingResize(of name: MachineName) throws(NspawnError) -> PendingResize? {
+        try AtomicFile.read(name.resizeTimerPath, limit: 64 * 1024).flatMap(PendingResize.init(timerText:))
     }
 
     /// Writes the drop-in, drops live copies of older limits, reloads, and applies the limits
@@ -35,6 +122,44 @@ extension MachineManager {
         if live { try systemd.setUnitProperties(name.serviceUnit, runtime: true, flavor.unitProperties) }
     }
 
+    /// Puts a flavor drop-in back as it was (nil: none). The reload makes systemd apply the unit's
+    /// limits from its files to the running machine, the ones the drop-in no longer sets included.
+    static func restoreFlavor(_ dropIn: [UInt8]?, of name: MachineName, live: Bool, bus: BusConnection) throws(NspawnError) {
+        if let dropIn {
+            try AtomicFile.write(name.flavorDropInPath, bytes: dropIn)
+        } else {
+            try AtomicFile.remove(name.flavorDropInPath)
+            rmdir(name.dropInDirectory)
+        }
+        for path in name.controlDropIns { try AtomicFile.remove(path) }
+        rmdir(name.controlDropInDirectory)
+        try SystemdManager(bus: bus).reload()
+    }
+
+    /// The timer that confirms `pending` with nothing of ours running, and the service it starts.
+    static func startConfirmTimer(_ pending: PendingResize, of name: MachineName, bus: BusConnection) throws(NspawnError) {
+        let systemd = SystemdManager(bus: bus)
+        try AtomicFile.write(name.resizeServicePath, PendingResize.serviceText(machine: name, nspawnctl: NspawnctlProgram.path))
+        try AtomicFile.write(name.resizeTimerPath, pending.timerText(machine: name))
+        try systemd.reload()
+        // Enabled, so it is there after a reboot (Persistent= then fires it if its time passed).
+        _ = try systemd.enableUnitFiles([name.resizeTimerUnit])
+        try systemd.startUnit(name.resizeTimerUnit)
+    }
+
+    /// Stops, disables and removes the confirm timer and its service; none is fine.
+    static func removeConfirmTimer(of name: MachineName, bus: BusConnection) throws(NspawnError) {
+        guard access(name.resizeTimerPath, F_OK) == 0 || access(name.resizeServicePath, F_OK) == 0 else { return }
+        let systemd = SystemdManager(bus: bus)
+        if let state = try systemd.unitStates([name.resizeTimerUnit])[name.resizeTimerUnit], state.active != "inactive" {
+            try systemd.stopUnit(name.resizeTimerUnit)
+        }
+        _ = try systemd.disableUnitFiles([name.resizeTimerUnit])
+        try AtomicFile.remove(name.resizeTimerPath)
+        try AtomicFile.remove(name.resizeServicePath)
+        try systemd.reload()
+    }
+
     static func liveLimits(_ name: MachineName, bus: BusConnection) throws(NspawnError) -> LiveLimits {
         let p = try SystemdManager(bus: bus).unitProperties(name.serviceUnit, interface: "org.freedesktop.systemd1.Service")
         return LiveLimits(memoryMax: knownSize(p["MemoryMax"]?.uint64), cpuQuotaPerSecUSec: knownSize(p["CPUQuotaPerSecUSec"]?.uint64),
@@ -42,9 +167,11 @@ extension MachineManager {
                           memoryCurrent: knownSize(p["MemoryCurrent"]?.uint64))
     }
 
-    /// The flavor drop-in (and its live copies); the directory goes only when empty.
+    /// The flavor drop-in (and its live copies), a pending resize's saved drop-in; the
+    /// directories go only when empty.
     static func removeUnitFiles(of name: MachineName) throws(NspawnError) {
         try AtomicFile.remove(name.flavorDropInPath)
+        try AtomicFile.remove(name.flavorBeforeResizePath)
         for path in name.controlDropIns { try AtomicFile.remove(path) }
         rmdir(name.dropInDirectory)
         rmdir(name.controlDropInDirectory)

@@ -29,7 +29,9 @@ extension MachineManager {
             // listening socket and the flavor as they were.
             try Self.dropEnablement(of: name, bus: bus)
             try Self.removeHostSocket(name, bus: bus)
-            if access(name.flavorDropInPath, F_OK) == 0 {
+            // A pending resize goes with the machine: there is nothing left to confirm or revert.
+            try Self.removeConfirmTimer(of: name, bus: bus)
+            if access(name.flavorDropInPath, F_OK) == 0 || access(name.flavorBeforeResizePath, F_OK) == 0 {
                 try Self.removeUnitFiles(of: name)
                 try SystemdManager(bus: bus).reload()
             }
@@ -48,6 +50,8 @@ extension MachineManager {
             if access(name.socketUnitPath, F_OK) == 0 {
                 throw NspawnError.busy(name.rawValue, reason: "it is exposed; its socket units name it, so run 'nspawnctl unexpose \(name)' before renaming")
             }
+            // The pending resize's timer names the machine; it is settled first, as Nova settles a resize before anything else.
+            if let pending = try Self.pendingResize(of: name) { throw NspawnError.resizePending(name.rawValue, pending) }
             if access(newName.dropInDirectory, F_OK) == 0 {
                 throw NspawnError.busy(newName.rawValue, reason: "'\(newName.dropInDirectory)' is left from an earlier machine of that name; remove it first")
             }

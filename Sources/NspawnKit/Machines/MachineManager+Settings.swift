@@ -28,6 +28,8 @@ extension MachineManager {
             guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
+            // A flavor set here would leave the pending resize nothing true to revert or confirm.
+            if flavor != nil, let pending = try Self.pendingResize(of: name) { throw NspawnError.resizePending(name.rawValue, pending) }
             if !edit.isEmpty {
                 let source = try Self.loadSettings(name, imagePath: Self.imageFilesystemPath(name, machined: machined))
                 var settings = try source.editable(name)

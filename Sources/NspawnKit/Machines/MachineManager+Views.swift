@@ -83,6 +83,7 @@ extension MachineManager {
             if exposedNames.contains(name) {
                 rows[name]?.exposed = (try? exposedAddresses(of: MachineName(unchecked: name))) ?? []
             }
+            rows[name]?.pendingResize = try? pendingResize(of: MachineName(unchecked: name))
         }
         var properties: [String: MachineProperties] = [:]
         var fetchedOS = Set<String>()
@@ -226,6 +227,7 @@ extension MachineManager {
             if status.state == .stopped && status.socketState == "listening" { status.state = .listening }
         }
         status.flavor = try flavorName(of: name)
+        status.pendingResize = try pendingResize(of: name)
         if status.flavor != nil || machine != nil {
             status.limits = try? liveLimits(name, bus: bus)
         }

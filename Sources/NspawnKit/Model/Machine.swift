@@ -37,6 +37,8 @@ public struct MachineSummary: Sendable, Codable, Equatable {
     public var imageType: String?
     /// Addresses the host listens on for the machine (`nspawnctl expose`).
     public var exposed: [String] = []
+    /// A resize waiting to be confirmed or reverted.
+    public var pendingResize: PendingResize?
 
     public init(name: String, state: MachineState, os: String? = nil, addresses: [String] = [], usage: UInt64? = nil,
                 readOnly: Bool? = nil, enabled: Bool = false, machineClass: String? = nil, imageType: String? = nil) {
@@ -67,6 +69,8 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     /// The flavor in the machine's drop-in, and the limits systemd enforces now.
     public var flavor: String?
     public var limits: LiveLimits?
+    /// A resize waiting to be confirmed or reverted.
+    public var pendingResize: PendingResize?
     /// The image's snapshots, oldest first; nil when there is no image.
     public var snapshots: [SnapshotInfo]?
 

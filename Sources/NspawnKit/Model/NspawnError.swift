@@ -14,6 +14,9 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case notExposed(String)
     case alreadyExists(String)
     case busy(String, reason: String)
+    /// A resize waits for its confirmation; another change of flavor must wait for it.
+    case resizePending(String, PendingResize)
+    case noPendingResize(String)
     /// The machine's image is read-only and the request would write to it.
     case readOnly(String)
     case permissionDenied(String, cause: BusError)
@@ -60,7 +63,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .verificationFailed: .verificationFailed
         case .cancelled: .cancelled
         case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot, .noSuchRecipe: .notFound
-        case .notRunning, .notExposed, .alreadyExists, .busy, .readOnly: .conflict
+        case .notRunning, .notExposed, .alreadyExists, .busy, .readOnly, .resizePending, .noPendingResize: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed: .failure
         case .system(_, let errno): Self.category(of: errno)
@@ -137,6 +140,10 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "machine or image '\(name)' already exists"
         case .busy(let name, let reason):
             "machine '\(name)' is busy: \(reason)"
+        case .resizePending(let name, let pending):
+            "machine '\(name)' has a pending resize (\(pending.text)); confirm it with 'nspawnctl resize --confirm \(name)' or revert it with 'nspawnctl resize --revert \(name)'"
+        case .noPendingResize(let name):
+            "machine '\(name)' has no pending resize"
         case .permissionDenied(let what, let cause):
             "permission denied: \(what): \(cause)"
         case .jobFailed(let unit, let result, let unitResult):

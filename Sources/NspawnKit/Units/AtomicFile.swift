@@ -8,11 +8,15 @@ import Glibc
 enum AtomicFile {
     /// Replaces (or creates) `path` with `contents`, creating missing parent directories (0755).
     static func write(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(NspawnError) {
+        try write(path, bytes: Array(contents.utf8), mode: mode)
+    }
+
+    static func write(_ path: String, bytes contents: [UInt8], mode: mode_t = 0o644) throws(NspawnError) {
         let (parent, base) = split(path)
         do throws(Errno) {
             try makeDirectories(parent, mode: 0o755)
             let directory = try Directory(path: parent)
-            try directory.replaceFile(base, with: Array(contents.utf8), mode: mode)
+            try directory.replaceFile(base, with: contents, mode: mode)
             // The rename lasts through a crash only once the directory is synced too.
             try? directory.sync()
         } catch {

@@ -98,6 +98,17 @@ public struct Flavor: Sendable, Equatable, Codable {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// The flavor a drop-in written by `dropIn()` applies; nil for any other file.
+    init?(dropIn text: String) {
+        let document = UnitFileDocument(parsing: text)
+        guard let name = document.value("Unit", "X-NspawnctlFlavor") else { return nil }
+        self.init(name: name)
+        memoryMax = document.value("Service", "MemoryMax").flatMap(UInt64.init)
+        cpuQuotaPercent = document.value("Service", "CPUQuota").flatMap { UInt64($0.dropLast()) }
+        tasksMax = document.value("Service", "TasksMax").flatMap(UInt64.init)
+        ioWeight = document.value("Service", "IOWeight").flatMap(UInt64.init)
+    }
+
     /// The flavor named in a drop-in written by `dropIn()`.
     static func name(inDropIn text: String) -> String? {
         UnitFileDocument(parsing: text).value("Unit", "X-NspawnctlFlavor")
