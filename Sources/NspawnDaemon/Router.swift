@@ -13,6 +13,7 @@ public struct Router: Sendable {
     public let operations: OperationRegistry
     public let listings: ListCoalescer
     let manifests: ManifestEngine
+    let notices = Notices()
 
     public init(service: any NspawnService, authorizer: Authorizer = Authorizer(), importer: ImagesHelper = ImagesHelper(),
                 manifests: ManifestEngine? = nil) {
@@ -208,11 +209,11 @@ public struct Router: Sendable {
             return .json(ActionResult(name: name.rawValue, result: "unexposed"))
         case .resize:
             let body = try decode(ResizeRequest.self, request)
-            return .json(try await service.resize(name, body))
+            return try await announced(try await service.resize(name, body))
         case .confirmResize:
-            return .json(try await service.confirmResize(name))
+            return try await announced(try await service.confirmResize(name))
         case .revertResize:
-            return .json(try await service.revertResize(name))
+            return try await announced(try await service.revertResize(name))
         case .rebuild:
             let body = try decodeOptional(RebuildRequest.self, request) ?? RebuildRequest()
             return .json(try await service.rebuild(name, body))
@@ -248,13 +249,14 @@ public struct Router: Sendable {
         return .json(done)
     }
 
-    /// `GET /v1/events` as server-sent event frames: machined's changes and operations'
-    /// progress merged in order, with a comment for each heartbeat. The producers hold the
+    /// `GET /v1/events` as server-sent event frames: machined's changes, operations'
+    /// progress and nspawnd's own resize events merged in order, with a comment for each heartbeat. The producers hold the
     /// stream open, so its consumer calls `stop` when it is done.
     public func eventFrames() async -> (frames: AsyncStream<String>, stop: @Sendable () -> Void) {
         let (frames, sink) = AsyncStream<String>.makeStream()
         let (key, progress) = await operations.subscribe()
-        let (operations, service) = (operations, service)
+        let (noticeKey, noticed) = await notices.subscribe()
+        let (operations, service, notices) = (operations, service, notices)
         let machineTask = Task {
             let encoder = WireJSON.encoder(pretty: false)
             do {
@@ -277,12 +279,29 @@ public struct Router: Sendable {
                 sink.yield("event: operation\ndata: \(String(decoding: data, as: UTF8.self))\n\n")
             }
         }
+        let noticeTask = Task {
+            let encoder = WireJSON.encoder(pretty: false)
+            for await event in noticed {
+                guard let data = try? encoder.encode(event) else { continue }
+                sink.yield("event: \(event.event.rawValue)\ndata: \(String(decoding: data, as: UTF8.self))\n\n")
+            }
+        }
         return (frames, {
             machineTask.cancel()
             operationTask.cancel()
+            noticeTask.cancel()
             sink.finish()
-            Task { await operations.unsubscribe(key) }
+            Task {
+                await operations.unsubscribe(key)
+                await notices.unsubscribe(noticeKey)
+            }
         })
+    }
+
+    /// A resize step's answer, announced on `/v1/events` too.
+    private func announced(_ result: ResizeResult) async throws -> APIResponse {
+        await notices.publish(MachineEvent(result))
+        return .json(result)
     }
 
     /// Runs a change, then retires any listing that began before it ended, whatever the outcome.

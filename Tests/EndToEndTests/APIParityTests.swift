@@ -14,6 +14,7 @@ enum Parity {
         }
         let masks: [(String, String)] = [
             (#"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}(:?\d{2})?)?"#, "<time>"),
+            (#"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC"#, "<time>"),
             (#"("leader"\s*:\s*)\d+"#, "$1<pid>"),
             (#"(Leader: )\d+"#, "$1<pid>"),
             (#"("network_interfaces"\s*:\s*\[)[^\]]*\]"#, "$1<interfaces>]"),

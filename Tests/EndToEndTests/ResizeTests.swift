@@ -101,10 +101,18 @@ extension EndToEndTests {
             #expect(try Self.resizeStatus(name).flavor == "small")
             try Testbed.mustSh("systemctl start nspawnd.socket")
 
-            // Through nspawnd, and confirmed at once with a window of 0.
+            // Through nspawnd, whose event stream shows each step, and confirmed at once with a window of 0.
+            try Testbed.mustSh("""
+                systemd-run --quiet --collect --unit=e2e-rs-events sh -c \\
+                    'exec curl -sN --unix-socket /run/nspawnd/nspawnd.sock http://nspawnd/v1/events > /tmp/e2e-rs-events'
+                for i in $(seq 1 50); do grep -q subscribed /tmp/e2e-rs-events 2>/dev/null && exit 0; sleep 0.1; done; exit 1
+                """)
+            defer { _ = try? Testbed.sh("systemctl stop e2e-rs-events; rm -f /tmp/e2e-rs-events") }
             let api = try Testbed.nspawnctl("resize", "--api", "--json", name, "--flavor", "tiny", "--confirm-after", "1h")
             #expect(api.status == Exit.ok && api.stdout.contains("\"pending\""), "\(api)")
             #expect(try Testbed.nspawnctl("resize", "--api", "--revert", name).status == Exit.ok)
+            let events = try Testbed.sh("sleep 0.3; grep '^event: resize' /tmp/e2e-rs-events").stdout
+            #expect(events == "event: resize_pending\nevent: resize_reverted\n", "\(events)")
             #expect(try Self.resizeStatus(name).flavor == "small")
             #expect(try Testbed.nspawnctl("resize", name, "--flavor", "tiny", "--confirm-after", "0").status == Exit.ok)
             #expect(try Self.resizeStatus(name).pendingResize == nil)

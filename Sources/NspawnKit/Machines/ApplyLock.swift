@@ -50,7 +50,13 @@ package final class ApplyLocks {
             throw .system("cannot lock '\(directory)/\(file)'", error as? Errno ?? .ioError)
         }
         guard let lock = taken else {
-            let other = (try? AtomicFile.read("\(directory)/\(file)", limit: 4096))??.trimmingSpaces ?? ""
+            // The holder writes its name just after taking the lock: give it that moment.
+            var other = ""
+            for _ in 0..<20 {
+                other = (try? AtomicFile.read("\(directory)/\(file)", limit: 4096))??.trimmingSpaces ?? ""
+                if !other.isEmpty { break }
+                usleep(5_000)
+            }
             throw .busy(name.rawValue, reason: "another apply is converging it (\(other.isEmpty ? "holder unknown" : other)); "
                         + "run apply again when it has ended")
         }

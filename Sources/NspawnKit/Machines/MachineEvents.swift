@@ -10,6 +10,10 @@ public struct MachineEvent: Sendable, Codable, Equatable {
         case machineRemoved = "machine_removed"
         /// Nothing happened for a while; lets a consumer notice a dead peer.
         case heartbeat
+        /// A resize done through nspawnd: applied and pending, confirmed, or reverted.
+        case resizePending = "resize_pending"
+        case resizeConfirmed = "resize_confirmed"
+        case resizeReverted = "resize_reverted"
     }
 
     public var event: Kind
@@ -17,12 +21,28 @@ public struct MachineEvent: Sendable, Codable, Equatable {
     /// The state the change leaves the machine in.
     public var state: MachineState?
     public var time: Date
+    /// A resize event's flavor in force afterwards, and the resize still pending.
+    public var flavor: String?
+    public var pendingResize: PendingResize?
 
-    public init(event: Kind, name: String? = nil, state: MachineState? = nil, time: Date = Date()) {
+    public init(event: Kind, name: String? = nil, state: MachineState? = nil, time: Date = Date(),
+                flavor: String? = nil, pendingResize: PendingResize? = nil) {
         self.event = event
         self.name = name
         self.state = state
         self.time = time
+        self.flavor = flavor
+        self.pendingResize = pendingResize
+    }
+
+    /// The event a resize, its confirmation or its revert makes.
+    public init(_ result: ResizeResult) {
+        let kind: Kind = switch result.action {
+        case .resized: result.pending == nil ? .resizeConfirmed : .resizePending
+        case .confirmed: .resizeConfirmed
+        case .reverted: .resizeReverted
+        }
+        self.init(event: kind, name: result.name, flavor: result.flavor?.name, pendingResize: result.pending)
     }
 }
 
