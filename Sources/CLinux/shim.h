@@ -20,6 +20,7 @@
 #include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 /* glibc 2.36 has no openat2 wrapper and syscall(2) is variadic, which Swift cannot call.
    Returns the fd, or -1 with errno set. */
@@ -34,6 +35,16 @@ static inline int nspawnctl_unshare_fs(void) { return (int)syscall(SYS_unshare, 
 /* GNU extensions the Swift Glibc module does not expose. */
 /* glibc 2.34+ declares this only under _GNU_SOURCE. */
 extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
+/* glibc declares these only for _GNU_SOURCE, and si_pid is a macro. */
+static inline int nspawnctl_spawn_chdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
+}
+/* 1 when the child has exited (left unreaped), 0 while it runs, -1 with errno on error. */
+static inline int nspawnctl_child_has_exited(pid_t pid) {
+    siginfo_t info = { 0 };
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT | WNOHANG) < 0) return -1;
+    return info.si_pid == pid;
+}
 static inline int nspawnctl_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }

@@ -10,6 +10,13 @@ extension MachineManager {
     public func create(_ name: MachineName, from image: MachineName, edit: SettingsEdit, flavor: Flavor?,
                        activation: SocketActivation?, start: Bool) async throws -> MachineStatus {
         try edit.validate()
+        return try await hooked(.preCreate, .postCreate, name, context: Hooks.Context(image: image.rawValue, flavor: flavor?.name)) {
+            try await createMachine(name, from: image, edit: edit, flavor: flavor, activation: activation, start: start)
+        }
+    }
+
+    private func createMachine(_ name: MachineName, from image: MachineName, edit: SettingsEdit, flavor: Flavor?,
+                               activation: SocketActivation?, start: Bool) async throws -> MachineStatus {
         if let activation, activation.machine != name {
             throw NspawnError.invalidArgument("socket activation is for '\(activation.machine)', not '\(name)'")
         }

@@ -33,6 +33,12 @@ extension MachineManager {
     /// window above zero the resize stays pending until confirmed, reverted or the window ends
     /// (a timer then confirms it); with zero it is confirmed at once.
     public func resize(_ name: MachineName, flavor: Flavor, confirmAfter: Double = 0) async throws -> ResizeResult {
+        try await hooked(.preResize, .postResize, name, context: Hooks.Context(flavor: flavor.name)) {
+            try await resizeMachine(name, flavor: flavor, confirmAfter: confirmAfter)
+        }
+    }
+
+    private func resizeMachine(_ name: MachineName, flavor: Flavor, confirmAfter: Double) async throws -> ResizeResult {
         try await withResizeLock(name) { bus, running in
             if let pending = try Self.pendingResize(of: name) { throw NspawnError.resizePending(name.rawValue, pending) }
             let before = try AtomicFile.readBytes(name.flavorDropInPath)

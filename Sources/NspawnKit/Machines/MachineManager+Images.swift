@@ -9,6 +9,12 @@ extension MachineManager {
     /// Removes the image, its settings and its boot-time enablement.
     /// A running machine is refused unless `force`, which stops it first.
     public func remove(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws {
+        try await hooked(.preRemove, .postRemove, name, context: Hooks.Context(flavor: try? Self.flavorName(of: name))) {
+            try await removeMachine(name, force: force, stopTimeout: stopTimeout)
+        }
+    }
+
+    private func removeMachine(_ name: MachineName, force: Bool, stopTimeout: Duration) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
             guard try machined.imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }

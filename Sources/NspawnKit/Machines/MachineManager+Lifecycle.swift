@@ -1,9 +1,19 @@
+import FoundationEssentials
 extension MachineManager {
     // MARK: Lifecycle
 
     /// Starts the machine as `systemd-nspawn@NAME.service` and waits for the start job.
     /// Starting a running machine is not an error.
     public func start(_ name: MachineName) async throws {
+        let began = Date()
+        do {
+            try await startMachine(name)
+        } catch let error as NspawnError {
+            throw Hooks.explainStart(error, machine: name, since: began)
+        }
+    }
+
+    private func startMachine(_ name: MachineName) async throws {
         try await withBus { bus in
             let machined = Machined(bus: bus)
             let (path, imageExists) = try machined.machineAndImage(name)
@@ -30,7 +40,9 @@ extension MachineManager {
                 try await start(names[0])
                 return []
             }
+            let began = Date()
             return try await withBus { bus in try Self.startAll(names, bus: bus) }
+                .map { ($0.name, Hooks.explainStart($0.error, machine: $0.name, since: began)) }
         } catch {
             // No bus: every machine failed for the same reason.
             let cause = error as? NspawnError ?? .failed("cannot start machines: \(error)")

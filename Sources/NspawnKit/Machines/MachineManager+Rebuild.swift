@@ -30,6 +30,13 @@ extension MachineManager {
     /// failure or a kill leaves the old root or the new one, never neither. A running machine
     /// is stopped first and started again afterwards.
     public func rebuild(_ name: MachineName, image: MachineName?, stopTimeout: Duration) async throws -> RebuildResult {
+        let context = Hooks.Context(image: image?.rawValue, flavor: try? Self.flavorName(of: name))
+        return try await hooked(.preRebuild, .postRebuild, name, context: context) {
+            try await rebuildMachine(name, image: image, stopTimeout: stopTimeout)
+        }
+    }
+
+    private func rebuildMachine(_ name: MachineName, image: MachineName?, stopTimeout: Duration) async throws -> RebuildResult {
         try await withBus { bus in
             let machined = Machined(bus: bus)
             let target = try Self.writableDirectoryImage(name, machined: machined)

@@ -28,12 +28,20 @@ package struct ChildProcess: Sendable {
     /// connections without SOCK_CLOEXEC, and an import child must not keep a client's socket open.
     package static func spawn(_ argv: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
                               stderr: FileDescriptor? = nil, extra: [FileDescriptor] = []) throws(NspawnError) -> ChildProcess {
-        try spawnRaw(argv, stdin: stdin?.rawValue, stdout: stdout?.rawValue, stderr: stderr?.rawValue, extra: extra.map(\.rawValue))
+        try spawnRaw(argv, stdin: stdin?.rawValue, stdout: stdout?.rawValue, stderr: stderr?.rawValue, extra: extra.map(\.rawValue),
+                     isolated: nil)
+    }
+
+    /// Starts `argv[0]` (a path) as a stranger to this process: only `environment`, `/` as its
+    /// working directory, and a process group of its own, so `signalGroup` reaches whatever it forks.
+    package static func spawnIsolated(_ argv: [String], environment: [String], stdout: FileDescriptor,
+                                      stderr: FileDescriptor) throws(NspawnError) -> ChildProcess {
+        try spawnRaw(argv, stdin: nil, stdout: stdout.rawValue, stderr: stderr.rawValue, extra: [], isolated: environment)
     }
 
     /// posix_spawn's file actions take raw numbers; they stay in here.
     private static func spawnRaw(_ argv: [String], stdin: Int32?, stdout: Int32?, stderr: Int32?,
-                                 extra: [Int32]) throws(NspawnError) -> ChildProcess {
+                                 extra: [Int32], isolated environment: [String]?) throws(NspawnError) -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -46,6 +54,7 @@ package struct ChildProcess: Sendable {
         }
         for (index, fd) in extra.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + index)) }
         nspawnctl_spawn_close_from(&actions, Int32(3 + extra.count))
+        if environment != nil { nspawnctl_spawn_chdir(&actions, "/") }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -57,17 +66,23 @@ package struct ChildProcess: Sendable {
         sigemptyset(&empty)
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | (environment != nil ? POSIX_SPAWN_SETPGROUP : 0)))
 
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for arg in cArgs { free(arg) } }
+        var cEnvironment: [UnsafeMutablePointer<CChar>?] = (environment ?? []).map { strdup($0) } + [nil]
+        defer { for variable in cEnvironment { free(variable) } }
         var pid = pid_t()
-        var code = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, Glibc.environ)
+        func attempt() -> Int32 {
+            guard environment != nil else { return posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, Glibc.environ) }
+            return cEnvironment.withUnsafeMutableBufferPointer { posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, $0.baseAddress) }
+        }
+        var code = attempt()
         // A program written just now may still be open for writing in a child another thread
         // forked meanwhile, until that child execs; the kernel says ETXTBSY for that moment.
         for _ in 0..<20 where code == ETXTBSY {
             usleep(5_000)
-            code = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArgs, Glibc.environ)
+            code = attempt()
         }
         guard code == 0 else {
             throw .system("cannot run '\(argv[0])'", Errno(rawValue: code))
@@ -104,6 +119,21 @@ package struct ChildProcess: Sendable {
     /// Sends `signal` to the child, which must not have been reaped yet (its pid could be reused).
     package func signal(_ signal: Int32) {
         kill(pid, signal)
+    }
+
+    /// Sends `signal` to the process group of a child started by `spawnIsolated`.
+    package func signalGroup(_ signal: Int32) {
+        kill(-pid, signal)
+    }
+
+    /// Waits up to `timeout` for the child to exit, without reaping it; whether it did.
+    package func waitUntilExited(timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if nspawnctl_child_has_exited(pid) != 0 { return true }
+            if ContinuousClock.now >= deadline { return false }
+            usleep(10_000)
+        }
     }
 
     /// A raw status from waitpid(2).
