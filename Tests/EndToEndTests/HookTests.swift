@@ -57,7 +57,13 @@ extension EndToEndTests {
             #expect(try Testbed.nspawnctl("start", name).status == Exit.ok)
             #expect(try Testbed.nspawnctl("stop", name).status == Exit.ok)
             try Testbed.mustSh("machinectl start \(name) && machinectl terminate \(name)")
-            try Testbed.mustSh("for i in $(seq 1 100); do systemctl -q is-active systemd-nspawn@\(name).service || break; sleep 0.1; done")
+            // Until the unit is inactive, its stop commands (post-stop) run: "deactivating" is not the end.
+            try Testbed.mustSh("""
+                for i in $(seq 1 100); do
+                    case $(systemctl show -p ActiveState --value systemd-nspawn@\(name).service) in inactive|failed) break ;; esac
+                    sleep 0.1
+                done
+                """)
             let lifecycle = try Self.logged().map { $0.split(separator: " ").prefix(2).joined(separator: " ") }
             #expect(lifecycle == ["pre-start", "post-start", "pre-stop", "post-stop", "pre-start", "post-start", "pre-stop", "post-stop"]
                 .map { "\($0) \(name)" }, "nspawnctl, then machinectl: \(lifecycle)")
