@@ -49,10 +49,19 @@ extension MachineManager {
                 pending = PendingResize(from: before.flatMap { Flavor.name(inDropIn: String(decoding: $0, as: UTF8.self)) },
                                         to: flavor.name, since: now, confirmsAt: now.addingTimeInterval(confirmAfter))
             }
+            // Every file first, then one reload (systemd's reload is most of a resize's time).
             do {
+                let systemd = SystemdManager(bus: bus)
                 if pending != nil { try AtomicFile.write(name.flavorBeforeResizePath, bytes: before ?? []) }
-                try Self.applyFlavor(flavor, to: name, live: running, bus: bus)
-                if let pending { try Self.startConfirmTimer(pending, of: name, bus: bus) }
+                try Self.writeFlavor(flavor, to: name)
+                if let pending { try Self.writeConfirmTimer(pending, of: name) }
+                try systemd.reload()
+                if running { try systemd.setUnitProperties(name.serviceUnit, runtime: true, flavor.unitProperties) }
+                if pending != nil {
+                    // Enabled, so it is there after a reboot (Persistent= then fires it if its time passed).
+                    _ = try systemd.enableUnitFiles([name.resizeTimerUnit])
+                    try systemd.startUnit(name.resizeTimerUnit)
+                }
             } catch {
                 try? Self.restoreFlavor(before, of: name, live: running, bus: bus)
                 try? Self.removeConfirmTimer(of: name, bus: bus)
@@ -68,7 +77,8 @@ extension MachineManager {
     public func confirmResize(_ name: MachineName) async throws -> ResizeResult {
         try await withResizeLock(name) { bus, running in
             guard try Self.pendingResize(of: name) != nil else { throw NspawnError.noPendingResize(name.rawValue) }
-            try Self.removeConfirmTimer(of: name, bus: bus)
+            // No reload: the stopped timer, its file gone, is forgotten by systemd on its own.
+            try Self.stopConfirmTimer(of: name, bus: bus)
             try AtomicFile.remove(name.flavorBeforeResizePath)
             return ResizeResult(name: name.rawValue, action: .confirmed, flavor: try Self.flavorInForce(of: name),
                                 limits: running ? try Self.liveLimits(name, bus: bus) : nil, pending: nil)
@@ -82,8 +92,8 @@ extension MachineManager {
             guard let before = try AtomicFile.readBytes(name.flavorBeforeResizePath) else {
                 throw NspawnError.failed("cannot revert the resize of machine '\(name)': '\(name.flavorBeforeResizePath)' with the flavor before it is missing")
             }
+            try Self.stopConfirmTimer(of: name, bus: bus)
             try Self.restoreFlavor(before.isEmpty ? nil : before, of: name, live: running, bus: bus)
-            try Self.removeConfirmTimer(of: name, bus: bus)
             try AtomicFile.remove(name.flavorBeforeResizePath)
             return ResizeResult(name: name.rawValue, action: .reverted, flavor: try Self.flavorInForce(of: name),
                                 limits: running ? try Self.liveLimits(name, bus: bus) : nil, pending: nil)
@@ -120,12 +130,16 @@ extension MachineManager {
     /// Writes the drop-in, drops live copies of older limits, reloads, and applies the limits
     /// live when the machine runs.
     static func applyFlavor(_ flavor: Flavor, to name: MachineName, live: Bool, bus: BusConnection) throws(NspawnError) {
-        try AtomicFile.write(name.flavorDropInPath, flavor.dropIn())
-        // Runtime properties from an earlier resize would shadow the new drop-in until reboot.
-        for path in name.controlDropIns { try AtomicFile.remove(path) }
+        try writeFlavor(flavor, to: name)
         let systemd = SystemdManager(bus: bus)
         try systemd.reload()
         if live { try systemd.setUnitProperties(name.serviceUnit, runtime: true, flavor.unitProperties) }
+    }
+
+    /// The drop-in, without the live copies of older limits, which would shadow it until reboot.
+    static func writeFlavor(_ flavor: Flavor, to name: MachineName) throws(NspawnError) {
+        try AtomicFile.write(name.flavorDropInPath, flavor.dropIn())
+        for path in name.controlDropIns { try AtomicFile.remove(path) }
     }
 
     /// Puts a flavor drop-in back as it was (nil: none). The reload makes systemd apply the unit's
@@ -142,19 +156,15 @@ extension MachineManager {
         try SystemdManager(bus: bus).reload()
     }
 
-    /// The timer that confirms `pending` with nothing of ours running, and the service it starts.
-    static func startConfirmTimer(_ pending: PendingResize, of name: MachineName, bus: BusConnection) throws(NspawnError) {
-        let systemd = SystemdManager(bus: bus)
+    /// The timer that confirms `pending` with nothing of ours running, and the service it
+    /// starts; systemd reads them at the caller's reload.
+    static func writeConfirmTimer(_ pending: PendingResize, of name: MachineName) throws(NspawnError) {
         try AtomicFile.write(name.resizeServicePath, PendingResize.serviceText(machine: name, nspawnctl: NspawnctlProgram.path))
         try AtomicFile.write(name.resizeTimerPath, pending.timerText(machine: name))
-        try systemd.reload()
-        // Enabled, so it is there after a reboot (Persistent= then fires it if its time passed).
-        _ = try systemd.enableUnitFiles([name.resizeTimerUnit])
-        try systemd.startUnit(name.resizeTimerUnit)
     }
 
-    /// Stops, disables and removes the confirm timer and its service; none is fine.
-    static func removeConfirmTimer(of name: MachineName, bus: BusConnection) throws(NspawnError) {
+    /// Stops and disables the confirm timer and removes it and its service; none is fine.
+    static func stopConfirmTimer(of name: MachineName, bus: BusConnection) throws(NspawnError) {
         guard access(name.resizeTimerPath, F_OK) == 0 || access(name.resizeServicePath, F_OK) == 0 else { return }
         let systemd = SystemdManager(bus: bus)
         if let state = try systemd.unitStates([name.resizeTimerUnit])[name.resizeTimerUnit], state.active != "inactive" {
@@ -163,7 +173,13 @@ extension MachineManager {
         _ = try systemd.disableUnitFiles([name.resizeTimerUnit])
         try AtomicFile.remove(name.resizeTimerPath)
         try AtomicFile.remove(name.resizeServicePath)
-        try systemd.reload()
+    }
+
+    /// `stopConfirmTimer`, and a reload so systemd forgets the units at once.
+    static func removeConfirmTimer(of name: MachineName, bus: BusConnection) throws(NspawnError) {
+        guard access(name.resizeTimerPath, F_OK) == 0 || access(name.resizeServicePath, F_OK) == 0 else { return }
+        try stopConfirmTimer(of: name, bus: bus)
+        try SystemdManager(bus: bus).reload()
     }
 
     static func liveLimits(_ name: MachineName, bus: BusConnection) throws(NspawnError) -> LiveLimits {
