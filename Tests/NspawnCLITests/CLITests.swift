@@ -38,6 +38,10 @@ import Testing
         ["start", "../etc"], ["stop", "web", "--timeout", "-1"], ["stop", "web", "--timeout", "soon"],
         ["kill", "--signal", "NOPE", "web"], ["read-only", "web", "maybe"], ["start"], ["rename", "a"],
         ["stop", ".host"], ["kill", "--kill-whom", "everyone", "web"], ["stop", "web", "web"],
+        ["resize", "web"], ["resize", "web", "--flavor", "small", "--confirm"], ["resize", "--confirm", "--revert", "web"],
+        ["resize", "web", "--flavor", "small", "--confirm-after", "-5"], ["resize", "web", "--flavor", "small", "--confirm-after", "5x"],
+        ["resize", "--confirm", "web", "--confirm-after", "1h"], ["hook", "bogus", "web"], ["hook", "pre-create", "web"],
+        ["hook", "pre-start", "../x"],
     ]
 
     @Test(arguments: badArguments)

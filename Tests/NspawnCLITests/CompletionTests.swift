@@ -2,9 +2,14 @@ import ArgumentParser
 import Testing
 @testable import NspawnCLI
 
-/// scripts/install installs what `nspawnctl --generate-completion-script SHELL` prints; every verb must be offered.
+/// scripts/install installs what `nspawnctl --generate-completion-script SHELL` prints; every verb a
+/// person types must be offered (not `hook`, which systemd runs).
 @Suite struct CompletionTests {
-    static let verbs = Nspawnctl.configuration.subcommands.map { $0._commandName }
+    static let verbs = Nspawnctl.configuration.subcommands.filter { $0.configuration.shouldDisplay }.map { $0._commandName }
+
+    @Test func onlyHookIsHidden() {
+        #expect(Nspawnctl.configuration.subcommands.filter { !$0.configuration.shouldDisplay }.map { $0._commandName } == ["hook"])
+    }
 
     /// Whether the script offers `verb` as a subcommand, in the form each shell's generator writes it.
     static func offers(_ script: String, _ verb: String, shell: CompletionShell) -> Bool {
