@@ -101,10 +101,16 @@ public struct Hooks: Sendable {
         let directoryFault = directoryStatus.flatMap { Self.fault(of: $0, what: "its directory") }
         var found: [(String, String?)] = []
         for name in names where !name.hasPrefix(".") && !name.hasSuffix("~") {
-            var st = stat()
             // The file the name leads to (a symlink is followed, as run-parts does).
-            guard fstatat(hooksDirectory.descriptor.rawValue, name, &st, 0) == 0 else {
-                found.append(("\(path)/\(name)", "cannot be read (\(Errno.last))"))
+            let st: stat
+            do throws(Errno) {
+                guard let status = try hooksDirectory.statusFollowingLinks(name) else {
+                    found.append(("\(path)/\(name)", "leads nowhere (a dangling symlink)"))
+                    continue
+                }
+                st = status
+            } catch {
+                found.append(("\(path)/\(name)", "cannot be read (\(error))"))
                 continue
             }
             guard st.st_mode & S_IFMT == S_IFREG else { continue }
@@ -187,8 +193,8 @@ extension Hooks {
     static func explainStart(_ error: NspawnError, machine: MachineName, since: Date) -> NspawnError {
         guard case .jobFailed = error else { return error }
         let path = failurePath(machine, .preStart)
-        var st = stat()
-        guard stat(path, &st) == 0, Double(st.st_mtim.tv_sec) >= since.timeIntervalSince1970.rounded(.down),
+        guard let st = try? Directory(path: failureDirectory).status("\(machine.rawValue).\(HookEvent.preStart.rawValue).failed") ?? nil,
+              Double(st.st_mtim.tv_sec) >= since.timeIntervalSince1970.rounded(.down),
               let what = try? AtomicFile.read(path, limit: 8192) else { return error }
         return .hookFailed(machine.rawValue, what.trimmedWhitespace)
     }

@@ -54,6 +54,14 @@ package final class Directory {
         if symlinkat(target, fd, name) != 0 { throw Errno.last }
     }
 
+    /// stat of what an entry leads to (a symlink followed); nil when that does not exist.
+    package func statusFollowingLinks(_ name: String) throws(Errno) -> stat? {
+        var st = stat()
+        if fstatat(fd, name, &st, 0) == 0 { return st }
+        if errno == ENOENT { return nil }
+        throw Errno.last
+    }
+
     /// lstat of an entry; nil when it does not exist.
     package func status(_ name: String) throws(Errno) -> stat? {
         var st = stat()
