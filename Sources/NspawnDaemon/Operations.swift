@@ -13,7 +13,7 @@ public actor OperationRegistry {
 
     private var entries: [String: Entry] = [:]
     private var order: [String] = []
-    private var listeners: [UUID: AsyncStream<Operation>.Continuation] = [:]
+    private let listeners = Listeners<Operation>()
     private let importer: ImagesHelper
     private let onFinish: @Sendable () async -> Void
     /// Finished operations kept for GET, oldest dropped first.
@@ -140,16 +140,8 @@ public actor OperationRegistry {
         return final
     }
 
-    func subscribe() -> (UUID, AsyncStream<Operation>) {
-        let (stream, continuation) = AsyncStream<Operation>.makeStream(bufferingPolicy: .bufferingNewest(64))
-        let key = UUID()
-        listeners[key] = continuation
-        return (key, stream)
-    }
-
-    func unsubscribe(_ key: UUID) {
-        listeners.removeValue(forKey: key)?.finish()
-    }
+    func subscribe() -> (UUID, AsyncStream<Operation>) { listeners.subscribe() }
+    func unsubscribe(_ key: UUID) { listeners.unsubscribe(key) }
 
     private func update(_ id: String, _ change: (inout Operation) -> Void) {
         guard var operation = entries[id]?.operation, operation.state == .running else { return }
@@ -184,6 +176,6 @@ public actor OperationRegistry {
     }
 
     private func broadcast(_ operation: Operation) {
-        for continuation in listeners.values { continuation.yield(operation) }
+        listeners.publish(operation)
     }
 }

@@ -13,7 +13,8 @@ public struct Router: Sendable {
     public let operations: OperationRegistry
     public let listings: ListCoalescer
     let manifests: ManifestEngine
-    let notices = Notices()
+    /// nspawnd's own events (a resize's steps), for every `/v1/events` stream.
+    let notices = Listeners<MachineEvent>()
 
     public init(service: any NspawnService, authorizer: Authorizer = Authorizer(), importer: ImagesHelper = ImagesHelper(),
                 manifests: ManifestEngine? = nil) {
@@ -255,7 +256,7 @@ public struct Router: Sendable {
     public func eventFrames() async -> (frames: AsyncStream<String>, stop: @Sendable () -> Void) {
         let (frames, sink) = AsyncStream<String>.makeStream()
         let (key, progress) = await operations.subscribe()
-        let (noticeKey, noticed) = await notices.subscribe()
+        let (noticeKey, noticed) = notices.subscribe()
         let (operations, service, notices) = (operations, service, notices)
         let machineTask = Task {
             let encoder = WireJSON.encoder(pretty: false)
@@ -293,14 +294,14 @@ public struct Router: Sendable {
             sink.finish()
             Task {
                 await operations.unsubscribe(key)
-                await notices.unsubscribe(noticeKey)
+                notices.unsubscribe(noticeKey)
             }
         })
     }
 
     /// A resize step's answer, announced on `/v1/events` too.
     private func announced(_ result: ResizeResult) async throws -> APIResponse {
-        await notices.publish(MachineEvent(result))
+        notices.publish(MachineEvent(result))
         return .json(result)
     }
 

@@ -166,8 +166,12 @@ extension Hooks {
     /// `nspawnctl start` whose job it made fail.
     static let failureDirectory = "/run/nspawnctl/hooks"
 
+    static func failureFile(_ machine: MachineName, _ event: HookEvent) -> String {
+        "\(machine.rawValue).\(event.rawValue).failed"
+    }
+
     static func failurePath(_ machine: MachineName, _ event: HookEvent) -> String {
-        "\(failureDirectory)/\(machine.rawValue).\(event.rawValue).failed"
+        "\(failureDirectory)/\(failureFile(machine, event))"
     }
 
     /// `nspawnctl hook EVENT NAME`, which the drop-in on systemd-nspawn@.service runs (so
@@ -193,7 +197,7 @@ extension Hooks {
     static func explainStart(_ error: NspawnError, machine: MachineName, since: Date) -> NspawnError {
         guard case .jobFailed = error else { return error }
         let path = failurePath(machine, .preStart)
-        guard let st = try? Directory(path: failureDirectory).status("\(machine.rawValue).\(HookEvent.preStart.rawValue).failed") ?? nil,
+        guard let st = try? Directory(path: failureDirectory).status(failureFile(machine, .preStart)) ?? nil,
               Double(st.st_mtim.tv_sec) >= since.timeIntervalSince1970.rounded(.down),
               let what = try? AtomicFile.read(path, limit: 8192) else { return error }
         return .hookFailed(machine.rawValue, what.trimmedWhitespace)
