@@ -91,6 +91,14 @@ static inline int nspawnctl_btrfs_snapshot(int source, int directory, const char
     strncpy(args.name, name, BTRFS_SUBVOL_NAME_MAX);
     return ioctl(directory, BTRFS_IOC_SNAP_CREATE_V2, &args);
 }
+/* A new, empty subvolume `name` in `directory`. */
+static inline int nspawnctl_btrfs_subvolume_create(int directory, const char *name) {
+    struct btrfs_ioctl_vol_args args;
+    memset(&args, 0, sizeof args);
+    if (strlen(name) > BTRFS_PATH_NAME_MAX) { errno = ENAMETOOLONG; return -1; }
+    strncpy(args.name, name, BTRFS_PATH_NAME_MAX);
+    return ioctl(directory, BTRFS_IOC_SUBVOL_CREATE, &args);
+}
 /* Deletes the subvolume `name` in `directory`, read-only or not. */
 static inline int nspawnctl_btrfs_destroy(int directory, const char *name) {
     struct btrfs_ioctl_vol_args args;

@@ -79,6 +79,7 @@ public enum Renderer {
         if let flavor = s.flavor { fields.append(("Flavor", flavor)) }
         if let pending = s.pendingResize { fields.append(("Resize", "pending: \(pending.text)")) }
         if let limits = s.limits { fields.append(("Limits", limitsText(limits))) }
+        if let disk = s.disk { fields.append(("Disk", diskText(disk))) }
         if let snapshots = s.snapshots, !snapshots.isEmpty { fields.append(("Snapshots", snapshotsText(snapshots))) }
         let width = fields.map(\.0.count).max() ?? 0
         let body = fields.map { String(repeating: " ", count: width - $0.0.count) + "  \($0.0): \($0.1)" }
@@ -96,6 +97,13 @@ public enum Renderer {
         return lines.joined(separator: "\n")
     }
 
+    /// "61.2M of 64.0M (btrfs quota group)".
+    public static func diskText(_ d: DiskUsage) -> String {
+        let method = d.method == .btrfsQuotaGroup ? "btrfs quota group" : "project quota"
+        let used = d.used.map(humanSize) ?? "-"
+        return d.limit.map { "\(used) of \(humanSize($0)) (\(method))" } ?? "\(used), no limit (\(method))"
+    }
+
     /// Limits as systemd shows them; "-" is no limit.
     public static func limitsText(_ l: LiveLimits) -> String {
         let cpu = l.cpuQuotaPerSecUSec.map { "\($0 / 10_000)%" } ?? "-"
@@ -108,18 +116,7 @@ public enum Renderer {
     public static func yesNo(_ value: Bool) -> String { value ? "yes" : "no" }
 
     /// Binary units, as systemd prints sizes (1.5G, 300M, 4.0K, 512B).
-    public static func humanSize(_ bytes: UInt64) -> String {
-        let units = ["B", "K", "M", "G", "T", "P", "E"]
-        var value = Double(bytes)
-        var unit = 0
-        while value >= 1024, unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        if unit == 0 { return "\(bytes)B" }
-        let tenths = (value * 10).rounded() / 10
-        return tenths >= 100 ? "\(Int(tenths.rounded()))\(units[unit])" : "\(tenths)\(units[unit])"
-    }
+    public static func humanSize(_ bytes: UInt64) -> String { NspawnKit.humanSize(bytes) }
 
     static func timestamp(_ date: Date) -> String {
         date.formatted(.iso8601)

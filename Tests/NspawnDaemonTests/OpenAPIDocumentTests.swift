@@ -64,7 +64,7 @@ struct OpenAPIDocumentTests {
         (nil, "TerminalSize", TerminalSize(rows: 1, columns: 2)),
         (nil, "ActionResult", ActionResult(name: "a", result: "r")),
         (nil, "Version", VersionInfo(version: "1")),
-        (nil, "ResizeResult", ResizeResult(name: "a", action: .resized, flavor: Flavor(name: "f"), limits: nil,
+        (nil, "ResizeResult", ResizeResult(name: "a", action: .resized, flavor: Flavor(name: "f", memoryMax: 1 << 30, diskMax: 1 << 30), limits: nil,
                                            pending: PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date()))),
         (nil, "PendingResize", PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date())),
         (.createSnapshot, "SnapshotRequest", SnapshotRequest(name: "s")),

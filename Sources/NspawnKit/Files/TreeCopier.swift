@@ -220,8 +220,13 @@ final class Walk {
                        sourcePath: String, destinationPath: String, relative: [String]) throws(NspawnError) {
         let created: Directory
         do throws(Errno) {
-            // Private until its contents and metadata are in place.
-            try destination.makeDirectory(destinationName, mode: 0o700)
+            // Private until its contents and metadata are in place. The top of a copied root on
+            // btrfs is a subvolume, so a disk limit can hold it.
+            if relative.count == 1 {
+                try destination.makeSubvolumeOrDirectory(destinationName, mode: 0o700)
+            } else {
+                try destination.makeDirectory(destinationName, mode: 0o700)
+            }
             created = try destination.openDirectory(destinationName)
         } catch {
             throw .system("cannot create directory '\(destinationPath)'", error)

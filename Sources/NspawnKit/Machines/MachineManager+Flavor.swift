@@ -42,6 +42,7 @@ extension MachineManager {
         try await withResizeLock(name) { bus, running in
             if let pending = try Self.pendingResize(of: name) { throw NspawnError.resizePending(name.rawValue, pending) }
             let before = try AtomicFile.readBytes(name.flavorDropInPath)
+            let oldDiskMax = before.flatMap { Flavor(dropIn: String(decoding: $0, as: UTF8.self)) }?.diskMax
             var pending: PendingResize?
             if confirmAfter > 0 {
                 // Whole seconds, as the timer unit records them and systemd prints them.
@@ -49,8 +50,12 @@ extension MachineManager {
                 pending = PendingResize(from: before.flatMap { Flavor.name(inDropIn: String(decoding: $0, as: UTF8.self)) },
                                         to: flavor.name, since: now, confirmsAt: now.addingTimeInterval(confirmAfter))
             }
-            // Every file first, then one reload (systemd's reload is most of a resize's time).
+            // The disk limit (which may be refused), every file, then one reload (systemd's
+            // reload is most of a resize's time).
+            var diskLimitChanged = false
             do {
+                try Self.changeDiskLimit(from: oldDiskMax, to: flavor.diskMax, of: name, bus: bus)
+                diskLimitChanged = true
                 let systemd = SystemdManager(bus: bus)
                 if pending != nil { try AtomicFile.write(name.flavorBeforeResizePath, bytes: before ?? []) }
                 try Self.writeFlavor(flavor, to: name)
@@ -64,6 +69,7 @@ extension MachineManager {
                 }
             } catch {
                 try? Self.restoreFlavor(before, of: name, live: running, bus: bus)
+                if diskLimitChanged { try? Self.changeDiskLimit(from: flavor.diskMax, to: oldDiskMax, of: name, bus: bus) }
                 try? Self.removeConfirmTimer(of: name, bus: bus)
                 _ = try? AtomicFile.remove(name.flavorBeforeResizePath)
                 throw error
@@ -92,6 +98,9 @@ extension MachineManager {
             guard let before = try AtomicFile.readBytes(name.flavorBeforeResizePath) else {
                 throw NspawnError.failed("cannot revert the resize of machine '\(name)': '\(name.flavorBeforeResizePath)' with the flavor before it is missing")
             }
+            // The old disk limit first: below what the machine now holds, the revert is refused untouched.
+            let oldDiskMax = before.isEmpty ? nil : Flavor(dropIn: String(decoding: before, as: UTF8.self))?.diskMax
+            try Self.changeDiskLimit(from: try Self.flavorInForce(of: name)?.diskMax, to: oldDiskMax, of: name, bus: bus)
             try Self.stopConfirmTimer(of: name, bus: bus)
             try Self.restoreFlavor(before.isEmpty ? nil : before, of: name, live: running, bus: bus)
             try AtomicFile.remove(name.flavorBeforeResizePath)
@@ -130,6 +139,8 @@ extension MachineManager {
     /// Writes the drop-in, drops live copies of older limits, reloads, and applies the limits
     /// live when the machine runs.
     static func applyFlavor(_ flavor: Flavor, to name: MachineName, live: Bool, bus: BusConnection) throws(NspawnError) {
+        // The file system's limit first: it is the step that may be refused, and refused it changed nothing.
+        try changeDiskLimit(from: flavorInForce(of: name)?.diskMax, to: flavor.diskMax, of: name, bus: bus)
         try writeFlavor(flavor, to: name)
         let systemd = SystemdManager(bus: bus)
         try systemd.reload()

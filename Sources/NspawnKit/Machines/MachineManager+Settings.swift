@@ -30,18 +30,20 @@ extension MachineManager {
             defer { withExtendedLifetime(lock) {} }
             // A flavor set here would leave the pending resize nothing true to revert or confirm.
             if flavor != nil, let pending = try Self.pendingResize(of: name) { throw NspawnError.resizePending(name.rawValue, pending) }
+            // Every value checked before anything is written; the flavor (whose disk limit may be
+            // refused) before the settings file.
+            var changedSettings: String?
             if !edit.isEmpty {
                 let source = try Self.loadSettings(name, imagePath: Self.imageFilesystemPath(name, machined: machined))
                 var settings = try source.editable(name)
                 let before = settings.rendered()
                 try settings.apply(edit)
-                if settings.rendered() != before {
-                    try AtomicFile.write(name.settingsPath, settings.rendered())
-                }
+                if settings.rendered() != before { changedSettings = settings.rendered() }
             }
             if let flavor {
                 try Self.applyFlavor(flavor, to: name, live: machined.machinePathIfRunning(name) != nil, bus: bus)
             }
+            if let changedSettings { try AtomicFile.write(name.settingsPath, changedSettings) }
             return try Self.currentConfig(name)
         }
     }

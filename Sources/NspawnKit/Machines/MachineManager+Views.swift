@@ -209,6 +209,7 @@ extension MachineManager {
             status.image = .init(type: p.type, path: p.path, readOnly: p.readOnly,
                                  created: Date(epochMicroseconds: p.created), modified: Date(epochMicroseconds: p.modified),
                                  usage: knownSize(p.usage), limit: knownSize(p.limit))
+            status.disk = diskUsage(of: name, image: p)
             // Snapshots that cannot be read leave the rest of the status standing.
             status.snapshots = p.path.flatMap { try? SnapshotStore(machine: name, imagePath: $0).list() }
             if status.os == nil, machine == nil, let os = MachineProbe.imageOSRelease(type: p.type, path: p.path) {

@@ -221,6 +221,11 @@ package struct Machined {
         }
     }
 
+    /// A btrfs quota on the image's subvolume; `UInt64.max` removes it.
+    package func setImageLimit(_ name: MachineName, bytes: UInt64) throws(NspawnError) {
+        _ = try callManager("SetImageLimit", [.string(name.rawValue), .uint64(bytes)], subject: name.rawValue)
+    }
+
     package func markImageReadOnly(_ name: MachineName, _ readOnly: Bool) throws(NspawnError) {
         _ = try callManager("MarkImageReadOnly", [.string(name.rawValue), .bool(readOnly)], subject: name.rawValue)
     }

@@ -11,6 +11,7 @@ extension MachineManager {
     /// holding it keeps a start out between the check and the swap. A failure before the
     /// exchange leaves the old root in place; an old root that cannot be removed afterwards stays
     /// as a leftover of the name (`ImageStore.removeLeftovers`) for the next operation on it.
+    /// The flavor's disk limit is put back on the new root.
     static func swapRoot(_ temporary: String, into rootName: String, of name: MachineName, in images: Directory,
                          imagesPath: String, machined: Machined) throws(NspawnError) {
         let lockName = ImageStore.imageLockName(name)
@@ -28,5 +29,7 @@ extension MachineManager {
         }
         try? images.sync()
         try? SnapshotStore.removeTree(temporary, in: images, label: "\(imagesPath)/\(temporary)")
+        // A new root is a new subvolume or tree, outside the old one's quota.
+        try reapplyDiskLimit(of: name, bus: machined.bus)
     }
 }

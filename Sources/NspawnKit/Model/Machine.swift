@@ -71,6 +71,8 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     public var limits: LiveLimits?
     /// A resize waiting to be confirmed or reverted.
     public var pendingResize: PendingResize?
+    /// The image's use against its disk limit, where the file system counts it per machine.
+    public var disk: DiskUsage?
     /// The image's snapshots, oldest first; nil when there is no image.
     public var snapshots: [SnapshotInfo]?
 

@@ -17,6 +17,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A resize waits for its confirmation; another change of flavor must wait for it.
     case resizePending(String, PendingResize)
     case noPendingResize(String)
+    /// The machine's file system cannot hold it to a disk limit, or the limit is below its use.
+    case diskLimit(String, reason: String)
     /// A site hook (/etc/nspawnctl/hooks) failed; a `pre-` hook's failure stopped the action.
     case hookFailed(String, String)
     /// The machine's image is read-only and the request would write to it.
@@ -65,7 +67,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .verificationFailed: .verificationFailed
         case .cancelled: .cancelled
         case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot, .noSuchRecipe: .notFound
-        case .notRunning, .notExposed, .alreadyExists, .busy, .readOnly, .resizePending, .noPendingResize: .conflict
+        case .notRunning, .notExposed, .alreadyExists, .busy, .readOnly, .resizePending, .noPendingResize, .diskLimit: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed, .hookFailed: .failure
         case .system(_, let errno): Self.category(of: errno)
@@ -146,6 +148,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "machine '\(name)' has a pending resize (\(pending.text)); confirm it with 'nspawnctl resize --confirm \(name)' or revert it with 'nspawnctl resize --revert \(name)'"
         case .noPendingResize(let name):
             "machine '\(name)' has no pending resize"
+        case .diskLimit(let name, let reason):
+            "cannot limit the disk space of machine '\(name)': \(reason)"
         case .hookFailed(let name, let what):
             "machine '\(name)': \(what)"
         case .permissionDenied(let what, let cause):

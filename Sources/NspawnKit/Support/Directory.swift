@@ -50,6 +50,16 @@ package final class Directory {
         if mkdirat(fd, name, mode) != 0 { throw Errno.last }
     }
 
+    /// On btrfs a subvolume, as machined makes a machine's root there, so it can carry its own
+    /// quota group and be snapshotted; elsewhere (or where btrfs refuses) a directory.
+    package func makeSubvolumeOrDirectory(_ name: String, mode: mode_t) throws(Errno) {
+        if nspawnctl_fs_type(fd) == nspawnctl_btrfs_magic && nspawnctl_btrfs_subvolume_create(fd, name) == 0 {
+            let child = try openDirectory(name)
+            return try child.setMode(mode)
+        }
+        try makeDirectory(name, mode: mode)
+    }
+
     package func makeSymlink(_ name: String, to target: String) throws(Errno) {
         if symlinkat(target, fd, name) != 0 { throw Errno.last }
     }

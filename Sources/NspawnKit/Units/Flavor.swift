@@ -4,7 +4,8 @@ import Glibc
 
 /// A resource preset, in the spirit of a cloud flavor: data in `NAME.flavor` files
 /// (`[Flavor]` with MemoryMax=, CPUQuota=, TasksMax=, IOWeight=), applied to
-/// `systemd-nspawn@NAME.service` as a drop-in and, for a running machine, live.
+/// `systemd-nspawn@NAME.service` as a drop-in and, for a running machine, live. DiskMax= is
+/// no unit property: it is enforced by the file system of the machine's image (`DiskLimit`).
 public struct Flavor: Sendable, Equatable, Codable {
     public var name: String
     public var description: String?
@@ -15,6 +16,8 @@ public struct Flavor: Sendable, Equatable, Codable {
     public var tasksMax: UInt64?
     /// 1–10000.
     public var ioWeight: UInt64?
+    /// Bytes the machine's image may hold.
+    public var diskMax: UInt64?
 
     /// Local overrides first, then the installed flavors.
     public static let searchDirectories = [
@@ -22,13 +25,14 @@ public struct Flavor: Sendable, Equatable, Codable {
     ]
 
     public init(name: String, description: String? = nil, memoryMax: UInt64? = nil, cpuQuotaPercent: UInt64? = nil,
-                tasksMax: UInt64? = nil, ioWeight: UInt64? = nil) {
+                tasksMax: UInt64? = nil, ioWeight: UInt64? = nil, diskMax: UInt64? = nil) {
         self.name = name
         self.description = description
         self.memoryMax = memoryMax
         self.cpuQuotaPercent = cpuQuotaPercent
         self.tasksMax = tasksMax
         self.ioWeight = ioWeight
+        self.diskMax = diskMax
     }
 
     public static func load(_ name: String, searchDirectories: [String] = searchDirectories) throws(NspawnError) -> Flavor {
@@ -77,11 +81,15 @@ public struct Flavor: Sendable, Equatable, Codable {
             case "IOWeight":
                 guard let weight = UInt64(value), (1...10_000).contains(weight) else { throw bad("a number from 1 to 10000") }
                 flavor.ioWeight = weight
+            case "DiskMax":
+                guard let bytes = parseSize(value), bytes >= DiskLimit.smallest else { throw bad("a size of at least 1M, such as 10G") }
+                flavor.diskMax = bytes
             default:
-                throw .invalidArgument("\(origin): unknown key \(entry.key)= (known: Description, MemoryMax, CPUQuota, TasksMax, IOWeight)")
+                throw .invalidArgument("\(origin): unknown key \(entry.key)= (known: Description, MemoryMax, CPUQuota, TasksMax, IOWeight, DiskMax)")
             }
         }
-        if flavor.memoryMax == nil && flavor.cpuQuotaPercent == nil && flavor.tasksMax == nil && flavor.ioWeight == nil {
+        if flavor.memoryMax == nil && flavor.cpuQuotaPercent == nil && flavor.tasksMax == nil && flavor.ioWeight == nil
+            && flavor.diskMax == nil {
             throw .invalidArgument("\(origin): the flavor sets no limit")
         }
         return flavor
@@ -90,7 +98,10 @@ public struct Flavor: Sendable, Equatable, Codable {
     /// The drop-in for `systemd-nspawn@NAME.service`. The flavor's name rides along in an
     /// X- key, which systemd ignores, so `status` can tell which flavor is applied.
     public func dropIn() -> String {
-        var lines = ["# Written by nspawnctl; changed by 'nspawnctl resize'.", "[Unit]", "X-NspawnctlFlavor=\(name)", "", "[Service]"]
+        var lines = ["# Written by nspawnctl; changed by 'nspawnctl resize'.", "[Unit]", "X-NspawnctlFlavor=\(name)"]
+        // Read back by revert and rebuild, which put the file system's limit back from here.
+        if let diskMax { lines.append("X-NspawnctlDiskMax=\(diskMax)") }
+        lines += ["", "[Service]"]
         if let memoryMax { lines.append("MemoryMax=\(memoryMax)") }
         if let cpuQuotaPercent { lines.append("CPUQuota=\(cpuQuotaPercent)%") }
         if let tasksMax { lines.append("TasksMax=\(tasksMax)") }
@@ -107,6 +118,7 @@ public struct Flavor: Sendable, Equatable, Codable {
         cpuQuotaPercent = document.value("Service", "CPUQuota").flatMap { UInt64($0.dropLast()) }
         tasksMax = document.value("Service", "TasksMax").flatMap(UInt64.init)
         ioWeight = document.value("Service", "IOWeight").flatMap(UInt64.init)
+        diskMax = document.value("Unit", "X-NspawnctlDiskMax").flatMap(UInt64.init)
     }
 
     /// The flavor named in a drop-in written by `dropIn()`.
