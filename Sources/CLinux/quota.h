@@ -18,6 +18,9 @@ static const long nspawnctl_ext4_magic = EXT4_SUPER_MAGIC;
 static const long nspawnctl_tmpfs_magic = TMPFS_MAGIC;
 static const long nspawnctl_overlayfs_magic = OVERLAYFS_SUPER_MAGIC;
 
+/* syncfs is declared only under _GNU_SOURCE; btrfs quota groups count what is committed. */
+static inline int nspawnctl_syncfs(int fd) { return (int)syscall(SYS_syncfs, fd); }
+
 /* Whether project quotas are accounted and enforced on the file system of `fd`. */
 static inline int nspawnctl_project_quota_state(int fd, int *accounted, int *enforced) {
     struct fs_quota_statv state;

@@ -17,8 +17,30 @@ struct CommandResult: CustomStringConvertible {
 /// Everything runs through `scripts/testbed exec`, so the commands see exactly what a user
 /// on a systemd host sees. `scripts/test` boots the testbed and sets `NSPAWNCTL_TESTBED`.
 enum Testbed {
-    static let name = ProcessInfo.processInfo.environment["NSPAWNCTL_TESTBED"]
-    static var isConfigured: Bool { name != nil }
+    static let configuredName = ProcessInfo.processInfo.environment["NSPAWNCTL_TESTBED"]
+    /// Another instance for the calls made inside `withMachinesOn`.
+    @TaskLocal static var instance: String?
+    static var name: String? { instance ?? configuredName }
+    static var isConfigured: Bool { configuredName != nil }
+
+    /// Runs `body` against the instance whose /var/lib/machines is a loop-mounted `fileSystem`
+    /// (btrfs, xfs or ext4): `scripts/test` boots it as NAME-FS next to NAME.
+    static func withMachinesOn(_ fileSystem: String, _ body: () throws -> Void) throws {
+        guard let configuredName else { throw TestbedError.notConfigured }
+        let instance = "\(configuredName)-\(fileSystem)"
+        let script = repositoryRoot.appendingPathComponent("scripts/testbed").path
+        guard try runLocal([script, "status", instance]).status == 0 else {
+            Issue.record("testbed '\(instance)' is not up; scripts/test boots it with: scripts/testbed up --machines-fs \(fileSystem) \(instance)")
+            throw TestbedError.notConfigured
+        }
+        try $instance.withValue(instance) { try body() }
+    }
+
+    /// Where the host sees the current instance's /var/lib/machines (scripts/lib/testbed.sh's DATA_BASE).
+    static var hostMachinesDirectory: String {
+        let base = ProcessInfo.processInfo.environment["NSPAWNCTL_TESTBED_DATA"] ?? "/var/tmp/nspawnctl-testbed"
+        return "\(base)/\(name ?? "-")/machines"
+    }
 
     static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -1,3 +1,4 @@
+import CLinux
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -18,7 +19,8 @@ extension MachineManager {
     /// image holds now, a limit is refused, naming the file system; lifting one is then a no-op.
     static func setDiskLimit(_ bytes: UInt64?, of name: MachineName, bus: BusConnection) throws(NspawnError) {
         let machined = Machined(bus: bus)
-        let properties = try machined.imageProperties(name, path: try machined.imagePath(name))
+        let objectPath = try machined.imagePath(name)
+        let properties = try machined.imageProperties(name, path: objectPath)
         guard let path = properties.path, properties.type == "directory" || properties.type == "subvolume" else {
             guard bytes != nil else { return }
             throw .diskLimit(name.rawValue, reason: "its image is a \(properties.type ?? "unknown") image; disk limits hold directory and subvolume images")
@@ -35,12 +37,21 @@ extension MachineManager {
                 guard bytes != nil else { return }
                 throw .diskLimit(name.rawValue, reason: "its image '\(path)' is a plain directory on btrfs, which limits subvolumes only; 'nspawnctl create NEW --image \(name)' makes a copy that is one")
             }
-            if let bytes, let used = knownSize(properties.usage), used > bytes { throw belowUsage(name, limit: bytes, used: used) }
+            // Quota groups count what is committed: sync first, or a fresh write goes unseen.
+            func committedUsage() throws(NspawnError) -> UInt64? {
+                _ = nspawnctl_syncfs(root.descriptor.rawValue)
+                return knownSize(try machined.imageProperties(name, path: objectPath).usage)
+            }
+            if let bytes, let used = try committedUsage(), used > bytes { throw belowUsage(name, limit: bytes, used: used) }
             do {
                 try machined.setImageLimit(name, bytes: bytes ?? .max)
             } catch .bus(let cause, _) where cause.name == "System.Error.ENOTCONN" {
                 guard bytes != nil else { return }
                 throw .diskLimit(name.rawValue, reason: "quota groups are off on the btrfs file system of '\(store)'; 'btrfs quota enable \(store)' turns them on")
+            } catch .bus(let cause, _) where cause.name == "System.Error.EDQUOT" {
+                // The image grew between our look and machined's.
+                guard let bytes, let used = try committedUsage() else { throw .diskLimit(name.rawValue, reason: cause.message) }
+                throw belowUsage(name, limit: bytes, used: used)
             }
         case .xfs, .ext4:
             if let problem = DiskLimit.projectQuotaProblem(root) {
