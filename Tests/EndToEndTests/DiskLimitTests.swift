@@ -32,6 +32,21 @@ extension EndToEndTests {
         _ = try? Testbed.sh("rm -f " + diskFlavors.map { "/etc/nspawnctl/flavors/\($0.0).flavor" }.joined(separator: " "))
     }
 
+    /// On the testbed for `fileSystem`: a base and the flavors, then `create PREFIX-a --image
+    /// PREFIX-base --flavor e2e-disk64`, whose result `body` gets with the names (PREFIX-b is free
+    /// for a second machine). Everything goes again afterwards.
+    private static func withLimitedMachine(on fileSystem: String, prefix: String,
+                                           _ body: (_ base: String, _ limited: String, _ other: String, _ created: CommandResult) throws -> Void) throws {
+        let (base, limited, other) = ("\(prefix)-base", "\(prefix)-a", "\(prefix)-b")
+        try Testbed.withMachinesOn(fileSystem) {
+            defer { removeDiskFlavors() }
+            try Fixture.with([base, limited, other]) {
+                try diskFixtures(base: base)
+                try body(base, limited, other, try Testbed.nspawnctl("create", limited, "--image", base, "--flavor", "e2e-disk64"))
+            }
+        }
+    }
+
     private static func imageLimit(_ name: String) throws -> String {
         try Testbed.run(["machinectl", "show-image", name, "-p", "Limit", "--value"]).trimmed
     }
@@ -56,112 +71,96 @@ extension EndToEndTests {
     }
 
     @Test func onBtrfsAGuestIsHeldToItsDiskMaxAndResizeMovesTheLimit() throws {
-        let (base, limited, free) = ("e2e-dl-base", "e2e-dl-a", "e2e-dl-b")
-        try Testbed.withMachinesOn("btrfs") {
-            defer { Self.removeDiskFlavors() }
-            try Fixture.with([base, limited, free]) {
-                try Self.diskFixtures(base: base)
-                let created = try Testbed.nspawnctl("create", limited, "--image", base, "--flavor", "e2e-disk64")
-                #expect(created.status == Exit.ok, "\(created)")
-                #expect(try Self.imageLimit(limited) == "67108864", "machinectl sees machined's limit")
-                #expect(try Self.quotaGroupLimit(limited) == "67108864", "the kernel holds the subvolume to it")
-                try Testbed.mustSh("nspawnctl create \(free) --image \(base) >/dev/null && nspawnctl start \(limited) \(free)")
+        try Self.withLimitedMachine(on: "btrfs", prefix: "e2e-dl") { base, limited, free, created in
+            #expect(created.status == Exit.ok, "\(created)")
+            #expect(try Self.imageLimit(limited) == "67108864", "machinectl sees machined's limit")
+            #expect(try Self.quotaGroupLimit(limited) == "67108864", "the kernel holds the subvolume to it")
+            try Testbed.mustSh("nspawnctl create \(free) --image \(base) >/dev/null && nspawnctl start \(limited) \(free)")
 
-                let past = try Self.fill(limited, megabytes: 100)
-                #expect(past.status != 0 && past.stderr.contains("Disk quota exceeded"), "\(past)")
-                let other = try Self.fill(free, megabytes: 100)
-                #expect(other.status == 0, "the machine beside it does not notice: \(other)")
-                let status = try Self.diskStatus(limited)
-                #expect(status.disk?.method == "btrfs-qgroup" && status.disk?.limit == 64 << 20, "\(String(describing: status.disk))")
-                #expect((status.disk?.used ?? 0) > 60 << 20, "\(String(describing: status.disk))")
-                #expect(try Testbed.nspawnctl("status", limited).stdout.contains("of 64.0M (btrfs quota group)"))
+            let past = try Self.fill(limited, megabytes: 100)
+            #expect(past.status != 0 && past.stderr.contains("Disk quota exceeded"), "\(past)")
+            let other = try Self.fill(free, megabytes: 100)
+            #expect(other.status == 0, "the machine beside it does not notice: \(other)")
+            let status = try Self.diskStatus(limited)
+            #expect(status.disk?.method == "btrfs-qgroup" && status.disk?.limit == 64 << 20, "\(String(describing: status.disk))")
+            #expect((status.disk?.used ?? 0) > 60 << 20, "\(String(describing: status.disk))")
+            #expect(try Testbed.nspawnctl("status", limited).stdout.contains("of 64.0M (btrfs quota group)"))
 
-                // Below what the machine holds, a resize is refused with both numbers and changes nothing.
-                let shrink = try Testbed.nspawnctl("resize", limited, "--flavor", "e2e-disk16", "--confirm-after", "1h")
-                #expect(shrink.status == Exit.conflict && shrink.stderr.contains("more than the limit of 16777216 bytes (16.0M)")
-                        && shrink.stderr.contains("its image holds "), "\(shrink)")
-                #expect(try Self.imageLimit(limited) == "67108864" && Self.diskStatus(limited).pendingResize == nil)
+            // Below what the machine holds, a resize is refused with both numbers and changes nothing.
+            let shrink = try Testbed.nspawnctl("resize", limited, "--flavor", "e2e-disk16", "--confirm-after", "1h")
+            #expect(shrink.status == Exit.conflict && shrink.stderr.contains("more than the limit of 16777216 bytes (16.0M)")
+                    && shrink.stderr.contains("its image holds "), "\(shrink)")
+            #expect(try Self.imageLimit(limited) == "67108864" && Self.diskStatus(limited).pendingResize == nil)
 
-                // Up, then a revert that the machine has outgrown, then one that fits.
-                try Testbed.mustSh("nspawnctl exec \(limited) -- rm /big")
-                let grow = try Testbed.nspawnctl("resize", limited, "--flavor", "e2e-disk256", "--confirm-after", "1h")
-                #expect(try grow.status == Exit.ok && Self.imageLimit(limited) == "268435456", "\(grow)")
-                #expect(try Self.fill(limited, megabytes: 100).status == 0, "room up to the new limit")
-                let outgrown = try Testbed.nspawnctl("resize", "--revert", limited)
-                #expect(outgrown.status == Exit.conflict && outgrown.stderr.contains("(64.0M)"), "\(outgrown)")
-                #expect(try Self.imageLimit(limited) == "268435456" && Self.diskStatus(limited).pendingResize?.to == "e2e-disk256")
-                try Testbed.mustSh("nspawnctl exec \(limited) -- rm /big")
-                let revert = try Testbed.nspawnctl("resize", "--revert", limited)
-                #expect(try revert.status == Exit.ok && Self.imageLimit(limited) == "67108864", "\(revert)")
+            // Up, then a revert that the machine has outgrown, then one that fits.
+            try Testbed.mustSh("nspawnctl exec \(limited) -- rm /big")
+            let grow = try Testbed.nspawnctl("resize", limited, "--flavor", "e2e-disk256", "--confirm-after", "1h")
+            #expect(try grow.status == Exit.ok && Self.imageLimit(limited) == "268435456", "\(grow)")
+            #expect(try Self.fill(limited, megabytes: 100).status == 0, "room up to the new limit")
+            let outgrown = try Testbed.nspawnctl("resize", "--revert", limited)
+            #expect(outgrown.status == Exit.conflict && outgrown.stderr.contains("(64.0M)"), "\(outgrown)")
+            #expect(try Self.imageLimit(limited) == "268435456" && Self.diskStatus(limited).pendingResize?.to == "e2e-disk256")
+            try Testbed.mustSh("nspawnctl exec \(limited) -- rm /big")
+            let revert = try Testbed.nspawnctl("resize", "--revert", limited)
+            #expect(try revert.status == Exit.ok && Self.imageLimit(limited) == "67108864", "\(revert)")
 
-                // A rebuilt root is a new subvolume; the limit goes with the machine.
-                try Testbed.mustSh("nspawnctl stop \(limited) >/dev/null && nspawnctl rebuild \(limited) >/dev/null")
-                #expect(try Self.imageLimit(limited) == "67108864" && Self.quotaGroupLimit(limited) == "67108864")
-                let removed = try Testbed.nspawnctl("remove", limited)
-                #expect(try removed.status == Exit.ok && Self.quotaGroupLimit(limited) == nil, "its quota group goes with it: \(removed)")
+            // A rebuilt root is a new subvolume; the limit goes with the machine.
+            try Testbed.mustSh("nspawnctl stop \(limited) >/dev/null && nspawnctl rebuild \(limited) >/dev/null")
+            #expect(try Self.imageLimit(limited) == "67108864" && Self.quotaGroupLimit(limited) == "67108864")
+            let removed = try Testbed.nspawnctl("remove", limited)
+            #expect(try removed.status == Exit.ok && Self.quotaGroupLimit(limited) == nil, "its quota group goes with it: \(removed)")
 
-                // With quota groups off, a new limit is refused, naming the fix; nothing is left.
-                _ = try Testbed.runLocal(["/bin/sh", "-c", "btrfs quota disable \(Testbed.hostMachinesDirectory)"])
-                defer { _ = try? Testbed.runLocal(["/bin/sh", "-c", "btrfs quota enable \(Testbed.hostMachinesDirectory)"]) }
-                let off = try Testbed.nspawnctl("config", free, "--flavor", "e2e-disk64")
-                #expect(off.status == Exit.conflict && off.stderr.contains("quota groups are off")
-                        && off.stderr.contains("'btrfs quota enable /var/lib/machines'"), "\(off)")
-                #expect(try Testbed.sh("ls /etc/systemd/system/systemd-nspawn@\(free).service.d 2>&1").status != 0, "no flavor drop-in")
-            }
+            // With quota groups off, a new limit is refused, naming the fix; nothing is left.
+            _ = try Testbed.runLocal(["/bin/sh", "-c", "btrfs quota disable \(Testbed.hostMachinesDirectory)"])
+            defer { _ = try? Testbed.runLocal(["/bin/sh", "-c", "btrfs quota enable \(Testbed.hostMachinesDirectory)"]) }
+            let off = try Testbed.nspawnctl("config", free, "--flavor", "e2e-disk64")
+            #expect(off.status == Exit.conflict && off.stderr.contains("quota groups are off")
+                    && off.stderr.contains("'btrfs quota enable /var/lib/machines'"), "\(off)")
+            #expect(try Testbed.sh("ls /etc/systemd/system/systemd-nspawn@\(free).service.d 2>&1").status != 0, "no flavor drop-in")
         }
     }
 
     @Test func onXFSTheLimitIsAProjectQuotaOrRefusedNamingPrjquota() throws {
-        let (base, limited, free) = ("e2e-dlx-base", "e2e-dlx-a", "e2e-dlx-b")
-        try Testbed.withMachinesOn("xfs") {
-            defer { Self.removeDiskFlavors() }
-            try Fixture.with([base, limited, free]) {
-                try Self.diskFixtures(base: base)
-                let options = try Testbed.runLocal(["/usr/bin/findmnt", "-n", "-o", "OPTIONS", Testbed.hostMachinesDirectory]).trimmed
-                let created = try Testbed.nspawnctl("create", limited, "--image", base, "--flavor", "e2e-disk64")
-                guard options.contains("prjquota") else {
-                    // This kernel cannot (CONFIG_XFS_QUOTA unset): the refusal is the behaviour to check.
-                    #expect(created.status == Exit.conflict
-                            && created.stderr.contains("'/var/lib/machines' is xfs and project quotas are off")
-                            && created.stderr.contains("prjquota"), "\(created)")
-                    try Self.expectNothingLeft(of: limited)
-                    return
-                }
-                #expect(created.status == Exit.ok, "\(created)")
-                try Testbed.mustSh("nspawnctl create \(free) --image \(base) >/dev/null && nspawnctl start \(limited) \(free)")
-                let past = try Self.fill(limited, megabytes: 100)
-                #expect(past.status != 0 && (past.stderr.contains("Disk quota exceeded") || past.stderr.contains("No space left")), "\(past)")
-                #expect(try Self.fill(free, megabytes: 100).status == 0, "the machine beside it does not notice")
-                let status = try Self.diskStatus(limited)
-                #expect(status.disk?.method == "project-quota" && status.disk?.limit == 64 << 20, "\(String(describing: status.disk))")
-                let report = try Testbed.runLocal(["/bin/sh", "-c", "xfs_quota -x -c 'report -p -n -b' \(Testbed.hostMachinesDirectory)"])
-                #expect(report.stdout.contains("65536"), "xfs_quota shows the 64 MiB hard limit in KiB: \(report)")
+        try Self.withLimitedMachine(on: "xfs", prefix: "e2e-dlx") { base, limited, free, created in
+            let options = try Testbed.runLocal(["/usr/bin/findmnt", "-n", "-o", "OPTIONS", Testbed.hostMachinesDirectory]).trimmed
+            guard options.contains("prjquota") else {
+                // This kernel cannot (CONFIG_XFS_QUOTA unset): the refusal is the behaviour to check.
+                #expect(created.status == Exit.conflict
+                        && created.stderr.contains("'/var/lib/machines' is xfs and project quotas are off")
+                        && created.stderr.contains("prjquota"), "\(created)")
+                try Self.expectNothingLeft(of: limited)
+                return
             }
+            #expect(created.status == Exit.ok, "\(created)")
+            try Testbed.mustSh("nspawnctl create \(free) --image \(base) >/dev/null && nspawnctl start \(limited) \(free)")
+            let past = try Self.fill(limited, megabytes: 100)
+            #expect(past.status != 0 && (past.stderr.contains("Disk quota exceeded") || past.stderr.contains("No space left")), "\(past)")
+            #expect(try Self.fill(free, megabytes: 100).status == 0, "the machine beside it does not notice")
+            let status = try Self.diskStatus(limited)
+            #expect(status.disk?.method == "project-quota" && status.disk?.limit == 64 << 20, "\(String(describing: status.disk))")
+            let report = { try Testbed.runLocal(["/bin/sh", "-c", "xfs_quota -x -c 'report -p -n -b' \(Testbed.hostMachinesDirectory)"]) }
+            #expect(try report().stdout.contains("65536"), "xfs_quota shows the 64 MiB hard limit in KiB")
+            #expect(try Testbed.nspawnctl("remove", "--force", limited).status == Exit.ok)
+            #expect(try !report().stdout.contains("65536"), "the project's limit went with the machine")
         }
     }
 
     @Test func onPlainExt4ADiskLimitIsRefusedAndNothingChanges() throws {
-        let (base, name, other) = ("e2e-dle-base", "e2e-dle-a", "e2e-dle-b")
-        try Testbed.withMachinesOn("ext4") {
-            defer { Self.removeDiskFlavors() }
-            try Fixture.with([base, name, other]) {
-                try Self.diskFixtures(base: base)
-                let created = try Testbed.nspawnctl("create", name, "--image", base, "--flavor", "e2e-disk64")
-                #expect(created.status == Exit.conflict
-                        && created.stderr.contains("cannot limit the disk space of machine '\(name)': '/var/lib/machines' is ext4 and project quotas are off")
-                        && created.stderr.contains("tune2fs -O project,quota"), "\(created)")
-                try Self.expectNothingLeft(of: name)
+        try Self.withLimitedMachine(on: "ext4", prefix: "e2e-dle") { base, name, other, created in
+            #expect(created.status == Exit.conflict
+                    && created.stderr.contains("cannot limit the disk space of machine '\(name)': '/var/lib/machines' is ext4 and project quotas are off")
+                    && created.stderr.contains("tune2fs -O project,quota"), "\(created)")
+            try Self.expectNothingLeft(of: name)
 
-                // config with settings and a refused flavor writes neither.
-                try Testbed.mustSh("nspawnctl create \(other) --image \(base) >/dev/null")
-                let before = try Testbed.mustSh("sha256sum /etc/systemd/nspawn/\(other).nspawn").stdout
-                let config = try Testbed.nspawnctl("config", other, "--set", "Exec.Hostname=changed", "--flavor", "e2e-disk64")
-                #expect(config.status == Exit.conflict && config.stderr.contains("is ext4"), "\(config)")
-                #expect(try Testbed.mustSh("sha256sum /etc/systemd/nspawn/\(other).nspawn").stdout == before)
-                #expect(try Testbed.sh("ls /etc/systemd/system/systemd-nspawn@\(other).service.d 2>&1").status != 0, "no flavor drop-in")
-                // A flavor without DiskMax= works here as anywhere.
-                #expect(try Testbed.nspawnctl("config", other, "--flavor", "small").status == Exit.ok)
-            }
+            // config with settings and a refused flavor writes neither.
+            try Testbed.mustSh("nspawnctl create \(other) --image \(base) >/dev/null")
+            let before = try Testbed.mustSh("sha256sum /etc/systemd/nspawn/\(other).nspawn").stdout
+            let config = try Testbed.nspawnctl("config", other, "--set", "Exec.Hostname=changed", "--flavor", "e2e-disk64")
+            #expect(config.status == Exit.conflict && config.stderr.contains("is ext4"), "\(config)")
+            #expect(try Testbed.mustSh("sha256sum /etc/systemd/nspawn/\(other).nspawn").stdout == before)
+            #expect(try Testbed.sh("ls /etc/systemd/system/systemd-nspawn@\(other).service.d 2>&1").status != 0, "no flavor drop-in")
+            // A flavor without DiskMax= works here as anywhere.
+            #expect(try Testbed.nspawnctl("config", other, "--flavor", "small").status == Exit.ok)
         }
     }
 

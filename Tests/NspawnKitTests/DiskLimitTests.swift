@@ -1,4 +1,3 @@
-import Foundation
 import Testing
 @testable import NspawnKit
 #if canImport(Glibc)
@@ -40,30 +39,9 @@ import Glibc
 /// made for the test.
 @Suite(.serialized, .enabled(if: getuid() == 0, "mounts loop file systems, which needs root"))
 struct DiskLimitFileSystemTests {
-    @discardableResult
-    func shell(_ command: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", command]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw NspawnError.failed("\(command): exit \(process.terminationStatus)") }
-        return String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
-    func withLoop(_ type: String, options: String = "", _ body: (String) throws -> Void) throws {
-        let scratch = "/var/tmp/nspawnctl-disklimit-tests.\(getpid()).\(UInt32.random(in: 0 ... .max))"
-        try shell("mkdir -p \(scratch)/mnt && truncate -s 320M \(scratch)/fs.img && mkfs.\(type) -q \(scratch)/fs.img && mount -o loop\(options) \(scratch)/fs.img \(scratch)/mnt")
-        defer { _ = try? shell("umount -l \(scratch)/mnt; rm -rf \(scratch)") }
-        try body("\(scratch)/mnt")
-    }
-
     @Test(.enabled(if: access("/usr/sbin/mkfs.xfs", X_OK) == 0, "needs mkfs.xfs (xfsprogs)"))
     func xfsWithoutProjectQuotasSaysSo() throws {
-        try withLoop("xfs") { mount in
+        try withLoopFileSystem("xfs") { mount in
             let root = try Directory(path: mount)
             #expect(try DiskLimit.fileSystem(of: root) == .xfs)
             let problem = DiskLimit.projectQuotaProblem(root)
@@ -72,7 +50,7 @@ struct DiskLimitFileSystemTests {
     }
 
     @Test func ext4AndOtherFileSystemsAreNamed() throws {
-        try withLoop("ext4") { mount in
+        try withLoopFileSystem("ext4") { mount in
             let root = try Directory(path: mount)
             #expect(try DiskLimit.fileSystem(of: root) == .ext4)
             #expect(DiskLimit.projectQuotaProblem(root) != nil)
@@ -82,7 +60,7 @@ struct DiskLimitFileSystemTests {
 
     @Test(.enabled(if: access("/usr/sbin/mkfs.btrfs", X_OK) == 0, "needs mkfs.btrfs (btrfs-progs)"))
     func aRootCopiedOntoBtrfsIsASubvolumeSoItCanCarryAQuota() throws {
-        try withLoop("btrfs") { mount in
+        try withLoopFileSystem("btrfs") { mount in
             try shell("mkdir -p \(mount)/web/etc \(mount)/store && printf v1 > \(mount)/web/etc/version")
             let store = try Directory(path: "\(mount)/store")
             #expect(try DiskLimit.fileSystem(of: store) == .btrfs)

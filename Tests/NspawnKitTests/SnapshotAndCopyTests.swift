@@ -101,16 +101,9 @@ import Glibc
 /// reflinks, each where the file system has them, and how they are removed.
 @Suite(.serialized, .enabled(if: getuid() == 0, "mounts loop file systems, which needs root"))
 struct SnapshotMethodTests {
-    func withLoop(_ type: String, _ body: (String) throws -> Void) throws {
-        let scratch = "/var/tmp/nspawnctl-snapshot-tests.\(getpid()).\(UInt32.random(in: 0 ... .max))"
-        try shell("mkdir -p \(scratch)/mnt && truncate -s 320M \(scratch)/fs.img && mkfs.\(type) -q \(scratch)/fs.img && mount -o loop \(scratch)/fs.img \(scratch)/mnt")
-        defer { _ = try? shell("umount -l \(scratch)/mnt; rm -rf \(scratch)") }
-        try body("\(scratch)/mnt")
-    }
-
     @Test(.enabled(if: access("/usr/sbin/mkfs.btrfs", X_OK) == 0, "needs mkfs.btrfs (btrfs-progs)"))
     func aSubvolumeRootIsSnapshottedReadOnlyAndDestroyedWhole() throws {
-        try withLoop("btrfs") { mount in
+        try withLoopFileSystem("btrfs") { mount in
             try shell("btrfs -q subvolume create \(mount)/web && printf v1 > \(mount)/web/version && mkdir \(mount)/snaps")
             let root = try Directory(path: "\(mount)/web")
             let snaps = try Directory(path: "\(mount)/snaps")
@@ -132,7 +125,7 @@ struct SnapshotMethodTests {
 
     @Test(.enabled(if: access("/usr/sbin/mkfs.xfs", X_OK) == 0, "needs mkfs.xfs (xfsprogs)"))
     func aReflinkCopyIsMarkedImmutableAndRemovedAfterClearingIt() throws {
-        try withLoop("xfs") { mount in
+        try withLoopFileSystem("xfs") { mount in
             try shell("mkdir -p \(mount)/web/etc \(mount)/snaps && head -c 100000 /dev/urandom > \(mount)/web/etc/data")
             let snaps = try Directory(path: "\(mount)/snaps")
             let (method, size) = try MachineManager.copyRoot(try Directory(path: "\(mount)/web"), label: "web", to: "s1", in: snaps, label: "s1", readOnly: true)

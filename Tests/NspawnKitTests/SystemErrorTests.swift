@@ -112,3 +112,21 @@ struct SystemFailureTests {
         }
     }
 }
+
+@Suite struct AtomicFileLeftoverTests {
+    /// What a writer killed between creating its temporary and renaming it leaves is removed by
+    /// the next write of the same file; a live writer's temporary, and other files' ones, stay.
+    @Test func theNextWriteRemovesADeadWritersTemporaryOnly() throws {
+        let directory = "/tmp/nspawnctl-atomic-tests.\(getpid()).\(UInt32.random(in: 0 ... .max))"
+        try shell("mkdir -p \(directory)")
+        defer { _ = try? shell("rm -rf \(directory)") }
+        // A PID that is gone: a child that has exited and been reaped.
+        let (_, deadPID) = try ChildProcess.run(["/bin/sh", "-c", "echo $$"])
+        let dead = ".#nspawnctl.web.nspawn.\(deadPID.trimmedWhitespace).1a2b"
+        let live = ".#nspawnctl.web.nspawn.\(getpid()).3c4d"
+        let other = ".#nspawnctl.db.nspawn.\(deadPID.trimmedWhitespace).5e6f"
+        try shell("cd \(directory) && touch \(dead) \(live) \(other)")
+        try AtomicFile.write("\(directory)/web.nspawn", "[Exec]\nBoot=yes\n")
+        #expect(try shell("ls -A \(directory) | sort") == [live, other, "web.nspawn"].sorted().joined(separator: "\n"))
+    }
+}

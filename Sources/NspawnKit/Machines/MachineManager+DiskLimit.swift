@@ -105,6 +105,19 @@ extension MachineManager {
         }
     }
 
+    /// The project ID holding the image of `name` to a limit, with a directory on its file system
+    /// that outlives the image; nil for any image without one (btrfs quota groups go with the
+    /// subvolume).
+    static func projectQuota(of name: MachineName, machined: Machined) -> (id: UInt32, fileSystem: Directory)? {
+        guard let objectPath = try? machined.imagePath(name),
+              let path = try? machined.imageProperties(name, path: objectPath).path,
+              let root = try? openImageRoot(path, name: name),
+              let fileSystem = try? DiskLimit.fileSystem(of: root), fileSystem == .xfs || fileSystem == .ext4,
+              let id = try? DiskLimit.project(of: root), DiskLimit.projectRange.contains(id),
+              let store = try? Directory(path: AtomicFile.split(path).parent) else { return nil }
+        return (id, store)
+    }
+
     /// Use against the limit, where the file system counts per machine; nil elsewhere.
     static func diskUsage(of name: MachineName, image properties: ImageProperties) -> DiskUsage? {
         guard let path = properties.path, let root = try? openImageRoot(path, name: name),

@@ -23,7 +23,10 @@ extension MachineManager {
                 try self.stop(name, timeout: stopTimeout, bus: bus)
             }
             let snapshots = try Self.snapshotStore(of: name, machined: machined)
+            let project = Self.projectQuota(of: name, machined: machined)
             try machined.removeImage(name)
+            // A project's limit outlives its files; lifted, the ID is free for the next machine.
+            if let project { try? DiskLimit.setProjectQuota(project.id, limit: 0, on: project.fileSystem) }
             // The snapshots go with the image, never before it.
             try snapshots?.removeAll()
             // And what a killed import, rebuild or restore of it left, when no other operation holds the name.

@@ -129,10 +129,21 @@ package final class Directory {
     }
 
     /// Replaces (or creates) the file `name` so no reader sees it half written: the bytes go to a
-    /// temporary file here, which is synced and renamed over `name`. A failure leaves `name` as it was.
-    package func replaceFile(_ name: String, with bytes: [UInt8], mode: mode_t, owner: (uid_t, gid_t)? = nil) throws(Errno) {
+    /// temporary file here, which is synced and renamed over `name`. A failure leaves `name` as it
+    /// was. The temporary's name carries our PID; with `removingStale`, temporaries of `name` whose
+    /// writer is gone (a kill -9 between create and rename) are removed first.
+    package func replaceFile(_ name: String, with bytes: [UInt8], mode: mode_t, owner: (uid_t, gid_t)? = nil,
+                             removingStale: Bool = false) throws(Errno) {
         let fd = fd
-        let temporary = ".#nspawnctl.\(name).\(String(UInt32.random(in: .min ... .max), radix: 16))"
+        let prefix = ".#nspawnctl.\(name)."
+        if removingStale {
+            for entry in try entries() where entry.hasPrefix(prefix) {
+                let fields = entry.dropFirst(prefix.count).split(separator: ".")
+                guard fields.count == 2, let pid = pid_t(fields[0]), pid > 0, kill(pid, 0) != 0, errno == ESRCH else { continue }
+                unlinkat(fd, entry, 0)
+            }
+        }
+        let temporary = prefix + "\(getpid()).\(String(UInt32.random(in: .min ... .max), radix: 16))"
         let file = try FileDescriptor.opening { openat(fd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode) }
         do throws(Errno) {
             defer { try? file.close() }

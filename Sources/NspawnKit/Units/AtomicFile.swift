@@ -16,7 +16,9 @@ enum AtomicFile {
         do throws(Errno) {
             try makeDirectories(parent, mode: 0o755)
             let directory = try Directory(path: parent)
-            try directory.replaceFile(base, with: contents, mode: mode)
+            // Host files are written by nspawnctl and nspawnd alone: a temporary of a writer
+            // that is gone is a kill -9's leftover.
+            try directory.replaceFile(base, with: contents, mode: mode, removingStale: true)
             // The rename lasts through a crash only once the directory is synced too.
             try? directory.sync()
         } catch {
