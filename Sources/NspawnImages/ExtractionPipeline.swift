@@ -124,7 +124,7 @@ enum ExtractionPipeline {
     }
 
     /// Runs both stages and waits for them. `source` names the input in errors.
-    static func run(tap: SourceTap, into target: Directory, source: String) throws(NspawnError) -> Summary {
+    static func run(tap: SourceTap, into target: Directory, source: String, layer: LayerState? = nil) throws(NspawnError) -> Summary {
         let (reader, writer) = try makeStreamPair()
         final class Box: @unchecked Sendable {
             var decompress: StageOutcome = .finished
@@ -135,13 +135,14 @@ enum ExtractionPipeline {
         let box = Box()
         let unsafeTap = UncheckedSendable(tap)
         let unsafeTarget = UncheckedSendable(target)
+        let unsafeLayer = UncheckedSendable(layer)
         let decompressor = OSThread {
             (box.decompress, box.compression) = decompress(unsafeTap.value, into: writer, source: source)
             try? writer.close()
         }
         let extractor = OSThread {
             let extractor = ParallelExtractor(source: source, target: unsafeTarget.value,
-                                              counters: unsafeTap.value.counters)
+                                              counters: unsafeTap.value.counters, layer: unsafeLayer.value)
             do throws(NspawnError) {
                 box.entries = try extractor.run(from: reader)
             } catch {

@@ -100,9 +100,13 @@ public struct ImageImporter: Sendable {
             }
         }
 
+        let oci: OCISource? = if case .oci(let oci) = source { oci } else { nil }
+        if oci != nil, options.checksum != nil || options.signature != nil || !options.setup.isEmpty {
+            throw .invalidArgument("--checksum and --signature do not apply to OCI images: every blob is checked against the digest its manifest names")
+        }
         // Opened before anything is created, so a missing file leaves nothing behind.
-        let input = try SourceInput.open(source, counters: counters)
-        defer { input.abandon() }
+        let input = oci == nil ? try SourceInput.open(source, counters: counters) : nil
+        defer { input?.abandon() }
 
         let temporary = ImageStore.temporaryName(ImageStore.importPrefix, for: name)
         do {
@@ -122,41 +126,56 @@ public struct ImageImporter: Sendable {
             throw .system("cannot set up '\(store.directory)/\(temporary)'", error)
         }
 
-        let verifier = try signature?.start()
-        defer { verifier?.abandon() }
-        let tap = SourceTap(fd: input.fd, source: source.description, counters: counters)
-        tap.verifierInput = verifier?.input
-        counters.phase.store(input.isDownload ? ImportProgress.Phase.download.code : ImportProgress.Phase.extract.code,
-                             ordering: .relaxed)
-
         let summary: ExtractionPipeline.Summary
-        do {
-            summary = try ExtractionPipeline.run(tap: tap, into: work, source: source.description)
-        } catch {
-            // A failed download explains a truncated archive better than the archive error does.
-            try input.finish()
-            throw error
-        }
-        try input.finish()
-
-        counters.phase.store(ImportProgress.Phase.verify.code, ordering: .relaxed)
-        let digest = Array(tap.hasher.finalize())
+        let sha256: String
         var verified: [String] = []
-        if let expectedDigest {
-            guard digest == expectedDigest else {
-                throw .verificationFailed("checksum mismatch for '\(source.description.escapedForMessage)': expected sha256:\(encodeHex(expectedDigest)), got sha256:\(encodeHex(digest))")
+        var image: OCIImageInfo?
+        if let oci {
+            counters.phase.store(ImportProgress.Phase.extract.code, ordering: .relaxed)
+            let scratch = ImageStore.temporaryName(ImageStore.importPrefix, for: name)
+            image = try OCIImporter(source: oci, counters: counters, store: storeDirectory, scratchName: scratch,
+                                    storeLabel: store.directory).populate(work)
+            summary = .init(compression: [], entries: counters.entries.load(ordering: .relaxed))
+            sha256 = image?.manifestDigest.map { String($0.dropFirst("sha256:".count)) } ?? ""
+            verified = ["digests"]
+        } else if let input {
+            let verifier = try signature?.start()
+            defer { verifier?.abandon() }
+            let tap = SourceTap(fd: input.fd, source: source.description, counters: counters)
+            tap.verifierInput = verifier?.input
+            counters.phase.store(input.isDownload ? ImportProgress.Phase.download.code : ImportProgress.Phase.extract.code,
+                                 ordering: .relaxed)
+
+            do {
+                summary = try ExtractionPipeline.run(tap: tap, into: work, source: source.description)
+            } catch {
+                // A failed download explains a truncated archive better than the archive error does.
+                try input.finish()
+                throw error
             }
-            verified.append("sha256")
-        }
-        if let verifier {
-            try verifier.finish(source: source.description)
-            verified.append("signature")
+            try input.finish()
+
+            counters.phase.store(ImportProgress.Phase.verify.code, ordering: .relaxed)
+            let digest = Array(tap.hasher.finalize())
+            sha256 = encodeHex(digest)
+            if let expectedDigest {
+                guard digest == expectedDigest else {
+                    throw .verificationFailed("checksum mismatch for '\(source.description.escapedForMessage)': expected sha256:\(encodeHex(expectedDigest)), got sha256:\(encodeHex(digest))")
+                }
+                verified.append("sha256")
+            }
+            if let verifier {
+                try verifier.finish(source: source.description)
+                verified.append("signature")
+            }
+        } else {
+            throw .failed("import of '\(name)': no input")
         }
 
-        // Strip one wrapping directory (Arch's root.x86_64/).
+        // Strip one wrapping directory (Arch's root.x86_64/); an OCI image's layers make the root itself.
         var rootPath = temporary
         var stripped: String?
-        if let entries = try? work.entries(), entries.count == 1, let only = entries.first,
+        if oci == nil, let entries = try? work.entries(), entries.count == 1, let only = entries.first,
            !ExtractionPipeline.rootDirectoryNames.contains(only),
            let st = try? work.status(only), (st.st_mode & S_IFMT) == S_IFDIR {
             stripped = only
@@ -202,11 +221,22 @@ public struct ImageImporter: Sendable {
             }
         }
 
-        return ImportResult(
+        if var info = image {
+            do {
+                try info.writeSettings(for: name, replace: existing != nil)
+            } catch {
+                throw .failed("image '\(name)' is imported, but the settings from its config are not: \(error.description)")
+            }
+            image = info
+        }
+
+        var result = ImportResult(
             name: name.rawValue, path: "\(store.directory)/\(name)", source: source.description,
             sourceBytes: counters.sourceBytes.load(ordering: .relaxed), entries: summary.entries,
-            compression: summary.compression, sha256: encodeHex(digest), verified: verified,
+            compression: summary.compression, sha256: sha256, verified: verified,
             strippedDirectory: stripped, replaced: existing != nil, removedLeftovers: leftovers, seconds: 0)
+        result.image = image
+        return result
     }
 }
 
@@ -227,6 +257,9 @@ final class SourceInput {
 
     static func open(_ source: ImageSource, counters: ImportCounters) throws(NspawnError) -> SourceInput {
         switch source {
+        case .oci(let oci):
+            // Read blob by blob by OCIImporter, never as one stream.
+            throw .failed("'\(oci)' is an OCI image, not a tarball")
         case .standardInput:
             return SourceInput(fd: .standardInput, isDownload: false, ownsDescriptor: false)
         case .file(let path):

@@ -32,12 +32,16 @@ final class ParallelExtractor {
     /// then written after everything before it, which makes its directory known again.
     let directoryLimit: Int
 
-    init(source: String, target: Directory, counters: ImportCounters, writerCount: Int = 2,
+    /// Set when the stream is one layer of an OCI image applied over the layers below it.
+    let layer: LayerState?
+
+    init(source: String, target: Directory, counters: ImportCounters, layer: LayerState? = nil, writerCount: Int = 2,
          budget: Int = 8 << 20, bufferedFileLimit: Int = 2 << 20, windowLimit: Int = 16_384,
          directoryLimit: Int = 16_384) {
         self.source = source
         self.target = target
         self.counters = counters
+        self.layer = layer
         self.writerCount = writerCount
         self.budget = budget
         self.bufferedFileLimit = min(bufferedFileLimit, budget)
@@ -186,6 +190,22 @@ final class ParallelExtractor {
             let parent = Self.parent(of: path)
             let type = entry.fileType
             let size = entry.size
+            if let layer {
+                // Whiteouts delete what lower layers made; everything before them must be on disk.
+                if let whiteout = LayerState.Whiteout(path) {
+                    try settle()
+                    try layer.apply(whiteout, in: target, source: source, member: name)
+                    directories = [""]
+                    entries += 1
+                    continue
+                }
+                if layer.replacesDirectory(at: path, with: type, in: target) {
+                    try settle()
+                    try layer.remove(path, in: target, source: source, member: name)
+                    directories = [""]
+                }
+                layer.written.insert(path)
+            }
             if seen.contains(path) || seen.count >= windowLimit || deferred.count >= deferredLimit {
                 try settle()
             }
@@ -225,13 +245,14 @@ final class ParallelExtractor {
             }
             seen.insert(path)
             entries += 1
-            counters.entries.store(entries, ordering: .relaxed)
+            counters.entries.add(1, ordering: .relaxed)
         }
         current = nil
         try settle()
         // Every writer is idle and the queue is empty; directories get their modes and times last.
         do throws(ArchiveError) { try writer.close() } catch { throw describe(error, entry: nil) }
-        if entries == 0 { throw .badArchive(source: source, entry: nil, reason: "the archive holds no files") }
+        // An OCI layer may be empty (a config-only step of the image's build).
+        if entries == 0 && layer == nil { throw .badArchive(source: source, entry: nil, reason: "the archive holds no files") }
         // Let the decompressor finish cleanly: tar ends before its stream's padding does.
         try? socket.discardToEnd()
         return entries

@@ -37,9 +37,14 @@ enum Testbed {
     }
 
     /// Where the host sees the current instance's /var/lib/machines (scripts/lib/testbed.sh's DATA_BASE).
-    static var hostMachinesDirectory: String {
+    static var hostMachinesDirectory: String { "\(hostDataDirectory)/machines" }
+
+    /// The host side of the instance's /testbed/share, for fixtures made with host tools.
+    static var hostShareDirectory: String { "\(hostDataDirectory)/share" }
+
+    private static var hostDataDirectory: String {
         let base = ProcessInfo.processInfo.environment["NSPAWNCTL_TESTBED_DATA"] ?? "/var/tmp/nspawnctl-testbed"
-        return "\(base)/\(name ?? "-")/machines"
+        return "\(base)/\(name ?? "-")"
     }
 
     static let repositoryRoot: URL = URL(fileURLWithPath: #filePath)

@@ -17,6 +17,7 @@ readonly REPO_DIR
 # Paths inside the testbed.
 readonly TB_REPO=/nspawnctl          # the repository, read-only
 readonly TB_IMAGE=/testbed/image     # the pristine cached root, read-only
+readonly TB_SHARE=/testbed/share     # read-write, shared with the host's $DATA_BASE/NAME/share
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 info() { echo "$PROG: $*" >&2; }

@@ -47,7 +47,7 @@ package struct Import: AsyncParsableCommand, JSONCapable {
     @Argument(help: "Name of the new image.", transform: parseMachineName)
     package var name: MachineName
 
-    @Argument(help: "Tarball: a path, an http(s) URL, or '-' for stdin.")
+    @Argument(help: "Tarball: a path, an http(s) URL, or '-' for stdin; or an OCI image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE (FILE may be '-').")
     package var source: String
 
     package init() {}
@@ -82,6 +82,14 @@ func runImport(_ name: MachineName?, _ job: ImportJob, output: OutputOptions, qu
 package func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) {
     if output.json {
         printOut(Renderer.json(result))
+    } else if !quiet, let image = result.image {
+        let digest = image.manifestDigest.map { ", \($0)" } ?? ""
+        var lines = ["imported '\(result.name)' into \(result.path): \(image.platform)\(digest), \(image.layers) layers, "
+                     + "\(result.entries) entries from \(Renderer.humanSize(UInt64(result.sourceBytes))), every digest checked"]
+        lines.append(image.settingsWritten ? "settings from its config: /etc/systemd/nspawn/\(result.name).nspawn"
+                                           : "kept the existing /etc/systemd/nspawn/\(result.name).nspawn; its config was not applied")
+        lines += image.unmapped.map { "not applied: \($0)" }
+        writeStandardError(lines.joined(separator: "\n") + "\n")
     } else if !quiet {
         let stripped = result.strippedDirectory.map { ", stripped '\($0)/'" } ?? ""
         let checks = result.verified.isEmpty ? "not verified" : "verified: " + result.verified.joined(separator: ", ")

@@ -49,7 +49,10 @@ public enum ImportJob: Sendable, Equatable {
 
     /// Reads the caller's stdin, which the child is then given.
     public var readsStandardInput: Bool {
-        if case .file("-", _, _, _, _) = self { true } else { false }
+        guard case .file(let source, _, _, _, _) = self else { return false }
+        if source == "-" { return true }
+        if case .oci(let oci) = ImageSource(source) { return oci.readsStandardInput }
+        return false
     }
 }
 

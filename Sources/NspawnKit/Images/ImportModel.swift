@@ -5,11 +5,15 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
     case file(String)
     case standardInput
     case url(String)
+    /// An OCI image, named with skopeo's transports.
+    case oci(OCISource)
 
-    /// `-` is stdin, http(s):// a URL, anything else a file path.
+    /// `-` is stdin, http(s):// a URL, `oci:`, `oci-archive:` and `docker-archive:` OCI
+    /// images, anything else a file path.
     public init(_ text: String) {
         if text == "-" { self = .standardInput }
         else if Self.isURL(text) { self = .url(text) }
+        else if let oci = OCISource(text) { self = .oci(oci) }
         else { self = .file(text) }
     }
 
@@ -26,6 +30,62 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
         case .file(let path): path
         case .standardInput: "-"
         case .url(let url): url
+        case .oci(let oci): oci.description
+        }
+    }
+}
+
+/// An OCI image on this host, as skopeo names it: `oci:DIR[:REF]` (an image layout),
+/// `oci-archive:FILE[:REF]` (a tar of one) and `docker-archive:FILE` (`docker save`);
+/// FILE may be `-` for stdin. The path runs to the first ':' after the transport, as skopeo's does.
+public enum OCISource: Sendable, Equatable, CustomStringConvertible {
+    case layout(path: String, reference: String?)
+    case archive(path: String, reference: String?)
+    case dockerArchive(path: String)
+
+    public init?(_ text: String) {
+        func split(_ rest: Substring) -> (String, String?) {
+            guard let colon = rest.firstIndex(of: ":") else { return (String(rest), nil) }
+            return (String(rest[..<colon]), String(rest[rest.index(after: colon)...]))
+        }
+        if text.hasPrefix("oci:") {
+            let (path, reference) = split(text.dropFirst(4))
+            self = .layout(path: path, reference: reference)
+        } else if text.hasPrefix("oci-archive:") {
+            let (path, reference) = split(text.dropFirst(12))
+            self = .archive(path: path, reference: reference)
+        } else if text.hasPrefix("docker-archive:") {
+            self = .dockerArchive(path: String(text.dropFirst(15)))
+        } else {
+            return nil
+        }
+    }
+
+    public var path: String {
+        switch self {
+        case .layout(let path, _), .archive(let path, _), .dockerArchive(let path): path
+        }
+    }
+
+    public var reference: String? {
+        switch self {
+        case .layout(_, let reference), .archive(_, let reference): reference
+        case .dockerArchive: nil
+        }
+    }
+
+    public var readsStandardInput: Bool {
+        switch self {
+        case .layout: false
+        case .archive(let path, _), .dockerArchive(let path): path == "-"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .layout(let path, let reference): "oci:\(path)" + (reference.map { ":\($0)" } ?? "")
+        case .archive(let path, let reference): "oci-archive:\(path)" + (reference.map { ":\($0)" } ?? "")
+        case .dockerArchive(let path): "docker-archive:\(path)"
         }
     }
 }
@@ -115,6 +175,8 @@ public struct ImportResult: Sendable, Codable, Equatable {
     /// Leftovers of interrupted imports of this name that were removed first.
     public var removedLeftovers: [String]
     public var seconds: Double
+    /// For an OCI image: which image it was, and what its config became.
+    public var image: OCIImageInfo?
 
     package init(name: String, path: String, source: String, sourceBytes: Int64, entries: Int, compression: [String],
                  sha256: String, verified: [String], strippedDirectory: String?, replaced: Bool,

@@ -10,6 +10,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case noSuchSnapshot(machine: String, snapshot: String)
     /// No recipe of that name in any of the directories searched.
     case noSuchRecipe(String, searched: [String])
+    /// A tag, image or platform an OCI source does not have; the message says which.
+    case noSuchOCIImage(String)
     case notRunning(String)
     case notExposed(String)
     case alreadyExists(String)
@@ -66,7 +68,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidName, .invalidArgument, .badArchive: .invalidInput
         case .verificationFailed: .verificationFailed
         case .cancelled: .cancelled
-        case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot, .noSuchRecipe: .notFound
+        case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot, .noSuchRecipe, .noSuchOCIImage: .notFound
         case .notRunning, .notExposed, .alreadyExists, .busy, .readOnly, .resizePending, .noPendingResize, .diskLimit: .conflict
         case .permissionDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed, .hookFailed: .failure
@@ -170,6 +172,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "archive '\(source.escapedForMessage)'"
                 + (entry.map { ": entry '\($0.escapedForMessage)'" } ?? "")
                 + ": \(reason)"
+        case .noSuchOCIImage(let message):
+            message
         case .verificationFailed(let message), .cancelled(let message):
             message
         case .failed(let message), .remote(_, let message, _):

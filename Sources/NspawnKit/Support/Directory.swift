@@ -32,6 +32,25 @@ package final class Directory {
         return Directory(try FileDescriptor.opening { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
     }
 
+    /// The directory at the relative `path` below this one, reached through real directories only:
+    /// a symlink anywhere on the way (or `..` out) is ELOOP or EXDEV, never followed.
+    package func openDirectoryBeneath(_ path: String) throws(Errno) -> Directory {
+        let fd = fd
+        return Directory(try FileDescriptor.opening {
+            nspawnctl_openat2(fd, path.isEmpty ? "." : path, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0,
+                              nspawnctl_resolve_beneath | nspawnctl_resolve_no_symlinks | nspawnctl_resolve_no_magiclinks)
+        })
+    }
+
+    /// The file at the relative `path` below this one, opened for reading the same way.
+    package func openFileBeneath(_ path: String) throws(Errno) -> FileDescriptor {
+        let fd = fd
+        return try FileDescriptor.opening {
+            nspawnctl_openat2(fd, path, UInt64(O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC), 0,
+                              nspawnctl_resolve_beneath | nspawnctl_resolve_no_symlinks | nspawnctl_resolve_no_magiclinks)
+        }
+    }
+
     package func setMode(_ mode: mode_t) throws(Errno) {
         if fchmod(fd, mode) != 0 { throw Errno.last }
     }

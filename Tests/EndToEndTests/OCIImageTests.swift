@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+
+/// `import NAME oci:…`, `oci-archive:…` and `docker-archive:…` against images made by umoci and
+/// skopeo (Tests/Fixtures/make-oci-images, on the host, into the testbed's /testbed/share):
+/// the tree must be umoci's own unpack, and the config must run.
+extension EndToEndTests {
+    /// Made once per run; the path inside the testbed.
+    private static let ociFixtures: Result<String, TestbedError> = {
+        let script = Testbed.repositoryRoot.appendingPathComponent("Tests/Fixtures/make-oci-images").path
+        guard let made = try? Testbed.runLocal([script, "\(Testbed.hostShareDirectory)/oci"]), made.status == 0 else {
+            return .failure(.setupFailed("Tests/Fixtures/make-oci-images"))
+        }
+        return .success("/testbed/share/oci")
+    }()
+
+    private static func ociFixture() throws -> String {
+        try ociFixtures.get()
+    }
+
+    /// tree-list of a root the host sees.
+    private static func treeList(_ hostPath: String) throws -> String {
+        let script = Testbed.repositoryRoot.appendingPathComponent("Tests/Fixtures/tree-list").path
+        let list = try Testbed.runLocal([script, hostPath])
+        #expect(list.status == 0 && !list.stdout.isEmpty, "\(list)")
+        return list.stdout
+    }
+
+    private static func expectNoImportLeftovers(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        #expect(try Testbed.run(["machinectl", "show-image", name]).status != 0, "no image", sourceLocation: sourceLocation)
+        // nspawn's image locks (.lck) come and go with machines of other tests.
+        let left = try Testbed.sh("ls -A /var/lib/machines | grep '^\\.#' | grep -v '\\.lck$'; ls /etc/systemd/nspawn/\(name).nspawn 2>/dev/null; true").trimmed
+        #expect(left.isEmpty, "left behind: \(left)", sourceLocation: sourceLocation)
+    }
+
+    @Test(arguments: [
+        ("oci:DIR/layout:layered", "layered"),
+        ("oci:DIR/layout-zstd:layered", "layered"),
+        ("oci-archive:DIR/layered.oci.tar:layered", "layered"),
+        ("docker-archive:DIR/layered.docker.tar", "layered"),
+        ("docker-archive:-", "layered"),
+        ("oci:DIR/layout:multi", "base"),
+    ])
+    func anOCIImageImportsAsUmociUnpacksIt(_ source: String, _ expected: String) throws {
+        let directory = try Self.ociFixture()
+        let name = "e2e-oci-tree"
+        try Fixture.with([name]) {
+            let reference = source.replacingOccurrences(of: "DIR", with: directory)
+            let imported = source == "docker-archive:-"
+                ? try Testbed.sh("nspawnctl import --json \(name) docker-archive:- < \(directory)/layered.docker.tar")
+                : try Testbed.nspawnctl("import", "--json", name, reference)
+            #expect(imported.status == Exit.ok, "\(source): \(imported)")
+            guard imported.status == Exit.ok else { return }
+            struct Result: Decodable {
+                struct Image: Decodable { var platform: String; var layers: Int; var settingsWritten: Bool }
+                var image: Image?
+                var verified: [String]
+            }
+            let result = try decodeJSON(Result.self, from: imported.stdout)
+            #expect(result.image?.settingsWritten == true && result.verified == ["digests"], "\(imported.stdout)")
+            #expect(result.image?.layers == (expected == "base" ? 1 : 3), "\(imported.stdout)")
+            // umoci's unpack is the reference: the same paths, modes, owners, link targets and contents.
+            let ours = try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)")
+            let theirs = try Self.treeList("\(Testbed.hostShareDirectory)/oci/\(expected).rootfs")
+            #expect(ours == theirs, "\(source): the trees differ")
+            if expected == "layered" {
+                // The whiteouts took effect: the one umoci wrote, and the opaque one.
+                #expect(!ours.contains("etc/deleteme ") && ours.contains("etc/added ") && !ours.contains("data/old")
+                        && ours.contains("data/new "))
+            }
+        }
+    }
+
+    @Test func anOCIImageRunsAsItsConfigSays() throws {
+        let directory = try Self.ociFixture()
+        let name = "e2e-oci-run"
+        try Fixture.with([name]) {
+            let imported = try Testbed.nspawnctl("import", name, "oci:\(directory)/layout:layered")
+            #expect(imported.status == Exit.ok, "\(imported)")
+            #expect(imported.stderr.contains("not applied: ExposedPorts 8080/tcp") && imported.stderr.contains("not applied: Volumes /data"),
+                    "\(imported)")
+            let settings = try Testbed.mustSh("cat /etc/systemd/nspawn/\(name).nspawn").stdout
+            for line in ["Boot=no", "Parameters=/bin/httpd -f -p 8080 -h /www", "Environment=GREETING=hello",
+                         "Environment=\"SPACED=two words\"", "WorkingDirectory=/www", "User=www", "KillSignal=SIGINT"] {
+                #expect(settings.contains("\n\(line)\n"), "\(line) in \(settings)")
+            }
+            let started = try Testbed.nspawnctl("start", name)
+            #expect(started.status == Exit.ok, "\(started)")
+            // The entrypoint serves: the image's own page, from inside the machine.
+            let page = try Testbed.sh("for i in $(seq 1 50); do nspawnctl exec \(name) -- wget -qO- http://127.0.0.1:8080/ && break; sleep 0.1; done")
+            #expect(page.stdout == "hello from an OCI image\n", "\(page)")
+            #expect(try Testbed.nspawnctl("exec", name, "--", "env").stdout.contains("\nSPACED=two words\n"))
+            // The payload (the machine's PID 1) runs as the image's user, in its directory.
+            #expect(try Testbed.nspawnctl("exec", name, "--", "readlink", "/proc/1/cwd").trimmed == "/www")
+            #expect(try Testbed.nspawnctl("exec", name, "--", "stat", "-c", "%u", "/proc/1").trimmed == "33")
+            // config edits what the image's config became.
+            #expect(try Testbed.nspawnctl("config", name).stdout.contains("Exec.User=www"))
+            // httpd is PID 1 of its namespace and has no SIGINT handler: stop escalates to SIGKILL.
+            #expect(try Testbed.nspawnctl("stop", "--timeout", "2", name).status == Exit.ok)
+        }
+    }
+
+    @Test(arguments: [
+        ("oci:DIR/layout:hostile-dotdot", Exit.invalidInput, "path contains '..'"),
+        ("oci:DIR/layout:hostile-symlink", Exit.invalidInput, "symlink"),
+        ("oci:DIR/layout:hostile-whiteout", Exit.invalidInput, "path contains '..'"),
+        ("oci:DIR/layout:foreign", Exit.notFound, "has no image for linux/"),
+        ("oci:DIR/layout:nosuchtag", Exit.notFound, "no image 'nosuchtag' in"),
+        ("oci:DIR/layout", Exit.notFound, "name one"),
+        ("oci:DIR/tampered:layered", 6, "digest mismatch in"),
+        ("oci:DIR/missing:layered", Exit.invalidInput, "the blob is missing"),
+        ("oci:DIR/nowhere:layered", Exit.invalidInput, "cannot open OCI image layout"),
+        ("docker-archive:DIR/layout/index.json", Exit.invalidInput, "docker-archive:"),
+    ])
+    func aBrokenOrHostileOCIImageIsRefusedAndLeavesNothing(_ source: String, _ code: Int32, _ message: String) throws {
+        let directory = try Self.ociFixture()
+        let name = "e2e-oci-bad"
+        try Fixture.with([name]) {
+            let refused = try Testbed.nspawnctl("import", name, source.replacingOccurrences(of: "DIR", with: directory))
+            #expect(refused.status == code && refused.stderr.contains(message), "\(source): \(refused)")
+            try Self.expectNoImportLeftovers(name)
+        }
+    }
+}
