@@ -80,6 +80,9 @@ public enum Renderer {
         if let pending = s.pendingResize { fields.append(("Resize", "pending: \(pending.text)")) }
         if let limits = s.limits { fields.append(("Limits", limitsText(limits))) }
         if let disk = s.disk { fields.append(("Disk", diskText(disk))) }
+        if let oci = s.oci {
+            fields.append(("OCI image", oci.reference + " (" + ([oci.manifestDigest, oci.platform].compactMap { $0 }.joined(separator: ", ")) + ")"))
+        }
         if let snapshots = s.snapshots, !snapshots.isEmpty { fields.append(("Snapshots", snapshotsText(snapshots))) }
         let width = fields.map(\.0.count).max() ?? 0
         let body = fields.map { String(repeating: " ", count: width - $0.0.count) + "  \($0.0): \($0.1)" }

@@ -104,6 +104,19 @@ public struct ImageImporter: Sendable {
         if oci != nil, options.checksum != nil || options.signature != nil || !options.setup.isEmpty {
             throw .invalidArgument("--checksum and --signature do not apply to OCI images: every blob is checked against the digest its manifest names")
         }
+        // A re-import of the same OCI reference is only done when its digest moved.
+        if let oci, existing != nil,
+           let recorded = OCIOrigin.read(imagePath: "\(store.directory)/\(name)"), recorded.reference == oci.description,
+           let current = try OCIImporter(source: oci, counters: counters, store: storeDirectory, scratchName: "",
+                                         storeLabel: store.directory).currentManifestDigest(),
+           current == recorded.manifestDigest {
+            var result = ImportResult(
+                name: name.rawValue, path: "\(store.directory)/\(name)", source: source.description, sourceBytes: 0, entries: 0,
+                compression: [], sha256: String(current.dropFirst("sha256:".count)), verified: ["digests"],
+                strippedDirectory: nil, replaced: false, removedLeftovers: leftovers, seconds: 0)
+            result.unchanged = true
+            return result
+        }
         // Opened before anything is created, so a missing file leaves nothing behind.
         let input = oci == nil ? try SourceInput.open(source, counters: counters) : nil
         defer { input?.abandon() }
@@ -135,6 +148,10 @@ public struct ImageImporter: Sendable {
             let scratch = ImageStore.temporaryName(ImageStore.importPrefix, for: name)
             image = try OCIImporter(source: oci, counters: counters, store: storeDirectory, scratchName: scratch,
                                     storeLabel: store.directory).populate(work)
+            if let image {
+                // A file system without user xattrs only costs status the image's origin.
+                try? OCIOrigin(reference: image.reference, manifestDigest: image.manifestDigest, platform: image.platform).record(on: work)
+            }
             summary = .init(compression: [], entries: counters.entries.load(ordering: .relaxed))
             sha256 = image?.manifestDigest.map { String($0.dropFirst("sha256:".count)) } ?? ""
             verified = ["digests"]

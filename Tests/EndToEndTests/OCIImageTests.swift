@@ -84,6 +84,15 @@ extension EndToEndTests {
                          "Environment=\"SPACED=two words\"", "WorkingDirectory=/www", "User=www", "KillSignal=SIGINT"] {
                 #expect(settings.contains("\n\(line)\n"), "\(line) in \(settings)")
             }
+            // Where it came from: on the root, in status and ls, and a re-import of the same digest does nothing.
+            let reference = "oci:\(directory)/layout:layered"
+            let attribute = try Testbed.sh("getfattr --only-values -n user.nspawnctl.oci /var/lib/machines/\(name)").stdout
+            #expect(attribute.contains("\"reference\":\"\(reference)\"") && attribute.contains("\"manifest_digest\":\"sha256:"), "\(attribute)")
+            #expect(try Testbed.nspawnctl("status", name).stdout.contains("OCI image: \(reference) (sha256:"))
+            #expect(try Testbed.nspawnctl("ls", "--json").stdout.contains("\"reference\" : \"\(reference)\""))
+            let again = try Testbed.nspawnctl("import", "--force", name, reference)
+            #expect(again.status == Exit.ok && again.stderr.contains("is already \(reference) (sha256:")
+                    && again.stderr.contains("nothing changed"), "\(again)")
             let started = try Testbed.nspawnctl("start", name)
             #expect(started.status == Exit.ok, "\(started)")
             // The entrypoint serves: the image's own page, from inside the machine.

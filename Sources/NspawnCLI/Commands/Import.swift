@@ -82,6 +82,8 @@ func runImport(_ name: MachineName?, _ job: ImportJob, output: OutputOptions, qu
 package func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) {
     if output.json {
         printOut(Renderer.json(result))
+    } else if !quiet, result.unchanged == true {
+        writeStandardError("image '\(result.name)' is already \(result.source) (sha256:\(result.sha256)); nothing changed\n")
     } else if !quiet, let image = result.image {
         let digest = image.manifestDigest.map { ", \($0)" } ?? ""
         var lines = ["imported '\(result.name)' into \(result.path): \(image.platform)\(digest), \(image.layers) layers, "

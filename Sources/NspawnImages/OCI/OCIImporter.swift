@@ -46,14 +46,29 @@ struct OCIImporter {
 
     // MARK: - Image layouts
 
+    /// The manifest digest the source names now, when that is cheap to learn (an image layout);
+    /// nil for archives, which would have to be unpacked first.
+    func currentManifestDigest() throws(NspawnError) -> String? {
+        guard case .layout(let path, let reference) = source else { return nil }
+        let layout: Directory
+        do throws(Errno) { layout = try Directory(path: path) } catch {
+            throw .unusableInput("cannot open OCI image layout '\(path.escapedForMessage)'", error)
+        }
+        return try resolve(BlobReader(layout: layout, label: source.description), reference: reference).digest.description
+    }
+
+    private func resolve(_ blobs: BlobReader, reference: String?) throws(NspawnError) -> (digest: OCIDigest, manifest: OCIManifest) {
+        guard let indexBytes = try blobs.readFile("index.json") else {
+            throw .badArchive(source: blobs.label, entry: "index.json", reason: "missing: this is no OCI image layout")
+        }
+        let index: OCIIndex = try decode(indexBytes, what: "index.json", label: blobs.label)
+        let chosen = try choose(in: index.manifests, reference: reference, label: blobs.label)
+        return try resolveManifest(chosen, blobs: blobs, label: blobs.label)
+    }
+
     private func populate(_ work: Directory, layout: Directory, label: String, reference: String?) throws(NspawnError) -> OCIImageInfo {
         let blobs = BlobReader(layout: layout, label: label)
-        guard let indexBytes = try blobs.readFile("index.json") else {
-            throw .badArchive(source: label, entry: "index.json", reason: "missing: this is no OCI image layout")
-        }
-        let index: OCIIndex = try decode(indexBytes, what: "index.json", label: label)
-        let chosen = try choose(in: index.manifests, reference: reference, label: label)
-        let (manifestDigest, manifest) = try resolveManifest(chosen, blobs: blobs, label: label)
+        let (manifestDigest, manifest) = try resolve(blobs, reference: reference)
         let configDescriptor = manifest.config
         let config: OCIImageConfig = try decode(try blobs.readDocument(configDescriptor), what: "config \(configDescriptor.digest)", label: label)
         var info = OCIImageInfo(reference: source.description, manifestDigest: manifestDigest.description,

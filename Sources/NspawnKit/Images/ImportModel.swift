@@ -177,6 +177,8 @@ public struct ImportResult: Sendable, Codable, Equatable {
     public var seconds: Double
     /// For an OCI image: which image it was, and what its config became.
     public var image: OCIImageInfo?
+    /// `--force` of the same OCI reference whose digest had not changed: nothing was done.
+    public var unchanged: Bool?
 
     package init(name: String, path: String, source: String, sourceBytes: Int64, entries: Int, compression: [String],
                  sha256: String, verified: [String], strippedDirectory: String?, replaced: Bool,

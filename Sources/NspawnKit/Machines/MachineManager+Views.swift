@@ -84,6 +84,10 @@ extension MachineManager {
                 rows[name]?.exposed = (try? exposedAddresses(of: MachineName(unchecked: name))) ?? []
             }
             rows[name]?.pendingResize = try? pendingResize(of: MachineName(unchecked: name))
+            // ListImages gives the object path, not the file's; nspawnctl imports into the store.
+            if let image, image.type == "directory" || image.type == "subvolume" {
+                rows[name]?.oci = OCIOrigin.read(imagePath: "\(ImageStore.system.directory)/\(name)")
+            }
         }
         var properties: [String: MachineProperties] = [:]
         var fetchedOS = Set<String>()
@@ -210,6 +214,7 @@ extension MachineManager {
                                  created: Date(epochMicroseconds: p.created), modified: Date(epochMicroseconds: p.modified),
                                  usage: knownSize(p.usage), limit: knownSize(p.limit))
             status.disk = diskUsage(of: name, image: p)
+            if p.type == "directory" || p.type == "subvolume", let path = p.path { status.oci = OCIOrigin.read(imagePath: path) }
             // Snapshots that cannot be read leave the rest of the status standing.
             status.snapshots = p.path.flatMap { try? SnapshotStore(machine: name, imagePath: $0).list() }
             if status.os == nil, machine == nil, let os = MachineProbe.imageOSRelease(type: p.type, path: p.path) {

@@ -39,6 +39,8 @@ public struct MachineSummary: Sendable, Codable, Equatable {
     public var exposed: [String] = []
     /// A resize waiting to be confirmed or reverted.
     public var pendingResize: PendingResize?
+    /// The OCI image the image was imported from.
+    public var oci: OCIOrigin?
 
     public init(name: String, state: MachineState, os: String? = nil, addresses: [String] = [], usage: UInt64? = nil,
                 readOnly: Bool? = nil, enabled: Bool = false, machineClass: String? = nil, imageType: String? = nil) {
@@ -73,6 +75,8 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     public var pendingResize: PendingResize?
     /// The image's use against its disk limit, where the file system counts it per machine.
     public var disk: DiskUsage?
+    /// The OCI image the image was imported from.
+    public var oci: OCIOrigin?
     /// The image's snapshots, oldest first; nil when there is no image.
     public var snapshots: [SnapshotInfo]?
 
