@@ -31,6 +31,8 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
     case recipe(String)
     case url(String, checksum: String?)
     case file(String)
+    /// An OCI image on this host, as `import` names it (oci:, oci-archive:, docker-archive:).
+    case oci(String)
 
     public var description: String {
         switch self {
@@ -38,6 +40,7 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
         case .recipe(let recipe): "recipe \(recipe)"
         case .url(let url, _): "download of \(url)"
         case .file(let path): "import of \(path)"
+        case .oci(let reference): "import of OCI image \(reference)"
         }
     }
 }
@@ -110,7 +113,7 @@ extension ImportJob {
         case .clone: return nil
         case .recipe(let recipe): self = .recipe(recipe, mirror: nil, tarball: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false)
         case .url(let url, let checksum): self = .url(url, checksum: checksum.map { "sha256:\($0)" }, signature: nil, keyring: nil, force: false)
-        case .file(let path): self = .file(path, checksum: nil, signature: nil, keyring: nil, force: false)
+        case .file(let path), .oci(let path): self = .file(path, checksum: nil, signature: nil, keyring: nil, force: false)
         }
     }
 }

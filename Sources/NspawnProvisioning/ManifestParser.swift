@@ -94,10 +94,10 @@ public struct ManifestParser {
     }
 
     private func imageSource(_ node: Node, key: String) throws(NspawnError) -> ImageSource {
-        let fields = try mapping(node, key: key, allowed: ["clone", "recipe", "url", "checksum", "file"])
-        let kinds = ["clone", "recipe", "url", "file"].filter { fields[$0] != nil }
+        let fields = try mapping(node, key: key, allowed: ["clone", "recipe", "url", "checksum", "file", "oci"])
+        let kinds = ["clone", "recipe", "url", "file", "oci"].filter { fields[$0] != nil }
         guard kinds.count == 1, let kind = kinds.first, let value = fields[kind] else {
-            throw error(node, key, "give exactly one of clone, recipe, url or file")
+            throw error(node, key, "give exactly one of clone, recipe, url, file or oci")
         }
         if fields["checksum"] != nil && kind != "url" { throw error(node, "\(key).checksum", "a checksum goes with url only") }
         let text = try string(value, key: "\(key).\(kind)")
@@ -121,6 +121,11 @@ public struct ManifestParser {
                 checksum = hex
             }
             return .url(text, checksum: checksum)
+        case "oci":
+            guard case .oci(let source) = NspawnKit.ImageSource(text), source.path.hasPrefix("/") else {
+                throw error(value, "\(key).oci", "'\(text.escapedForMessage)' is not an OCI image on the host: oci:/DIR[:REF], oci-archive:/FILE[:REF] or docker-archive:/FILE")
+            }
+            return .oci(text)
         default:
             guard text.hasPrefix("/") else { throw error(value, "\(key).file", "'\(text.escapedForMessage)' is not an absolute path on the host") }
             return .file(text)

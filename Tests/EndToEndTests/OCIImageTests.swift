@@ -109,6 +109,33 @@ extension EndToEndTests {
         }
     }
 
+    /// A manifest's `image: { oci: … }` imports the image as the machine, with its config as
+    /// settings; the manifest's own settings layer over them, and a second apply changes nothing.
+    @Test func aManifestMachineComesFromAnOCIImage() throws {
+        let directory = try Self.ociFixture()
+        let name = "e2e-oci-mf"
+        try Fixture.with([name]) {
+            let manifest = """
+                name: e2e-oci
+                machines:
+                  \(name):
+                    image: { oci: "oci:\(directory)/layout:layered" }
+                    settings: { Environment: ["FROM_MANIFEST=yes"] }
+                    state: running
+                """
+            try manifest.write(toFile: "\(Testbed.hostShareDirectory)/e2e-oci.yaml", atomically: true, encoding: .utf8)
+            let applied = try Testbed.nspawnctl("apply", "-f", "/testbed/share/e2e-oci.yaml")
+            #expect(applied.status == Exit.ok, "\(applied)")
+            let page = try Testbed.sh("for i in $(seq 1 50); do nspawnctl exec \(name) -- wget -qO- http://127.0.0.1:8080/ && break; sleep 0.1; done")
+            #expect(page.stdout == "hello from an OCI image\n", "\(page)")
+            let settings = try Testbed.mustSh("cat /etc/systemd/nspawn/\(name).nspawn").stdout
+            #expect(settings.contains("Parameters=/bin/httpd") && settings.contains("FROM_MANIFEST=yes"), "\(settings)")
+            let plan = try Testbed.nspawnctl("plan", "-f", "/testbed/share/e2e-oci.yaml", "--json")
+            #expect(try decodeJSON(PlanJSON.self, from: plan.stdout).changes == 0, "\(plan)")
+            #expect(try Testbed.nspawnctl("stop", "--timeout", "2", name).status == Exit.ok)
+        }
+    }
+
     /// An archive on stdin that stalls after its first 100 kB: SIGINT cancels (exit 130), a
     /// kill -9 of nspawnctl ends its helper; neither leaves the scratch or staging directory.
     @Test(arguments: ["INT", "KILL"])

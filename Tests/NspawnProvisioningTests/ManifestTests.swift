@@ -76,7 +76,9 @@ struct ManifestTests {
         ("machines:\n  web1:\n    files: [ { path: /etc/motd, content: x, mode: \"999\" } ]\n", "machines.web1.files.mode: expected an octal mode"),
         ("machines:\n  web1:\n    flavor: enormous\n", "/srv/site.yaml:3:13: machines.web1.flavor: no flavor 'enormous'"),
         ("machines:\n  web1:\n    state: gone\n", "machines.web1.state: expected running, stopped or absent"),
-        ("machines:\n  web1:\n    image: { clone: a, recipe: b }\n", "machines.web1.image: give exactly one of clone, recipe, url or file"),
+        ("machines:\n  web1:\n    image: { clone: a, recipe: b }\n", "machines.web1.image: give exactly one of clone, recipe, url, file or oci"),
+        ("machines:\n  web1:\n    image: { oci: \"oci:img:web\" }\n", "machines.web1.image.oci: 'oci:img:web' is not an OCI image on the host"),
+        ("machines:\n  web1:\n    image: { oci: /srv/root.tar }\n", "machines.web1.image.oci: '/srv/root.tar' is not an OCI image on the host"),
         ("machines:\n  web1:\n    image: { url: \"ftp://x\" }\n", "machines.web1.image.url: 'ftp://x' is not an http, https or file URL"),
         ("machines:\n  web1:\n    expose: { listen: \"127.0.0.1:70000\", exec: [/bin/cat] }\n", "/srv/site.yaml:3:13: machines.web1.expose:"),
         ("machines: [web1]\n", "/srv/site.yaml:1:11: machines: expected a mapping"),
@@ -90,6 +92,12 @@ struct ManifestTests {
         let error = #expect(throws: NspawnError.self) { _ = try Self.parse(text).resolved() }
         #expect(error?.category == .invalidInput)
         #expect("\(error.map { "\($0)" } ?? "")".contains(expected), "\(error.map { "\($0)" } ?? "no error")")
+    }
+
+    @Test func anOCIImageOnTheHostIsImportedAsImportNamesIt() throws {
+        let manifest = try Self.parse("machines:\n  web1:\n    image: { oci: \"oci-archive:/srv/web.tar:v2\" }\n")
+        #expect(manifest.machines.first?.image == .oci("oci-archive:/srv/web.tar:v2"))
+        #expect(ImportJob(.oci("oci-archive:/srv/web.tar:v2")) == .file("oci-archive:/srv/web.tar:v2", checksum: nil, signature: nil, keyring: nil, force: false))
     }
 
     @Test func theManifestsNameDefaultsToTheFileAndMayBeGiven() throws {
