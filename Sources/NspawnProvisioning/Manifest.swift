@@ -112,6 +112,9 @@ extension ImportJob {
         switch source {
         case .clone: return nil
         case .recipe(let recipe): self = .recipe(recipe, mirror: nil, tarball: nil, checksum: nil, signature: nil, keyring: nil, verify: true, force: false)
+        case .url(let url, let checksum) where url.hasPrefix("file://"):
+            // The helper downloads http(s) only; a file URL is the file on this host.
+            self = .file(String(url.dropFirst("file://".count)), checksum: checksum.map { "sha256:\($0)" }, signature: nil, keyring: nil, force: false)
         case .url(let url, let checksum): self = .url(url, checksum: checksum.map { "sha256:\($0)" }, signature: nil, keyring: nil, force: false)
         case .file(let path), .oci(let path): self = .file(path, checksum: nil, signature: nil, keyring: nil, force: false)
         }

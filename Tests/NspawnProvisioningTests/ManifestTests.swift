@@ -100,6 +100,13 @@ struct ManifestTests {
         #expect(ImportJob(.oci("oci-archive:/srv/web.tar:v2")) == .file("oci-archive:/srv/web.tar:v2", checksum: nil, signature: nil, keyring: nil, force: false))
     }
 
+    @Test func aFileURLIsImportedAsTheFileItNames() throws {
+        let hex = String(repeating: "0a", count: 32)
+        let manifest = try Self.parse("machines:\n  web1:\n    image: { url: \"file:///srv/root.tar.zst\", checksum: \"sha256:\(hex)\" }\n")
+        let image = try #require(manifest.machines.first?.image)
+        #expect(ImportJob(image) == .file("/srv/root.tar.zst", checksum: "sha256:\(hex)", signature: nil, keyring: nil, force: false))
+    }
+
     @Test func theManifestsNameDefaultsToTheFileAndMayBeGiven() throws {
         #expect(try Self.parse("machines: { a: { state: stopped } }", file: "/x/fleet.yml").name == "fleet")
         #expect(try Self.parse("name: lab\nmachines: { a: { state: stopped } }", file: "/x/fleet.yml").name == "lab")
