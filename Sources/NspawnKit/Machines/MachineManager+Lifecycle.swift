@@ -179,8 +179,16 @@ extension MachineManager {
         let removal = try Self.subscribeMachineRemoved(bus)
         let request: UnixSignal = Self.leaderRunsSystemd(properties.leader) ? .powerOff : .term
         // Each step ends the wait as soon as the machine is gone; the next one is harsher.
+        // Terminating makes systemd-nspawn send the leader its KillSignal=; one the leader does
+        // not catch (an image's StopSignal= for a PID 1 without a handler) is dropped by the
+        // kernel, so then the leader alone is killed at once. Not the whole unit: its pre-stop
+        // hook may still run.
+        let leaderHearsTerminate = Self.leaderCatches(properties.leader, Self.nspawnKillSignal(of: name))
         var steps: [(Duration, () throws -> Void)] = [
-            (terminateGrace, { try machined.terminateMachine(name) }),
+            (terminateGrace, {
+                try machined.terminateMachine(name)
+                if !leaderHearsTerminate { try machined.killMachine(name, whom: .leader, signal: .kill) }
+            }),
             (terminateGrace, { try machined.killMachine(name, whom: .all, signal: .kill) }),
         ]
         // The kernel drops a signal with no handler for a namespace's init, so waiting for a
@@ -259,7 +267,18 @@ extension MachineManager {
     /// to read it from a signalfd, as systemd does (SigBlk; the kernel queues a blocked signal
     /// even for a namespace's init). When /proc cannot tell, assume it can, so the clean
     /// shutdown still gets its wait.
+    /// What systemd-nspawn sends the leader when it is terminated: KillSignal= from the
+    /// settings, else SIGRTMIN+3 (an init's halt request) for a boot and SIGKILL for a payload.
+    static func nspawnKillSignal(of name: MachineName) -> UnixSignal {
+        let settings = (try? loadSettings(name))?.settings
+        if let text = settings?.value(.killSignal), let signal = try? UnixSignal(parsing: text) { return signal }
+        let boot = settings?.boot ?? true
+        return boot ? ((try? UnixSignal(parsing: "SIGRTMIN+3")) ?? .kill) : .kill
+    }
+
     static func leaderCatches(_ leader: UInt32?, _ signal: UnixSignal) -> Bool {
+        // SIGKILL needs no handler: the kernel delivers it to a namespace's init from outside.
+        if signal == .kill { return true }
         guard let leader, leader > 0, let status = try? AtomicFile.read("/proc/\(leader)/status", limit: 64 * 1024),
               let handled = handledSignals(procStatus: status) else { return true }
         return handled.contains(signal.number)
