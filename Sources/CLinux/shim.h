@@ -117,6 +117,8 @@ static inline int nspawnctl_setns(int fd, int nstype) { return (int)syscall(SYS_
 static inline int nspawnctl_netlink_route_socket(void) {
     return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 }
+/* An unnamed file in a directory (O_TMPFILE): gone with its last descriptor, whatever ends the process. */
+static inline int nspawnctl_open_tmpfile(int dirfd) { return openat(dirfd, ".", __O_TMPFILE | __O_DIRECTORY | O_RDWR | O_CLOEXEC, 0600); }
 static const uint16_t nspawnctl_nlmsg_error = NLMSG_ERROR;
 static const uint16_t nspawnctl_nlmsg_done = NLMSG_DONE;
 static const uint16_t nspawnctl_nlm_f_request = NLM_F_REQUEST;

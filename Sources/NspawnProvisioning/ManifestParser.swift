@@ -122,8 +122,13 @@ public struct ManifestParser {
             }
             return .url(text, checksum: checksum)
         case "oci":
-            guard case .oci(let source) = NspawnKit.ImageSource(text), source.path.hasPrefix("/") else {
-                throw error(value, "\(key).oci", "'\(text.escapedForMessage)' is not an OCI image on the host: oci:/DIR[:REF], oci-archive:/FILE[:REF] or docker-archive:/FILE")
+            guard case .oci(let source) = NspawnKit.ImageSource(text), source.path?.hasPrefix("/") ?? true else {
+                throw error(value, "\(key).oci", "'\(text.escapedForMessage)' is not an OCI image: docker://REFERENCE, oci:/DIR[:REF], oci-archive:/FILE[:REF] or docker-archive:/FILE")
+            }
+            if case .registry = source {
+                do throws(NspawnError) { _ = try source.registryReference() } catch {
+                    throw self.error(value, "\(key).oci", error.description)
+                }
             }
             return .oci(text)
         default:

@@ -47,13 +47,16 @@ package struct Import: AsyncParsableCommand, JSONCapable {
     @Argument(help: "Name of the new image.", transform: parseMachineName)
     package var name: MachineName
 
-    @Argument(help: "Tarball: a path, an http(s) URL, or '-' for stdin; or an OCI image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE (FILE may be '-').")
+    @Argument(help: "Tarball: a path, an http(s) URL, or '-' for stdin; or an OCI image: docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE (FILE may be '-').")
     package var source: String
 
     package init() {}
 
     package func validate() throws {
         if source.isEmpty { throw ValidationError("SOURCE must not be empty") }
+        if case .oci(let oci) = ImageSource(source) {
+            do throws(NspawnError) { _ = try oci.registryReference() } catch { throw ValidationError(error.description) }
+        }
     }
 
     package func run() async throws {

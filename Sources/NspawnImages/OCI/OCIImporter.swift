@@ -23,6 +23,8 @@ struct OCIImporter {
 
     func populate(_ work: Directory) throws(NspawnError) -> OCIImageInfo {
         switch source {
+        case .registry:
+            return try populateFromRegistry(work)
         case .layout(let path, let reference):
             let layout: Directory
             do throws(Errno) { layout = try Directory(path: path) } catch {
@@ -49,6 +51,9 @@ struct OCIImporter {
     /// The manifest digest the source names now, when that is cheap to learn (an image layout);
     /// nil for archives, which would have to be unpacked first.
     func currentManifestDigest() throws(NspawnError) -> String? {
+        if let reference = try source.registryReference() {
+            return try resolve(registryClient(reference)).digest.description
+        }
         guard case .layout(let path, let reference) = source else { return nil }
         let layout: Directory
         do throws(Errno) { layout = try Directory(path: path) } catch {
@@ -66,7 +71,8 @@ struct OCIImporter {
         return try resolveManifest(chosen, blobs: blobs, label: blobs.label)
     }
 
-    private func populate(_ work: Directory, layout: Directory, label: String, reference: String?) throws(NspawnError) -> OCIImageInfo {
+    /// The image's manifest, its config, and where each layer comes from, whatever the source.
+    func populate(_ work: Directory, layout: Directory, label: String, reference: String?) throws(NspawnError) -> OCIImageInfo {
         let blobs = BlobReader(layout: layout, label: label)
         let (manifestDigest, manifest) = try resolve(blobs, reference: reference)
         let configDescriptor = manifest.config
@@ -79,6 +85,63 @@ struct OCIImporter {
             let file = try blobs.openBlob(digest)
             defer { try? file.close() }
             try apply(file, digest: digest, number: number, count: manifest.layers.count, to: work, label: label)
+        }
+        try map(config, into: &info, root: work)
+        return info
+    }
+
+    /// The manifest a tag or digest names in a registry, followed to this host's platform, each
+    /// document checked against its digest.
+    func resolve(_ client: RegistryClient) throws(NspawnError) -> (digest: OCIDigest, manifest: OCIManifest) {
+        let label = client.label
+        var (bytes, mediaType) = try client.manifest(client.reference.manifestReference)
+        var digest = try OCIDigest("sha256:" + encodeHex(Array(SHA256.hash(data: bytes))), source: label)
+        if let wanted = client.reference.digest, wanted != digest.description {
+            throw .verificationFailed("digest mismatch in '\(label.escapedForMessage)': the registry's manifest is \(digest)")
+        }
+        for _ in 0..<4 {
+            if mediaType == "application/vnd.docker.distribution.manifest.v1+prettyjws" || mediaType == "application/vnd.docker.distribution.manifest.v1+json" {
+                throw .badArchive(source: label, entry: "manifest \(digest)", reason: "a Docker schema 1 manifest, which nspawnctl does not read; push the image again with a current tool")
+            }
+            let isIndex = mediaType.map(OCIMediaType.indexes.contains) ?? false
+                || (!(mediaType.map(OCIMediaType.manifests.contains) ?? false) && Self.looksLikeIndex(bytes))
+            guard isIndex else { return (digest, try decode(bytes, what: "manifest \(digest)", label: label)) }
+            let index: OCIIndex = try decode(bytes, what: "index \(digest)", label: label)
+            let chosen = try Self.hostEntry(of: index, label: label)
+            let chosenDigest = try OCIDigest(chosen.digest, source: label)
+            (bytes, mediaType) = try client.manifest(chosenDigest.description)
+            let got = encodeHex(Array(SHA256.hash(data: bytes)))
+            guard got == chosenDigest.hex else {
+                throw .verificationFailed("digest mismatch in '\(label.escapedForMessage)': manifest \(chosenDigest) holds sha256:\(got)")
+            }
+            digest = chosenDigest
+        }
+        throw .badArchive(source: label, entry: nil, reason: "indexes nested too deep")
+    }
+
+    private func registryClient(_ reference: RegistryReference) throws(NspawnError) -> RegistryClient {
+        let counters = counters
+        return try RegistryClient(reference, environment: ProcessInfo.processInfo.environment, cancelled: { counters.isCancelled })
+    }
+
+    private func populateFromRegistry(_ work: Directory) throws(NspawnError) -> OCIImageInfo {
+        guard let reference = try source.registryReference() else { throw .failed("'\(source)' is no registry image") }
+        let client = try registryClient(reference)
+        let label = client.label
+        let (manifestDigest, manifest) = try resolve(client)
+        let config: OCIImageConfig = try decode(try client.documentBlob(manifest.config), what: "config \(manifest.config.digest)", label: label)
+        var info = OCIImageInfo(reference: label, manifestDigest: manifestDigest.description,
+                                platform: platformText(config), layers: manifest.layers.count)
+        counters.sourceSize.store(manifest.layers.reduce(0) { $0 + $1.size }, ordering: .relaxed)
+        let digests = try manifest.layers.map { (layer) throws(NspawnError) in try OCIDigest(layer.digest, source: label) }
+        // Later layers download while earlier ones are applied.
+        let prefetch = try LayerPrefetch(client: client, layers: Array(zip(digests, manifest.layers.map(\.size))),
+                                         spoolDirectory: store, spoolLabel: storeLabel)
+        defer { prefetch.stop() }
+        for (number, digest) in digests.enumerated() {
+            let file = try prefetch.take(number)
+            defer { try? file.close() }
+            try apply(file, digest: digest, number: number, count: digests.count, to: work, label: label)
         }
         try map(config, into: &info, root: work)
         return info
@@ -113,16 +176,20 @@ struct OCIImporter {
         }
         guard depth < 4 else { throw .badArchive(source: label, entry: nil, reason: "indexes nested too deep") }
         let index: OCIIndex = try decode(bytes, what: "index \(digest)", label: label)
+        return try resolveManifest(try Self.hostEntry(of: index, label: label), blobs: blobs, label: label, depth: depth + 1)
+    }
+
+    static func hostEntry(of index: OCIIndex, label: String) throws(NspawnError) -> OCIDescriptor {
         let host = OCIPlatform.host
         guard let match = index.manifests.first(where: { host.matches($0.platform) }) else {
             let offered = index.manifests.compactMap { $0.platform?.text }
             throw .noSuchOCIImage("'\(label.escapedForMessage)' has no image for \(host.text)"
                                   + (offered.isEmpty ? "" : "; it has: \(offered.joined(separator: ", "))"))
         }
-        return try resolveManifest(match, blobs: blobs, label: label, depth: depth + 1)
+        return match
     }
 
-    private static func looksLikeIndex(_ bytes: [UInt8]) -> Bool {
+    static func looksLikeIndex(_ bytes: [UInt8]) -> Bool {
         struct Probe: Decodable { var manifests: [OCIDescriptor]? }
         return (try? JSONDecoder().decode(Probe.self, from: Data(bytes)))?.manifests != nil
     }

@@ -8,8 +8,8 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
     /// An OCI image, named with skopeo's transports.
     case oci(OCISource)
 
-    /// `-` is stdin, http(s):// a URL, `oci:`, `oci-archive:` and `docker-archive:` OCI
-    /// images, anything else a file path.
+    /// `-` is stdin, http(s):// a URL, `docker://`, `oci:`, `oci-archive:` and `docker-archive:`
+    /// OCI images, anything else a file path.
     public init(_ text: String) {
         if text == "-" { self = .standardInput }
         else if Self.isURL(text) { self = .url(text) }
@@ -35,10 +35,13 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// An OCI image on this host, as skopeo names it: `oci:DIR[:REF]` (an image layout),
-/// `oci-archive:FILE[:REF]` (a tar of one) and `docker-archive:FILE` (`docker save`);
-/// FILE may be `-` for stdin. The path runs to the first ':' after the transport, as skopeo's does.
+/// An OCI image, as skopeo names it: `docker://REFERENCE` (a registry), `oci:DIR[:REF]` (an
+/// image layout), `oci-archive:FILE[:REF]` (a tar of one) and `docker-archive:FILE` (`docker
+/// save`); FILE may be `-` for stdin. The path runs to the first ':' after the transport, as
+/// skopeo's does.
 public enum OCISource: Sendable, Equatable, CustomStringConvertible {
+    /// The reference as written after `docker://`; `registryReference` parses it.
+    case registry(String)
     case layout(path: String, reference: String?)
     case archive(path: String, reference: String?)
     case dockerArchive(path: String)
@@ -48,7 +51,9 @@ public enum OCISource: Sendable, Equatable, CustomStringConvertible {
             guard let colon = rest.firstIndex(of: ":") else { return (String(rest), nil) }
             return (String(rest[..<colon]), String(rest[rest.index(after: colon)...]))
         }
-        if text.hasPrefix("oci:") {
+        if text.hasPrefix("docker://") {
+            self = .registry(String(text.dropFirst(9)))
+        } else if text.hasPrefix("oci:") {
             let (path, reference) = split(text.dropFirst(4))
             self = .layout(path: path, reference: reference)
         } else if text.hasPrefix("oci-archive:") {
@@ -61,8 +66,10 @@ public enum OCISource: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    public var path: String {
+    /// The file or directory on this host; nil for a registry.
+    public var path: String? {
         switch self {
+        case .registry: nil
         case .layout(let path, _), .archive(let path, _), .dockerArchive(let path): path
         }
     }
@@ -70,19 +77,27 @@ public enum OCISource: Sendable, Equatable, CustomStringConvertible {
     public var reference: String? {
         switch self {
         case .layout(_, let reference), .archive(_, let reference): reference
-        case .dockerArchive: nil
+        case .dockerArchive, .registry: nil
         }
+    }
+
+    public func registryReference() throws(NspawnError) -> RegistryReference? {
+        guard case .registry(let text) = self else { return nil }
+        return try RegistryReference(parsing: text)
     }
 
     public var readsStandardInput: Bool {
         switch self {
-        case .layout: false
+        case .layout, .registry: false
         case .archive(let path, _), .dockerArchive(let path): path == "-"
         }
     }
 
+    /// A registry reference in its full form (`docker://docker.io/library/debian:12`), so the
+    /// same image is recorded and compared under one name.
     public var description: String {
         switch self {
+        case .registry(let text): (try? RegistryReference(parsing: text))?.description ?? "docker://\(text)"
         case .layout(let path, let reference): "oci:\(path)" + (reference.map { ":\($0)" } ?? "")
         case .archive(let path, let reference): "oci-archive:\(path)" + (reference.map { ":\($0)" } ?? "")
         case .dockerArchive(let path): "docker-archive:\(path)"

@@ -12,6 +12,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case noSuchRecipe(String, searched: [String])
     /// A tag, image or platform an OCI source does not have; the message says which.
     case noSuchOCIImage(String)
+    /// A registry refused the credentials, or asked for some and none were found.
+    case registryDenied(String)
     case notRunning(String)
     case notExposed(String)
     case alreadyExists(String)
@@ -70,7 +72,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .cancelled: .cancelled
         case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot, .noSuchRecipe, .noSuchOCIImage: .notFound
         case .notRunning, .notExposed, .alreadyExists, .busy, .readOnly, .resizePending, .noPendingResize, .diskLimit: .conflict
-        case .permissionDenied: .permissionDenied
+        case .permissionDenied, .registryDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed, .hookFailed: .failure
         case .system(_, let errno): Self.category(of: errno)
         case .remote(let category, _, _): category
@@ -172,7 +174,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "archive '\(source.escapedForMessage)'"
                 + (entry.map { ": entry '\($0.escapedForMessage)'" } ?? "")
                 + ": \(reason)"
-        case .noSuchOCIImage(let message):
+        case .noSuchOCIImage(let message), .registryDenied(let message):
             message
         case .verificationFailed(let message), .cancelled(let message):
             message
