@@ -14,19 +14,19 @@ extension EndToEndTests {
         return .success("/testbed/share/oci")
     }()
 
-    private static func ociFixture() throws -> String {
+    static func ociFixture() throws -> String {
         try ociFixtures.get()
     }
 
     /// tree-list of a root the host sees.
-    private static func treeList(_ hostPath: String) throws -> String {
+    static func treeList(_ hostPath: String) throws -> String {
         let script = Testbed.repositoryRoot.appendingPathComponent("Tests/Fixtures/tree-list").path
         let list = try Testbed.runLocal([script, hostPath])
         #expect(list.status == 0 && !list.stdout.isEmpty, "\(list)")
         return list.stdout
     }
 
-    private static func expectNoImportLeftovers(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    static func expectNoImportLeftovers(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         #expect(try Testbed.run(["machinectl", "show-image", name]).status != 0, "no image", sourceLocation: sourceLocation)
         // nspawn's image locks (.lck) come and go with machines of other tests.
         let left = try Testbed.sh("ls -A /var/lib/machines | grep '^\\.#' | grep -v '\\.lck$'; ls /etc/systemd/nspawn/\(name).nspawn 2>/dev/null; true").trimmed

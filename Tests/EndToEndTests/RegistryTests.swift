@@ -1,0 +1,158 @@
+import Foundation
+import Testing
+
+/// `import NAME docker://…` against real registries (Tests/Fixtures/start-registries: Debian's
+/// docker-registry in the testbed's network, plain on :5000 and TLS with htpasswd on :5443),
+/// filled by skopeo with the images of make-oci-images.
+extension EndToEndTests {
+    private static let registries: Result<String, TestbedError> = {
+        guard (try? ociFixture()) != nil, let testbed = Testbed.name else { return .failure(.setupFailed("make-oci-images")) }
+        let script = Testbed.repositoryRoot.appendingPathComponent("Tests/Fixtures/start-registries").path
+        guard let started = try? Testbed.runLocal([script, testbed, Testbed.hostShareDirectory]), started.status == 0 else {
+            return .failure(.setupFailed("Tests/Fixtures/start-registries"))
+        }
+        // The plain registry is opted in by name; the TLS one is trusted per test.
+        guard (try? Testbed.sh("mkdir -p /etc/nspawnctl/registries && printf '[Registry]\\nPlainHTTP=yes\\n' >/etc/nspawnctl/registries/127.0.0.1:5000.conf"))?.status == 0 else {
+            return .failure(.setupFailed("registries.conf"))
+        }
+        return .success("\(Testbed.hostShareDirectory)/registry")
+    }()
+
+    private static func registryDirectory() throws -> String { try registries.get() }
+
+    private static let plain = "docker://127.0.0.1:5000/nspawnctl"
+
+    @Test(arguments: [
+        ("layered", "layered", 3),
+        ("layered@DIGEST", "layered", 3),
+        ("zstd", "layered", 3),
+        ("multi", "base", 1),
+    ])
+    func aRegistryImagePullsAsUmociUnpacksIt(_ repository: String, _ expected: String, _ layers: Int) throws {
+        let directory = try Self.registryDirectory()
+        let digest = try String(contentsOfFile: "\(directory)/layered.digest", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let reference = "\(Self.plain)/\(repository.replacingOccurrences(of: "DIGEST", with: digest))"
+        let name = "e2e-reg-tree"
+        try Fixture.with([name]) {
+            let imported = try Testbed.nspawnctl("import", "--json", name, reference)
+            #expect(imported.status == Exit.ok, "\(reference): \(imported)")
+            guard imported.status == Exit.ok else { return }
+            struct Result: Decodable {
+                struct Image: Decodable { var reference: String; var manifestDigest: String; var layers: Int; var settingsWritten: Bool }
+                var image: Image?
+                var verified: [String]
+            }
+            let result = try decodeJSON(Result.self, from: imported.stdout)
+            #expect(result.image?.layers == layers && result.image?.settingsWritten == true && result.verified == ["digests"], "\(imported.stdout)")
+            #expect(result.image?.reference == (repository.contains("@") ? reference : "\(reference):latest"))
+            if expected == "layered" && repository != "zstd" { #expect(result.image?.manifestDigest == digest) }
+            let ours = try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)")
+            let theirs = try Self.treeList("\(Testbed.hostShareDirectory)/oci/\(expected).rootfs")
+            #expect(ours == theirs, "\(reference): the trees differ")
+            // The config ran through the same mapping as any OCI source.
+            #expect(try Testbed.mustSh("cat /etc/systemd/nspawn/\(name).nspawn").stdout.contains("\nParameters=/bin/httpd -f -p 8080 -h /www\n"))
+        }
+    }
+
+    /// `import --force` of the same reference pulls again only when the tag now names another
+    /// manifest; machinectl sees the replaced image.
+    @Test func aRegistryImageIsPulledAgainOnlyWhenItsDigestMoved() throws {
+        _ = try Self.registryDirectory()
+        let name = "e2e-reg-moving"
+        let reference = "\(Self.plain)/moving:latest"
+        try Fixture.with([name]) {
+            try Self.push("oci:\(Testbed.hostShareDirectory)/oci/layout:base", to: "127.0.0.1:5000/nspawnctl/moving:latest")
+            #expect(try Testbed.nspawnctl("import", name, reference).status == Exit.ok)
+            let again = try Testbed.nspawnctl("import", "--force", name, reference)
+            #expect(again.status == Exit.ok && again.stderr.contains("nothing changed"), "\(again)")
+            try Self.push("oci:\(Testbed.hostShareDirectory)/oci/layout:layered", to: "127.0.0.1:5000/nspawnctl/moving:latest")
+            let moved = try Testbed.nspawnctl("import", "--json", "--force", name, reference)
+            #expect(moved.status == Exit.ok && moved.stdout.contains("\"replaced\" : true"), "\(moved)")
+            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+            #expect(try Testbed.run(["machinectl", "show-image", name]).status == Exit.ok)
+            #expect(try Testbed.nspawnctl("status", name).stdout.contains("OCI image: \(reference) (sha256:"))
+        }
+    }
+
+    /// The TLS registry: refused without its CA (6), then without or with wrong credentials (4),
+    /// then pulled with the right ones from $REGISTRY_AUTH_FILE.
+    @Test func aPrivateRegistryNeedsItsCAAndCredentials() throws {
+        _ = try Self.registryDirectory()
+        let name = "e2e-reg-private"
+        let reference = "docker://127.0.0.1:5443/private/layered"
+        let trust = "/etc/containers/certs.d/127.0.0.1:5443"
+        defer { _ = try? Testbed.sh("rm -rf \(trust) /tmp/e2e-auth-*.json") }
+        try Fixture.with([name]) {
+            let untrusted = try Testbed.nspawnctl("import", name, reference)
+            #expect(untrusted.status == 6 && untrusted.stderr.contains("tls failure") && untrusted.stderr.contains("certs.d/127.0.0.1:5443"), "\(untrusted)")
+            try Self.expectNoImportLeftovers(name)
+            try Testbed.mustSh("mkdir -p \(trust) && cp /testbed/share/registry/trust/ca.crt \(trust)/ca.crt")
+            let anonymous = try Testbed.sh("REGISTRY_AUTH_FILE=/nonexistent nspawnctl import \(name) \(reference)")
+            #expect(anonymous.status == Exit.permissionDenied && anonymous.stderr.contains("needs credentials"), "\(anonymous)")
+            for (file, password) in [("wrong", "guess"), ("right", "secret")] {
+                let auth = Data("tester:\(password)".utf8).base64EncodedString()
+                try Testbed.mustSh("printf '{\"auths\":{\"127.0.0.1:5443\":{\"auth\":\"\(auth)\"}}}' >/tmp/e2e-auth-\(file).json")
+            }
+            let wrong = try Testbed.sh("REGISTRY_AUTH_FILE=/tmp/e2e-auth-wrong.json nspawnctl import \(name) \(reference)")
+            #expect(wrong.status == Exit.permissionDenied && wrong.stderr.contains("refused access to private/layered with the credentials for 'tester' from /tmp/e2e-auth-wrong.json"), "\(wrong)")
+            try Self.expectNoImportLeftovers(name)
+            let right = try Testbed.sh("REGISTRY_AUTH_FILE=/tmp/e2e-auth-right.json nspawnctl import \(name) \(reference)")
+            #expect(right.status == Exit.ok, "\(right)")
+            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+        }
+    }
+
+    @Test(arguments: [
+        ("nspawnctl/layered:v9", Exit.notFound, "no image 'v9' in 127.0.0.1:5000/nspawnctl/layered: MANIFEST_UNKNOWN"),
+        ("nspawnctl/absent", Exit.notFound, "no image 'latest' in 127.0.0.1:5000/nspawnctl/absent"),
+        ("nspawnctl/foreign", Exit.notFound, "has no image for linux/amd64; it has: linux/s390x"),
+        ("nspawnctl/hostile-dotdot", Exit.invalidInput, "entry '../escaped': path contains '..'"),
+        ("nspawnctl/hostile-symlink", Exit.invalidInput, "cannot extract through symlink"),
+        ("nspawnctl/hostile-whiteout", Exit.invalidInput, "entry 'etc/../../.wh.victim'"),
+        ("localhost:5000/nspawnctl/layered", 6, "PlainHTTP=yes there if it serves plain http"),
+    ])
+    func aMissingOrHostileRegistryImageIsRefusedAndLeavesNothing(_ path: String, _ code: Int32, _ message: String) throws {
+        _ = try Self.registryDirectory()
+        let name = "e2e-reg-refused"
+        let reference = path.hasPrefix("localhost") ? "docker://\(path)" : "docker://127.0.0.1:5000/\(path)"
+        try Fixture.with([name]) {
+            let refused = try Testbed.nspawnctl("import", name, reference)
+            #expect(refused.status == code && refused.stderr.contains(message), "\(reference): \(refused)")
+            try Self.expectNoImportLeftovers(name)
+            #expect(try Testbed.sh("ls /escaped /victim 2>/dev/null").stdout.isEmpty)
+        }
+    }
+
+    /// A layer blob altered in the registry's own storage is refused by its digest (6); one
+    /// removed from it, as missing (2). The blob is put back afterwards.
+    @Test func aTamperedOrMissingBlobInTheRegistryIsRefused() throws {
+        let directory = try Self.registryDirectory()
+        let layer = try String(contentsOfFile: "\(directory)/layered.layer2", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let blob = "\(directory)/plain/docker/registry/v2/blobs/sha256/\(layer.prefix(2))/\(layer)/data"
+        let original = try Data(contentsOf: URL(fileURLWithPath: blob))
+        defer { try? original.write(to: URL(fileURLWithPath: blob)) }
+        let name = "e2e-reg-tampered"
+        try Fixture.with([name]) {
+            var altered = original
+            altered[altered.count / 2] ^= 1
+            try altered.write(to: URL(fileURLWithPath: blob))
+            let tampered = try Testbed.nspawnctl("import", name, "\(Self.plain)/layered")
+            #expect(tampered.status == 6 && tampered.stderr.contains("digest mismatch in docker://127.0.0.1:5000/nspawnctl/layered:latest layer 2/3: expected sha256:\(layer)"), "\(tampered)")
+            try Self.expectNoImportLeftovers(name)
+            try FileManager.default.removeItem(atPath: blob)
+            let missing = try Testbed.nspawnctl("import", name, "\(Self.plain)/layered")
+            #expect(missing.status == Exit.invalidInput && missing.stderr.contains("the blob is missing from the registry"), "\(missing)")
+            try Self.expectNoImportLeftovers(name)
+        }
+    }
+
+    /// skopeo, from the host, into the testbed's network.
+    private static func push(_ source: String, to target: String) throws {
+        let status = try Testbed.runLocal([Testbed.repositoryRoot.appendingPathComponent("scripts/testbed").path, "status", Testbed.name ?? ""])
+        guard let pid = status.stdout.split(separator: " ").drop(while: { $0 != "PID" }).dropFirst().first.map({ String($0).filter(\.isNumber) }) else {
+            throw TestbedError.setupFailed("testbed status: \(status)")
+        }
+        let pushed = try Testbed.runLocal(["/usr/bin/nsenter", "-t", pid, "-n", "--", "skopeo", "copy", "--quiet", "--dest-tls-verify=false", source, "docker://\(target)"])
+        guard pushed.status == 0 else { throw TestbedError.setupFailed("skopeo copy \(source): \(pushed)") }
+    }
+}
