@@ -119,7 +119,7 @@ public struct APIClient: NspawnService {
 
     // MARK: Imports
 
-    /// The daemon fetches what it imports: a URL, or a recipe from its mirror. It cannot read
+    /// The daemon fetches what it imports: a URL, a recipe from its mirror, or an image from a registry. It cannot read
     /// this host's files or stdin.
     public func importImage(_ name: MachineName?, _ job: ImportJob, cancellation: ImportCancellation,
                             progress: @escaping @Sendable (ImportProgress) -> Void) async throws -> ImportResult {
@@ -134,8 +134,12 @@ public struct APIClient: NspawnService {
             }
             request = ImportRequest(name: name?.rawValue, recipe: recipe, checksum: checksum, signature: signature, keyring: keyring,
                                     mirror: mirror, verify: verify ? nil : false, force: force ? true : nil)
-        case .file(let path, _, _, _, _):
-            throw NspawnError.invalidArgument("import through nspawnd takes an http(s) URL, which the daemon fetches; '\(path.escapedForMessage)' is a local file or stdin, so import it as root without --api or --host")
+        case .file(let path, _, _, _, let force):
+            if case .oci(let source) = ImageSource(path), case .registry = source {
+                request = ImportRequest(name: name?.rawValue, force: force ? true : nil, oci: path)
+                break
+            }
+            throw NspawnError.invalidArgument("import through nspawnd takes an http(s) URL or a docker:// image, which the daemon fetches; '\(path.escapedForMessage)' is a local file or stdin, so import it as root without --api or --host")
         }
         try request.validate()
         let operation = try await startImport(request)

@@ -7,6 +7,8 @@ public struct ImportRequest: Codable, Sendable, Equatable {
     public var name: String?
     public var url: String?
     public var recipe: String?
+    /// An image in a registry, `docker://REFERENCE`, pulled by the daemon as `import` pulls it.
+    public var oci: String?
     /// "sha256:HEX".
     public var checksum: String?
     /// A detached signature (URL or absolute path on the daemon's host), with `keyring`.
@@ -20,10 +22,11 @@ public struct ImportRequest: Codable, Sendable, Equatable {
     public var force: Bool?
 
     public init(name: String? = nil, url: String? = nil, recipe: String? = nil, checksum: String? = nil, signature: String? = nil,
-                keyring: String? = nil, mirror: String? = nil, verify: Bool? = nil, force: Bool? = nil) {
+                keyring: String? = nil, mirror: String? = nil, verify: Bool? = nil, force: Bool? = nil, oci: String? = nil) {
         self.name = name
         self.url = url
         self.recipe = recipe
+        self.oci = oci
         self.checksum = checksum
         self.signature = signature
         self.keyring = keyring
@@ -45,6 +48,18 @@ public struct ImportRequest: Codable, Sendable, Equatable {
         if (signature == nil) != (keyring == nil) {
             throw .invalidArgument("signature and keyring go together")
         }
+        if let oci {
+            guard url == nil, recipe == nil else { throw .invalidArgument("give exactly one of url, recipe or oci") }
+            if name == nil { throw .invalidArgument("an import from a registry needs a name") }
+            guard oci.unicodeScalars.count <= 4096, case .oci(let source) = ImageSource(oci), case .registry = source else {
+                throw .invalidArgument("invalid oci '\(oci.escapedForMessage)': expected docker://[REGISTRY/]REPOSITORY[:TAG|@DIGEST]; images on a host are imported there, without the API")
+            }
+            _ = try source.registryReference()
+            if mirror != nil || verify != nil || checksum != nil || signature != nil {
+                throw .invalidArgument("an OCI image is verified by the digests its manifest names; checksum, signature, mirror and verify do not apply")
+            }
+            return
+        }
         switch (url, recipe) {
         case (let url?, nil):
             if name == nil { throw .invalidArgument("an import from a url needs a name") }
@@ -65,7 +80,7 @@ public struct ImportRequest: Codable, Sendable, Equatable {
                 throw .invalidArgument("verify false contradicts checksum and signature")
             }
         default:
-            throw .invalidArgument("give exactly one of url or recipe")
+            throw .invalidArgument("give exactly one of url, recipe or oci")
         }
     }
 

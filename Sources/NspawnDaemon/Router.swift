@@ -329,8 +329,10 @@ public struct Router: Sendable {
             _ = try Recipe.load(recipeName).resolved(mirror: body.mirror)
             job = .recipe(recipeName, mirror: body.mirror, tarball: nil, checksum: body.checksum, signature: body.signature, keyring: body.keyring,
                           verify: body.verify ?? true, force: body.force ?? false)
+        } else if let reference = body.oci {
+            job = .file(reference, checksum: nil, signature: nil, keyring: nil, force: body.force ?? false)
         } else {
-            throw BodyError(status: 400, message: "give exactly one of url or recipe")
+            throw BodyError(status: 400, message: "give exactly one of url, recipe or oci")
         }
         let name = try body.name.map { try MachineName($0) } ?? ImageStore.system.nextFreeName()
         let operation = await operations.start(name: name, job: job)

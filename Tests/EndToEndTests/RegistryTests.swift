@@ -146,6 +146,27 @@ extension EndToEndTests {
         }
     }
 
+    /// nspawnd pulls the same way: `POST /v1/images` with `oci`, followed as an operation, and
+    /// `nspawnctl --api` gives the direct path's result and exit codes.
+    @Test func aRegistryImageImportsThroughNspawnd() throws {
+        _ = try Self.registryDirectory()
+        let name = "e2e-reg-api"
+        try Fixture.with([name]) {
+            let started = try API.request("POST", "/v1/images", body: #"{"name":"\#(name)","oci":"\#(Self.plain)/layered"}"#)
+            #expect(started.status == 202 && started.body.contains("\"source\":\"\(Self.plain)/layered\""), "\(started)")
+            let done = try Testbed.sh("for i in $(seq 1 100); do machinectl show-image \(name) >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1")
+            #expect(done.status == 0, "the daemon's pull made no image")
+            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+            let again = try Testbed.nspawnctl("import", "--api", "--force", name, "\(Self.plain)/layered")
+            #expect(again.status == Exit.ok && again.stderr.contains("nothing changed"), "\(again)")
+            let unknown = try Testbed.nspawnctl("import", "--api", "e2e-reg-api2", "\(Self.plain)/layered:v9")
+            #expect(unknown.status == Exit.notFound && unknown.stderr.contains("no image 'v9'"), "\(unknown)")
+            let local = try API.request("POST", "/v1/images", body: #"{"name":"x","oci":"oci:/srv/layout"}"#)
+            #expect(local.status == 400, "\(local)")
+        }
+        try Self.expectNoImportLeftovers("e2e-reg-api2")
+    }
+
     /// skopeo, from the host, into the testbed's network.
     private static func push(_ source: String, to target: String) throws {
         let status = try Testbed.runLocal([Testbed.repositoryRoot.appendingPathComponent("scripts/testbed").path, "status", Testbed.name ?? ""])

@@ -243,3 +243,27 @@ struct URLCheckTests {
         #expect(!ImageSource.isURL("/srv/http://x"))
     }
 }
+
+@Suite("Registry import requests")
+struct RegistryImportRequestTests {
+    @Test func aRegistryImportNeedsANameAndOnlyItsReference() throws {
+        try ImportRequest(name: "web", oci: "docker://debian:12").validate()
+        try ImportRequest(name: "web", force: true, oci: "docker://127.0.0.1:5000/a/b@sha256:" + String(repeating: "a", count: 64)).validate()
+        let refused: [(ImportRequest, String)] = [
+            (ImportRequest(oci: "docker://debian"), "needs a name"),
+            (ImportRequest(name: "web", url: "http://h/a", oci: "docker://debian"), "exactly one of url, recipe or oci"),
+            (ImportRequest(name: "web", recipe: "arch", oci: "docker://debian"), "exactly one of url, recipe or oci"),
+            (ImportRequest(name: "web", checksum: "sha256:" + String(repeating: "a", count: 64), oci: "docker://debian"), "do not apply"),
+            (ImportRequest(name: "web", oci: "oci:/srv/layout:web"), "images on a host are imported there"),
+            (ImportRequest(name: "web", oci: "docker://Bad/Name"), "invalid image reference"),
+            (ImportRequest(name: "web", oci: "docker://debian:"), "invalid image reference"),
+        ]
+        for (request, message) in refused {
+            #expect {
+                try request.validate()
+            } throws: { error in
+                "\(error)".contains(message)
+            }
+        }
+    }
+}
