@@ -161,8 +161,9 @@ final class RegistryClient: @unchecked Sendable {
             request.extraCertificates = certificates
             let (bytes, response) = try HTTPDownload.fetch(request)
             guard response.isSuccess else {
-                let used = credentials.map { "the credentials for '\($0.user.escapedForMessage)' from \($0.file)" } ?? "no credentials"
-                throw .registryDenied("the token service of \(reference.registry) refused \(used): HTTP \(response.status)"
+                let used = credentials.map { "with the credentials for '\($0.user.escapedForMessage)' from \($0.file)" }
+                    ?? "without credentials (none for \(reference.registry) in \(authFiles.joined(separator: ", ")))"
+                throw .registryDenied("the token service of \(reference.registry) refused a pull of \(reference.repository) \(used): HTTP \(response.status)"
                                       + (Self.registryMessage(response.errorBody).map { ": \($0)" } ?? ""))
             }
             struct Token: Decodable { var token: String?; var access_token: String? }
