@@ -134,6 +134,9 @@ public struct APIClient: NspawnService {
             }
             request = ImportRequest(name: name?.rawValue, recipe: recipe, checksum: checksum, signature: signature, keyring: keyring,
                                     mirror: mirror, verify: verify ? nil : false, force: force ? true : nil)
+        case .stream(let source, let remote, let force):
+            request = ImportRequest(name: name?.rawValue, force: force ? true : nil,
+                                    stream: String(source.dropFirst(StreamReference.prefix.count)), remote: remote)
         case .file(let path, _, _, _, let force):
             if case .oci(let source) = ImageSource(path), case .registry = source {
                 request = ImportRequest(name: name?.rawValue, force: force ? true : nil, oci: path)

@@ -9,6 +9,9 @@ public struct ImportRequest: Codable, Sendable, Equatable {
     public var recipe: String?
     /// An image in a registry, `docker://REFERENCE`, pulled by the daemon as `import` pulls it.
     public var oci: String?
+    /// An image server's image, DISTRIBUTION/RELEASE[/VARIANT], from `remote` or the daemon's configured server.
+    public var stream: String?
+    public var remote: String?
     /// "sha256:HEX".
     public var checksum: String?
     /// A detached signature (URL or absolute path on the daemon's host), with `keyring`.
@@ -22,7 +25,10 @@ public struct ImportRequest: Codable, Sendable, Equatable {
     public var force: Bool?
 
     public init(name: String? = nil, url: String? = nil, recipe: String? = nil, checksum: String? = nil, signature: String? = nil,
-                keyring: String? = nil, mirror: String? = nil, verify: Bool? = nil, force: Bool? = nil, oci: String? = nil) {
+                keyring: String? = nil, mirror: String? = nil, verify: Bool? = nil, force: Bool? = nil, oci: String? = nil,
+                stream: String? = nil, remote: String? = nil) {
+        self.stream = stream
+        self.remote = remote
         self.name = name
         self.url = url
         self.recipe = recipe
@@ -48,8 +54,21 @@ public struct ImportRequest: Codable, Sendable, Equatable {
         if (signature == nil) != (keyring == nil) {
             throw .invalidArgument("signature and keyring go together")
         }
+        if let remote {
+            guard stream != nil else { throw .invalidArgument("remote names the image server of a stream import") }
+            guard Self.isDownloadURL(remote) else { throw .invalidArgument("invalid remote '\(remote.escapedForMessage)': expected http:// or https://") }
+        }
+        if let stream {
+            guard url == nil, recipe == nil, oci == nil else { throw .invalidArgument("give exactly one of url, recipe, oci or stream") }
+            if name == nil { throw .invalidArgument("an import from an image server needs a name") }
+            _ = try StreamReference(parsing: stream)
+            if mirror != nil || verify != nil || checksum != nil || signature != nil {
+                throw .invalidArgument("an image server's tarball is verified by the sha256 its catalog gives; checksum, signature, mirror and verify do not apply")
+            }
+            return
+        }
         if let oci {
-            guard url == nil, recipe == nil else { throw .invalidArgument("give exactly one of url, recipe or oci") }
+            guard url == nil, recipe == nil else { throw .invalidArgument("give exactly one of url, recipe, oci or stream") }
             if name == nil { throw .invalidArgument("an import from a registry needs a name") }
             guard oci.unicodeScalars.count <= 4096, case .oci(let source) = ImageSource(oci), case .registry = source else {
                 throw .invalidArgument("invalid oci '\(oci.escapedForMessage)': expected docker://[REGISTRY/]REPOSITORY[:TAG|@DIGEST]; images on a host are imported there, without the API")
@@ -80,7 +99,7 @@ public struct ImportRequest: Codable, Sendable, Equatable {
                 throw .invalidArgument("verify false contradicts checksum and signature")
             }
         default:
-            throw .invalidArgument("give exactly one of url, recipe or oci")
+            throw .invalidArgument("give exactly one of url, recipe, oci or stream")
         }
     }
 

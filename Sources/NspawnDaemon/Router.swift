@@ -329,10 +329,12 @@ public struct Router: Sendable {
             _ = try Recipe.load(recipeName).resolved(mirror: body.mirror)
             job = .recipe(recipeName, mirror: body.mirror, tarball: nil, checksum: body.checksum, signature: body.signature, keyring: body.keyring,
                           verify: body.verify ?? true, force: body.force ?? false)
+        } else if let stream = body.stream {
+            job = .stream(StreamReference.prefix + stream, remote: body.remote, force: body.force ?? false)
         } else if let reference = body.oci {
             job = .file(reference, checksum: nil, signature: nil, keyring: nil, force: body.force ?? false)
         } else {
-            throw BodyError(status: 400, message: "give exactly one of url, recipe or oci")
+            throw BodyError(status: 400, message: "give exactly one of url, recipe, oci or stream")
         }
         let name = try body.name.map { try MachineName($0) } ?? ImageStore.system.nextFreeName()
         let operation = await operations.start(name: name, job: job)

@@ -17,7 +17,7 @@ public enum NspawnctlImages {
         static let configuration = CommandConfiguration(
             commandName: ImagesHelperProgram.executableName,
             abstract: "Imports, bootstraps, plans and applies for nspawnctl and nspawnd, as their child (see 'nspawnctl import --help').",
-            subcommands: [ImportImage.self, BootstrapImage.self, PlanManifest.self, ApplyManifest.self])
+            subcommands: [ImportImage.self, BootstrapImage.self, RemoteImages.self, PlanManifest.self, ApplyManifest.self])
     }
 
     public static func main(_ argv: [String] = CommandLine.arguments) async -> Never {
@@ -63,12 +63,26 @@ struct ImportImage: HelperCommand {
     @OptionGroup var output: OutputOptions
     @OptionGroup var verify: VerifyOptions
     @Flag var force = false
+    @Option var remote: String?
     @Argument(transform: parseMachineName) var name: MachineName
     @Argument var source: String
 
     func run() async throws {
-        let options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring, force: force)
+        var options = ImportOptions(checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring, force: force)
+        options.remote = remote
         try await runImport(name: name, source: NspawnKit.ImageSource(source), options: options)
+    }
+}
+
+struct RemoteImages: HelperCommand {
+    static let configuration = CommandConfiguration(commandName: "remote", abstract: "List an image server's images.")
+
+    @OptionGroup var output: OutputOptions
+    @Option var remote: String?
+    @Argument var filter: String?
+
+    func run() async throws {
+        printOut(Renderer.json(try ImageServerListing.rows(remote: remote, filter: filter)))
     }
 }
 

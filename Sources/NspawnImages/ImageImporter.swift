@@ -77,8 +77,21 @@ public struct ImageImporter: Sendable {
     }
 
     /// The blocking import, on its own thread.
-    func runImport(_ name: MachineName, from source: ImageSource, options: ImportOptions,
+    func runImport(_ name: MachineName, from requested: ImageSource, options requestedOptions: ImportOptions,
                    counters: ImportCounters) throws(NspawnError) -> ImportResult {
+        // An image server's image is its newest root tarball, checked against the sha256 its catalog gives.
+        var source = requested
+        var options = requestedOptions
+        var stream: ImageServerCatalog.Choice?
+        if case .stream(let path) = requested {
+            guard options.checksum == nil, options.signature == nil else {
+                throw .invalidArgument("--checksum and --signature do not apply to \(requested): its tarball is checked against the sha256 the image server's catalog gives")
+            }
+            let choice = try ImageServerClient(remote: options.remote).resolve(try StreamReference(parsing: path))
+            source = .url(choice.url)
+            options.checksum = "sha256:\(choice.sha256)"
+            stream = choice
+        }
         let expectedDigest = try options.expectedDigest()
         let signature = try SignatureCheck.prepare(signature: options.signature, keyring: options.keyring)
 
@@ -248,11 +261,12 @@ public struct ImageImporter: Sendable {
         }
 
         var result = ImportResult(
-            name: name.rawValue, path: "\(store.directory)/\(name)", source: source.description,
+            name: name.rawValue, path: "\(store.directory)/\(name)", source: requested.description,
             sourceBytes: counters.sourceBytes.load(ordering: .relaxed), entries: summary.entries,
             compression: summary.compression, sha256: sha256, verified: verified,
             strippedDirectory: stripped, replaced: existing != nil, removedLeftovers: leftovers, seconds: 0)
         result.image = image
+        result.stream = stream
         return result
     }
 }
@@ -277,6 +291,8 @@ final class SourceInput {
         case .oci(let oci):
             // Read blob by blob by OCIImporter, never as one stream.
             throw .failed("'\(oci)' is an OCI image, not a tarball")
+        case .stream(let path):
+            throw .failed("'\(StreamReference.prefix)\(path)' is resolved to its tarball's URL first")
         case .standardInput:
             return SourceInput(fd: .standardInput, isDownload: false, ownsDescriptor: false)
         case .file(let path):

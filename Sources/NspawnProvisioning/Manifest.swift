@@ -31,8 +31,10 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
     case recipe(String)
     case url(String, checksum: String?)
     case file(String)
-    /// An OCI image on this host, as `import` names it (oci:, oci-archive:, docker-archive:).
+    /// An OCI image, as `import` names it (docker://, oci:, oci-archive:, docker-archive:).
     case oci(String)
+    /// An image server's image, DISTRIBUTION/RELEASE[/VARIANT] (without `images:`).
+    case stream(String)
 
     public var description: String {
         switch self {
@@ -41,6 +43,7 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
         case .url(let url, _): "download of \(url)"
         case .file(let path): "import of \(path)"
         case .oci(let reference): "import of OCI image \(reference)"
+        case .stream(let path): "import of \(StreamReference.prefix)\(path)"
         }
     }
 }
@@ -117,6 +120,7 @@ extension ImportJob {
             self = .file(String(url.dropFirst("file://".count)), checksum: checksum.map { "sha256:\($0)" }, signature: nil, keyring: nil, force: false)
         case .url(let url, let checksum): self = .url(url, checksum: checksum.map { "sha256:\($0)" }, signature: nil, keyring: nil, force: false)
         case .file(let path), .oci(let path): self = .file(path, checksum: nil, signature: nil, keyring: nil, force: false)
+        case .stream(let path): self = .stream(StreamReference.prefix + path, remote: nil, force: false)
         }
     }
 }

@@ -94,10 +94,10 @@ public struct ManifestParser {
     }
 
     private func imageSource(_ node: Node, key: String) throws(NspawnError) -> ImageSource {
-        let fields = try mapping(node, key: key, allowed: ["clone", "recipe", "url", "checksum", "file", "oci"])
-        let kinds = ["clone", "recipe", "url", "file", "oci"].filter { fields[$0] != nil }
+        let fields = try mapping(node, key: key, allowed: ["clone", "recipe", "url", "checksum", "file", "oci", "stream"])
+        let kinds = ["clone", "recipe", "url", "file", "oci", "stream"].filter { fields[$0] != nil }
         guard kinds.count == 1, let kind = kinds.first, let value = fields[kind] else {
-            throw error(node, key, "give exactly one of clone, recipe, url, file or oci")
+            throw error(node, key, "give exactly one of clone, recipe, url, file, oci or stream")
         }
         if fields["checksum"] != nil && kind != "url" { throw error(node, "\(key).checksum", "a checksum goes with url only") }
         let text = try string(value, key: "\(key).\(kind)")
@@ -121,6 +121,11 @@ public struct ManifestParser {
                 checksum = hex
             }
             return .url(text, checksum: checksum)
+        case "stream":
+            do throws(NspawnError) { _ = try StreamReference(parsing: text) } catch {
+                throw self.error(value, "\(key).stream", error.description)
+            }
+            return .stream(text)
         case "oci":
             guard case .oci(let source) = NspawnKit.ImageSource(text), source.path?.hasPrefix("/") ?? true else {
                 throw error(value, "\(key).oci", "'\(text.escapedForMessage)' is not an OCI image: docker://REFERENCE, oci:/DIR[:REF], oci-archive:/FILE[:REF] or docker-archive:/FILE")

@@ -58,7 +58,7 @@ struct OpenAPIDocumentTests {
                                                         expose: ListenSpec(listen: ["80"], unit: "u", exec: ["x"]))),
         (nil, "ListenSpec", ListenSpec(listen: ["80"], unit: "u", exec: ["x"])),
         (.importImage, "ImportRequest", ImportRequest(name: "a", url: "http://h/a", recipe: "r", checksum: "c", signature: "s",
-                                                       keyring: "k", mirror: "m", verify: true, force: true, oci: "docker://o")),
+                                                       keyring: "k", mirror: "m", verify: true, force: true, oci: "docker://o", stream: "s/r", remote: "http://r")),
         (.exec, "ExecRequest", ExecRequest(ExecSpec(command: ["sh"], user: "u", environment: ["A=1"], workingDirectory: "/w", interactive: true,
                                                     tty: true, terminal: "xterm", size: TerminalSize(rows: 1, columns: 2)))),
         (nil, "TerminalSize", TerminalSize(rows: 1, columns: 2)),

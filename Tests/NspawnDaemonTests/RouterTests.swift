@@ -251,8 +251,8 @@ struct RegistryImportRequestTests {
         try ImportRequest(name: "web", force: true, oci: "docker://127.0.0.1:5000/a/b@sha256:" + String(repeating: "a", count: 64)).validate()
         let refused: [(ImportRequest, String)] = [
             (ImportRequest(oci: "docker://debian"), "needs a name"),
-            (ImportRequest(name: "web", url: "http://h/a", oci: "docker://debian"), "exactly one of url, recipe or oci"),
-            (ImportRequest(name: "web", recipe: "arch", oci: "docker://debian"), "exactly one of url, recipe or oci"),
+            (ImportRequest(name: "web", url: "http://h/a", oci: "docker://debian"), "exactly one of url, recipe, oci or stream"),
+            (ImportRequest(name: "web", recipe: "arch", oci: "docker://debian"), "exactly one of url, recipe, oci or stream"),
             (ImportRequest(name: "web", checksum: "sha256:" + String(repeating: "a", count: 64), oci: "docker://debian"), "do not apply"),
             (ImportRequest(name: "web", oci: "oci:/srv/layout:web"), "images on a host are imported there"),
             (ImportRequest(name: "web", oci: "docker://Bad/Name"), "invalid image reference"),

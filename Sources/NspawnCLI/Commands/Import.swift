@@ -44,24 +44,41 @@ package struct Import: AsyncParsableCommand, JSONCapable {
     @Flag(name: .shortAndLong, help: "Replace an existing image atomically (never one of a running machine).")
     package var force = false
 
+    @Option(help: ArgumentHelp("The image server an images: SOURCE comes from (default: /etc/nspawnctl/image-server.conf, else images.linuxcontainers.org).", valueName: "URL"))
+    package var remote: String?
+
     @Argument(help: "Name of the new image.", transform: parseMachineName)
     package var name: MachineName
 
-    @Argument(help: "Tarball: a path, an http(s) URL, or '-' for stdin; or an OCI image: docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE (FILE may be '-').")
+    @Argument(help: "Tarball: a path, an http(s) URL, or '-' for stdin; or an OCI image: docker://[REGISTRY/]REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE (FILE may be '-'); or an image server's images:DISTRIBUTION/RELEASE[/VARIANT].")
     package var source: String
 
     package init() {}
 
     package func validate() throws {
         if source.isEmpty { throw ValidationError("SOURCE must not be empty") }
-        if case .oci(let oci) = ImageSource(source) {
+        let parsed = ImageSource(source)
+        switch parsed {
+        case .oci(let oci):
             do throws(NspawnError) { _ = try oci.registryReference() } catch { throw ValidationError(error.description) }
+        case .stream(let path):
+            do throws(NspawnError) { _ = try StreamReference(parsing: path) } catch { throw ValidationError(error.description) }
+            if verify.checksum != nil || verify.signature != nil {
+                throw ValidationError("--checksum and --signature do not apply to images: sources: the tarball is checked against the sha256 the image server's catalog gives")
+            }
+        default:
+            break
+        }
+        if remote != nil, parsed != .stream(String(source.dropFirst(StreamReference.prefix.count))) {
+            throw ValidationError("--remote names the image server of an images: SOURCE")
         }
     }
 
     package func run() async throws {
         let job: ImportJob = if case .url = ImageSource(source) {
             .url(source, checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring, force: force)
+        } else if case .stream = ImageSource(source) {
+            .stream(source, remote: remote, force: force)
         } else {
             .file(source, checksum: verify.checksum, signature: verify.signature, keyring: verify.keyring, force: force)
         }
@@ -96,6 +113,9 @@ package func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) 
         lines += image.unmapped.map { "not applied: \($0)" }
         writeStandardError(lines.joined(separator: "\n") + "\n")
     } else if !quiet {
+        if let stream = result.stream {
+            writeStandardError("\(result.source) is \(stream.product) version \(stream.version): \(stream.url)\n")
+        }
         let stripped = result.strippedDirectory.map { ", stripped '\($0)/'" } ?? ""
         let checks = result.verified.isEmpty ? "not verified" : "verified: " + result.verified.joined(separator: ", ")
         writeStandardError("imported '\(result.name)' into \(result.path): \(result.entries) entries from \(Renderer.humanSize(UInt64(result.sourceBytes)))"

@@ -152,14 +152,14 @@ struct OCIImporter {
         if let reference {
             guard let match = manifests.first(where: { $0.referenceName == reference }) else {
                 let names = manifests.compactMap(\.referenceName)
-                throw .noSuchOCIImage("no image '\(reference.escapedForMessage)' in '\(label.escapedForMessage)'"
+                throw .noSuchSourceImage("no image '\(reference.escapedForMessage)' in '\(label.escapedForMessage)'"
                                       + (names.isEmpty ? "" : "; it has: \(names.joined(separator: ", "))"))
             }
             return match
         }
         guard manifests.count == 1, let only = manifests.first else {
             let names = manifests.compactMap(\.referenceName)
-            throw .noSuchOCIImage("'\(label.escapedForMessage)' holds \(manifests.count) images; name one (\(source.description):REF)"
+            throw .noSuchSourceImage("'\(label.escapedForMessage)' holds \(manifests.count) images; name one (\(source.description):REF)"
                                   + (names.isEmpty ? "" : " of: \(names.joined(separator: ", "))"))
         }
         return only
@@ -183,7 +183,7 @@ struct OCIImporter {
         let host = OCIPlatform.host
         guard let match = index.manifests.first(where: { host.matches($0.platform) }) else {
             let offered = index.manifests.compactMap { $0.platform?.text }
-            throw .noSuchOCIImage("'\(label.escapedForMessage)' has no image for \(host.text)"
+            throw .noSuchSourceImage("'\(label.escapedForMessage)' has no image for \(host.text)"
                                   + (offered.isEmpty ? "" : "; it has: \(offered.joined(separator: ", "))"))
         }
         return match
@@ -204,7 +204,7 @@ struct OCIImporter {
         }
         let images: [DockerArchiveImage] = try decode(listBytes, what: "manifest.json", label: label)
         guard images.count == 1, let image = images.first else {
-            throw .noSuchOCIImage("'\(label.escapedForMessage)' holds \(images.count) images; nspawnctl imports archives of one")
+            throw .noSuchSourceImage("'\(label.escapedForMessage)' holds \(images.count) images; nspawnctl imports archives of one")
         }
         guard let configBytes = try blobs.readFile(image.Config) else {
             throw .badArchive(source: label, entry: image.Config, reason: "the config manifest.json names is missing")

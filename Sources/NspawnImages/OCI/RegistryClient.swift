@@ -120,7 +120,7 @@ final class RegistryClient: @unchecked Sendable {
             if what.hasPrefix("blob") {
                 return .badArchive(source: label, entry: String(what.dropFirst(5)), reason: "the blob is missing from the registry")
             }
-            return .noSuchOCIImage("no image '\(reference.manifestReference.escapedForMessage)' in \(reference.registry)/\(reference.repository)"
+            return .noSuchSourceImage("no image '\(reference.manifestReference.escapedForMessage)' in \(reference.registry)/\(reference.repository)"
                                    + (detail.map { ": \($0)" } ?? ""))
         default:
             return .downloadFailed(url: url, reason: "HTTP \(response.status)" + (detail.map { ": \($0)" } ?? ""))

@@ -56,6 +56,12 @@ public struct ImagesHelper: Sendable {
         }
     }
 
+    /// What an image server offers (`nspawnctl images remote`).
+    public func remoteImages(remote: String?, filter: String?) async -> Result<[ImageServerCatalog.Row], NspawnError> {
+        let arguments = ["remote", "--json"] + (remote.map { ["--remote=\($0)"] } ?? []) + ["--"] + (filter.map { [$0] } ?? [])
+        return await run(arguments, stdin: nil, cancel: ChildCancel()) { _ in }
+    }
+
     /// A manifest's plan, explanation or apply; the manifest's text goes to the child's stdin.
     public func manifest<Output: Decodable & Sendable>(_ job: ManifestJob, text: String, file: String, as: Output.Type = Output.self,
                                                        events: @escaping @Sendable (ApplyEvent) -> Void = { _ in }) async -> Result<Output, NspawnError> {

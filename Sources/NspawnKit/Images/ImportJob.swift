@@ -11,6 +11,8 @@ public enum ImportJob: Sendable, Equatable {
     case recipe(String, mirror: String?, tarball: String?, checksum: String?, signature: String?, keyring: String?, verify: Bool, force: Bool)
     /// A tarball on this host, or `-` for the caller's stdin.
     case file(String, checksum: String?, signature: String?, keyring: String?, force: Bool)
+    /// An image server's image, `images:DISTRIBUTION/RELEASE[/VARIANT]`, from `remote` or the configured server.
+    case stream(String, remote: String?, force: Bool)
 
     /// Options use the `--name=value` form and positionals follow `--`, so no value is ever
     /// read as an option. Only a recipe may leave the name to the helper (the next free childNN).
@@ -28,6 +30,9 @@ public enum ImportJob: Sendable, Equatable {
              .file(let source, let checksum, let signature, let keyring, let force):
             return ["import", "--json"] + verification(checksum, signature, keyring, force: force)
                 + ["--", name?.rawValue ?? "", source]
+        case .stream(let source, let remote, let force):
+            return ["import", "--json"] + (remote.map { ["--remote=\($0)"] } ?? []) + (force ? ["--force"] : [])
+                + ["--", name?.rawValue ?? "", source]
         case .recipe(let recipe, let mirror, let tarball, let checksum, let signature, let keyring, let verify, let force):
             var argv = ["bootstrap", "--json"]
             if let mirror { argv.append("--mirror=\(mirror)") }
@@ -44,6 +49,7 @@ public enum ImportJob: Sendable, Equatable {
         case .url(let url, _, _, _, _): url
         case .recipe(let recipe, _, _, _, _, _, _, _): "recipe:\(recipe)"
         case .file(let path, _, _, _, _): path
+        case .stream(let source, _, _): source
         }
     }
 

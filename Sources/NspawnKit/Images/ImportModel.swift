@@ -7,13 +7,16 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
     case url(String)
     /// An OCI image, named with skopeo's transports.
     case oci(OCISource)
+    /// An image server's image, `images:DISTRIBUTION/RELEASE[/VARIANT]` (the text after `images:`).
+    case stream(String)
 
     /// `-` is stdin, http(s):// a URL, `docker://`, `oci:`, `oci-archive:` and `docker-archive:`
-    /// OCI images, anything else a file path.
+    /// OCI images, `images:` an image server's image, anything else a file path.
     public init(_ text: String) {
         if text == "-" { self = .standardInput }
         else if Self.isURL(text) { self = .url(text) }
         else if let oci = OCISource(text) { self = .oci(oci) }
+        else if text.hasPrefix(StreamReference.prefix) { self = .stream(String(text.dropFirst(StreamReference.prefix.count))) }
         else { self = .file(text) }
     }
 
@@ -31,6 +34,7 @@ public enum ImageSource: Sendable, Equatable, CustomStringConvertible {
         case .standardInput: "-"
         case .url(let url): url
         case .oci(let oci): oci.description
+        case .stream(let path): StreamReference.prefix + path
         }
     }
 }
@@ -116,6 +120,8 @@ public struct ImportOptions: Sendable {
     public var force = false
     /// Steps run on the new root before it becomes visible.
     public var setup: [SetupStep] = []
+    /// The image server an `images:` source comes from, instead of the configured one.
+    public var remote: String?
 
     public init(checksum: String? = nil, signature: String? = nil, keyring: String? = nil, force: Bool = false,
                 setup: [SetupStep] = []) {
@@ -194,6 +200,8 @@ public struct ImportResult: Sendable, Codable, Equatable {
     public var image: OCIImageInfo?
     /// `--force` of the same OCI reference whose digest had not changed: nothing was done.
     public var unchanged: Bool?
+    /// For an image server's image: which product and version it resolved to.
+    public var stream: ImageServerCatalog.Choice?
 
     package init(name: String, path: String, source: String, sourceBytes: Int64, entries: Int, compression: [String],
                  sha256: String, verified: [String], strippedDirectory: String?, replaced: Bool,

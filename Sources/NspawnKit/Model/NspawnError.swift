@@ -10,8 +10,8 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
     case noSuchSnapshot(machine: String, snapshot: String)
     /// No recipe of that name in any of the directories searched.
     case noSuchRecipe(String, searched: [String])
-    /// A tag, image or platform an OCI source does not have; the message says which.
-    case noSuchOCIImage(String)
+    /// A tag, image or platform an OCI source or an image server does not have; the message says which.
+    case noSuchSourceImage(String)
     /// A registry refused the credentials, or asked for some and none were found.
     case registryDenied(String)
     case notRunning(String)
@@ -70,7 +70,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidName, .invalidArgument, .badArchive: .invalidInput
         case .verificationFailed: .verificationFailed
         case .cancelled: .cancelled
-        case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot, .noSuchRecipe, .noSuchOCIImage: .notFound
+        case .noSuchMachine, .noSuchImage, .noSuchUnit, .noSuchSnapshot, .noSuchRecipe, .noSuchSourceImage: .notFound
         case .notRunning, .notExposed, .alreadyExists, .busy, .readOnly, .resizePending, .noPendingResize, .diskLimit: .conflict
         case .permissionDenied, .registryDenied: .permissionDenied
         case .jobFailed, .timedOut, .bus, .malformedReply, .downloadFailed, .failed, .hookFailed: .failure
@@ -174,7 +174,7 @@ public enum NspawnError: Error, Sendable, Equatable, CustomStringConvertible {
             "archive '\(source.escapedForMessage)'"
                 + (entry.map { ": entry '\($0.escapedForMessage)'" } ?? "")
                 + ": \(reason)"
-        case .noSuchOCIImage(let message), .registryDenied(let message):
+        case .noSuchSourceImage(let message), .registryDenied(let message):
             message
         case .verificationFailed(let message), .cancelled(let message):
             message
