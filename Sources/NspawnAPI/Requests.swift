@@ -73,9 +73,12 @@ public struct RebuildRequest: Codable, Sendable, Equatable {
     public var image: String?
     /// Seconds to wait for a running machine's clean shutdown (default 90).
     public var timeout: Double?
-    public init(image: String? = nil, timeout: Double? = nil) {
+    /// Pull the image's OCI reference again first (only when its digest moved).
+    public var pull: Bool?
+    public init(image: String? = nil, timeout: Double? = nil, pull: Bool? = nil) {
         self.image = image
         self.timeout = timeout
+        self.pull = pull
     }
 
     public func validate() throws(NspawnError) {

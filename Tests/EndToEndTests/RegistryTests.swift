@@ -74,6 +74,35 @@ extension EndToEndTests {
         }
     }
 
+    /// `rebuild --pull` pulls the image a machine was created from when its tag moved, then
+    /// rebuilds from it; with the tag where it was it only rebuilds. Through nspawnd too.
+    @Test func rebuildPullTakesTheImagesNewDigest() throws {
+        _ = try Self.registryDirectory()
+        let (image, machine, plain) = ("e2e-reg-tmpl", "e2e-reg-rebuilt", "e2e-reg-plain")
+        let reference = "\(Self.plain)/rebuild:latest"
+        try Fixture.with([machine, image, plain]) {
+            try Self.push("oci:\(Testbed.hostShareDirectory)/oci/layout:base", to: "127.0.0.1:5000/nspawnctl/rebuild:latest")
+            #expect(try Testbed.nspawnctl("import", image, reference).status == Exit.ok)
+            #expect(try Testbed.nspawnctl("create", machine, "--image", image).status == Exit.ok)
+            struct Result: Decodable { var pulled: Bool?; var manifestDigest: String?; var image: String }
+            let current = try Testbed.nspawnctl("rebuild", "--json", "--pull", machine)
+            let first = try decodeJSON(Result.self, from: current.stdout)
+            #expect(current.status == Exit.ok && first.pulled == false && first.image == image, "\(current)")
+            #expect(try Testbed.sh("test -e /var/lib/machines/\(machine)/etc/deleteme").status == 0)
+            try Self.push("oci:\(Testbed.hostShareDirectory)/oci/layout:layered", to: "127.0.0.1:5000/nspawnctl/rebuild:latest")
+            let moved = try Testbed.nspawnctl("rebuild", "--api", "--json", "--pull", machine)
+            let second = try decodeJSON(Result.self, from: moved.stdout)
+            #expect(moved.status == Exit.ok && second.pulled == true && second.manifestDigest != first.manifestDigest, "\(moved)")
+            // The machine now holds the new layers: layer 2's whiteout and addition.
+            #expect(try Testbed.sh("test -e /var/lib/machines/\(machine)/etc/deleteme").status != 0)
+            #expect(try Testbed.sh("cat /var/lib/machines/\(machine)/etc/added").stdout == "added in layer 2\n")
+            #expect(try Testbed.nspawnctl("status", image).stdout.contains(second.manifestDigest ?? "-"))
+            try Fixture.busybox(plain)
+            let refused = try Testbed.nspawnctl("rebuild", "--pull", "--image", plain, machine)
+            #expect(refused.status == Exit.invalidInput && refused.stderr.contains("image '\(plain)' of machine '\(machine)' was not imported from an OCI image"), "\(refused)")
+        }
+    }
+
     /// The TLS registry: refused without its CA (6), then without or with wrong credentials (4),
     /// then pulled with the right ones from $REGISTRY_AUTH_FILE.
     @Test func aPrivateRegistryNeedsItsCAAndCredentials() throws {

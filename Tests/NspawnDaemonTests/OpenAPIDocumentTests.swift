@@ -49,8 +49,13 @@ struct OpenAPIDocumentTests {
         (.renameImage, "RenameRequest", RenameRequest(name: "b")),
         (.setReadOnly, "ReadOnlyRequest", ReadOnlyRequest(readOnly: true)),
         (.resize, "ResizeRequest", ResizeRequest(flavor: "small", confirmAfter: 60)),
-        (.rebuild, "RebuildRequest", RebuildRequest(image: "debian", timeout: 1)),
-        (nil, "RebuildResult", RebuildResult(name: "a", image: "b", method: .copy, restarted: true)),
+        (.rebuild, "RebuildRequest", RebuildRequest(image: "debian", timeout: 1, pull: true)),
+        (nil, "RebuildResult", { () -> RebuildResult in
+            var result = RebuildResult(name: "a", image: "b", method: .copy, restarted: true)
+            result.pulled = true
+            result.manifestDigest = "sha256:c"
+            return result
+        }()),
         (.configure, "SettingsChange", filledSettings),
         (.expose, "ExposeRequest", ExposeRequest(listen: ["80"], unit: "u", exec: ["x"], restart: true, timeout: 1)),
         (.unexpose, "UnexposeRequest", UnexposeRequest(restart: true, timeout: 1)),

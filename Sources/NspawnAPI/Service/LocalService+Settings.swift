@@ -46,7 +46,19 @@ extension LocalService {
     public func rebuild(_ name: MachineName, _ request: RebuildRequest) async throws -> RebuildResult {
         try await requireImage(name)
         try request.validate()
-        return try await manager.rebuild(name, image: try request.image.map { try MachineName($0) },
-                                         stopTimeout: StopTimeout.wait(request.timeout))
+        let image = try request.image.map { try MachineName($0) }
+        var pulled: ImportResult?
+        if request.pull == true {
+            // The image first, as `import --force IMAGE REF` would: nothing when the digest has not moved.
+            let (source, origin) = try manager.pullSource(name, image: image)
+            let job = ImportJob.file(origin.reference, checksum: nil, signature: nil, keyring: nil, force: true)
+            pulled = try await images.importImage(job, name: source, cancel: ChildCancel(), progress: { _ in }).get()
+        }
+        var result = try await manager.rebuild(name, image: image, stopTimeout: StopTimeout.wait(request.timeout))
+        if let pulled {
+            result.pulled = pulled.unchanged != true
+            result.manifestDigest = pulled.image?.manifestDigest ?? "sha256:\(pulled.sha256)"
+        }
+        return result
     }
 }

@@ -24,14 +24,18 @@ struct Rebuild: AsyncParsableCommand, JSONCapable {
     @Option(help: "Seconds to wait for a running machine's clean shutdown (default 90, at most 86400).", transform: parseSeconds)
     var timeout: Double?
 
+    @Flag(help: "Pull the image's OCI reference again first, when its digest has moved (an image imported from docker:// or oci:).")
+    var pull = false
+
     func run() async throws {
-        let request = RebuildRequest(image: image?.rawValue, timeout: timeout)
+        let request = RebuildRequest(image: image?.rawValue, timeout: timeout, pull: pull ? true : nil)
         try request.validate()
         let result = try await output.service.rebuild(name, request)
         if output.json {
             printOut(Renderer.json(result))
         } else {
-            printOut("\(name): rebuilt from \(result.image) (\(result.method))" + (result.restarted ? ", started again" : ""))
+            let pulled = result.pulled.map { $0 ? ", pulled \(result.manifestDigest ?? "a new manifest") first" : ", its image was current (\(result.manifestDigest ?? ""))" } ?? ""
+            printOut("\(name): rebuilt from \(result.image) (\(result.method))" + pulled + (result.restarted ? ", started again" : ""))
         }
     }
 }

@@ -12,6 +12,10 @@ public struct RebuildResult: Codable, Sendable, Equatable {
     public var method: SnapshotMethod
     /// Whether the machine ran before, and so was stopped and started again.
     public var restarted: Bool
+    /// With `--pull`: whether the image's OCI reference named a new manifest, which was pulled first.
+    public var pulled: Bool?
+    /// With `--pull`: the manifest digest the image holds now.
+    public var manifestDigest: String?
 
     public init(name: String, image: String, method: SnapshotMethod, restarted: Bool) {
         self.name = name
@@ -23,6 +27,32 @@ public struct RebuildResult: Codable, Sendable, Equatable {
 
 extension MachineManager {
     // MARK: Rebuild
+
+    /// What `rebuild --pull` pulls again: the machine's image (`image`, else the one recorded at
+    /// create) and the OCI reference that image was imported from.
+    public func pullSource(_ name: MachineName, image: MachineName?) throws(NspawnError) -> (image: MachineName, origin: OCIOrigin) {
+        let store = ImageStore.system
+        let source: MachineName
+        if let image {
+            source = image
+        } else {
+            let recorded: MachineName?
+            do throws(Errno) { recorded = try ImageOrigin.read(from: try Directory(path: "\(store.directory)/\(name)")) } catch {
+                throw .system("cannot read the image recorded on '\(store.directory)/\(name)'", error)
+            }
+            guard let recorded else {
+                throw .invalidArgument("machine '\(name)' has no recorded image (it was not made by 'nspawnctl create'); name one with --image")
+            }
+            source = recorded
+        }
+        guard let origin = OCIOrigin.read(imagePath: "\(store.directory)/\(source)") else {
+            throw .invalidArgument("image '\(source)' of machine '\(name)' was not imported from an OCI image, so --pull has nothing to pull")
+        }
+        guard origin.reference.hasPrefix("docker://") || origin.reference.hasPrefix("oci:") else {
+            throw .invalidArgument("image '\(source)' came from the archive '\(origin.reference.escapedForMessage)', which --pull cannot read again; import it with --force")
+        }
+        return (source, origin)
+    }
 
     /// Nova's rebuild: replaces the machine's root with a fresh copy of `image` (default: the one
     /// recorded at `create`). Name, settings, flavor, exposure, enablement and machine-id stay.
