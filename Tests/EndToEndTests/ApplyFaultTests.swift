@@ -166,7 +166,8 @@ struct ApplyFaultTests {
 
     /// Measures one apply of three machines, then kills `apply` (or nspawnd running it) at five
     /// points spread over that time; after each, one more apply converges.
-    @Test(arguments: [false, true])
+    /// Killing nspawnd waits for the suites that use it (see `DaemonLock`).
+    @Test(.killsDaemon, arguments: [false, true])
     func killNineAtAnyPointThenApplyAgainConverges(throughDaemon: Bool) throws {
         try Fixture.with(Self.fleet + [Self.base]) {
             try Self.makeBase()

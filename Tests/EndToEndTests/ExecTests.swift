@@ -4,7 +4,7 @@ import Testing
 /// `nspawnctl exec` and `shell` against real machines: a Debian guest that boots systemd and a
 /// busybox payload (Boot=no, no bus in the guest). Results are held against tools we did not
 /// write: sha256sum, systemd-run in the guest, the kernel's own namespace links, script(1).
-@Suite("Exec", .serialized, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
+@Suite("Exec", .serialized, .usesDaemon, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
 struct ExecEndToEndTests {
     /// nspawnctl's own failures, as the README documents them for exec and shell.
     static let ownFailure: Int32 = 125

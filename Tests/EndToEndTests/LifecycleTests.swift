@@ -47,7 +47,7 @@ enum Exit {
     static let conflict: Int32 = 5
 }
 
-@Suite("EndToEnd", .serialized, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
+@Suite("EndToEnd", .serialized, .usesDaemon, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
 struct EndToEndTests {
     init() throws {
         try Testbed.mustSh("command -v nspawnctl && command -v nspawn-ls")

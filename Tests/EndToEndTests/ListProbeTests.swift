@@ -7,7 +7,7 @@ import Glibc
 /// `ls` and `status` learn os-release and addresses of running containers from the leader
 /// (its root, its network namespace) instead of machined's fork per machine and question.
 /// Every answer is held against machined's own, asked with busctl.
-@Suite("ListProbe", .serialized, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
+@Suite("ListProbe", .serialized, .usesDaemon, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
 struct ListProbeTests {
     struct Listed: Decodable {
         var name: String

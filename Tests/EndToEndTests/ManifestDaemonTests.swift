@@ -4,7 +4,7 @@ import Testing
 /// `plan` and `apply` through nspawnd (`--api`) and over ssh: the manifest travels in the
 /// request, the apply runs as an operation whose progress /v1/events carries, and the CLI
 /// prints what the direct path prints. Cross-checked with machinectl, cat and stat.
-@Suite("ManifestDaemon", .serialized, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
+@Suite("ManifestDaemon", .serialized, .usesDaemon, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
 struct ManifestDaemonTests {
     static let base = "e2e-mfd-base"
     static let web = "e2e-mfd-web"
