@@ -60,10 +60,16 @@ public struct ImageImporter: Sendable {
         let size = counters.sourceSize.load(ordering: .relaxed)
         let rate = Double(bytes) / elapsed
         let eta: Double? = size > 0 && rate > 0 ? max(0, Double(size - bytes) / rate) : nil
-        return ImportProgress(
+        var progress = ImportProgress(
             phase: .init(code: counters.phase.load(ordering: .relaxed)), bytes: bytes,
             totalBytes: size >= 0 ? size : nil, entries: counters.entries.load(ordering: .relaxed),
             bytesPerSecond: rate, etaSeconds: eta, elapsedSeconds: elapsed)
+        let layers = counters.layers.load(ordering: .relaxed)
+        if layers > 0 {
+            progress.layer = counters.layer.load(ordering: .relaxed)
+            progress.layers = layers
+        }
+        return progress
     }
 
     /// Whichever stage noticed a cancel, the error says so the same way.

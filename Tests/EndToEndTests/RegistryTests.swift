@@ -45,6 +45,8 @@ extension EndToEndTests {
             let result = try decodeJSON(Result.self, from: imported.stdout)
             #expect(result.image?.layers == layers && result.image?.settingsWritten == true && result.verified == ["digests"], "\(imported.stdout)")
             #expect(result.image?.reference == (repository.contains("@") ? reference : "\(reference):latest"))
+            // Progress names the layer being applied.
+            #expect(imported.stderr.contains("\"layer\":\(layers),\"layers\":\(layers)"), "\(imported.stderr)")
             if expected == "layered" && repository != "zstd" { #expect(result.image?.manifestDigest == digest) }
             let ours = try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)")
             let theirs = try Self.treeList("\(Testbed.hostShareDirectory)/oci/\(expected).rootfs")

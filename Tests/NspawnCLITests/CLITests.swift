@@ -180,3 +180,15 @@ import Testing
         #expect(names.contains("snapshot-remove") && names.contains("copy-to") && names.contains("ls"))
     }
 }
+
+@Suite struct ProgressBarTests {
+    @Test func anOCIImportShowsItsLayer() {
+        var progress = ImportProgress(phase: .extract, bytes: 512 << 10, totalBytes: 1 << 20, entries: 7, bytesPerSecond: 1_048_576,
+                                      etaSeconds: 0.5, elapsedSeconds: 0.5)
+        #expect(!ProgressDisplay.bar(progress).contains("layer"))
+        progress.layer = 2
+        progress.layers = 3
+        let bar = ProgressDisplay.bar(progress)
+        #expect(bar.hasPrefix("extract    layer 2/3 [###############---------------] 50%"), "\(bar)")
+    }
+}

@@ -176,6 +176,7 @@ package final class ProgressDisplay: @unchecked Sendable {
         let done = Renderer.humanSize(UInt64(max(0, p.bytes)))
         let rate = Renderer.humanSize(UInt64(max(0, p.bytesPerSecond))) + "/s"
         var line = "\(p.phase.rawValue.rightPadded(to: 10)) "
+        if let layer = p.layer, let layers = p.layers { line += "layer \(layer)/\(layers) " }
         if let total = p.totalBytes, total > 0 {
             let fraction = min(1, Double(p.bytes) / Double(total))
             let filled = Int(fraction * 30)

@@ -231,6 +231,8 @@ struct OCIImporter {
     private func apply(_ file: FileDescriptor, digest: OCIDigest, number: Int, count: Int, to work: Directory,
                        label: String) throws(NspawnError) {
         let layerLabel = "\(label) layer \(number + 1)/\(count)"
+        counters.layers.store(count, ordering: .relaxed)
+        counters.layer.store(number + 1, ordering: .relaxed)
         let tap = SourceTap(fd: file, source: layerLabel, counters: counters)
         do {
             _ = try ExtractionPipeline.run(tap: tap, into: work, source: layerLabel, layer: LayerState(overLowerLayers: number > 0))

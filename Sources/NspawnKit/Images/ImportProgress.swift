@@ -29,6 +29,9 @@ public struct ImportProgress: Sendable, Codable, Equatable {
     /// Seconds left at the current rate, when the size is known.
     public var etaSeconds: Double?
     public var elapsedSeconds: Double
+    /// An OCI import: the layer being applied (from 1) and how many there are; nil otherwise.
+    public var layer: Int?
+    public var layers: Int?
 
     package init(phase: Phase, bytes: Int64, totalBytes: Int64?, entries: Int, bytesPerSecond: Double,
                  etaSeconds: Double?, elapsedSeconds: Double) {
@@ -72,6 +75,9 @@ package final class ImportCounters: Sendable {
     package let entries = Atomic<Int>(0)
     package let cancelled = Atomic<Bool>(false)
     package let phase = Atomic<UInt8>(ImportProgress.Phase.extract.code)
+    /// An OCI import's layer being applied (from 1) and its count; 0 when there are none.
+    package let layer = Atomic<Int>(0)
+    package let layers = Atomic<Int>(0)
 
     package var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
 
