@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// `import NAME images:…` and `images remote` against a simplestreams server the test makes
-/// inside the testbed (/var/tmp/fx-streams, served by busybox httpd on 127.0.0.1:8089): the LXC
+/// inside the testbed (/var/tmp/fx-streams, served by busybox httpd on 127.0.0.1:8091): the LXC
 /// layout (streams/v1/index.json, images.json, images/DISTRO/RELEASE/ARCH/VARIANT/BUILD/), an
 /// older build and the newest one, a root tarball (xz) of the testbed's debootstrapped root,
 /// and a product whose tarball does not match the sha256 the catalog gives.
@@ -39,12 +39,12 @@ extension EndToEndTests {
             json.dump({"format": "index:1.0", "index": {"images": {"datatype": "image-downloads", "path": "streams/v1/images.json",
                       "format": "products:1.0", "products": list(products)}}}, open(f"{www}/streams/v1/index.json", "w"))
             PY
-            systemctl -q is-active nspawnctl-fx-streams || systemd-run --quiet --collect --unit=nspawnctl-fx-streams busybox httpd -f -p 127.0.0.1:8089 -h $www
-            for i in $(seq 1 50); do busybox wget -q -O /dev/null http://127.0.0.1:8089/streams/v1/index.json && break; sleep 0.1; done
-            busybox wget -q -O /dev/null http://127.0.0.1:8089/streams/v1/index.json
+            systemctl -q is-active nspawnctl-fx-streams || systemd-run --quiet --collect --unit=nspawnctl-fx-streams busybox httpd -f -p 127.0.0.1:8091 -h $www
+            for i in $(seq 1 50); do busybox wget -q -O /dev/null http://127.0.0.1:8091/streams/v1/index.json && break; sleep 0.1; done
+            busybox wget -q -O /dev/null http://127.0.0.1:8091/streams/v1/index.json
             """#)
         guard made?.status == 0 else { return .failure(.setupFailed("the image server: \(made.map { "\($0)" } ?? "")")) }
-        return .success("http://127.0.0.1:8089")
+        return .success("http://127.0.0.1:8091")
     }()
 
     private static func server() throws -> String { try imageServer.get() }
@@ -106,7 +106,7 @@ extension EndToEndTests {
 
     @Test(arguments: [
         ("images:debian/tampered", Int32(6), "checksum mismatch"),
-        ("images:debian/13", Exit.notFound, "images:debian/13 on http://127.0.0.1:8089: no such image for amd64; debian has: bookworm, tampered"),
+        ("images:debian/13", Exit.notFound, "images:debian/13 on http://127.0.0.1:8091: no such image for amd64; debian has: bookworm, tampered"),
         ("images:debian/12/cloud", Exit.notFound, "no such image for amd64"),
         ("images:debian", Exit.invalidInput, "expected images:DISTRIBUTION/RELEASE[/VARIANT]"),
     ])

@@ -251,6 +251,43 @@ extension EndToEndTests {
         }
     }
 
+    /// Over ssh the remote host's nspawnd pulls, with that host's registry settings.
+    @Test(.testbedAccounts) func aRegistryImageImportsOverSSH() throws {
+        _ = try Self.registryDirectory()
+        try RemoteFixtures.prepare()
+        let name = "e2e-reg-ssh"
+        try Fixture.with([name]) {
+            let imported = try Testbed.nspawnctl("import", "--host", "ssh://root@127.0.0.1", name, "\(Self.plain)/layered")
+            #expect(imported.status == Exit.ok, "\(imported)")
+            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+        }
+    }
+
+    /// A pull through nspawnd, cancelled with DELETE /v1/operations/ID while its layers trickle
+    /// in: the operation ends cancelled, and neither the image nor its staging nor the child stays.
+    @Test func aPullCancelledThroughNspawndLeavesNothing() throws {
+        _ = try Self.registryDirectory()
+        let name = "e2e-reg-cancel"
+        defer { _ = try? Testbed.sh("systemctl stop e2e-slow-registry") }
+        try Fixture.with([name]) {
+            try Testbed.mustSh("""
+                printf '[Registry]\\nPlainHTTP=yes\\n' >/etc/nspawnctl/registries/127.0.0.1:5003.conf
+                systemctl -q is-active e2e-slow-registry || systemd-run --quiet --collect --unit=e2e-slow-registry \\
+                    /nspawnctl/Tests/Fixtures/slow-registry 5000 5003 50000
+                for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/5003) 2>/dev/null && break; sleep 0.1; done
+                """)
+            let started = try API.request("POST", "/v1/images", body: #"{"name":"\#(name)","oci":"docker://127.0.0.1:5003/nspawnctl/layered"}"#)
+            #expect(started.status == 202, "\(started)")
+            let id = try #require(Self.operationID(started.body))
+            let pulling = try Testbed.sh("for i in $(seq 1 100); do ls -A /var/lib/machines | grep -q '^\\.#import\\..*\\.\(name)$' && exit 0; sleep 0.1; done; exit 1")
+            #expect(pulling.status == 0, "the pull was under way")
+            let cancelled = try API.request("DELETE", "/v1/operations/\(id)")
+            #expect(cancelled.status == 200 && Self.field("state", in: cancelled.body) == "cancelled", "\(cancelled)")
+            try Self.expectNoImportLeftovers(name)
+            #expect(try Testbed.sh("pgrep -af '^[^ ]*nspawnctl-images import' || true").stdout.isEmpty, "the import child is gone")
+        }
+    }
+
     /// skopeo, from the host, into the testbed's network.
     private static func push(_ source: String, to target: String) throws {
         let status = try Testbed.runLocal([Testbed.repositoryRoot.appendingPathComponent("scripts/testbed").path, "status", Testbed.name ?? ""])
