@@ -70,7 +70,7 @@ extension EndToEndTests {
             try Self.push("oci:\(Testbed.hostShareDirectory)/oci/layout:layered", to: "127.0.0.1:5000/nspawnctl/moving:latest")
             let moved = try Testbed.nspawnctl("import", "--json", "--force", name, reference)
             #expect(moved.status == Exit.ok && moved.stdout.contains("\"replaced\" : true"), "\(moved)")
-            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+            try Self.expectLayeredTree(name)
             #expect(try Testbed.run(["machinectl", "show-image", name]).status == Exit.ok)
             #expect(try Testbed.nspawnctl("status", name).stdout.contains("OCI image: \(reference) (sha256:"))
         }
@@ -129,7 +129,7 @@ extension EndToEndTests {
             try Self.expectNoImportLeftovers(name)
             let right = try Testbed.sh("REGISTRY_AUTH_FILE=/tmp/e2e-auth-right.json nspawnctl import \(name) \(reference)")
             #expect(right.status == Exit.ok, "\(right)")
-            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+            try Self.expectLayeredTree(name)
         }
     }
 
@@ -143,7 +143,7 @@ extension EndToEndTests {
             try Testbed.mustSh("printf '[Registry]\\nPlainHTTP=yes\\n' >/etc/nspawnctl/registries/127.0.0.1:5002.conf")
             let anonymous = try Testbed.sh("REGISTRY_AUTH_FILE=/nonexistent nspawnctl import \(name) docker://127.0.0.1:5002/public/layered")
             #expect(anonymous.status == Exit.ok, "\(anonymous)")
-            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+            try Self.expectLayeredTree(name)
             try Testbed.mustSh("nspawnctl remove \(name)")
             let refused = try Testbed.sh("REGISTRY_AUTH_FILE=/nonexistent nspawnctl import \(name) docker://127.0.0.1:5002/private/layered")
             #expect(refused.status == Exit.permissionDenied
@@ -210,7 +210,7 @@ extension EndToEndTests {
             #expect(started.status == 202 && started.body.contains("\"source\":\"\(Self.plain)/layered\""), "\(started)")
             let done = try Testbed.sh("for i in $(seq 1 100); do machinectl show-image \(name) >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1")
             #expect(done.status == 0, "the daemon's pull made no image")
-            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+            try Self.expectLayeredTree(name)
             let again = try Testbed.nspawnctl("import", "--api", "--force", name, "\(Self.plain)/layered")
             #expect(again.status == Exit.ok && again.stderr.contains("nothing changed"), "\(again)")
             let unknown = try Testbed.nspawnctl("import", "--api", "e2e-reg-api2", "\(Self.plain)/layered:v9")
@@ -229,11 +229,8 @@ extension EndToEndTests {
         let name = "e2e-reg-stop"
         defer { _ = try? Testbed.sh("systemctl stop e2e-slow-registry") }
         try Fixture.with([name]) {
+            try Self.startSlowRegistry()
             let run = try Testbed.sh("""
-                printf '[Registry]\\nPlainHTTP=yes\\n' >/etc/nspawnctl/registries/127.0.0.1:5003.conf
-                systemctl -q is-active e2e-slow-registry || systemd-run --quiet --collect --unit=e2e-slow-registry \\
-                    /nspawnctl/Tests/Fixtures/slow-registry 5000 5003 50000
-                for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/5003) 2>/dev/null && break; sleep 0.1; done
                 nspawnctl import \(name) docker://127.0.0.1:5003/nspawnctl/layered 2>/dev/null &
                 importer=$!
                 for i in $(seq 1 100); do ls -A /var/lib/machines | grep -q '^\\.#import\\..*\\.\(name)$' && break; sleep 0.1; done
@@ -259,7 +256,7 @@ extension EndToEndTests {
         try Fixture.with([name]) {
             let imported = try Testbed.nspawnctl("import", "--host", "ssh://root@127.0.0.1", name, "\(Self.plain)/layered")
             #expect(imported.status == Exit.ok, "\(imported)")
-            #expect(try Self.treeList("\(Testbed.hostMachinesDirectory)/\(name)") == Self.treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"))
+            try Self.expectLayeredTree(name)
         }
     }
 
@@ -270,12 +267,7 @@ extension EndToEndTests {
         let name = "e2e-reg-cancel"
         defer { _ = try? Testbed.sh("systemctl stop e2e-slow-registry") }
         try Fixture.with([name]) {
-            try Testbed.mustSh("""
-                printf '[Registry]\\nPlainHTTP=yes\\n' >/etc/nspawnctl/registries/127.0.0.1:5003.conf
-                systemctl -q is-active e2e-slow-registry || systemd-run --quiet --collect --unit=e2e-slow-registry \\
-                    /nspawnctl/Tests/Fixtures/slow-registry 5000 5003 50000
-                for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/5003) 2>/dev/null && break; sleep 0.1; done
-                """)
+            try Self.startSlowRegistry()
             let started = try API.request("POST", "/v1/images", body: #"{"name":"\#(name)","oci":"docker://127.0.0.1:5003/nspawnctl/layered"}"#)
             #expect(started.status == 202, "\(started)")
             let id = try #require(Self.operationID(started.body))
@@ -286,6 +278,23 @@ extension EndToEndTests {
             try Self.expectNoImportLeftovers(name)
             #expect(try Testbed.sh("pgrep -af '^[^ ]*nspawnctl-images import' || true").stdout.isEmpty, "the import child is gone")
         }
+    }
+
+    /// The tree of make-oci-images' `layered`, as umoci unpacks it.
+    private static func expectLayeredTree(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        #expect(try treeList("\(Testbed.hostMachinesDirectory)/\(name)") == treeList("\(Testbed.hostShareDirectory)/oci/layered.rootfs"),
+                "\(name) is not umoci's unpack of layered", sourceLocation: sourceLocation)
+    }
+
+    /// slow-registry on 127.0.0.1:5003 in front of the plain registry, opted in to plain http.
+    private static func startSlowRegistry() throws {
+        try Testbed.mustSh("""
+            printf '[Registry]\\nPlainHTTP=yes\\n' >/etc/nspawnctl/registries/127.0.0.1:5003.conf
+            systemctl -q is-active e2e-slow-registry || systemd-run --quiet --collect --unit=e2e-slow-registry \\
+                /nspawnctl/Tests/Fixtures/slow-registry 5000 5003 50000
+            for i in $(seq 1 50); do busybox wget -q -O /dev/null http://127.0.0.1:5003/v2/ && exit 0; sleep 0.1; done
+            exit 1
+            """)
     }
 
     /// skopeo, from the host, into the testbed's network.
