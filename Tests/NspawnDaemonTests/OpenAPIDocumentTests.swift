@@ -159,6 +159,31 @@ extension OpenAPIDocumentTests {
 }
 
 /// Encodes any value through its own conformance.
+@Suite("OpenAPI patterns")
+struct OpenAPIPatternTests {
+    /// The document's `oci` pattern accepts exactly what the daemon accepts, so a client (or a
+    /// fuzzer) that keeps to the document is never refused, and never accepted outside it.
+    @Test func theOCIReferencePatternAgreesWithTheParser() throws {
+        let properties = try #require(OpenAPIDocumentTests.schemas["ImportRequest"]?["properties"] as? [String: Any])
+        let pattern = try #require((properties["oci"] as? [String: Any])?["pattern"] as? String)
+        let regex = try Regex(pattern)
+        let digest = String(repeating: "0", count: 64)
+        let candidates = [
+            "debian", "debian:12", "library/debian:12", "quay.io/podman/stable", "localhost/app", "localhost:5000/a",
+            "127.0.0.1:5000/a/b/c:v1.2_3-x", "Ab.c/x", "a:1/b", "a.b", "my__repo/a-b--c.d", "app:v1@sha256:\(digest)",
+            "a@sha256:\(digest)", "Vy0YjN", "Ab.c", "a//b", "a:99999/b", "a:0/b", "a:65535/b", "debian:", "a@sha256:abc",
+            "a..b", "/a", "a/", "LOCALHOST/a", "a:b/c", "a/b:c/d", "a___b", "a-", "-a", "a:-x", "a:.x", "a:x.y-z_",
+            "h.io/A", "h.io/a/B", ".../a", "a.b:80:90/x", "a b",
+        ]
+        for candidate in candidates {
+            let text = "docker://\(candidate)"
+            let documented = text.wholeMatch(of: regex) != nil
+            let parsed = (try? RegistryReference(parsing: candidate)) != nil
+            #expect(documented == parsed, "\(text): the document says \(documented), the parser \(parsed)")
+        }
+    }
+}
+
 struct AnyEncodable: Encodable {
     let value: any Encodable
     init(_ value: any Encodable) { self.value = value }
