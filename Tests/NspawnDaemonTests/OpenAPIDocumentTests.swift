@@ -173,7 +173,8 @@ struct OpenAPIPatternTests {
             "127.0.0.1:5000/a/b/c:v1.2_3-x", "Ab.c/x", "a:1/b", "a.b", "my__repo/a-b--c.d", "app:v1@sha256:\(digest)",
             "a@sha256:\(digest)", "Vy0YjN", "Ab.c", "a//b", "a:99999/b", "a:0/b", "a:65535/b", "debian:", "a@sha256:abc",
             "a..b", "/a", "a/", "LOCALHOST/a", "a:b/c", "a/b:c/d", "a___b", "a-", "-a", "a:-x", "a:.x", "a:x.y-z_",
-            "h.io/A", "h.io/a/B", ".../a", "a.b:80:90/x", "a b",
+            "h.io/A", "h.io/a/B", ".../a", "a.b:80:90/x", "a b", "a_b.c/d", "a_b/c", "a.b/c", "a.b/c.d_e",
+            "9__k67xd_0jvi3q.jjoa5i_n82/seh4p09:cdj", "localhost", "localhost:80", "a.b:5000", "x_y.z",
         ]
         for candidate in candidates {
             let text = "docker://\(candidate)"
