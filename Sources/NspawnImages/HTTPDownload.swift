@@ -172,16 +172,23 @@ enum HTTPDownload {
 
     /// A small document into memory, with the response; larger than the request's limit fails.
     static func fetch(_ request: HTTPRequest) throws(NspawnError) -> ([UInt8], HTTPResponse) {
-        final class Buffer: @unchecked Sendable { var bytes: [UInt8] = [] }
-        let buffer = Buffer()
         let limit = Int(request.limit ?? Int64(Int.max))
-        let sink = Sink(write: { chunk in
-            buffer.bytes += chunk
-            return buffer.bytes.count <= limit
-        }, cancelled: { false })
+        let (sink, bytes) = memorySink(limit: limit, cancelled: { false })
         if try perform(request, into: sink) == .readerStopped {
             throw .downloadFailed(url: request.url, reason: "larger than \(limit) bytes")
         }
-        return (buffer.bytes, sink.response)
+        return (bytes(), sink.response)
+    }
+
+    /// A sink keeping what arrives in memory, and what it kept; past `limit` bytes it stops the
+    /// transfer (`.readerStopped`).
+    static func memorySink(limit: Int, cancelled: @escaping @Sendable () -> Bool) -> (Sink, () -> [UInt8]) {
+        final class Buffer: @unchecked Sendable { var bytes: [UInt8] = [] }
+        let buffer = Buffer()
+        let sink = Sink(write: { chunk in
+            buffer.bytes += chunk
+            return buffer.bytes.count <= limit
+        }, cancelled: cancelled)
+        return (sink, { buffer.bytes })
     }
 }

@@ -68,23 +68,32 @@ struct OCIImporter {
         }
         let index: OCIIndex = try decode(indexBytes, what: "index.json", label: blobs.label)
         let chosen = try choose(in: index.manifests, reference: reference, label: blobs.label)
-        return try resolveManifest(chosen, blobs: blobs, label: blobs.label)
+        return try followToManifest(try blobs.readDocument(chosen), mediaType: chosen.mediaType,
+                                    digest: try OCIDigest(chosen.digest, source: blobs.label), label: blobs.label) { (entry) throws(NspawnError) in
+            (try blobs.readDocument(entry), entry.mediaType)
+        }
     }
 
     /// The image's manifest, its config, and where each layer comes from, whatever the source.
     func populate(_ work: Directory, layout: Directory, label: String, reference: String?) throws(NspawnError) -> OCIImageInfo {
         let blobs = BlobReader(layout: layout, label: label)
         let (manifestDigest, manifest) = try resolve(blobs, reference: reference)
-        let configDescriptor = manifest.config
-        let config: OCIImageConfig = try decode(try blobs.readDocument(configDescriptor), what: "config \(configDescriptor.digest)", label: label)
+        return try populate(work, manifest: manifest, digest: manifestDigest, config: try blobs.readDocument(manifest.config),
+                            label: label) { (_, digest) throws(NspawnError) in try blobs.openBlob(digest) }
+    }
+
+    /// Applies a resolved manifest's layers, each file from `layerFile` (its number and digest), and maps its config.
+    private func populate(_ work: Directory, manifest: OCIManifest, digest manifestDigest: OCIDigest, config configBytes: [UInt8],
+                          label: String, layerFile: (Int, OCIDigest) throws(NspawnError) -> FileDescriptor) throws(NspawnError) -> OCIImageInfo {
+        let config: OCIImageConfig = try decode(configBytes, what: "config \(manifest.config.digest)", label: label)
         var info = OCIImageInfo(reference: source.description, manifestDigest: manifestDigest.description,
                                 platform: platformText(config), layers: manifest.layers.count)
         counters.sourceSize.store(manifest.layers.reduce(0) { $0 + $1.size }, ordering: .relaxed)
-        for (number, layer) in manifest.layers.enumerated() {
-            let digest = try OCIDigest(layer.digest, source: label)
-            let file = try blobs.openBlob(digest)
+        let digests = try manifest.layers.map { (layer) throws(NspawnError) in try OCIDigest(layer.digest, source: label) }
+        for (number, digest) in digests.enumerated() {
+            let file = try layerFile(number, digest)
             defer { try? file.close() }
-            try apply(file, digest: digest, number: number, count: manifest.layers.count, to: work, label: label)
+            try apply(file, digest: digest, number: number, count: digests.count, to: work, label: label)
         }
         try map(config, into: &info, root: work)
         return info
@@ -94,27 +103,40 @@ struct OCIImporter {
     /// document checked against its digest.
     func resolve(_ client: RegistryClient) throws(NspawnError) -> (digest: OCIDigest, manifest: OCIManifest) {
         let label = client.label
-        var (bytes, mediaType) = try client.manifest(client.reference.manifestReference)
-        var digest = try OCIDigest("sha256:" + encodeHex(Array(SHA256.hash(data: bytes))), source: label)
+        let (bytes, mediaType) = try client.manifest(client.reference.manifestReference)
+        let digest = try OCIDigest("sha256:" + encodeHex(Array(SHA256.hash(data: bytes))), source: label)
         if let wanted = client.reference.digest, wanted != digest.description {
             throw .verificationFailed("digest mismatch in '\(label.escapedForMessage)': the registry's manifest is \(digest)")
         }
-        for _ in 0..<4 {
+        return try followToManifest(bytes, mediaType: mediaType, digest: digest, label: label) { (entry) throws(NspawnError) in
+            let chosen = try OCIDigest(entry.digest, source: label)
+            let fetched = try client.manifest(chosen.description)
+            let got = encodeHex(Array(SHA256.hash(data: fetched.bytes)))
+            guard got == chosen.hex else {
+                throw .verificationFailed("digest mismatch in '\(label.escapedForMessage)': manifest \(chosen) holds sha256:\(got)")
+            }
+            return fetched
+        }
+    }
+
+    /// Follows indexes (at most four deep) to this host's platform and decodes the image
+    /// manifest. `fetch` reads the document an index entry names, checked against its digest,
+    /// with its media type; a document of no known type is told by its shape.
+    private func followToManifest(_ first: [UInt8], mediaType firstType: String?, digest firstDigest: OCIDigest, label: String,
+                                  fetch: (OCIDescriptor) throws(NspawnError) -> (bytes: [UInt8], mediaType: String?)) throws(NspawnError) -> (digest: OCIDigest, manifest: OCIManifest) {
+        var (bytes, mediaType, digest) = (first, firstType, firstDigest)
+        for depth in 0...4 {
             if mediaType == "application/vnd.docker.distribution.manifest.v1+prettyjws" || mediaType == "application/vnd.docker.distribution.manifest.v1+json" {
                 throw .badArchive(source: label, entry: "manifest \(digest)", reason: "a Docker schema 1 manifest, which nspawnctl does not read; push the image again with a current tool")
             }
             let isIndex = mediaType.map(OCIMediaType.indexes.contains) ?? false
                 || (!(mediaType.map(OCIMediaType.manifests.contains) ?? false) && Self.looksLikeIndex(bytes))
             guard isIndex else { return (digest, try decode(bytes, what: "manifest \(digest)", label: label)) }
+            guard depth < 4 else { break }
             let index: OCIIndex = try decode(bytes, what: "index \(digest)", label: label)
-            let chosen = try Self.hostEntry(of: index, label: label)
-            let chosenDigest = try OCIDigest(chosen.digest, source: label)
-            (bytes, mediaType) = try client.manifest(chosenDigest.description)
-            let got = encodeHex(Array(SHA256.hash(data: bytes)))
-            guard got == chosenDigest.hex else {
-                throw .verificationFailed("digest mismatch in '\(label.escapedForMessage)': manifest \(chosenDigest) holds sha256:\(got)")
-            }
-            digest = chosenDigest
+            let entry = try Self.hostEntry(of: index, label: label)
+            digest = try OCIDigest(entry.digest, source: label)
+            (bytes, mediaType) = try fetch(entry)
         }
         throw .badArchive(source: label, entry: nil, reason: "indexes nested too deep")
     }
@@ -129,22 +151,13 @@ struct OCIImporter {
         let client = try registryClient(reference)
         let label = client.label
         let (manifestDigest, manifest) = try resolve(client)
-        let config: OCIImageConfig = try decode(try client.documentBlob(manifest.config), what: "config \(manifest.config.digest)", label: label)
-        var info = OCIImageInfo(reference: label, manifestDigest: manifestDigest.description,
-                                platform: platformText(config), layers: manifest.layers.count)
-        counters.sourceSize.store(manifest.layers.reduce(0) { $0 + $1.size }, ordering: .relaxed)
-        let digests = try manifest.layers.map { (layer) throws(NspawnError) in try OCIDigest(layer.digest, source: label) }
+        let configBytes = try client.documentBlob(manifest.config)
+        let layers = try manifest.layers.map { (layer) throws(NspawnError) in (try OCIDigest(layer.digest, source: label), layer.size) }
         // Later layers download while earlier ones are applied.
-        let prefetch = try LayerPrefetch(client: client, layers: Array(zip(digests, manifest.layers.map(\.size))),
-                                         spoolDirectory: store, spoolLabel: storeLabel)
+        let prefetch = try LayerPrefetch(client: client, layers: layers, spoolDirectory: store, spoolLabel: storeLabel)
         defer { prefetch.stop() }
-        for (number, digest) in digests.enumerated() {
-            let file = try prefetch.take(number)
-            defer { try? file.close() }
-            try apply(file, digest: digest, number: number, count: digests.count, to: work, label: label)
-        }
-        try map(config, into: &info, root: work)
-        return info
+        return try populate(work, manifest: manifest, digest: manifestDigest, config: configBytes,
+                            label: label) { (number, _) throws(NspawnError) in try prefetch.take(number) }
     }
 
     /// The layout's manifest for `reference` (its ref.name annotation), or its only one.
@@ -163,20 +176,6 @@ struct OCIImporter {
                                   + (names.isEmpty ? "" : " of: \(names.joined(separator: ", "))"))
         }
         return only
-    }
-
-    /// Follows an index to this host's platform, then reads the image manifest.
-    private func resolveManifest(_ descriptor: OCIDescriptor, blobs: BlobReader, label: String,
-                                 depth: Int = 0) throws(NspawnError) -> (OCIDigest, OCIManifest) {
-        let bytes = try blobs.readDocument(descriptor)
-        let digest = try OCIDigest(descriptor.digest, source: label)
-        let isIndex = descriptor.mediaType.map(OCIMediaType.indexes.contains) ?? Self.looksLikeIndex(bytes)
-        guard isIndex else {
-            return (digest, try decode(bytes, what: "manifest \(digest)", label: label))
-        }
-        guard depth < 4 else { throw .badArchive(source: label, entry: nil, reason: "indexes nested too deep") }
-        let index: OCIIndex = try decode(bytes, what: "index \(digest)", label: label)
-        return try resolveManifest(try Self.hostEntry(of: index, label: label), blobs: blobs, label: label, depth: depth + 1)
     }
 
     static func hostEntry(of index: OCIIndex, label: String) throws(NspawnError) -> OCIDescriptor {

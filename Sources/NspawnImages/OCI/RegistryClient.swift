@@ -58,24 +58,18 @@ final class RegistryClient: @unchecked Sendable {
     func blob(_ digest: OCIDigest, size: Int64, write: @escaping (UnsafeRawBufferPointer) -> Bool) throws(NspawnError) -> HTTPDownload.Outcome {
         let url = "\(baseURL)/blobs/\(digest)"
         let sink = HTTPDownload.Sink(write: write, cancelled: cancelled)
-        let outcome = try send(url, headers: [], sink: sink, limit: size, what: "blob \(digest)")
-        return outcome
+        return try send(url, headers: [], sink: sink, limit: size, what: "blob \(digest)")
     }
 
     private func document(_ url: String, headers: [String], what: String) throws(NspawnError) -> ([UInt8], HTTPResponse) {
-        final class Buffer: @unchecked Sendable { var bytes: [UInt8] = [] }
-        let buffer = Buffer()
         let limit = OCIImporter.documentLimit
-        let sink = HTTPDownload.Sink(write: { chunk in
-            buffer.bytes += chunk
-            return buffer.bytes.count <= limit
-        }, cancelled: cancelled)
+        let (sink, bytes) = HTTPDownload.memorySink(limit: limit, cancelled: cancelled)
         let outcome = try send(url, headers: headers, sink: sink, limit: Int64(limit), what: what)
         if outcome == .readerStopped {
             throw .badArchive(source: label, entry: what, reason: "larger than \(limit) bytes")
         }
         if outcome == .cancelled { throw .cancelled("pull of '\(label)' cancelled") }
-        return (buffer.bytes, sink.response)
+        return (bytes(), sink.response)
     }
 
     /// One GET, answering an authentication challenge once; a status other than success becomes

@@ -76,7 +76,6 @@ public struct ImageServerCatalog: Sendable {
         var arch: String?
         var os: String?
         var release: String?
-        var release_title: String?
         var variant: String?
         var versions: [String: Version]?
     }
@@ -94,6 +93,12 @@ public struct ImageServerCatalog: Sendable {
 
     /// The items that are a container's root as a tarball, most preferred first.
     static let rootTarballs = ["root.tar.xz", "root.tar.gz", "root.tar.zst", "rootfs.tar.xz"]
+
+    /// A version's root tarball, by item name or ftype, the most preferred kind first.
+    static func rootTarball(of version: Version) -> Item? {
+        let items = version.items ?? [:]
+        return rootTarballs.lazy.compactMap { name in items[name] ?? items.values.first { $0.ftype == name } }.first
+    }
 
     /// The products file the index names for image downloads.
     public static func productsPath(index bytes: [UInt8], server: String) throws(NspawnError) -> String {
@@ -143,9 +148,7 @@ public struct ImageServerCatalog: Sendable {
         }
         // Versions are build dates ("20241201_05:24"); the newest one with a root tarball wins.
         for (version, entry) in (product.versions ?? [:]).sorted(by: { $0.key > $1.key }) {
-            let items = entry.items ?? [:]
-            guard let item = Self.rootTarballs.lazy.compactMap({ name in items[name] ?? items.values.first { $0.ftype == name } }).first,
-                  let path = item.path, Self.isSafeRelativePath(path) else { continue }
+            guard let item = Self.rootTarball(of: entry), let path = item.path, Self.isSafeRelativePath(path) else { continue }
             guard let sha256 = item.sha256?.lowercased(), sha256.utf8.count == 64,
                   sha256.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }) else {
                 throw .badArchive(source: server, entry: path, reason: "the products file gives no sha256 for it")
@@ -168,9 +171,7 @@ public struct ImageServerCatalog: Sendable {
     /// Every product with a root tarball, filtered by a word its names or architecture contain.
     public func rows(filter: String?) -> [Row] {
         products.compactMap { _, product -> Row? in
-            let versions = (product.versions ?? [:]).filter { _, version in
-                Self.rootTarballs.contains { name in version.items?[name] != nil || version.items?.values.contains { $0.ftype == name } == true }
-            }
+            let versions = (product.versions ?? [:]).filter { Self.rootTarball(of: $0.value) != nil }
             guard let newest = versions.keys.max(), let os = product.os, let release = product.release, let arch = product.arch else { return nil }
             let row = Row(distribution: os.lowercased(), release: release, variant: product.variant ?? "default", architecture: arch,
                           version: newest, aliases: Self.names(product).sorted())

@@ -263,10 +263,6 @@ extension MachineManager {
         return comm == "systemd\n"
     }
 
-    /// Whether the leader can act on `signal`: it has a handler for it (SigCgt) or blocks it
-    /// to read it from a signalfd, as systemd does (SigBlk; the kernel queues a blocked signal
-    /// even for a namespace's init). When /proc cannot tell, assume it can, so the clean
-    /// shutdown still gets its wait.
     /// What systemd-nspawn sends the leader when it is terminated: KillSignal= from the
     /// settings, else SIGRTMIN+3 (an init's halt request) for a boot and SIGKILL for a payload.
     static func nspawnKillSignal(of name: MachineName) -> UnixSignal {
@@ -276,6 +272,10 @@ extension MachineManager {
         return boot ? ((try? UnixSignal(parsing: "SIGRTMIN+3")) ?? .kill) : .kill
     }
 
+    /// Whether the leader can act on `signal`: it has a handler for it (SigCgt) or blocks it
+    /// to read it from a signalfd, as systemd does (SigBlk; the kernel queues a blocked signal
+    /// even for a namespace's init). When /proc cannot tell, assume it can, so the clean
+    /// shutdown still gets its wait.
     static func leaderCatches(_ leader: UInt32?, _ signal: UnixSignal) -> Bool {
         // SIGKILL needs no handler: the kernel delivers it to a namespace's init from outside.
         if signal == .kill { return true }
