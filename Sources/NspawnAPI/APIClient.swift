@@ -117,6 +117,43 @@ public struct APIClient: NspawnService {
         return events
     }
 
+    /// One JSON entry per line (`application/x-ndjson`); a blank line is a heartbeat, and a
+    /// line with `error` ends the stream with that error.
+    public func logs(_ name: MachineName, _ request: LogRequest) async throws -> AsyncThrowingStream<[LogEntry], any Error> {
+        let target = Endpoint.logs.path(name.rawValue) + (request.query.map { "?\($0)" } ?? "")
+        let (head, chunks) = try await transport.stream(HTTPRequestMessage(method: "GET", target: target))
+        guard head.status == 200 else { throw ErrorMapping.error(status: head.status, body: head.body, from: transport.peerName) }
+        let (batches, sink) = AsyncThrowingStream<[LogEntry], any Error>.makeStream()
+        let peerName = transport.peerName
+        let task = Task {
+            do {
+                let decoder = WireJSON.decoder()
+                var pending: [UInt8] = []
+                for try await chunk in chunks {
+                    pending += chunk
+                    var batch: [LogEntry] = []
+                    var heartbeat = false
+                    while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                        let line = Array(pending[..<newline])
+                        pending.removeSubrange(...newline)
+                        if line.isEmpty { heartbeat = true; continue }
+                        if let entry = try? decoder.decode(LogEntry.self, from: Data(line)) {
+                            batch.append(entry)
+                        } else {
+                            throw ErrorMapping.error(status: 500, body: line, from: peerName)
+                        }
+                    }
+                    if !batch.isEmpty || heartbeat { sink.yield(batch) }
+                }
+                sink.finish()
+            } catch {
+                sink.finish(throwing: error)
+            }
+        }
+        sink.onTermination = { _ in task.cancel() }
+        return batches
+    }
+
     // MARK: Imports
 
     /// The daemon fetches what it imports: a URL, a recipe from its mirror, or an image from a registry. It cannot read

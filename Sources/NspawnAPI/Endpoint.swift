@@ -40,12 +40,13 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case listImages, importImage, removeImage, cloneImage, renameImage, setReadOnly
     case getOperation, cancelOperation
     case events
+    case logs
     case listSnapshots, createSnapshot, removeSnapshot, restore
     case planManifest, applyManifest
 
     public var method: String {
         switch self {
-        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots: "GET"
+        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs: "GET"
         case .removeImage, .cancelOperation, .removeSnapshot: "DELETE"
         default: "POST"
         }
@@ -57,7 +58,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .version: "/v1/version"
         case .listMachines, .createMachine: "/v1/machines"
         case .getMachine: "/v1/machines/{name}"
-        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .rebuild, .restore, .exec:
+        case .start, .stop, .reboot, .terminate, .kill, .enable, .disable, .expose, .unexpose, .resize, .rebuild, .restore, .exec, .logs:
             "/v1/machines/{name}/\(rawValue)"
         case .listSnapshots, .createSnapshot, .removeSnapshot: "/v1/machines/{name}/snapshots"
         case .confirmResize: "/v1/machines/{name}/resize/confirm"
@@ -78,7 +79,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
     public var role: Role {
         switch self {
         case .version: .none
-        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots,
+        // Logs are the nspawn group's to read, as `journalctl -M` is the adm and systemd-journal groups'.
+        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs,
              .start, .stop, .reboot, .terminate, .kill: .operator
         case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .confirmResize, .revertResize, .rebuild,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation,

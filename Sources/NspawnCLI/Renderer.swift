@@ -124,4 +124,11 @@ public enum Renderer {
     static func timestamp(_ date: Date) -> String {
         date.formatted(.iso8601)
     }
+
+    /// journalctl's short form, with the machine's name (or `host`) where it puts the host name.
+    static func logLine(_ entry: LogEntry, machine: String) -> String {
+        let origin = entry.source == .machine ? machine : "host"
+        let who = (entry.identifier ?? "unknown").escapedForMessage + (entry.pid.map { "[\($0)]" } ?? "")
+        return "\(LogTime.short(entry.realtimeUsec)) \(origin) \(who): \(entry.message.escapedForMessage)"
+    }
 }

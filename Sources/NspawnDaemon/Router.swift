@@ -27,11 +27,12 @@ public struct Router: Sendable {
         self.operations = OperationRegistry(importer: importer, onFinish: { await listings.invalidate() })
     }
 
-    /// Where a request goes, decided once: an answer, or one of the two streams the server
-    /// runs itself (events; exec, authorized and decoded, before its protocol switch).
+    /// Where a request goes, decided once: an answer, or one of the streams the server runs
+    /// itself (events; a machine's logs; exec, authorized and decoded, before its protocol switch).
     public enum Routed: Sendable {
         case answer(APIResponse)
         case events
+        case logs(MachineName, LogRequest)
         case exec(MachineName, ExecSpec)
     }
 
@@ -50,6 +51,7 @@ public struct Router: Sendable {
             return await answering {
                 switch endpoint {
                 case .events: return .events
+                case .logs: return .logs(try MachineName(parameter ?? ""), try LogRequest(query: request.query))
                 case .exec:
                     let (name, spec) = try execSpec(parameter ?? "", request)
                     return .exec(name, spec)
@@ -65,6 +67,8 @@ public struct Router: Sendable {
         case .answer(let response): return response
         case .events:
             return .error(.remote(.invalidInput, message: "GET /v1/events is a stream; read it as one", busError: nil))
+        case .logs(let name, _):
+            return .error(.remote(.invalidInput, message: "GET /v1/machines/\(name)/logs is a stream; read it as one", busError: nil))
         case .exec(let name, _):
             return .error(status: 400, code: "invalid_input", message: Self.upgradeRequired(name.rawValue))
         }
@@ -127,7 +131,7 @@ public struct Router: Sendable {
             return try await planManifest(try decode(PlanRequest.self, request))
         case .applyManifest:
             return try await startApply(try decode(ApplyRequest.self, request))
-        case .events, .exec:
+        case .events, .exec, .logs:
             // route(_:) hands these to the server before any dispatch; never a crash of the daemon.
             throw NspawnError.failed("\(endpoint) is a stream, routed by route(_:)")
         default:
@@ -158,7 +162,7 @@ public struct Router: Sendable {
         switch await route(request) {
         case .exec(let name, let spec): return await startExec(name, spec, upgrade: upgrade)
         case .answer(let response): return .refused(response)
-        case .events: return .refused(.error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForMessage)'"))
+        case .events, .logs: return .refused(.error(status: 404, code: "not_found", message: "no such resource '\(request.path.escapedForMessage)'"))
         }
     }
 
@@ -297,6 +301,38 @@ public struct Router: Sendable {
                 notices.unsubscribe(noticeKey)
             }
         })
+    }
+
+    /// A machine's journal as `application/x-ndjson` text: a line per entry, a blank line per
+    /// heartbeat, and after a failure a last line holding the error. A refusal comes before any.
+    public func startLogs(_ name: MachineName, _ request: LogRequest) async -> LogStart {
+        let batches: AsyncThrowingStream<[LogEntry], any Error>
+        do {
+            batches = try await service.logs(name, request)
+        } catch {
+            return .refused(.error(error as? NspawnError ?? .failed("\(error)")))
+        }
+        let (chunks, sink) = AsyncStream<String>.makeStream()
+        let task = Task {
+            let encoder = WireJSON.encoder(pretty: false)
+            do {
+                for try await batch in batches {
+                    var text = batch.isEmpty ? "\n" : ""
+                    for entry in batch { text += String(decoding: try encoder.encode(entry), as: UTF8.self) + "\n" }
+                    sink.yield(text)
+                }
+            } catch {
+                sink.yield(String(decoding: APIResponse.error(error as? NspawnError ?? .failed("\(error)")).body, as: UTF8.self) + "\n")
+            }
+            sink.finish()
+        }
+        sink.onTermination = { _ in task.cancel() }
+        return .started(chunks)
+    }
+
+    public enum LogStart: Sendable {
+        case started(AsyncStream<String>)
+        case refused(APIResponse)
     }
 
     /// A resize step's answer, announced on `/v1/events` too.

@@ -183,6 +183,9 @@ public struct DaemonServer: Sendable {
                             case .events:
                                 try await streamEvents(on: connection.channel, deadline: deadline, version: requestHead.version, to: outbound)
                                 return
+                            case .logs(let name, let logRequest):
+                                try await streamLogs(name, logRequest, deadline: deadline, version: requestHead.version, to: outbound)
+                                return
                             case .exec(let name, let spec):
                                 try await serveExec(request, name, spec, upgrade: upgrade, on: connection.channel, version: requestHead.version, to: outbound)
                                 return
@@ -220,6 +223,31 @@ public struct DaemonServer: Sendable {
         defer { stop() }
         for await frame in frames {
             try await outbound.write(.body(.byteBuffer(ByteBuffer(string: frame))))
+        }
+        try await outbound.write(.end(nil))
+    }
+
+    /// A machine's journal as JSON lines until it ends or the client goes away; the request
+    /// timeout is lifted once it starts.
+    private func streamLogs(_ name: MachineName, _ request: LogRequest, deadline: RequestDeadline, version: HTTPVersion,
+                            to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+        let chunks: AsyncStream<String>
+        switch await router.startLogs(name, request) {
+        case .refused(let refusal):
+            try await Self.write(refusal, keepAlive: false, version: version, to: outbound)
+            return
+        case .started(let started):
+            chunks = started
+        }
+        deadline.disarm()
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/x-ndjson")
+        headers.add(name: "Cache-Control", value: "no-cache")
+        headers.add(name: "Connection", value: "close")
+        headers.add(name: APILevel.header, value: APILevel.current)
+        try await outbound.write(.head(HTTPResponseHead(version: version, status: .ok, headers: headers)))
+        for await chunk in chunks {
+            try await outbound.write(.body(.byteBuffer(ByteBuffer(string: chunk))))
         }
         try await outbound.write(.end(nil))
     }

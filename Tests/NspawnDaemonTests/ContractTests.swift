@@ -67,6 +67,10 @@ struct ContractTests {
         (["rebuild", "web"], [.rebuild("web", RebuildRequest())]),
         (["rebuild", "web", "--image", "debian", "--timeout", "5"], [.rebuild("web", RebuildRequest(image: "debian", timeout: 5))]),
         (["events"], [.events]),
+        (["logs", "web"], [.logs("web", LogRequest())]),
+        (["logs", "web", "-n", "5", "--since", "2026-12-06 10:00", "--until", "now", "-p", "err", "--boot", "--json"],
+         [.logs("web", LogRequest(lines: 5, since: "2026-12-06 10:00", until: "now", priority: "err", boot: true))]),
+        (["logs", "-f", "web"], [.logs("web", LogRequest(follow: true))]),
         (["events", "--json"], [.events]),
         (["snapshot", "web"], [.snapshot("web", SnapshotRequest())]),
         (["snapshot", "--json", "web", "before-upgrade"], [.snapshot("web", SnapshotRequest(name: "before-upgrade"))]),
@@ -155,7 +159,7 @@ struct ContractTests {
         let served = RecordingService()
         let readingOrLifecycle = expected.allSatisfy {
             switch $0 {
-            case .list, .status, .start, .stop, .reboot, .terminate, .kill, .config, .events, .snapshots: true
+            case .list, .status, .start, .stop, .reboot, .terminate, .kill, .config, .events, .snapshots, .logs: true
             default: false
             }
         }

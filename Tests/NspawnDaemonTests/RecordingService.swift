@@ -30,6 +30,7 @@ enum Call: Equatable, Sendable {
     case copyTo(String, CopyRequest)
     case copyFrom(String, CopyRequest)
     case events
+    case logs(String, LogRequest)
     case exec(String, ExecSpec)
     case importImage(String?, ImportJob)
     case plan(PlanRequest), explain(PlanRequest, String), apply(ApplyRequest)
@@ -238,6 +239,16 @@ actor RecordingService: NspawnService {
         return program
     }
 
+    /// One entry, then the end (a follow too: the recorder has nothing more to say).
+    func logs(_ name: MachineName, _ request: LogRequest) throws -> AsyncThrowingStream<[LogEntry], any Error> {
+        try record(.logs(name.rawValue, request))
+        _ = try request.window()
+        let (stream, sink) = AsyncThrowingStream<[LogEntry], any Error>.makeStream()
+        sink.yield([LogEntry(realtimeUsec: 1_000_000, source: .machine, priority: 6, unit: nil, identifier: "app", pid: 7, message: "hello from \(name)")])
+        sink.finish()
+        return stream
+    }
+
     nonisolated func events() -> AsyncThrowingStream<MachineEvent, any Error> {
         let (stream, sink) = AsyncThrowingStream<MachineEvent, any Error>.makeStream()
         Task {
@@ -271,8 +282,25 @@ struct InProcessTransport: APITransport {
     }
 
     func stream(_ request: HTTPRequestMessage) async throws -> (HTTPResponseMessage, AsyncThrowingStream<[UInt8], any Error>) {
-        if let refusal = router.refusal(.events, peer: peer) {
-            return (HTTPResponseMessage(status: refusal.status, headers: [:], body: refusal.body), AsyncThrowingStream { $0.finish() })
+        let refused = { (refusal: APIResponse) in
+            (HTTPResponseMessage(status: refusal.status, headers: [:], body: refusal.body), AsyncThrowingStream<[UInt8], any Error> { $0.finish() })
+        }
+        switch await router.route(APIRequest(method: request.method, target: request.target, peer: peer)) {
+        case .answer(let answer): return refused(answer)
+        case .exec: return refused(.error(status: 400, code: "invalid_input", message: "exec is not a stream of this transport"))
+        case .logs(let name, let logRequest):
+            switch await router.startLogs(name, logRequest) {
+            case .refused(let refusal): return refused(refusal)
+            case .started(let chunks):
+                let bytes = AsyncThrowingStream<[UInt8], any Error> { sink in
+                    Task {
+                        for await chunk in chunks { sink.yield(Array(chunk.utf8)) }
+                        sink.finish()
+                    }
+                }
+                return (HTTPResponseMessage(status: 200, headers: [:], body: []), bytes)
+            }
+        case .events: break
         }
         let (frames, stop) = await router.eventFrames()
         let (chunks, sink) = AsyncThrowingStream<[UInt8], any Error>.makeStream()

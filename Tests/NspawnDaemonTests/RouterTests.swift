@@ -267,3 +267,34 @@ struct RegistryImportRequestTests {
         }
     }
 }
+
+@Suite struct LogQueryTests {
+    @Test func queriesRoundTrip() throws {
+        let requests = [LogRequest(), LogRequest(lines: 5, since: "2026-12-06 10:00:00", until: "now", priority: "err", boot: true),
+                        LogRequest(since: "5 min ago", follow: true), LogRequest(since: "ü&=%+")]
+        for request in requests {
+            #expect(try LogRequest(query: request.query) == request, "\(request.query ?? "")")
+        }
+        #expect(try LogRequest(query: "since=2026-12-06+10%3A00&lines=3") == LogRequest(lines: 3, since: "2026-12-06 10:00"))
+    }
+
+    @Test(arguments: ["lines=x", "lines=1&lines=2", "color=always", "since=%ZZ", "since=%C3", "boot=yes", "follow=", "lines"])
+    func badQueriesAreRefusedBeforeAnyLine(_ query: String) async throws {
+        let service = RecordingService()
+        let router = Router(service: service, authorizer: Authorizer(group: "root"))
+        let response = await router.handle(APIRequest(method: "GET", target: "/v1/machines/web/logs?\(query)", peer: Peer(pid: 1, uid: 0, gid: 0)))
+        #expect(response.status == 400, "\(query): \(String(decoding: response.body, as: UTF8.self))")
+        #expect(await service.calls.isEmpty)
+    }
+
+    /// A window the library refuses (a follow with an end) is 400 too, with the library's words.
+    @Test func refusedWindowsAreErrorsNotStreams() async throws {
+        let router = Router(service: RecordingService(), authorizer: Authorizer(group: "root"))
+        guard case .refused(let response) = await router.startLogs(try MachineName("web"), LogRequest(until: "now", follow: true)) else {
+            Issue.record("a follow with an end started")
+            return
+        }
+        #expect(response.status == 400)
+        #expect(String(decoding: response.body, as: UTF8.self).contains("cannot be followed"))
+    }
+}

@@ -58,6 +58,10 @@ extension LocalService {
     public func enable(_ name: MachineName) async throws -> [UnitFileChange] { try await manager.enable(name) }
     public func disable(_ name: MachineName) async throws -> [UnitFileChange] { try await manager.disable(name) }
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> { MachineEvents.stream() }
+
+    public func logs(_ name: MachineName, _ request: LogRequest) async throws -> AsyncThrowingStream<[LogEntry], any Error> {
+        try await manager.logs(name, request)
+    }
 }
 
 // MARK: Files

@@ -24,6 +24,9 @@ public protocol MachineService: Sendable {
     func disable(_ name: MachineName) async throws -> [UnitFileChange]
     /// machined's MachineNew and MachineRemoved until the consumer stops iterating.
     func events() -> AsyncThrowingStream<MachineEvent, any Error>
+    /// The machine's journal window in batches, oldest first; the request is checked and the
+    /// machine found before the stream starts. Following, an empty batch is a heartbeat.
+    func logs(_ name: MachineName, _ request: LogRequest) async throws -> AsyncThrowingStream<[LogEntry], any Error>
 }
 
 /// Images in /var/lib/machines: imported, cloned, renamed, snapshotted, removed.

@@ -286,6 +286,8 @@ package struct MachineProperties: Sendable {
     /// Microseconds since the epoch.
     package var timestamp: UInt64?
     package var networkInterfaces: [Int32]
+    /// The machine ID as 32 hex digits; nil when machined does not know it.
+    package var id: String?
 
     package init(_ p: [String: BusValue]) {
         state = p["State"]?.string
@@ -296,6 +298,9 @@ package struct MachineProperties: Sendable {
         service = p["Service"]?.string
         timestamp = p["Timestamp"]?.uint64
         networkInterfaces = p["NetworkInterfaces"]?.elements?.compactMap { $0.int64.map { Int32(truncatingIfNeeded: $0) } } ?? []
+        let idBytes = p["Id"]?.elements?.compactMap { $0.uint64.map { UInt8(truncatingIfNeeded: $0) } } ?? []
+        id = idBytes.count == 16 && idBytes.contains { $0 != 0 }
+            ? idBytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() : nil
     }
 }
 

@@ -32,6 +32,17 @@ package final class Directory {
         return Directory(try FileDescriptor.opening { openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) })
     }
 
+    /// The regular file `name` for reading; a symlink, FIFO or device there is refused.
+    package func openRegularFile(_ name: String) throws(Errno) -> FileDescriptor {
+        let fd = fd
+        let file = try FileDescriptor.opening { openat(fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) }
+        guard let st = try? file.status(), (st.st_mode & S_IFMT) == S_IFREG else {
+            try? file.close()
+            throw Errno.invalidArgument
+        }
+        return file
+    }
+
     /// The directory at the relative `path` below this one, reached through real directories only:
     /// a symlink anywhere on the way (or `..` out) is ELOOP or EXDEV, never followed.
     package func openDirectoryBeneath(_ path: String) throws(Errno) -> Directory {
@@ -221,6 +232,10 @@ package struct ContainedRoot {
         let st = try fd.status()
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw Errno.invalidArgument }
         return try fd.readAll(limit: limit)
+    }
+
+    package func openDirectory(_ path: String) throws(Errno) -> Directory {
+        Directory(try open(path, flags: O_RDONLY | O_DIRECTORY))
     }
 
     package func exists(_ path: String) -> Bool {
