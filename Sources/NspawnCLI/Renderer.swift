@@ -126,9 +126,10 @@ public enum Renderer {
     }
 
     /// journalctl's short form, with the machine's name (or `host`) where it puts the host name.
+    /// A console's carriage returns are dropped; other control characters show escaped.
     static func logLine(_ entry: LogEntry, machine: String) -> String {
         let origin = entry.source == .machine ? machine : "host"
         let who = (entry.identifier ?? "unknown").escapedForMessage + (entry.pid.map { "[\($0)]" } ?? "")
-        return "\(LogTime.short(entry.realtimeUsec)) \(origin) \(who): \(entry.message.escapedForMessage)"
+        return "\(LogTime.short(entry.realtimeUsec)) \(origin) \(who): \(String(String.UnicodeScalarView(entry.message.unicodeScalars.filter { $0 != "\r" })).escapedForMessage)"
     }
 }

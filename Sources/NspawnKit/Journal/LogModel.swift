@@ -35,9 +35,9 @@ public struct LogRequest: Codable, Sendable, Equatable {
         let since = try since.map { text throws(NspawnError) in try LogTime.parse(text, now: now) }
         let until = try until.map { text throws(NspawnError) in try LogTime.parse(text, now: now) }
         if let since, let until, since > until {
-            throw .invalidArgument("--since (\(LogTime.format(since))) is after --until (\(LogTime.format(until)))")
+            throw .invalidArgument("since (\(LogTime.format(since))) is after until (\(LogTime.format(until)))")
         }
-        if follow == true && until != nil { throw .invalidArgument("--until ends the window, so it cannot be followed; drop -f or --until") }
+        if follow == true && until != nil { throw .invalidArgument("a window with an end (until) cannot be followed; give follow or until, not both") }
         let priority = try priority.map { text throws(NspawnError) in try LogPriority.parse(text) }
         return LogWindow(lines: lines ?? (follow == true ? 10 : nil), since: since, until: until, maximumPriority: priority,
                          boot: boot ?? false, follow: follow ?? false)

@@ -16,6 +16,7 @@ final class MachineLogReader: @unchecked Sendable {
     }
 
     private var sources: [Source]
+    private let unit: String
     private let window: LogWindow
     private var backlogDone = false
     /// A window of the last N entries without a follow is whole after its backlog.
@@ -28,6 +29,7 @@ final class MachineLogReader: @unchecked Sendable {
     /// Opens the sources; the guest files are consumed (closed with the reader).
     init(unit: String, guestFiles: [FileDescriptor], window: LogWindow) throws(NspawnError) {
         self.window = window
+        self.unit = unit
         do {
             wake = try FileDescriptor.closeOnExecPipe()
         } catch {
@@ -101,10 +103,13 @@ final class MachineLogReader: @unchecked Sendable {
                 backlogDone = true
                 if let lines = window.lines {
                     finished = !window.follow
-                    return try tail(lines)
-                }
-                for index in sources.indices {
-                    if let since = window.since { try sources[index].journal.seek(realtime: since) } else { try sources[index].journal.seekHead() }
+                    let backlog = try tail(lines)
+                    if !backlog.isEmpty { return backlog }
+                    if finished { return nil }
+                } else {
+                    for index in sources.indices {
+                        if let since = window.since { try sources[index].journal.seek(realtime: since) } else { try sources[index].journal.seekHead() }
+                    }
                 }
             }
             if cancelled { return nil }
@@ -112,7 +117,7 @@ final class MachineLogReader: @unchecked Sendable {
             if !batch.isEmpty || !window.follow { return batch.isEmpty ? nil : batch }
             return try waitForNews()
         } catch {
-            throw .system("cannot read the journal", error)
+            throw .system("cannot read the journal of \(unit)", error)
         }
     }
 
