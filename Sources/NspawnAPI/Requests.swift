@@ -178,9 +178,16 @@ public struct SettingsChange: Codable, Sendable, Equatable {
     public var boot: Bool?
     /// Run this command instead of booting (Boot=no, Parameters=).
     public var exec: [String]?
+    /// What systemd does when the machine ends: no, on-failure or always (a drop-in's Restart=).
+    public var restart: String?
+    /// A time span before restarting (RestartSec=), such as 5s.
+    public var restartDelay: String?
+    /// N/INTERVAL: at most N starts within INTERVAL (StartLimitBurst=, StartLimitIntervalSec=).
+    public var restartMax: String?
 
     public init(set: [String]? = nil, unset: [String]? = nil, bind: [String]? = nil, bindRo: [String]? = nil, port: [String]? = nil,
-                network: String? = nil, env: [String]? = nil, flavor: String? = nil, boot: Bool? = nil, exec: [String]? = nil) {
+                network: String? = nil, env: [String]? = nil, flavor: String? = nil, boot: Bool? = nil, exec: [String]? = nil,
+                restart: String? = nil, restartDelay: String? = nil, restartMax: String? = nil) {
         self.set = set
         self.unset = unset
         self.bind = bind
@@ -191,11 +198,15 @@ public struct SettingsChange: Codable, Sendable, Equatable {
         self.flavor = flavor
         self.boot = boot
         self.exec = exec
+        self.restart = restart
+        self.restartDelay = restartDelay
+        self.restartMax = restartMax
     }
 
     /// Nothing to change: `config` then only shows the settings.
     public var isEmpty: Bool {
         [set, unset, bind, bindRo, port, env, exec].allSatisfy { $0?.isEmpty ?? true } && network == nil && flavor == nil && boot == nil
+            && restart == nil && restartDelay == nil && restartMax == nil
     }
 
     /// The library's edit, every value checked; nothing is written.
@@ -219,6 +230,11 @@ public struct SettingsChange: Codable, Sendable, Equatable {
         case (_, let exec?) where !exec.isEmpty: edit.boot = .exec(exec)
         case (_, []?): throw .invalidArgument("--exec needs a command")
         default: break
+        }
+        if restart != nil || restartDelay != nil || restartMax != nil {
+            edit.restart = RestartChange(mode: try restart.map { (text) throws(NspawnError) in try RestartPolicy.mode(parsing: text) },
+                                         delaySeconds: try restartDelay.map { (text) throws(NspawnError) in try RestartPolicy.delay(parsing: text) },
+                                         startLimit: try restartMax.map { (text) throws(NspawnError) in try RestartPolicy.StartLimit(parsing: text) })
         }
         try edit.validate()
         return edit

@@ -77,6 +77,13 @@ public enum Renderer {
             fields.append(("Exposed", s.exposed.joined(separator: ", ") + (s.socketState.map { " (\($0))" } ?? "")))
         }
         if let flavor = s.flavor { fields.append(("Flavor", flavor)) }
+        if s.restart != nil || (s.restarts ?? 0) > 0 {
+            fields.append(("Restart", (s.restart?.text ?? "no") + ", \(s.restarts ?? 0) restart\(s.restarts == 1 ? "" : "s") so far"))
+        }
+        if let result = s.unitResult {
+            fields.append(("Last end", result + (s.startLimitHit == true
+                ? "; start limit hit: systemd stopped restarting it ('nspawnctl start \(s.name)' starts it again)" : "")))
+        }
         if let pending = s.pendingResize { fields.append(("Resize", "pending: \(pending.text)")) }
         if let limits = s.limits { fields.append(("Limits", limitsText(limits))) }
         if let disk = s.disk { fields.append(("Disk", diskText(disk))) }
@@ -96,6 +103,7 @@ public enum Renderer {
         }
         for entry in c.settings.other { lines.append("  \(entry.section).\(entry.key)=\(entry.value)  (not checked by nspawnctl)") }
         if let flavor = c.flavor { lines.append("  flavor: \(flavor)") }
+        if let restart = c.restart { lines.append("  restart: \(restart.text)") }
         if !c.exposed.isEmpty { lines.append("  exposed: \(c.exposed.joined(separator: ", "))") }
         return lines.joined(separator: "\n")
     }

@@ -47,6 +47,8 @@ struct ContractTests {
          [.configure("web", SettingsChange(set: ["Boot=no"], unset: ["Hostname"], bind: ["/srv:/srv"], bindRo: ["/etc/hosts"], port: ["8080"],
                                            network: "veth", env: ["A=b"], flavor: "small"))]),
         (["config", "web", "--boot"], [.configure("web", SettingsChange(boot: true))]),
+        (["config", "web", "--restart", "on-failure", "--restart-delay", "5s", "--restart-max", "3/1min"],
+         [.configure("web", SettingsChange(restart: "on-failure", restartDelay: "5s", restartMax: "3/1min"))]),
         (["config", "web", "--exec", "/bin/sleep", "1"], [.configure("web", SettingsChange(exec: ["/bin/sleep", "1"]))]),
         (["create", "web", "--image", "base"], [.create(CreateRequest(name: "web", image: "base"))]),
         (["create", "web", "--image", "base", "--flavor", "small", "--port", "80", "--start"],

@@ -71,6 +71,8 @@ struct OpenAPIDocumentTests {
         (nil, "Version", VersionInfo(version: "1")),
         (nil, "ResizeResult", ResizeResult(name: "a", action: .resized, flavor: Flavor(name: "f", memoryMax: 1 << 30, diskMax: 1 << 30), limits: nil,
                                            pending: PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date()))),
+        (nil, "LogEntry", LogEntry(realtimeUsec: 1, source: .host, priority: 3, unit: "u", identifier: "i", pid: 1, message: "m")),
+        (nil, "RestartPolicy", RestartPolicy(mode: .always, delaySeconds: 1, startLimit: try! .init(parsing: "3/60"))),
         (nil, "PendingResize", PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date())),
         (.createSnapshot, "SnapshotRequest", SnapshotRequest(name: "s")),
         (.restore, "RestoreRequest", RestoreRequest(snapshot: "s")),
@@ -88,7 +90,7 @@ struct OpenAPIDocumentTests {
     ] }
 
     static let filledSettings = SettingsChange(set: ["a"], unset: ["b"], bind: ["c"], bindRo: ["d"], port: ["e"], network: "f",
-                                               env: ["g"], flavor: "h", boot: true, exec: ["i"])
+                                               env: ["g"], flavor: "h", boot: true, exec: ["i"], restart: "always", restartDelay: "5s", restartMax: "3/1min")
 
     @Test func everyFieldIsDocumentedAndEveryDocumentedFieldExists() throws {
         for (endpoint, schemaName, example) in Self.requests {

@@ -22,10 +22,20 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Apply a resource flavor (a drop-in for systemd-nspawn@NAME.service).", valueName: "FLAVOR"))
     var flavor: String?
 
+    @Option(name: .customLong("restart"), help: ArgumentHelp("What systemd does when the machine ends: no, on-failure or always (Restart= in a drop-in).",
+                                                             valueName: "POLICY"))
+    var restartPolicy: String?
+
+    @Option(help: ArgumentHelp("Wait this long before restarting (RestartSec=).", valueName: "SPAN"))
+    var restartDelay: String?
+
+    @Option(help: ArgumentHelp("Stop restarting after N starts within INTERVAL (StartLimitBurst=, StartLimitIntervalSec=).", valueName: "N/INTERVAL"))
+    var restartMax: String?
+
     /// The flags as the API's settings change; empty lists stay absent.
     var change: SettingsChange {
         SettingsChange(bind: binds.nilIfEmpty, bindRo: readOnlyBinds.nilIfEmpty, port: ports.nilIfEmpty, network: network,
-                       env: environment.nilIfEmpty, flavor: flavor)
+                       env: environment.nilIfEmpty, flavor: flavor, restart: restartPolicy, restartDelay: restartDelay, restartMax: restartMax)
     }
 }
 

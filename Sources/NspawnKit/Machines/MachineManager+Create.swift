@@ -53,6 +53,7 @@ extension MachineManager {
                     try AtomicFile.write(name.settingsPath, settings.rendered())
                 }
                 if let flavor { try Self.applyFlavor(flavor, to: name, live: false, bus: bus) }
+                if let restart = edit.restart { try Self.applyRestartPolicy(try restart.applied(to: nil, machine: name.rawValue), to: name, bus: bus) }
                 if let activation {
                     let root = try Self.writableDirectoryImage(name, machined: machined)
                     try Self.installSocketActivation(activation, root: root, bus: bus)

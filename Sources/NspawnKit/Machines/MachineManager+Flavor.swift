@@ -203,6 +203,7 @@ extension MachineManager {
     /// The flavor drop-in (and its live copies), a pending resize's saved drop-in; the
     /// directories go only when empty.
     static func removeUnitFiles(of name: MachineName) throws(NspawnError) {
+        try AtomicFile.remove(name.restartDropInPath)
         try AtomicFile.remove(name.flavorDropInPath)
         try AtomicFile.remove(name.flavorBeforeResizePath)
         for path in name.controlDropIns { try AtomicFile.remove(path) }

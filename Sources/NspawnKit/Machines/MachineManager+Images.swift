@@ -40,7 +40,8 @@ extension MachineManager {
             try Self.removeHostSocket(name, bus: bus)
             // A pending resize goes with the machine: there is nothing left to confirm or revert.
             try Self.removeConfirmTimer(of: name, bus: bus)
-            if access(name.flavorDropInPath, F_OK) == 0 || access(name.flavorBeforeResizePath, F_OK) == 0 {
+            let unitFiles: [String] = [name.flavorDropInPath, name.flavorBeforeResizePath, name.restartDropInPath]
+            if unitFiles.contains(where: { path in access(path, F_OK) == 0 }) {
                 try Self.removeUnitFiles(of: name)
                 try SystemdManager(bus: bus).reload()
             }

@@ -26,7 +26,11 @@ extension MachineManager {
             } else {
                 guard imageExists else { throw NspawnError.noSuchImage(name.rawValue) }
             }
-            try SystemdManager(bus: bus).startUnit(name.serviceUnit)
+            let systemd = SystemdManager(bus: bus)
+            // A start by hand is a fresh try: the start limit that stopped a crash loop (and the
+            // failed state) would refuse it otherwise.
+            try systemd.resetFailedUnit(name.serviceUnit)
+            try systemd.startUnit(name.serviceUnit)
         }
     }
 
@@ -167,6 +171,8 @@ extension MachineManager {
                 toStart.append(name)
             }
         }
+        // As start(_:) does, each a fresh try past a start limit; all in flight at once.
+        _ = try? bus.callAll(toStart.map { SystemdManager.call("ResetFailedUnit", [.string($0.serviceUnit)]) })
         for (name, result) in zip(toStart, try SystemdManager(bus: bus).runJobs("StartUnit", units: toStart.map(\.serviceUnit), mode: "replace")) {
             if let error = result { failures[name] = error }
         }

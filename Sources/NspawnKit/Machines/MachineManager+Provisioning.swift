@@ -261,7 +261,7 @@ extension MachineManager {
     public func hostSideState(_ name: MachineName) async throws -> HostSideState {
         try await withBus { bus in
             var files: [(String, [UInt8]?)] = []
-            for path in [name.settingsPath, name.flavorDropInPath, name.socketUnitPath] + name.controlDropIns {
+            for path in [name.settingsPath, name.flavorDropInPath, name.restartDropInPath, name.socketUnitPath] + name.controlDropIns {
                 files.append((path, try AtomicFile.readBytes(path)))
             }
             let enabled = try SystemdManager(bus: bus).unitFileState(name.serviceUnit).map { $0 == "enabled" } ?? false

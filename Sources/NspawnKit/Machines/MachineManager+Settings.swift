@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What `config` shows for one machine.
 public struct MachineConfig: Sendable, Codable, Equatable {
     public var name: String
@@ -6,6 +10,8 @@ public struct MachineConfig: Sendable, Codable, Equatable {
     public var settings: EffectiveSettings
     public var flavor: String?
     public var exposed: [String]
+    /// What systemd does when the machine ends; nil: the template's default (no restart).
+    public var restart: RestartPolicy?
 }
 
 extension MachineManager {
@@ -40,9 +46,11 @@ extension MachineManager {
                 try settings.apply(edit)
                 if settings.rendered() != before { changedSettings = settings.rendered() }
             }
+            let restart = try edit.restart.map { (change) throws(NspawnError) in try change.applied(to: Self.restartPolicy(of: name), machine: name.rawValue) }
             if let flavor {
                 try Self.applyFlavor(flavor, to: name, live: machined.machinePathIfRunning(name) != nil, bus: bus)
             }
+            if let restart { try Self.applyRestartPolicy(restart, to: name, bus: bus) }
             if let changedSettings { try AtomicFile.write(name.settingsPath, changedSettings) }
             return try Self.currentConfig(name)
         }
@@ -102,6 +110,23 @@ extension MachineManager {
     static func currentConfig(_ name: MachineName) throws(NspawnError) -> MachineConfig {
         let source = try loadSettings(name)
         return MachineConfig(name: name.rawValue, path: source.path, settings: source.settings.effective,
-                             flavor: try flavorName(of: name), exposed: try exposedAddresses(of: name))
+                             flavor: try flavorName(of: name), exposed: try exposedAddresses(of: name), restart: try restartPolicy(of: name))
+    }
+
+    /// The policy of our drop-in; nil when there is none (systemd's template: no restart).
+    static func restartPolicy(of name: MachineName) throws(NspawnError) -> RestartPolicy? {
+        try AtomicFile.read(name.restartDropInPath).flatMap(RestartPolicy.init(dropIn:))
+    }
+
+    /// Writes (or, for the template's default, removes) the drop-in and reloads systemd, which
+    /// applies it to a running machine's unit as well.
+    static func applyRestartPolicy(_ policy: RestartPolicy, to name: MachineName, bus: BusConnection) throws(NspawnError) {
+        if policy.isDefault {
+            try AtomicFile.remove(name.restartDropInPath)
+            rmdir(name.dropInDirectory)
+        } else {
+            try AtomicFile.write(name.restartDropInPath, policy.dropIn())
+        }
+        try SystemdManager(bus: bus).reload()
     }
 }

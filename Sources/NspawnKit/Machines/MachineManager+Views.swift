@@ -232,6 +232,15 @@ extension MachineManager {
             status.socketState = try systemd.unitStates([socketUnit])[socketUnit]?.sub
             if status.state == .stopped && status.socketState == "listening" { status.state = .listening }
         }
+        if let service = try? systemd.unitProperties(name.serviceUnit, interface: "org.freedesktop.systemd1.Service") {
+            status.restarts = service["NRestarts"]?.uint64.map { Int($0) }
+            status.unitResult = service["Result"]?.string.flatMap { $0 == "success" ? nil : $0 }
+        }
+        status.restart = try restartPolicy(of: name)
+        if let policy = status.restart, policy.mode != .no, status.unitResult != nil,
+           try systemd.unitStates([name.serviceUnit])[name.serviceUnit]?.active == "failed" {
+            status.startLimitHit = true
+        }
         status.flavor = try flavorName(of: name)
         status.pendingResize = try pendingResize(of: name)
         if status.flavor != nil || machine != nil {

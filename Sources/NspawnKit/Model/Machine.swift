@@ -79,6 +79,15 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     public var oci: OCIOrigin?
     /// The image's snapshots, oldest first; nil when there is no image.
     public var snapshots: [SnapshotInfo]?
+    /// The restart policy of the machine's drop-in (nil: none, systemd's template restarts nothing).
+    public var restart: RestartPolicy?
+    /// systemd's automatic restarts of the unit since it was last started by hand (NRestarts).
+    public var restarts: Int?
+    /// How the unit last ended when that was not a success (`exit-code`, `signal`, `core-dump`,
+    /// `watchdog`), as systemd's Result says.
+    public var unitResult: String?
+    /// The unit failed although its policy restarts it: the start limit stopped a crash loop.
+    public var startLimitHit: Bool?
 
     public struct RunningMachine: Sendable, Codable, Equatable {
         public var machineClass: String?

@@ -40,6 +40,8 @@ public struct SettingsEdit: Sendable, Equatable {
     public var environment: [String] = []
     public var network: NetworkMode?
     public var boot: BootMode?
+    /// Kept in a drop-in for the unit, not in the settings file; `isEmpty` does not count it.
+    public var restart: RestartChange?
 
     public init() {}
 
@@ -58,7 +60,7 @@ public struct SettingsEdit: Sendable, Equatable {
         lhs.assignments.map { "\($0.0.id)=\($0.1)" } == rhs.assignments.map { "\($0.0.id)=\($0.1)" }
             && lhs.removals == rhs.removals && lhs.binds == rhs.binds && lhs.readOnlyBinds == rhs.readOnlyBinds
             && lhs.ports == rhs.ports && lhs.environment == rhs.environment
-            && lhs.network == rhs.network && lhs.boot == rhs.boot
+            && lhs.network == rhs.network && lhs.boot == rhs.boot && lhs.restart == rhs.restart
     }
 }
 

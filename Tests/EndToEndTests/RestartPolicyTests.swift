@@ -1,0 +1,137 @@
+import Foundation
+import Testing
+
+/// Restart policies as drop-ins for systemd-nspawn@NAME.service: systemd itself brings a
+/// killed payload back, and its start limit stops a crash loop. Held against `systemctl show`.
+@Suite("Restart policies", .serialized, .usesDaemon, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
+struct RestartPolicyEndToEndTests {
+    struct Status: Decodable {
+        struct Policy: Decodable { var mode: String; var delaySeconds: Double? }
+        var state: String
+        var restart: Policy?
+        var restarts: Int?
+        var unitResult: String?
+        var startLimitHit: Bool?
+    }
+
+    static func status(_ name: String) throws -> Status {
+        try decodeJSON(Status.self, from: try Testbed.mustSh("nspawnctl status --json \(name)").stdout)
+    }
+
+    static func leader(_ name: String) throws -> String {
+        try Testbed.sh("machinectl show \(name) -p Leader --value").trimmed
+    }
+
+    /// Kills the payload with SIGKILL and waits until machined has seen the end of it.
+    static func killPayload(_ name: String) throws {
+        let leader = try leader(name)
+        try #require(!leader.isEmpty, "\(name) is not running")
+        try Testbed.mustSh("kill -9 \(leader); for i in $(seq 1 100); do [ \"$(machinectl show \(name) -p Leader --value 2>/dev/null)\" != \(leader) ] && exit 0; sleep 0.05; done; exit 1")
+    }
+
+    /// Seconds until the machine runs again with a new leader; nil when it did not within `limit`.
+    static func secondsUntilBack(_ name: String, limit: Int) throws -> Double? {
+        let result = try Testbed.sh("""
+            start=$(date +%s%N)
+            for i in $(seq 1 \(limit * 20)); do
+                if [ "$(machinectl show \(name) -p State --value 2>/dev/null)" = running ]; then echo $(( ($(date +%s%N) - start) / 1000000 )); exit 0; fi
+                sleep 0.05
+            done
+            exit 1
+            """)
+        return result.status == 0 ? Double(result.trimmed).map { $0 / 1000 } : nil
+    }
+
+    @Test func onFailureBringsAKilledPayloadBackAfterTheDelay() throws {
+        let name = "restartonfail"
+        try Fixture.with([name]) {
+            try Fixture.busybox(name)
+            let config = try Testbed.mustSh("nspawnctl config \(name) --restart on-failure --restart-delay 2s --json").stdout
+            #expect(config.contains("\"on-failure\""), "\(config)")
+            let shown = try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p Restart -p RestartUSec").stdout
+            #expect(shown.contains("Restart=on-failure") && shown.contains("RestartUSec=2s"), "\(shown)")
+            try Testbed.mustSh("nspawnctl start \(name)")
+            let first = try Self.leader(name)
+            try Self.killPayload(name)
+            let back = try #require(try Self.secondsUntilBack(name, limit: 15), "systemd did not restart \(name)")
+            #expect(back >= 1.5, "restarted after \(back) s, before the 2 s delay")
+            #expect(try Self.leader(name) != first)
+            let status = try Self.status(name)
+            let restarts = try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p NRestarts --value").trimmed
+            #expect(status.restarts == 1 && restarts == "1", "nspawnctl \(String(describing: status.restarts)), systemd \(restarts)")
+            #expect(status.restart?.mode == "on-failure" && status.restart?.delaySeconds == 2)
+            // A stop by hand is not a failure: the machine stays down.
+            try Testbed.mustSh("nspawnctl stop \(name)")
+            #expect(try Self.secondsUntilBack(name, limit: 4) == nil)
+        }
+    }
+
+    @Test func noLeavesAKilledPayloadDown() throws {
+        let name = "restartno"
+        try Fixture.with([name]) {
+            try Fixture.busybox(name)
+            try Testbed.mustSh("nspawnctl config \(name) --restart on-failure --restart-delay 1s")
+            // Back to no: the drop-in goes, and systemd's template restarts nothing.
+            try Testbed.mustSh("nspawnctl config \(name) --restart no")
+            #expect(try Testbed.sh("test -e /etc/systemd/system/systemd-nspawn@\(name).service.d/60-restart.conf").status != 0)
+            #expect(try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p Restart --value").trimmed == "no")
+            try Testbed.mustSh("nspawnctl start \(name)")
+            try Self.killPayload(name)
+            #expect(try Self.secondsUntilBack(name, limit: 4) == nil, "a machine with no restart policy came back")
+            #expect(try Self.status(name).state == "stopped")
+        }
+    }
+
+    @Test func theStartLimitStopsACrashLoopAndStatusSaysSo() throws {
+        let name = "restartloop"
+        try Fixture.with([name]) {
+            try Fixture.busybox(name)
+            try Testbed.mustSh("nspawnctl config \(name) --restart always --restart-delay 500ms --restart-max 3/1min")
+            let shown = try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p StartLimitBurst -p StartLimitIntervalUSec").stdout
+            #expect(shown.contains("StartLimitBurst=3") && shown.contains("StartLimitIntervalUSec=1min"), "\(shown)")
+            try Testbed.mustSh("nspawnctl start \(name)")
+            // Three starts are allowed in the minute: the first and two restarts; the third kill ends it.
+            for round in 1...2 {
+                try Self.killPayload(name)
+                #expect(try Self.secondsUntilBack(name, limit: 10) != nil, "round \(round)")
+            }
+            try Self.killPayload(name)
+            #expect(try Self.secondsUntilBack(name, limit: 4) == nil, "the start limit did not stop the loop")
+            #expect(try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p ActiveState --value").trimmed == "failed")
+            let status = try Self.status(name)
+            let restarts = try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p NRestarts --value").trimmed
+            #expect(status.startLimitHit == true && status.unitResult != nil, "\(status)")
+            #expect(status.restarts.map(String.init) == restarts && (status.restarts ?? 0) >= 2, "nspawnctl \(String(describing: status.restarts)), systemd \(restarts)")
+            let text = try Testbed.mustSh("nspawnctl status \(name)").stdout
+            #expect(text.contains("start limit hit"), "\(text)")
+            // A start by hand is a fresh try.
+            try Testbed.mustSh("nspawnctl start \(name)")
+            #expect(try Self.status(name).state == "running")
+        }
+    }
+
+    @Test func badPoliciesChangeNothing() throws {
+        let name = "restartbad"
+        try Fixture.with([name]) {
+            try Fixture.busybox(name)
+            for (arguments, words) in [
+                ("--restart sometimes", "invalid restart policy 'sometimes'"),
+                ("--restart on-failure --restart-delay 2d", "invalid restart delay '2d'"),
+                ("--restart on-failure --restart-max 0/10s", "invalid restart limit '0/10s'"),
+                ("--restart-delay 5s", "has no restart policy to change"),
+                ("--restart always --restart-max 3", "invalid restart limit '3'"),
+            ] {
+                for route in ["", "--api "] {
+                    let result = try Testbed.sh("nspawnctl \(route)config \(name) \(arguments)")
+                    #expect(result.status == 2, "\(route)\(arguments): \(result)")
+                    #expect(result.stderr.contains(words), "\(route)\(arguments): \(result.stderr)")
+                }
+            }
+            #expect(try Testbed.sh("test -e /etc/systemd/system/systemd-nspawn@\(name).service.d").status != 0, "a refused policy left a drop-in")
+            // The machine's removal takes its drop-in along.
+            try Testbed.mustSh("nspawnctl config \(name) --restart always")
+            try Testbed.mustSh("nspawnctl remove \(name)")
+            #expect(try Testbed.sh("test -e /etc/systemd/system/systemd-nspawn@\(name).service.d").status != 0, "the drop-in outlived its machine")
+        }
+    }
+}
