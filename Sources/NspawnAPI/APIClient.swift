@@ -117,6 +117,11 @@ public struct APIClient: NspawnService {
         return events
     }
 
+    public func stats(_ request: StatsRequest) async throws -> [MachineStats] {
+        _ = try request.machineNames()
+        return try await call(.stats, query: request.query)
+    }
+
     /// One JSON entry per line (`application/x-ndjson`); a blank line is a heartbeat, and a
     /// line with `error` ends the stream with that error.
     public func logs(_ name: MachineName, _ request: LogRequest) async throws -> AsyncThrowingStream<[LogEntry], any Error> {

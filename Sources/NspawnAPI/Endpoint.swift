@@ -41,12 +41,13 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case getOperation, cancelOperation
     case events
     case logs
+    case stats
     case listSnapshots, createSnapshot, removeSnapshot, restore
     case planManifest, applyManifest
 
     public var method: String {
         switch self {
-        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs: "GET"
+        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats: "GET"
         case .removeImage, .cancelOperation, .removeSnapshot: "DELETE"
         default: "POST"
         }
@@ -71,6 +72,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .setReadOnly: "/v1/images/{name}/read-only"
         case .getOperation, .cancelOperation: "/v1/operations/{id}"
         case .events: "/v1/events"
+        case .stats: "/v1/stats"
         case .planManifest: "/v1/manifests/plan"
         case .applyManifest: "/v1/manifests/apply"
         }
@@ -80,7 +82,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         switch self {
         case .version: .none
         // Logs are the nspawn group's to read, as `journalctl -M` is the adm and systemd-journal groups'.
-        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs,
+        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats,
              .start, .stop, .reboot, .terminate, .kill: .operator
         case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .confirmResize, .revertResize, .rebuild,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation,

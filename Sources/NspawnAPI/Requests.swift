@@ -52,6 +52,32 @@ public struct ListRequest: Codable, Sendable, Equatable {
     var includeHidden: Bool { all ?? false }
 }
 
+/// `GET /v1/stats?name=A&name=B`: running machines' use; no name is every running container.
+public struct StatsRequest: Codable, Sendable, Equatable {
+    public var names: [String]?
+    public init(names: [String]? = nil) { self.names = names }
+
+    public var query: String? {
+        guard let names, !names.isEmpty else { return nil }
+        return names.map { "name=\(QueryText.encode($0))" }.joined(separator: "&")
+    }
+
+    public init(query: String?) throws(NspawnError) {
+        var names: [String] = []
+        for pair in (query ?? "").split(separator: "&") {
+            guard pair.hasPrefix("name="), let name = QueryText.decode(pair.dropFirst(5)) else {
+                throw .invalidArgument("invalid query '\(String(pair.prefix(80)).escapedForMessage)': expected name=MACHINE, once per machine")
+            }
+            names.append(name)
+        }
+        self.names = names.isEmpty ? nil : names
+    }
+
+    public func machineNames() throws(NspawnError) -> [MachineName] {
+        try (names ?? []).map { (name) throws(NspawnError) in try MachineName(name) }
+    }
+}
+
 /// `POST /v1/machines/{name}/stop`.
 public struct StopRequest: Codable, Sendable, Equatable {
     /// Seconds to wait for a clean shutdown before terminating (default 90, at most a day).

@@ -24,7 +24,7 @@ public struct Nspawnctl: AsyncParsableCommand {
             List.self, Status.self, Start.self, Stop.self, Reboot.self, Terminate.self, Kill.self,
             Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
             Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Rebuild.self, Events.self,
-            Exec.self, Shell.self, DialStdio.self, Logs.self,
+            Exec.self, Shell.self, DialStdio.self, Logs.self, Stats.self,
             CopyTo.self, CopyFrom.self, Snapshot.self, Snapshots.self, Restore.self, SnapshotRemove.self,
             Images.self, Plan.self, Apply.self, Version.self, Hook.self,
         ]

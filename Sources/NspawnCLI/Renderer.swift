@@ -76,6 +76,15 @@ public enum Renderer {
         if !s.exposed.isEmpty {
             fields.append(("Exposed", s.exposed.joined(separator: ", ") + (s.socketState.map { " (\($0))" } ?? "")))
         }
+        if let stats = s.stats {
+            var use = ["CPU \(stats.cpuSeconds.map(span) ?? "-")"]
+            if let memory = stats.memoryBytes {
+                use.append("memory \(humanSize(memory))" + (stats.memoryLimitBytes.map { " of \(humanSize($0))" } ?? ""))
+            }
+            if let tasks = stats.tasks { use.append("\(tasks) tasks") }
+            if let rx = stats.networkReceiveBytes, let tx = stats.networkTransmitBytes { use.append("net rx \(humanSize(rx)), tx \(humanSize(tx))") }
+            fields.append(("Use", use.joined(separator: ", ")))
+        }
         if let flavor = s.flavor { fields.append(("Flavor", flavor)) }
         if s.restart != nil || (s.restarts ?? 0) > 0 {
             fields.append(("Restart", (s.restart?.text ?? "no") + ", \(s.restarts ?? 0) restart\(s.restarts == 1 ? "" : "s") so far"))
@@ -131,6 +140,35 @@ public enum Renderer {
 
     static func timestamp(_ date: Date) -> String {
         date.formatted(.iso8601)
+    }
+
+    public static let statsHeaders = ["NAME", "CPU%", "CPU TIME", "MEMORY", "PEAK", "LIMIT", "IO READ", "IO WRITE", "TASKS", "NET RX", "NET TX", "UPTIME"]
+
+    static func statsTable(_ samples: [MachineStats]) -> String {
+        table(headers: statsHeaders, rows: samples.map(statsRow))
+    }
+
+    private static func statsRow(_ s: MachineStats) -> [String] {
+        let size = { (bytes: UInt64?) -> String in bytes.map(humanSize) ?? "-" }
+        var row = [s.name, s.cpuPercent.map(oneDecimal) ?? "-", s.cpuSeconds.map(span) ?? "-"]
+        row += [size(s.memoryBytes), size(s.memoryPeakBytes), s.memoryLimitBytes.map(humanSize) ?? "none"]
+        row += [size(s.ioReadBytes), size(s.ioWriteBytes), s.tasks.map { String($0) } ?? "-"]
+        row += [size(s.networkReceiveBytes), size(s.networkTransmitBytes), s.uptimeSeconds.map(span) ?? "-"]
+        return row
+    }
+
+    static func oneDecimal(_ value: Double) -> String {
+        let tenths = Int((value * 10).rounded())
+        return "\(tenths / 10).\(abs(tenths % 10))"
+    }
+
+    /// `3d 4h`, `2h 5m`, `4m 10s`, `12.3s`.
+    static func span(_ seconds: Double) -> String {
+        let whole = Int(seconds)
+        if whole >= 86_400 { return "\(whole / 86_400)d \(whole % 86_400 / 3600)h" }
+        if whole >= 3600 { return "\(whole / 3600)h \(whole % 3600 / 60)m" }
+        if whole >= 60 { return "\(whole / 60)m \(whole % 60)s" }
+        return oneDecimal(seconds) + "s"
     }
 
     /// journalctl's short form, with the machine's name (or `host`) where it puts the host name.

@@ -115,6 +115,8 @@ public struct Router: Sendable {
             return .json(try await service.config(try MachineName(parameter)))
         case .listSnapshots:
             return .json(try await service.snapshots(try MachineName(parameter)))
+        case .stats:
+            return .json(try await service.stats(try StatsRequest(query: request.query)))
         case .importImage:
             return try await startImport(try decode(ImportRequest.self, request))
         case .getOperation:

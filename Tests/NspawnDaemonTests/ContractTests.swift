@@ -73,6 +73,8 @@ struct ContractTests {
         (["logs", "web", "-n", "5", "--since", "2026-12-06 10:00", "--until", "now", "-p", "err", "--boot", "--json"],
          [.logs("web", LogRequest(lines: 5, since: "2026-12-06 10:00", until: "now", priority: "err", boot: true))]),
         (["logs", "-f", "web"], [.logs("web", LogRequest(follow: true))]),
+        (["stats"], [.stats(StatsRequest())]),
+        (["stats", "web", "adhoc", "--json"], [.stats(StatsRequest(names: ["web", "adhoc"]))]),
         (["events", "--json"], [.events]),
         (["snapshot", "web"], [.snapshot("web", SnapshotRequest())]),
         (["snapshot", "--json", "web", "before-upgrade"], [.snapshot("web", SnapshotRequest(name: "before-upgrade"))]),
@@ -161,7 +163,7 @@ struct ContractTests {
         let served = RecordingService()
         let readingOrLifecycle = expected.allSatisfy {
             switch $0 {
-            case .list, .status, .start, .stop, .reboot, .terminate, .kill, .config, .events, .snapshots, .logs: true
+            case .list, .status, .start, .stop, .reboot, .terminate, .kill, .config, .events, .snapshots, .logs, .stats: true
             default: false
             }
         }

@@ -71,6 +71,13 @@ struct OpenAPIDocumentTests {
         (nil, "Version", VersionInfo(version: "1")),
         (nil, "ResizeResult", ResizeResult(name: "a", action: .resized, flavor: Flavor(name: "f", memoryMax: 1 << 30, diskMax: 1 << 30), limits: nil,
                                            pending: PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date()))),
+        (nil, "MachineStats", { () -> MachineStats in
+            var stats = MachineStats(name: "a", sampledUsec: 1)
+            stats.cpuSeconds = 1; stats.cpuPercent = 2; stats.memoryBytes = 3; stats.memoryPeakBytes = 4; stats.memoryLimitBytes = 5
+            stats.ioReadBytes = 6; stats.ioWriteBytes = 7; stats.tasks = 8; stats.networkReceiveBytes = 9; stats.networkTransmitBytes = 10
+            stats.uptimeSeconds = 11
+            return stats
+        }()),
         (nil, "LogEntry", LogEntry(realtimeUsec: 1, source: .host, priority: 3, unit: "u", identifier: "i", pid: 1, message: "m")),
         (nil, "RestartPolicy", RestartPolicy(mode: .always, delaySeconds: 1, startLimit: try! .init(parsing: "3/60"))),
         (nil, "PendingResize", PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date())),

@@ -31,6 +31,7 @@ enum Call: Equatable, Sendable {
     case copyFrom(String, CopyRequest)
     case events
     case logs(String, LogRequest)
+    case stats(StatsRequest)
     case exec(String, ExecSpec)
     case importImage(String?, ImportJob)
     case plan(PlanRequest), explain(PlanRequest, String), apply(ApplyRequest)
@@ -237,6 +238,11 @@ actor RecordingService: NspawnService {
         let program = try LocalProgram(spec)
         started = program
         return program
+    }
+
+    func stats(_ request: StatsRequest) throws -> [MachineStats] {
+        try record(.stats(request))
+        return try request.machineNames().map { MachineStats(name: $0.rawValue, sampledUsec: 1) }
     }
 
     /// One entry, then the end (a follow too: the recorder has nothing more to say).

@@ -298,3 +298,16 @@ struct RegistryImportRequestTests {
         #expect(String(decoding: response.body, as: UTF8.self).contains("cannot be followed"))
     }
 }
+
+@Suite struct StatsQueryTests {
+    @Test func namesRoundTripAndBadOnesAreRefused() async throws {
+        #expect(try StatsRequest(query: StatsRequest(names: ["web", "db-1"]).query) == StatsRequest(names: ["web", "db-1"]))
+        #expect(try StatsRequest(query: nil) == StatsRequest())
+        let service = RecordingService()
+        let router = Router(service: service, authorizer: Authorizer(group: "root"))
+        for query in ["machine=web", "name=../etc", "name=%ZZ", "name="] {
+            let response = await router.handle(APIRequest(method: "GET", target: "/v1/stats?\(query)", peer: Peer(pid: 1, uid: 0, gid: 0)))
+            #expect(response.status == 400, "\(query): \(String(decoding: response.body, as: UTF8.self))")
+        }
+    }
+}

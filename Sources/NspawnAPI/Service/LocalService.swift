@@ -59,6 +59,8 @@ extension LocalService {
     public func disable(_ name: MachineName) async throws -> [UnitFileChange] { try await manager.disable(name) }
     public func events() -> AsyncThrowingStream<MachineEvent, any Error> { MachineEvents.stream() }
 
+    public func stats(_ request: StatsRequest) async throws -> [MachineStats] { try await manager.stats(try request.machineNames()) }
+
     public func logs(_ name: MachineName, _ request: LogRequest) async throws -> AsyncThrowingStream<[LogEntry], any Error> {
         try await manager.logs(name, request)
     }

@@ -24,6 +24,8 @@ public protocol MachineService: Sendable {
     func disable(_ name: MachineName) async throws -> [UnitFileChange]
     /// machined's MachineNew and MachineRemoved until the consumer stops iterating.
     func events() -> AsyncThrowingStream<MachineEvent, any Error>
+    /// One sample of each running machine named (every running container when none is).
+    func stats(_ request: StatsRequest) async throws -> [MachineStats]
     /// The machine's journal window in batches, oldest first; the request is checked and the
     /// machine found before the stream starts. Following, an empty batch is a heartbeat.
     func logs(_ name: MachineName, _ request: LogRequest) async throws -> AsyncThrowingStream<[LogEntry], any Error>

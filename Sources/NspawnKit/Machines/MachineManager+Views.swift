@@ -208,6 +208,7 @@ extension MachineManager {
             let probed = MachineProbe.probe([MachineProbe.Request(name: name.rawValue, properties: p)])[name.rawValue]
             status.os = probed?.os ?? (try? osDisplayName(machined.machineOSRelease(name)))
             status.addresses = probed?.addresses ?? (try? machined.machineAddresses(name)) ?? []
+            status.stats = sample(name.rawValue, p)
         }
         if let p = image {
             status.image = .init(type: p.type, path: p.path, readOnly: p.readOnly,

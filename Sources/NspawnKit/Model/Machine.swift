@@ -88,6 +88,8 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     public var unitResult: String?
     /// The unit failed although its policy restarts it: the start limit stopped a crash loop.
     public var startLimitHit: Bool?
+    /// A running machine's use now, as one `stats` sample.
+    public var stats: MachineStats?
 
     public struct RunningMachine: Sendable, Codable, Equatable {
         public var machineClass: String?
