@@ -51,7 +51,15 @@ public struct MachineStats: Codable, Sendable, Equatable {
 /// Reads the numbers behind MachineStats: cgroup v2 files, and the leader's /proc/PID/net/dev
 /// (its network namespace's interfaces, as the kernel counts them).
 enum CgroupStats {
-    static let root = "/sys/fs/cgroup"
+    /// The cgroup v2 hierarchy: /sys/fs/cgroup on a unified host, /sys/fs/cgroup/unified on a
+    /// hybrid one (there only the core files, cpu.stat and cgroup.threads, have numbers; the
+    /// memory, io and pids controllers belong to cgroup v1).
+    static let root: String = {
+        for candidate in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where access(candidate + "/cgroup.controllers", F_OK) == 0 {
+            return candidate
+        }
+        return "/sys/fs/cgroup"
+    }()
 
     /// The cgroup of `unit` that `pid` runs in: the prefix of its cgroup v2 path up to the
     /// component that is the unit (a container's leader sits in `…/UNIT/payload`).
@@ -87,7 +95,30 @@ enum CgroupStats {
             stats.ioReadBytes = totals.read
             stats.ioWriteBytes = totals.write
         }
-        stats.tasks = number("pids.current")
+        stats.tasks = number("pids.current") ?? threads(below: directory)
+    }
+
+    /// The threads in a cgroup and every cgroup below it, as pids.current counts them, for a
+    /// hierarchy without the pids controller. Bounded, so a guest's thousands of cgroups cannot
+    /// hold us up.
+    static func threads(below directory: Directory, depth: Int = 0, budget: inout Int) -> UInt64? {
+        budget -= 1
+        guard budget > 0, depth < 32, let fd = try? directory.openFileBeneath("cgroup.threads") else { return nil }
+        let bytes = (try? fd.readAll(limit: 4 * 1024 * 1024)) ?? []
+        try? fd.close()
+        var count = UInt64(bytes.lazy.filter { $0 == UInt8(ascii: "\n") }.count)
+        for entry in (try? directory.entries()) ?? [] {
+            guard let status = try? directory.status(entry), (status.st_mode & S_IFMT) == S_IFDIR,
+                  let child = try? directory.openDirectory(entry) else { continue }
+            guard let below = threads(below: child, depth: depth + 1, budget: &budget) else { return nil }
+            count += below
+        }
+        return count
+    }
+
+    static func threads(below directory: Directory) -> UInt64? {
+        var budget = 4096
+        return threads(below: directory, budget: &budget)
     }
 
     /// `key value` lines, as cpu.stat writes them.
