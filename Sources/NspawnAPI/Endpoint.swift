@@ -42,12 +42,13 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case events
     case logs
     case stats
+    case metrics
     case listSnapshots, createSnapshot, removeSnapshot, restore
     case planManifest, applyManifest
 
     public var method: String {
         switch self {
-        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats: "GET"
+        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats, .metrics: "GET"
         case .removeImage, .cancelOperation, .removeSnapshot: "DELETE"
         default: "POST"
         }
@@ -73,6 +74,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .getOperation, .cancelOperation: "/v1/operations/{id}"
         case .events: "/v1/events"
         case .stats: "/v1/stats"
+        case .metrics: "/v1/metrics"
         case .planManifest: "/v1/manifests/plan"
         case .applyManifest: "/v1/manifests/apply"
         }
@@ -82,7 +84,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         switch self {
         case .version: .none
         // Logs are the nspawn group's to read, as `journalctl -M` is the adm and systemd-journal groups'.
-        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats,
+        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats, .metrics,
              .start, .stop, .reboot, .terminate, .kill: .operator
         case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .confirmResize, .revertResize, .rebuild,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation,

@@ -18,6 +18,8 @@ public actor OperationRegistry {
     private let onFinish: @Sendable () async -> Void
     /// Finished operations kept for GET, oldest dropped first.
     private let keep = 100
+    /// Operations ended since the daemon started, by kind and final state (for /v1/metrics).
+    public private(set) var finishedCounts: [String: [Operation.State: Int]] = [:]
 
     public init(importer: ImagesHelper = ImagesHelper(), onFinish: @escaping @Sendable () async -> Void = {}) {
         self.importer = importer
@@ -25,6 +27,11 @@ public actor OperationRegistry {
     }
 
     public var runningCount: Int { entries.values.filter { $0.operation.state == .running }.count }
+
+    /// Running operations by kind.
+    public var runningByKind: [String: Int] {
+        entries.values.filter { $0.operation.state == .running }.reduce(into: [:]) { $0[$1.operation.kind, default: 0] += 1 }
+    }
 
     static func newID() -> String {
         var bytes = [UInt8](repeating: 0, count: 8)
@@ -165,6 +172,7 @@ public actor OperationRegistry {
 
     /// Records an operation's final state, tells listeners, and forgets the oldest finished ones.
     private func settle(_ id: String, _ operation: Operation) {
+        finishedCounts[operation.kind, default: [:]][operation.state, default: 0] += 1
         entries[id]?.operation = operation
         entries[id]?.task = nil
         broadcast(operation)

@@ -15,6 +15,8 @@ public struct Router: Sendable {
     let manifests: ManifestEngine
     /// nspawnd's own events (a resize's steps), for every `/v1/events` stream.
     let notices = Listeners<MachineEvent>()
+    /// Requests and latencies, for `/v1/metrics`.
+    public let metrics = DaemonMetrics()
 
     public init(service: any NspawnService, authorizer: Authorizer = Authorizer(), importer: ImagesHelper = ImagesHelper(),
                 manifests: ManifestEngine? = nil) {
@@ -58,6 +60,26 @@ public struct Router: Sendable {
                 default: return .answer(try await dispatch(endpoint, parameter ?? "", request))
                 }
             }
+        }
+    }
+
+    /// The metrics listener's one route: `GET /metrics` (or `/v1/metrics`) for anyone who can
+    /// connect; everything else is 404, so nothing but numbers leaves through it.
+    public func routeMetricsOnly(_ request: APIRequest) async -> APIResponse {
+        guard request.path == "/metrics" || request.path == Endpoint.metrics.template else {
+            return .error(status: 404, code: "not_found", message: "this listener serves only GET /metrics")
+        }
+        guard request.method == "GET" else {
+            var refusal = APIResponse.error(status: 405, code: "invalid_input", message: "\(request.method.escapedForMessage) is not allowed on \(request.path)")
+            refusal.headers.append(("Allow", "GET"))
+            return refusal
+        }
+        do {
+            return try await metricsResponse()
+        } catch let error as NspawnError {
+            return .error(error)
+        } catch {
+            return .error(status: 500, code: "failure", message: "\(error)")
         }
     }
 
@@ -117,6 +139,9 @@ public struct Router: Sendable {
             return .json(try await service.snapshots(try MachineName(parameter)))
         case .stats:
             return .json(try await service.stats(try StatsRequest(query: request.query)))
+        case .metrics:
+            guard request.query == nil else { throw BodyError(status: 400, message: "GET /v1/metrics takes no query") }
+            return try await metricsResponse()
         case .importImage:
             return try await startImport(try decode(ImportRequest.self, request))
         case .getOperation:

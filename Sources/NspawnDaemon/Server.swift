@@ -44,22 +44,15 @@ public struct DaemonServer: Sendable {
         self.logger = logger
     }
 
-    /// Serves `listeningSocket` until idle for `idleTimeout`. The socket is already bound and
+    /// Serves `listeningSocket` until idle for `idleTimeout`, and `metricsSockets` (the TCP
+    /// sockets of nspawnd-metrics.socket) with `GET /metrics` alone. Both are already bound and
     /// listening, by systemd or by `ListenSocket.bind`.
-    public func run(listeningSocket: SystemPackage.FileDescriptor) async throws {
+    public func run(listeningSocket: SystemPackage.FileDescriptor, metricsSockets: [SystemPackage.FileDescriptor] = []) async throws {
         let acceptCounter = AcceptCounter()
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 128)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(acceptCounter) }
-            }
-            .bind(listeningSocket.rawValue) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
-                    try channel.pipeline.syncOperations.addHandler(JSONProtocolErrorHandler())
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
-                }
-            }
+        let server = try await Self.listener(listeningSocket, counter: acceptCounter)
+        var metricsServers: [Listener] = []
+        for socket in metricsSockets { metricsServers.append(try await Self.listener(socket, counter: AcceptCounter())) }
+        let metricsListeners = metricsServers
         let activity = Activity()
         logger.info("serving", metadata: ["fd": "\(listeningSocket.rawValue)", "idle-timeout": "\(configuration.idleTimeout.map { "\($0)" } ?? "never")"])
         try await withThrowingDiscardingTaskGroup { tasks in
@@ -86,6 +79,7 @@ public struct DaemonServer: Sendable {
                         logger.info("idle, exiting", metadata: ["idle-timeout": "\(idleTimeout)"])
                         await Self.stopAccepting(server.channel, accepted: acceptCounter, delivered: activity)
                         try? await server.channel.close()
+                        for listener in metricsListeners { try? await listener.channel.close() }
                         return
                     }
                 }
@@ -105,24 +99,54 @@ public struct DaemonServer: Sendable {
             // accepted before that is still served to its end, never cancelled with the
             // background tasks. Connections still in the backlog stay with systemd's copy of
             // the socket and start the next nspawnd.
-            try await withThrowingDiscardingTaskGroup { serving in
-                try await server.executeThenClose { connections in
-                    for try await connection in connections {
-                        activity.delivered()
-                        guard await activity.open < configuration.maximumConnections else {
-                            logger.warning("too many connections; closing a new one", metadata: ["limit": "\(configuration.maximumConnections)"])
-                            try? await connection.channel.close()
-                            continue
-                        }
-                        await activity.opened()
-                        serving.addTask {
-                            await self.serve(connection, activity: activity)
-                            await activity.closed()
-                        }
-                    }
+            try await withThrowingDiscardingTaskGroup { listeners in
+                listeners.addTask { try await self.accept(server, activity: activity, metricsOnly: false) }
+                for listener in metricsListeners {
+                    listeners.addTask { try await self.accept(listener, activity: activity, metricsOnly: true) }
                 }
             }
             tasks.cancelAll()
+        }
+    }
+
+    typealias Listener = NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+
+    static func listener(_ socket: SystemPackage.FileDescriptor, counter: AcceptCounter) async throws -> Listener {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 128)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(counter) }
+            }
+            .bind(socket.rawValue) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    try channel.pipeline.syncOperations.addHandler(JSONProtocolErrorHandler())
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                }
+            }
+    }
+
+    /// Serves what `listener` accepts until it closes. Connections get their own group: going
+    /// idle closes the listener, and what was accepted before that is still served to its end,
+    /// never cancelled with the background tasks. Connections still in the backlog stay with
+    /// systemd's copy of the socket and start the next nspawnd.
+    private func accept(_ listener: Listener, activity: Activity, metricsOnly: Bool) async throws {
+        try await withThrowingDiscardingTaskGroup { serving in
+            try await listener.executeThenClose { connections in
+                for try await connection in connections {
+                    activity.delivered()
+                    guard await activity.open < configuration.maximumConnections else {
+                        logger.warning("too many connections; closing a new one", metadata: ["limit": "\(configuration.maximumConnections)"])
+                        try? await connection.channel.close()
+                        continue
+                    }
+                    await activity.opened()
+                    serving.addTask {
+                        await self.serve(connection, activity: activity, metricsOnly: metricsOnly)
+                        await activity.closed()
+                    }
+                }
+            }
         }
     }
 
@@ -139,10 +163,13 @@ public struct DaemonServer: Sendable {
         }
     }
 
-    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, activity: Activity) async {
+    /// A TCP peer of the metrics listener has no credentials; it is nobody, and may only scrape.
+    static let metricsPeer = Peer(pid: 0, uid: UInt32.max, gid: UInt32.max)
+
+    private func serve(_ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, activity: Activity, metricsOnly: Bool = false) async {
         let peer: Peer
         do {
-            peer = try await Self.peerCredentials(connection.channel)
+            peer = metricsOnly ? Self.metricsPeer : try await Self.peerCredentials(connection.channel)
         } catch {
             logger.warning("cannot read peer credentials; closing", metadata: ["error": "\(error)"])
             try? await connection.channel.close()
@@ -169,6 +196,7 @@ public struct DaemonServer: Sendable {
                     case .end:
                         deadline.disarm()
                         activity.answered()
+                        let began = ContinuousClock.now
                         guard let requestHead = head else { continue }
                         let request = APIRequest(method: requestHead.method.rawValue, target: requestHead.uri, body: body,
                                                  contentType: requestHead.headers.first(name: "content-type"), peer: peer)
@@ -176,6 +204,8 @@ public struct DaemonServer: Sendable {
                         let response: APIResponse
                         if tooLarge {
                             response = .error(status: 413, code: "invalid_input", message: "request body larger than \(bodyLimit) bytes")
+                        } else if metricsOnly {
+                            response = await router.routeMetricsOnly(request)
                         } else {
                             switch await router.route(request) {
                             case .answer(let answer):
@@ -197,6 +227,8 @@ public struct DaemonServer: Sendable {
                         // nothing after a request that asked to switch protocols: close after answering.
                         let keepAlive = requestHead.isKeepAlive && !tooLarge && upgrade == nil
                         try await Self.write(response, keepAlive: keepAlive, version: requestHead.version, to: outbound)
+                        router.metrics.record(route: Self.routeName(request, metricsOnly: metricsOnly), method: Self.methodLabel(request.method),
+                                              status: response.status, seconds: (ContinuousClock.now - began).seconds)
                         if !keepAlive { return }
                         head = nil
                         deadline.arm()
@@ -275,6 +307,18 @@ public struct DaemonServer: Sendable {
         logger.debug("exec stream ended", metadata: ["uri": "\(request.path)", "peer": "\(request.peer)"])
     }
 
+    static func methodLabel(_ method: String) -> String {
+        ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"].contains(method) ? method : "other"
+    }
+
+    /// The endpoint's name for the request counters; a path that is none is `unknown`, so a
+    /// scanner's made-up paths cannot grow the label set.
+    static func routeName(_ request: APIRequest, metricsOnly: Bool) -> String {
+        if metricsOnly { return request.path == "/metrics" || request.path == Endpoint.metrics.template ? Endpoint.metrics.rawValue : "unknown" }
+        if case .found(let endpoint, _) = Endpoint.match(method: request.method, path: request.path) { return endpoint.rawValue }
+        return "unknown"
+    }
+
     /// The protocol a request asks to switch to: its `Upgrade`, with `Connection: Upgrade`.
     static func upgradeRequested(_ head: HTTPRequestHead) -> String? {
         let connection = head.headers[canonicalForm: "connection"].map { $0.lowercased() }
@@ -300,7 +344,9 @@ public struct DaemonServer: Sendable {
     static func write(_ response: APIResponse, keepAlive: Bool, version: HTTPVersion,
                       to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
+        if !response.headers.contains(where: { $0.0.lowercased() == "content-type" }) {
+            headers.add(name: "Content-Type", value: "application/json")
+        }
         headers.add(name: "Content-Length", value: String(response.body.count))
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         headers.add(name: APILevel.header, value: APILevel.current)

@@ -58,8 +58,10 @@ struct Nspawnd: AsyncParsableCommand {
         let logger = Logger(label: "nspawnd")
         do {
             let fd: FileDescriptor
+            var metrics: [FileDescriptor] = []
             if let inherited = try ListenSocket.inherited() {
-                fd = inherited
+                fd = inherited.api
+                metrics = inherited.metrics
             } else {
                 fd = try ListenSocket.bind(path: socket, mode: mode_t(socketMode, radix: 8)!)
                 logger.info("not socket-activated; listening on \(socket)")
@@ -70,7 +72,7 @@ struct Nspawnd: AsyncParsableCommand {
             let server = DaemonServer(configuration: configuration,
                                       router: Router(service: LocalService(manager: MachineManager(detailsCache: MachineDetailsCache())), authorizer: Authorizer(group: group)),
                                       logger: logger)
-            try await server.run(listeningSocket: fd)
+            try await server.run(listeningSocket: fd, metricsSockets: metrics)
         } catch let error as NspawnError {
             logger.error("\(error.description)")
             throw ExitCode.failure

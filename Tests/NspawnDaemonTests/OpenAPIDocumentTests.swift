@@ -194,6 +194,27 @@ struct OpenAPIPatternTests {
     }
 }
 
+extension OpenAPIPatternTests {
+    /// Every time the document's pattern admits, the daemon reads (the pattern is a part of the
+    /// grammar: `5 min ago` is read but not documented).
+    @Test func theLogTimePatternIsReadByTheParser() throws {
+        let pattern = try #require(OpenAPIDocumentTests.schemas["LogTime"]?["pattern"] as? String)
+        let regex = try Regex(pattern)
+        let candidates = [
+            "now", "today", "yesterday", "tomorrow", "@0", "@9999999999", "@1765000000.123456", "-0", "+0", "-1h", "-999999w",
+            "+999999w 999999w 999999w", "-1 1", "-5 min", "-1h 30min", "+10 usec", "1970-01-01", "9999-12-31T23:59:59.999999Z",
+            "2026-02-31", "2026-12-06 00:00", "2026-12-06 10:00:59 UTC", "2026-12-06Z", "1970-01-01T00:00Z",
+            "2026-13-01", "2026-12-06 24:00", "x", "", "-", "@", "1h", "-1parsec", "2026-12-06 10:00:60",
+        ]
+        var admitted = 0
+        for candidate in candidates where candidate.wholeMatch(of: regex) != nil {
+            admitted += 1
+            #expect(throws: Never.self, "\(candidate) is documented but refused") { try LogTime.parse(candidate, now: 1_765_000_000_000_000) }
+        }
+        #expect(admitted == 23, "the pattern admitted \(admitted) of the 23 good candidates")
+    }
+}
+
 struct AnyEncodable: Encodable {
     let value: any Encodable
     init(_ value: any Encodable) { self.value = value }

@@ -287,15 +287,15 @@ struct RegistryImportRequestTests {
         #expect(await service.calls.isEmpty)
     }
 
-    /// A window the library refuses (a follow with an end) is 400 too, with the library's words.
+    /// A window the library refuses (a time it cannot read) is 400 too, with the library's words.
     @Test func refusedWindowsAreErrorsNotStreams() async throws {
         let router = Router(service: RecordingService(), authorizer: Authorizer(group: "root"))
-        guard case .refused(let response) = await router.startLogs(try MachineName("web"), LogRequest(until: "now", follow: true)) else {
-            Issue.record("a follow with an end started")
+        guard case .refused(let response) = await router.startLogs(try MachineName("web"), LogRequest(since: "tomorrowish")) else {
+            Issue.record("an unreadable time started a stream")
             return
         }
         #expect(response.status == 400)
-        #expect(String(decoding: response.body, as: UTF8.self).contains("cannot be followed"))
+        #expect(String(decoding: response.body, as: UTF8.self).contains("cannot read 'tomorrowish' as a time"))
     }
 }
 
@@ -309,5 +309,51 @@ struct RegistryImportRequestTests {
             let response = await router.handle(APIRequest(method: "GET", target: "/v1/stats?\(query)", peer: Peer(pid: 1, uid: 0, gid: 0)))
             #expect(response.status == 400, "\(query): \(String(decoding: response.body, as: UTF8.self))")
         }
+    }
+}
+
+@Suite struct MetricsTests {
+    @Test func theTextFormatEscapesLabelsAndWritesEachFamilyOnce() {
+        var out = PrometheusText()
+        out.family("nspawn_machine_tasks", "gauge", "Tasks.")
+        out.sample("nspawn_machine_tasks", [("machine", "we\"b\\\n")], 3)
+        out.sample("nspawn_machine_tasks", [("machine", "db")], 0.25)
+        #expect(out.text == "# HELP nspawn_machine_tasks Tasks.\n# TYPE nspawn_machine_tasks gauge\nnspawn_machine_tasks{machine=\"we\\\"b\\\\\\n\"} 3\nnspawn_machine_tasks{machine=\"db\"} 0.25\n")
+        #expect(PrometheusText.number(.infinity) == "+Inf" && PrometheusText.number(1e20) == "1e+20")
+    }
+
+    @Test func machinesBecomeSeriesAndAbsentNumbersStayAbsent() {
+        var running = MachineStats(name: "web", sampledUsec: 1)
+        running.cpuSeconds = 1.5
+        running.tasks = 4
+        var out = PrometheusText()
+        Router.machineFamilies([MachineSummary(name: "web", state: .running, imageType: "directory"), MachineSummary(name: "db", state: .stopped)],
+                               [running], into: &out)
+        #expect(out.text.contains("nspawn_machine_state{machine=\"web\",state=\"running\"} 1\n"))
+        #expect(out.text.contains("nspawn_machine_state{machine=\"db\",state=\"running\"} 0\n"))
+        #expect(out.text.contains("nspawn_machine_state{machine=\"db\",state=\"stopped\"} 1\n"))
+        #expect(out.text.contains("nspawn_machine_cpu_seconds_total{machine=\"web\"} 1.5\n"))
+        #expect(out.text.contains("nspawn_machine_tasks{machine=\"web\"} 4\n"))
+        #expect(!out.text.contains("nspawn_machine_memory_bytes{"), "no memory number, no sample")
+        #expect(!out.text.contains("machine=\"db\"} "), "a stopped machine has no use")
+    }
+
+    /// The metrics listener answers GET /metrics to nobody in particular, and nothing else.
+    @Test func theMetricsListenerServesOnlyMetrics() async throws {
+        let service = RecordingService()
+        let router = Router(service: service, authorizer: Authorizer(group: "root"))
+        let nobody = Peer(pid: 0, uid: UInt32.max, gid: UInt32.max)
+        let scraped = await router.routeMetricsOnly(APIRequest(method: "GET", target: "/metrics", peer: nobody))
+        #expect(scraped.status == 200 && scraped.headers.contains { $0.0 == "Content-Type" && $0.1.hasPrefix("text/plain; version=0.0.4") })
+        #expect(String(decoding: scraped.body, as: UTF8.self).contains("# TYPE nspawnd_requests_total counter"))
+        for (method, target) in [("GET", "/v1/machines"), ("POST", "/v1/machines/web/start"), ("GET", "/v1/version"), ("GET", "/metrics/../v1/machines")] {
+            let refused = await router.routeMetricsOnly(APIRequest(method: method, target: target, peer: nobody))
+            #expect(refused.status == 404, "\(method) \(target)")
+        }
+        #expect(await router.routeMetricsOnly(APIRequest(method: "POST", target: "/metrics", peer: nobody)).status == 405)
+        let calls = await service.calls
+        #expect(calls.allSatisfy { if case .stats = $0 { true } else { $0 == .list(ListRequest()) } }, "only reads: \(calls)")
+        // On the API socket the route is group nspawn's, like the other reads.
+        #expect(router.refusal(.metrics, peer: nobody)?.status == 403)
     }
 }

@@ -43,6 +43,14 @@ struct Logs: AsyncParsableCommand, JSONCapable {
     @Flag(name: .shortAndLong, help: "Only the machine's current run (or its last one since the host booted).")
     var boot = false
 
+    /// journalctl's refusals: the daemon reads these windows as empty, or as a follow that ends.
+    func validate() throws {
+        if follow && until != nil { throw ValidationError("--until ends the window, so it cannot be followed; give -f or --until, not both") }
+        if let since, let until, let from = try? LogTime.parse(since, now: LogTime.now()), let to = try? LogTime.parse(until, now: LogTime.now()), from > to {
+            throw ValidationError("--since (\(since)) is after --until (\(until))")
+        }
+    }
+
     func run() async throws {
         let request = LogRequest(lines: lines, since: since, until: until, priority: priority, boot: boot ? true : nil, follow: follow ? true : nil)
         let json = output.json

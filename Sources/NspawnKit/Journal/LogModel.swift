@@ -27,17 +27,14 @@ public struct LogRequest: Codable, Sendable, Equatable {
         self.follow = follow
     }
 
-    /// The request with its words read: times as microseconds, the priority as a number.
+    /// The request with its words read: times as microseconds, the priority as a number. A
+    /// window whose since is after its until is empty; a follow with an until ends there.
     public func window(now: UInt64 = LogTime.now()) throws(NspawnError) -> LogWindow {
         if let lines, lines < 0 || lines > Self.maximumLines {
             throw .invalidArgument("lines must be between 0 and \(Self.maximumLines), not \(lines)")
         }
         let since = try since.map { text throws(NspawnError) in try LogTime.parse(text, now: now) }
         let until = try until.map { text throws(NspawnError) in try LogTime.parse(text, now: now) }
-        if let since, let until, since > until {
-            throw .invalidArgument("since (\(LogTime.format(since))) is after until (\(LogTime.format(until)))")
-        }
-        if follow == true && until != nil { throw .invalidArgument("a window with an end (until) cannot be followed; give follow or until, not both") }
         let priority = try priority.map { text throws(NspawnError) in try LogPriority.parse(text) }
         return LogWindow(lines: lines ?? (follow == true ? 10 : nil), since: since, until: until, maximumPriority: priority,
                          boot: boot ?? false, follow: follow ?? false)
@@ -52,6 +49,9 @@ public struct LogWindow: Sendable, Equatable {
     public var maximumPriority: Int?
     public var boot: Bool
     public var follow: Bool
+
+    /// Since after until: nothing can be in it.
+    public var isEmpty: Bool { since.map { since in until.map { since > $0 } ?? false } ?? false }
 
     public func contains(_ realtime: UInt64) -> Bool {
         (since.map { realtime >= $0 } ?? true) && (until.map { realtime <= $0 } ?? true)
@@ -139,7 +139,10 @@ public enum LogTime {
         }
         if let sign = trimmed.first, sign == "-" || sign == "+" {
             guard let span = span(trimmed.dropFirst()) else { throw refused }
-            return sign == "-" ? (now > span ? now - span : 0) : now + span
+            if sign == "-" { return now > span ? now - span : 0 }
+            let (later, overflowed) = now.addingReportingOverflow(span)
+            guard !overflowed else { throw refused }
+            return later
         }
         if trimmed.hasSuffix(" ago"), let span = span(trimmed.dropLast(4)) { return now > span ? now - span : 0 }
         guard let absolute = calendarTime(trimmed) else { throw refused }
@@ -172,7 +175,11 @@ public enum LogTime {
             } else {
                 return nil
             }
-            total += value * factor
+            // Spans past ~584,000 years do not fit; neither do they mean anything here.
+            let (product, overflowed) = value.multipliedReportingOverflow(by: factor)
+            let (sum, overflowedSum) = total.addingReportingOverflow(product)
+            guard !overflowed, !overflowedSum else { return nil }
+            total = sum
             rest = rest.dropFirst(word.count).drop { $0 == " " }
         }
         return total

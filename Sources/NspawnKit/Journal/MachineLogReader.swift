@@ -98,7 +98,7 @@ final class MachineLogReader: @unchecked Sendable {
     /// batch after `heartbeat` without news.
     func nextBatch() throws(NspawnError) -> [LogEntry]? {
         do throws(Errno) {
-            if finished { return nil }
+            if finished || window.isEmpty { return nil }
             if !backlogDone {
                 backlogDone = true
                 if let lines = window.lines {
@@ -115,6 +115,8 @@ final class MachineLogReader: @unchecked Sendable {
             if cancelled { return nil }
             let batch = try merged(limit: Self.batchSize)
             if !batch.isEmpty || !window.follow { return batch.isEmpty ? nil : batch }
+            // A follow with an end stops once the clock has passed it.
+            if let until = window.until, LogTime.now() > until { return nil }
             return try waitForNews()
         } catch {
             throw .system("cannot read the journal of \(unit)", error)
