@@ -54,7 +54,12 @@ remove_tree() {
     for d in "$@"; do
         [[ -e $d ]] || continue
         umount_under "$d"
-        rm -rf --one-file-system -- "$d"
+        # nspawnctl marks plain-directory snapshots immutable (read-only); clear that only when
+        # a removal needs it, since chattr -R walks the whole tree.
+        rm -rf --one-file-system -- "$d" 2>/dev/null || {
+            chattr -R -f -i "$d" 2>/dev/null || true
+            rm -rf --one-file-system -- "$d"
+        }
     done
 }
 
