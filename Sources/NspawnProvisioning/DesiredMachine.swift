@@ -13,6 +13,7 @@ public struct DesiredMachine: Sendable, Equatable {
     public var packages: [String] = []
     public var expose: ManagedExposure?
     public var wait: WaitCondition?
+    public var restart: RestartPolicy?
     /// For each field, the layer its value came from: `defaults`, `profile NAME` or `machine`.
     public var origins: [String: String] = [:]
     public var positions: [String: ManifestPosition] = [:]
@@ -78,6 +79,7 @@ extension DesiredMachine {
             if let position = layer.positions[key] { positions[field] = position }
         }
         if let flavor = layer.flavor { self.flavor = flavor; note("flavor", "flavor") }
+        if let restart = layer.restart { self.restart = restart; note("restart", "restart") }
         for setting in layer.settings {
             if let index = settings.firstIndex(where: { $0.key == setting.key }) { settings[index] = setting } else { settings.append(setting) }
             note("settings.\(setting.key.id)", "settings.\(setting.key.id)")

@@ -95,6 +95,8 @@ public struct ManifestLayer: Sendable, Equatable {
     public var packages: [String] = []
     public var expose: ManagedExposure?
     public var wait: WaitCondition?
+    /// The whole restart policy: a layer that gives one replaces the policy of the layers before.
+    public var restart: RestartPolicy?
     /// Where each key of this layer was written, for `--explain` and for errors found later.
     public var positions: [String: ManifestPosition] = [:]
 

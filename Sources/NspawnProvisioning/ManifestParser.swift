@@ -14,7 +14,7 @@ public struct ManifestParser {
         self.flavorDirectories = flavorDirectories
     }
 
-    static let layerKeys = ["flavor", "settings", "enabled", "state", "files", "run", "packages", "expose", "wait"]
+    static let layerKeys = ["flavor", "settings", "enabled", "state", "files", "run", "packages", "expose", "wait", "restart"]
     static let machineKeys = ["image", "profiles"] + layerKeys
 
     public func parse(_ text: String) throws(NspawnError) -> Manifest {
@@ -142,6 +142,27 @@ public struct ManifestParser {
         }
     }
 
+    /// `restart: on-failure`, or `restart: {policy: on-failure, delay: 5s, max: 3/10min}`.
+    private func restartPolicy(_ node: Node, key: String) throws(NspawnError) -> RestartPolicy {
+        if node.string != nil {
+            let text = try string(node, key: key)
+            do { return RestartPolicy(mode: try RestartPolicy.mode(parsing: text)) } catch { throw self.error(node, key, "\(error)") }
+        }
+        let fields = try mapping(node, key: key, allowed: ["policy", "delay", "max"])
+        guard let policyNode = fields["policy"] else { throw error(node, key, "'policy' is missing (no, on-failure or always)") }
+        var policy: RestartPolicy
+        do { policy = RestartPolicy(mode: try RestartPolicy.mode(parsing: try string(policyNode, key: "\(key).policy"))) } catch { throw self.error(policyNode, "\(key).policy", "\(error)") }
+        if let delayNode = fields["delay"] {
+            let text = try string(delayNode, key: "\(key).delay")
+            do { policy.delaySeconds = try RestartPolicy.delay(parsing: text) } catch { throw self.error(delayNode, "\(key).delay", "\(error)") }
+        }
+        if let maxNode = fields["max"] {
+            let text = try string(maxNode, key: "\(key).max")
+            do { policy.startLimit = try RestartPolicy.StartLimit(parsing: text) } catch { throw self.error(maxNode, "\(key).max", "\(error)") }
+        }
+        return policy
+    }
+
     private func layer(_ node: Node, key: String, allowed: [String]) throws(NspawnError) -> ManifestLayer {
         let fields = try mapping(node, key: key, allowed: allowed)
         var layer = ManifestLayer()
@@ -194,6 +215,7 @@ public struct ManifestParser {
             }
         }
         if let node = fields["expose"] { layer.expose = try exposure(node, key: "\(key).expose") }
+        if let node = fields["restart"] { layer.restart = try restartPolicy(node, key: "\(key).restart") }
         if let node = fields["wait"] {
             let wait = try mapping(node, key: "\(key).wait", allowed: ["command", "timeout"])
             guard let command = wait["command"] else { throw error(node, "\(key).wait", "'command' is missing") }

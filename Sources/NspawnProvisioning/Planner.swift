@@ -47,6 +47,10 @@ public enum Planner {
             let old = creating ? nil : observed.flavor
             changes.append(PlannedChange(old == nil ? .add : .change, .flavor, old: old.map(PlanValue.text), new: .text(flavor)))
         }
+        if let restart = desired.restart, creating ? !restart.isDefault : (observed.restart ?? RestartPolicy(mode: .no)) != restart {
+            let old = creating ? nil : observed.restart
+            changes.append(PlannedChange(old == nil ? .add : .change, .restart, old: old.map { .text($0.text) }, new: .text(restart.text)))
+        }
         if let enabled = desired.enabled, creating ? enabled : observed.enabled != enabled {
             changes.append(PlannedChange(.change, .enabled, old: .flag(creating ? false : observed.enabled), new: .flag(enabled)))
         }

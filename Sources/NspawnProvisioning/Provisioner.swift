@@ -243,6 +243,10 @@ public struct Provisioner: Sendable {
             _ = try await manager.configure(name, edit: SettingsEdit(), flavor: try Flavor.load(flavor))
             done(change)
         }
+        if let change = change(.restart), let restart = desired.restart {
+            try await manager.setRestartPolicy(name, restart)
+            done(change)
+        }
         if let change = change(.enabled), let enabled = desired.enabled {
             if enabled { _ = try await manager.enable(name) } else { _ = try await manager.disable(name) }
             done(change)

@@ -22,6 +22,9 @@ enum Parity {
             (#"("seconds"\s*:\s*)[0-9.eE+-]+"#, "$1<seconds>"),
             (#"("memory_current"\s*:\s*)\d+"#, "$1<bytes>"),
             (#"(memory now )[0-9.]+[BKMGTPE]"#, "$1<bytes>"),
+            // A status's use sample moves between any two reads.
+            (#"("(cpu_seconds|sampled_usec|uptime_seconds|memory_bytes|memory_peak_bytes|io_read_bytes|io_write_bytes|tasks|network_receive_bytes|network_transmit_bytes)"\s*:\s*)[0-9.eE+-]+"#, "$1<sample>"),
+            (#"(Use: ).*"#, "$1<sample>"),
         ]
         for (pattern, template) in masks {
             guard let regex = try? NSRegularExpression(pattern: pattern) else { continue }

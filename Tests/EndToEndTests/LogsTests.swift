@@ -174,7 +174,7 @@ struct LogsEndToEndTests {
             ("logs nosuchmachine --since yesterdayish", 2, "cannot read 'yesterdayish' as a time"),
             ("logs nosuchmachine -p loud", 2, "unknown priority 'loud'"),
             ("logs nosuchmachine -f --until now", 2, "cannot be followed"),
-            ("logs nosuchmachine --since now --until -1h", 2, "is after --until"),
+            ("logs nosuchmachine --since now --until=-1h", 2, "is after --until"),
             ("logs nosuchmachine --lines=-1", 2, "lines must be between 0"),
             ("--api logs nosuchmachine", 3, "no machine or image 'nosuchmachine'"),
             ("--api logs nosuchmachine --since 2026-13-01", 2, "cannot read '2026-13-01' as a time"),

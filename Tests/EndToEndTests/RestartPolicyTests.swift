@@ -90,13 +90,16 @@ struct RestartPolicyEndToEndTests {
             let shown = try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p StartLimitBurst -p StartLimitIntervalUSec").stdout
             #expect(shown.contains("StartLimitBurst=3") && shown.contains("StartLimitIntervalUSec=1min"), "\(shown)")
             try Testbed.mustSh("nspawnctl start \(name)")
-            // Three starts are allowed in the minute: the first and two restarts; the third kill ends it.
-            for round in 1...2 {
+            // Three starts are allowed in the minute: the first and two restarts, so the third kill
+            // ends it. A daemon-reload (other suites reload systemd while this runs) forgets the
+            // starts counted so far, so the loop may take a few more rounds; it must still end.
+            var rounds = 0
+            while rounds < 8 {
+                rounds += 1
                 try Self.killPayload(name)
-                #expect(try Self.secondsUntilBack(name, limit: 10) != nil, "round \(round)")
+                if try Self.secondsUntilBack(name, limit: 4) == nil { break }
             }
-            try Self.killPayload(name)
-            #expect(try Self.secondsUntilBack(name, limit: 4) == nil, "the start limit did not stop the loop")
+            #expect(rounds >= 3 && rounds < 8, "the start limit stopped the loop after \(rounds) kills")
             #expect(try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p ActiveState --value").trimmed == "failed")
             let status = try Self.status(name)
             let restarts = try Testbed.mustSh("systemctl show systemd-nspawn@\(name).service -p NRestarts --value").trimmed
@@ -132,6 +135,44 @@ struct RestartPolicyEndToEndTests {
             try Testbed.mustSh("nspawnctl config \(name) --restart always")
             try Testbed.mustSh("nspawnctl remove \(name)")
             #expect(try Testbed.sh("test -e /etc/systemd/system/systemd-nspawn@\(name).service.d").status != 0, "the drop-in outlived its machine")
+        }
+    }
+
+    /// `restart:` in a manifest converges like any other value: applied whole, then nothing to do.
+    @Test func aManifestsRestartPolicyConverges() throws {
+        let names = ["restartmf", "restartmfbase"]
+        try Fixture.with(names) {
+            try Fixture.busybox("restartmfbase")
+            func apply(_ restart: String) throws -> (plan: String, apply: String) {
+                try Testbed.mustSh("""
+                    mkdir -p /tmp/e2e-restart && cat > /tmp/e2e-restart/site.yaml <<'MANIFEST'
+                    name: e2e-restart
+                    machines:
+                      restartmf:
+                        image: { clone: restartmfbase }
+                        state: stopped
+                        restart: \(restart)
+                    MANIFEST
+                    """)
+                let plan = try Testbed.mustSh("nspawnctl plan -f /tmp/e2e-restart/site.yaml").stdout
+                let applied = try Testbed.mustSh("nspawnctl apply -f /tmp/e2e-restart/site.yaml --json").stdout
+                return (plan, applied)
+            }
+            func shown() throws -> String {
+                try Testbed.mustSh("systemctl show systemd-nspawn@restartmf.service -p Restart -p RestartUSec -p StartLimitBurst").stdout
+            }
+            _ = try apply("{ policy: on-failure, delay: 2s, max: 5/1min }")
+            #expect(try shown() == "Restart=on-failure\nRestartUSec=2s\nStartLimitBurst=5\n")
+            let again = try decodeJSON(PlanJSON.self, from: try Testbed.mustSh("nspawnctl plan -f /tmp/e2e-restart/site.yaml --json").stdout)
+            #expect(again.changes == 0, "\(again.machines.map(\.changes))")
+            // The whole policy replaces the one before: no delay or limit left over.
+            let edited = try apply("always")
+            #expect(edited.plan.contains("~ restartmf restart: on-failure, delay 2s, at most 5 starts in 60s → always"), "\(edited.plan)")
+            #expect(try shown() == "Restart=always\nRestartUSec=100ms\nStartLimitBurst=5\n", "systemd's default burst is 5 too")
+            #expect(try Testbed.mustSh("cat /etc/systemd/system/systemd-nspawn@restartmf.service.d/60-restart.conf").stdout.contains("StartLimit") == false)
+            _ = try apply("\"no\"")
+            #expect(try Testbed.sh("test -e /etc/systemd/system/systemd-nspawn@restartmf.service.d/60-restart.conf").status != 0)
+            #expect(try shown().hasPrefix("Restart=no\n"))
         }
     }
 }

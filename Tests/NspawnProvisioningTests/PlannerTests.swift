@@ -147,3 +147,60 @@ struct PlannerTests {
         #expect(throws: DecodingError.self) { try WireJSON.decoder().decode(ApplyEvent.self, from: Data(#"{"type":"done","machine":"a"}"#.utf8)) }
     }
 }
+
+/// `restart:` in manifests: a word or the whole policy, layered whole, planned against the drop-in.
+@Suite("Manifest restart policies")
+struct ManifestRestartTests {
+    static let manifest = """
+        defaults:
+          restart: on-failure
+        machines:
+          web1:
+            image: { clone: base }
+            restart: { policy: always, delay: 5s, max: 3/1min }
+          web2:
+            image: { clone: base }
+        """
+
+    @Test func aLayerReplacesThePolicyWhole() throws {
+        let machines = try ManifestTests.parse(Self.manifest).resolved()
+        #expect(machines[0].restart == RestartPolicy(mode: .always, delaySeconds: 5, startLimit: try .init(parsing: "3/1min")))
+        #expect(machines[1].restart == RestartPolicy(mode: .onFailure))
+        #expect(machines[0].origins["restart"] == "machine" && machines[1].origins["restart"] == "defaults")
+    }
+
+    @Test func thePlanComparesWithTheDropIn() throws {
+        let desired = try ManifestTests.parse(Self.manifest).resolved()[0]
+        var observed = ObservedMachine()
+        observed.exists = true
+        observed.origin = try MachineName("base")
+        #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).changes
+            == [PlannedChange(.add, .restart, new: .text("always, delay 5s, at most 3 starts in 60s"))])
+        observed.restart = desired.restart
+        #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).changes.isEmpty)
+        observed.restart = RestartPolicy(mode: .always)
+        #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).changes.map(\.op) == [.change])
+        // `no` on a machine without a drop-in is already so.
+        var none = desired
+        none.restart = RestartPolicy(mode: .no)
+        observed.restart = nil
+        #expect(Planner.plan(none, observed: observed, checks: GuestChecks()).changes.isEmpty)
+    }
+
+    @Test(arguments: [
+        ("restart: sometimes", "invalid restart policy 'sometimes'"),
+        ("restart: { delay: 5s }", "'policy' is missing"),
+        ("restart: { policy: always, delay: forever }", "invalid restart delay 'forever'"),
+        ("restart: { policy: always, max: 0/1min }", "invalid restart limit '0/1min'"),
+        ("restart: { policy: always, every: 5s }", "every"),
+    ])
+    func badPoliciesAreRefusedWhereTheyAreWritten(_ line: String, _ words: String) {
+        let text = "machines:\n  web1:\n    image: { clone: base }\n    \(line)\n"
+        #expect {
+            try ManifestTests.parse(text)
+        } throws: { error in
+            let message = "\(error)"
+            return message.contains(words) && message.contains("/srv/site.yaml:4:")
+        }
+    }
+}

@@ -45,6 +45,7 @@ public struct ObservedMachine: Sendable {
     public var running = false
     public var enabled = false
     public var flavor: String?
+    public var restart: RestartPolicy?
     /// The trusted settings file (/etc, then /run); empty when there is none.
     public var settings = NspawnSettings()
     public var record: ProvisioningRecord?
@@ -91,6 +92,7 @@ extension MachineManager {
             observed.running = try machined.machinePathIfRunning(name) != nil
             observed.enabled = try SystemdManager(bus: bus).unitFileState(name.serviceUnit).map { $0 == "enabled" || $0 == "enabled-runtime" } ?? false
             observed.flavor = try Self.flavorName(of: name)
+            observed.restart = try Self.restartPolicy(of: name)
             observed.settings = try Self.loadSettings(name).settings
             observed.exposed = access(name.socketUnitPath, F_OK) == 0
             let properties = try machined.imageProperties(name, path: objectPath)

@@ -113,6 +113,16 @@ extension MachineManager {
                              flavor: try flavorName(of: name), exposed: try exposedAddresses(of: name), restart: try restartPolicy(of: name))
     }
 
+    /// Puts `policy` in force whole (a manifest's), whatever the policy before.
+    public func setRestartPolicy(_ name: MachineName, _ policy: RestartPolicy) async throws {
+        try await withBus { bus in
+            guard try Machined(bus: bus).imageExists(name) else { throw NspawnError.noSuchImage(name.rawValue) }
+            let lock = try ImageStore.system.lockName(name)
+            defer { withExtendedLifetime(lock) {} }
+            try Self.applyRestartPolicy(policy, to: name, bus: bus)
+        }
+    }
+
     /// The policy of our drop-in; nil when there is none (systemd's template: no restart).
     static func restartPolicy(of name: MachineName) throws(NspawnError) -> RestartPolicy? {
         try AtomicFile.read(name.restartDropInPath).flatMap(RestartPolicy.init(dropIn:))

@@ -34,13 +34,14 @@ public enum PlanValue: Codable, Sendable, Equatable, CustomStringConvertible {
 }
 
 /// What a planned change is about. On the wire and in text it is one word, as before:
-/// `machine`, `image`, `flavor`, `settings.SECTION.KEY`, `enabled`, `state`, `file:/PATH`,
+/// `machine`, `image`, `flavor`, `restart`, `settings.SECTION.KEY`, `enabled`, `state`, `file:/PATH`,
 /// `run[N]`, `package:NAME`, `expose`.
 public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
     case machine
     case image
     case setting(String)
     case flavor
+    case restart
     case enabled
     case file(String)
     case expose
@@ -54,6 +55,7 @@ public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
         case .image: "image"
         case .setting(let id): "settings.\(id)"
         case .flavor: "flavor"
+        case .restart: "restart"
         case .enabled: "enabled"
         case .file(let path): "file:\(path)"
         case .expose: "expose"
@@ -69,6 +71,7 @@ public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
         case "machine": self = .machine
         case "image": self = .image
         case "flavor": self = .flavor
+        case "restart": self = .restart
         case "enabled": self = .enabled
         case "expose": self = .expose
         case "state": self = .state
