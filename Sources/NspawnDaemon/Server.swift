@@ -245,18 +245,9 @@ public struct DaemonServer: Sendable {
     private func streamEvents(on channel: any Channel, deadline: RequestDeadline, version: HTTPVersion,
                               to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
         deadline.disarm()
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "text/event-stream")
-        headers.add(name: "Cache-Control", value: "no-cache")
-        headers.add(name: "Connection", value: "close")
-        headers.add(name: APILevel.header, value: APILevel.current)
-        try await outbound.write(.head(HTTPResponseHead(version: version, status: .ok, headers: headers)))
         let (frames, stop) = await router.eventFrames()
         defer { stop() }
-        for await frame in frames {
-            try await outbound.write(.body(.byteBuffer(ByteBuffer(string: frame))))
-        }
-        try await outbound.write(.end(nil))
+        try await Self.stream(frames, contentType: "text/event-stream", version: version, to: outbound)
     }
 
     /// A machine's journal as JSON lines until it ends or the client goes away; the request
@@ -272,8 +263,14 @@ public struct DaemonServer: Sendable {
             chunks = started
         }
         deadline.disarm()
+        try await Self.stream(chunks, contentType: "application/x-ndjson", version: version, to: outbound)
+    }
+
+    /// A 200 whose body is `chunks` as they come, the connection closed at their end.
+    private static func stream(_ chunks: AsyncStream<String>, contentType: String, version: HTTPVersion,
+                               to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/x-ndjson")
+        headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Cache-Control", value: "no-cache")
         headers.add(name: "Connection", value: "close")
         headers.add(name: APILevel.header, value: APILevel.current)

@@ -26,12 +26,12 @@ row_observe() {
     [ "$rows" -ge 100 ] || row_fail "stats showed $rows machines"
     rm -f /tmp/obs-*
     for _ in $(seq 1 "$runs"); do
-        timed /tmp/obs-stats nspawnctl stats --json
-        timed /tmp/obs-cgtop systemd-cgtop -b -n 1
+        timed /tmp/obs-stats nspawnctl stats --json >/dev/null
+        timed /tmp/obs-cgtop systemd-cgtop -b -n 1 >/dev/null
     done
     for _ in $(seq 1 "$runs"); do
-        timed /tmp/obs-logs nspawnctl logs obs-deb -n 100
-        timed /tmp/obs-journalctl journalctl -M obs-deb -n 100 --no-pager
+        timed /tmp/obs-logs nspawnctl logs obs-deb -n 100 >/dev/null
+        timed /tmp/obs-journalctl journalctl -M obs-deb -n 100 --no-pager >/dev/null
     done
     observe_get /v1/metrics || row_fail "GET /v1/metrics failed"
     for _ in $(seq 1 "$runs"); do timed /tmp/obs-metrics observe_get /v1/metrics; done
