@@ -84,7 +84,8 @@ final class ChildImportTests {
     func fakeChild(_ body: String) throws -> String {
         let path = directory + "/nspawnctl"
         let script = "#!/bin/sh\n" + body + "\n"
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o755)
+        // Close-on-exec: a child another test forks meanwhile must not keep it open for writing.
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
         try #require(fd >= 0)
         _ = script.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
         close(fd)

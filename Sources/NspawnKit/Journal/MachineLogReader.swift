@@ -125,7 +125,9 @@ final class MachineLogReader: @unchecked Sendable {
 
     /// The last `lines` entries of the window, and each source left just past its newest.
     private func tail(_ lines: Int) throws(Errno) -> [LogEntry] {
-        var collected: [LogEntry] = []
+        // Entries keep the journal's own order within a source (several can share a microsecond),
+        // and sources tie in the order the forward merge uses.
+        var collected: [(entry: LogEntry, source: Int, position: Int)] = []
         for index in sources.indices {
             let journal = sources[index].journal
             if let until = window.until { try journal.seek(realtime: until + 1) } else { try journal.seekTail() }
@@ -134,7 +136,8 @@ final class MachineLogReader: @unchecked Sendable {
                 let record = try journal.record(fields: LogEntry.journalFields)
                 if let until = window.until, record.realtime > until { continue }
                 if let since = window.since, record.realtime < since { break }
-                collected.append(LogEntry(record, source: sources[index].kind))
+                // Read newest first: a lower position is a later entry.
+                collected.append((LogEntry(record, source: sources[index].kind), index, -taken))
                 taken += 1
             }
             // A follow goes on from the tail, so it sees only what is new.
@@ -143,8 +146,8 @@ final class MachineLogReader: @unchecked Sendable {
                 _ = try journal.previous()
             }
         }
-        collected.sort { $0.realtimeUsec < $1.realtimeUsec }
-        return Array(collected.suffix(lines))
+        collected.sort { ($0.entry.realtimeUsec, $0.source, $0.position) < ($1.entry.realtimeUsec, $1.source, $1.position) }
+        return collected.suffix(lines).map(\.entry)
     }
 
     /// Up to `limit` entries, oldest first, from whichever source has the oldest next.
