@@ -12,7 +12,7 @@ extension MachineManager {
         let now = LogTime.now()
         if let started = properties.timestamp, started > 0, now > started { stats.uptimeSeconds = Double(now - started) / 1_000_000 }
         guard let leader = try? MachineProbe.Leader(MachineProbe.Request(name: name, properties: properties)),
-              let unit = properties.unit, let cgroup = CgroupStats.unitCgroup(ofLeader: leader.pid, unit: unit) else { return stats }
+              let unit = properties.unit, let cgroup = CgroupStats.unitCgroup(leader.cgroupFile, unit: unit) else { return stats }
         CgroupStats.read(into: &stats, cgroup: cgroup)
         if let network = CgroupStats.network(ofLeader: leader.pid) {
             stats.networkReceiveBytes = network.received

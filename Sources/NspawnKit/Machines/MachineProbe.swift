@@ -127,6 +127,8 @@ enum MachineProbe {
     final class Leader {
         let pid: UInt32
         let pidFD: FileDescriptor
+        /// /proc/PID/cgroup as read for the check, for callers that need the leader's cgroup.
+        let cgroupFile: String
 
         init(_ request: Request) throws(Errno) {
             guard request.machineClass == "container", let pid = request.leader, pid > 1,
@@ -134,13 +136,14 @@ enum MachineProbe {
             let fd = try FileDescriptor.opening { nspawnctl_pidfd_open(Int32(bitPattern: pid)) }
             // A PID reused by another process would sit in another cgroup; isAlive rules out a
             // reuse after this read.
-            let cgroups = try? readFile("/proc/\(pid)/cgroup", limit: 64 * 1024)
-            guard let cgroups, Self.cgroups(String(decoding: cgroups, as: UTF8.self), contain: unit) else {
+            let cgroups = (try? readFile("/proc/\(pid)/cgroup", limit: 64 * 1024)).map { String(decoding: $0, as: UTF8.self) }
+            guard let cgroups, Self.cgroups(cgroups, contain: unit) else {
                 try? fd.close()
                 throw .noSuchProcess
             }
             self.pid = pid
             pidFD = fd
+            cgroupFile = cgroups
         }
 
         deinit { try? pidFD.close() }

@@ -61,13 +61,8 @@ enum CgroupStats {
         return "/sys/fs/cgroup"
     }()
 
-    /// The cgroup of `unit` that `pid` runs in: the prefix of its cgroup v2 path up to the
-    /// component that is the unit (a container's leader sits in `…/UNIT/payload`).
-    static func unitCgroup(ofLeader pid: UInt32, unit: String) -> String? {
-        guard let bytes = try? readFile("/proc/\(pid)/cgroup", limit: 64 * 1024) else { return nil }
-        return unitCgroup(String(decoding: bytes, as: UTF8.self), unit: unit)
-    }
-
+    /// The cgroup of `unit` in a /proc/PID/cgroup file: the prefix of its cgroup v2 path up to
+    /// the component that is the unit (a container's leader sits in `…/UNIT/payload`).
     static func unitCgroup(_ file: String, unit: String) -> String? {
         guard let line = file.split(separator: "\n").first(where: { $0.hasPrefix("0::/") }) else { return nil }
         var path: [Substring] = []
