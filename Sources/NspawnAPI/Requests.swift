@@ -210,10 +210,25 @@ public struct SettingsChange: Codable, Sendable, Equatable {
     public var restartDelay: String?
     /// N/INTERVAL: at most N starts within INTERVAL (StartLimitBurst=, StartLimitIntervalSec=).
     public var restartMax: String?
+    /// A shell command run inside at an interval (`/bin/sh -c`); exit 0 is healthy.
+    public var healthCmd: String?
+    /// Time spans, such as 30s: between checks, before a check is killed, and after the start
+    /// within which failures do not count.
+    public var healthInterval: String?
+    public var healthTimeout: String?
+    public var healthStartPeriod: String?
+    /// Failures in a row that make the machine unhealthy.
+    public var healthRetries: Int?
+    /// Restart the machine when it turns unhealthy.
+    public var restartOnUnhealthy: Bool?
+    /// Remove the health check.
+    public var noHealth: Bool?
 
     public init(set: [String]? = nil, unset: [String]? = nil, bind: [String]? = nil, bindRo: [String]? = nil, port: [String]? = nil,
                 network: String? = nil, env: [String]? = nil, flavor: String? = nil, boot: Bool? = nil, exec: [String]? = nil,
-                restart: String? = nil, restartDelay: String? = nil, restartMax: String? = nil) {
+                restart: String? = nil, restartDelay: String? = nil, restartMax: String? = nil,
+                healthCmd: String? = nil, healthInterval: String? = nil, healthTimeout: String? = nil, healthStartPeriod: String? = nil,
+                healthRetries: Int? = nil, restartOnUnhealthy: Bool? = nil, noHealth: Bool? = nil) {
         self.set = set
         self.unset = unset
         self.bind = bind
@@ -227,12 +242,24 @@ public struct SettingsChange: Codable, Sendable, Equatable {
         self.restart = restart
         self.restartDelay = restartDelay
         self.restartMax = restartMax
+        self.healthCmd = healthCmd
+        self.healthInterval = healthInterval
+        self.healthTimeout = healthTimeout
+        self.healthStartPeriod = healthStartPeriod
+        self.healthRetries = healthRetries
+        self.restartOnUnhealthy = restartOnUnhealthy
+        self.noHealth = noHealth
+    }
+
+    private var changesHealth: Bool {
+        healthCmd != nil || healthInterval != nil || healthTimeout != nil || healthStartPeriod != nil || healthRetries != nil
+            || restartOnUnhealthy != nil || noHealth != nil
     }
 
     /// Nothing to change: `config` then only shows the settings.
     public var isEmpty: Bool {
         [set, unset, bind, bindRo, port, env, exec].allSatisfy { $0?.isEmpty ?? true } && network == nil && flavor == nil && boot == nil
-            && restart == nil && restartDelay == nil && restartMax == nil
+            && restart == nil && restartDelay == nil && restartMax == nil && !changesHealth
     }
 
     /// The library's edit, every value checked; nothing is written.
@@ -261,6 +288,20 @@ public struct SettingsChange: Codable, Sendable, Equatable {
             edit.restart = RestartChange(mode: try restart.map { (text) throws(NspawnError) in try RestartPolicy.mode(parsing: text) },
                                          delaySeconds: try restartDelay.map { (text) throws(NspawnError) in try RestartPolicy.delay(parsing: text) },
                                          startLimit: try restartMax.map { (text) throws(NspawnError) in try RestartPolicy.StartLimit(parsing: text) })
+        }
+        if changesHealth {
+            if noHealth == false { throw .invalidArgument("no_health takes only true") }
+            edit.health = HealthChange(command: healthCmd.map(HealthCheck.shellCommand),
+                                       intervalSeconds: try healthInterval.map { (text) throws(NspawnError) in try HealthCheck.span(parsing: text, what: "interval") },
+                                       timeoutSeconds: try healthTimeout.map { (text) throws(NspawnError) in try HealthCheck.span(parsing: text, what: "timeout") },
+                                       retries: healthRetries,
+                                       startPeriodSeconds: try healthStartPeriod.map { (text) throws(NspawnError) in try HealthCheck.span(parsing: text, what: "start period") },
+                                       restartOnUnhealthy: restartOnUnhealthy, remove: noHealth == true)
+            // Checked against an empty check here, so bad values fail before the machine is looked at.
+            let probe = HealthChange(command: edit.health?.command ?? ["true"], intervalSeconds: edit.health?.intervalSeconds,
+                                     timeoutSeconds: edit.health?.timeoutSeconds, retries: edit.health?.retries,
+                                     startPeriodSeconds: edit.health?.startPeriodSeconds, restartOnUnhealthy: edit.health?.restartOnUnhealthy)
+            if noHealth == true { _ = try edit.health?.applied(to: nil, machine: "") } else { _ = try probe.applied(to: nil, machine: "") }
         }
         try edit.validate()
         return edit

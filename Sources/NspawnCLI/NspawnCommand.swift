@@ -26,7 +26,7 @@ public struct Nspawnctl: AsyncParsableCommand {
             Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Rebuild.self, Events.self,
             Exec.self, Shell.self, DialStdio.self, Logs.self, Stats.self,
             CopyTo.self, CopyFrom.self, Snapshot.self, Snapshots.self, Restore.self, SnapshotRemove.self,
-            Images.self, Plan.self, Apply.self, Version.self, Hook.self,
+            Images.self, Plan.self, Apply.self, Version.self, Hook.self, HealthCheckRun.self,
         ]
     )
 

@@ -40,7 +40,7 @@ public enum Renderer {
         table(headers: listHeaders, rows: machines.map { m in
             [
                 m.name,
-                m.state.rawValue,
+                m.state.rawValue + (m.health.map { " (\($0.status.rawValue))" } ?? ""),
                 m.os ?? "-",
                 m.addresses.isEmpty ? "-" : m.addresses.joined(separator: ","),
                 m.exposed.isEmpty ? "-" : m.exposed.joined(separator: ","),
@@ -93,6 +93,13 @@ public enum Renderer {
             fields.append(("Last end", result + (s.startLimitHit == true
                 ? "; start limit hit: systemd stopped restarting it ('nspawnctl start \(s.name)' starts it again)" : "")))
         }
+        if let check = s.healthCheck {
+            var text = s.health.map { health in
+                health.text + (health.lastCheck.map { ", last checked \(timestamp($0))" } ?? "")
+            } ?? "not checked while stopped"
+            text += "; \(check.text)"
+            fields.append(("Health", text))
+        }
         if let pending = s.pendingResize { fields.append(("Resize", "pending: \(pending.text)")) }
         if let limits = s.limits { fields.append(("Limits", limitsText(limits))) }
         if let disk = s.disk { fields.append(("Disk", diskText(disk))) }
@@ -113,6 +120,7 @@ public enum Renderer {
         for entry in c.settings.other { lines.append("  \(entry.section).\(entry.key)=\(entry.value)  (not checked by nspawnctl)") }
         if let flavor = c.flavor { lines.append("  flavor: \(flavor)") }
         if let restart = c.restart { lines.append("  restart: \(restart.text)") }
+        if let health = c.health { lines.append("  health: \(health.text)") }
         if !c.exposed.isEmpty { lines.append("  exposed: \(c.exposed.joined(separator: ", "))") }
         return lines.joined(separator: "\n")
     }
@@ -145,7 +153,10 @@ public enum Renderer {
     public static let statsHeaders = ["NAME", "CPU%", "CPU TIME", "MEMORY", "PEAK", "LIMIT", "IO READ", "IO WRITE", "TASKS", "NET RX", "NET TX", "UPTIME"]
 
     static func statsTable(_ samples: [MachineStats]) -> String {
-        table(headers: statsHeaders, rows: samples.map(statsRow))
+        // The health column only when a machine has a check, as docker stats leaves it out.
+        let health = samples.contains { $0.health != nil }
+        return table(headers: statsHeaders + (health ? ["HEALTH"] : []),
+                     rows: samples.map { statsRow($0) + (health ? [$0.health?.rawValue ?? "-"] : []) })
     }
 
     private static func statsRow(_ s: MachineStats) -> [String] {

@@ -103,6 +103,15 @@ extension Router {
         for machine in machines {
             if let usage = machine.usage { out.sample("nspawn_image_size_bytes", [("machine", machine.name)], Double(usage)) }
         }
+        out.family("nspawn_machine_healthy", "gauge", "1 when the running machine's health check passes, 0 when it is unhealthy; absent without a check or before a verdict.")
+        for machine in machines {
+            guard let health = machine.health, health.status != .starting else { continue }
+            out.sample("nspawn_machine_healthy", [("machine", machine.name)], health.status == .healthy ? 1 : 0)
+        }
+        out.family("nspawn_machine_health_failing_streak", "gauge", "Failed health checks in a row of the running machine.")
+        for machine in machines {
+            if let health = machine.health { out.sample("nspawn_machine_health_failing_streak", [("machine", machine.name)], Double(health.failingStreak)) }
+        }
         let perMachine: [(String, String, String, (MachineStats) -> Double?)] = [
             ("nspawn_machine_cpu_seconds_total", "counter", "CPU time of everything in the running machine (cgroup cpu.stat usage_usec).", { $0.cpuSeconds }),
             ("nspawn_machine_memory_bytes", "gauge", "Memory the running machine's cgroup uses (memory.current).", { $0.memoryBytes.map { Double($0) } }),

@@ -58,6 +58,13 @@ enum Fixture {
                     rm -f /etc/systemd/system/nspawnctl-resize-\(name).timer /etc/systemd/system/nspawnctl-resize-\(name).service
                     systemctl daemon-reload
                 fi
+                if [ -e /etc/systemd/system/nspawnctl-health-\(name).timer ]; then
+                    systemctl stop nspawnctl-health-\(name).timer >/dev/null 2>&1
+                    rm -f /etc/systemd/system/nspawnctl-health-\(name).timer /etc/systemd/system/nspawnctl-health-\(name).service
+                    systemctl daemon-reload
+                    systemctl reset-failed nspawnctl-health-\(name).service >/dev/null 2>&1
+                fi
+                rm -f /run/nspawnctl/health/\(name).json
                 machinectl terminate \(name) 2>/dev/null
                 for i in $(seq 1 100); do machinectl show \(name) >/dev/null 2>&1 || break; sleep 0.1; done
                 systemctl disable systemd-nspawn@\(name).service >/dev/null 2>&1

@@ -21,7 +21,8 @@ struct Events: AsyncParsableCommand, JSONCapable {
             if json {
                 printOut(Renderer.json(event, compact: true))
             } else {
-                printOut("\(Renderer.timestamp(event.time))  \(event.event.rawValue)" + (event.name.map { "  \($0)" } ?? "") + (event.state.map { "  \($0.rawValue)" } ?? ""))
+                printOut("\(Renderer.timestamp(event.time))  \(event.event.rawValue)" + (event.name.map { "  \($0)" } ?? "") + (event.state.map { "  \($0.rawValue)" } ?? "")
+                         + (event.health.map { "  \($0.text)" } ?? ""))
             }
             fflush(nil)
         }

@@ -32,10 +32,34 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Stop restarting after N starts within INTERVAL (StartLimitBurst=, StartLimitIntervalSec=).", valueName: "N/INTERVAL"))
     var restartMax: String?
 
+    @Option(help: ArgumentHelp("Check the machine's health with this shell command inside it (/bin/sh -c), run by a host timer; exit 0 is healthy.",
+                               valueName: "COMMAND"))
+    var healthCmd: String?
+
+    @Option(help: ArgumentHelp("Time between health checks (default 30s).", valueName: "SPAN"))
+    var healthInterval: String?
+
+    @Option(help: ArgumentHelp("Kill a health check still running after this long; it counts as failed (default 10s).", valueName: "SPAN"))
+    var healthTimeout: String?
+
+    @Option(help: ArgumentHelp("Failed checks in a row that make the machine unhealthy (default 3).", valueName: "N"))
+    var healthRetries: Int?
+
+    @Option(help: ArgumentHelp("Failed checks this soon after a start do not count (default 0s).", valueName: "SPAN"))
+    var healthStartPeriod: String?
+
+    @Flag(inversion: .prefixedNo, help: "Restart the machine when its health check turns unhealthy.")
+    var restartOnUnhealthy: Bool?
+
+    @Flag(help: "Remove the machine's health check.")
+    var noHealth = false
+
     /// The flags as the API's settings change; empty lists stay absent.
     var change: SettingsChange {
         SettingsChange(bind: binds.nilIfEmpty, bindRo: readOnlyBinds.nilIfEmpty, port: ports.nilIfEmpty, network: network,
-                       env: environment.nilIfEmpty, flavor: flavor, restart: restartPolicy, restartDelay: restartDelay, restartMax: restartMax)
+                       env: environment.nilIfEmpty, flavor: flavor, restart: restartPolicy, restartDelay: restartDelay, restartMax: restartMax,
+                       healthCmd: healthCmd, healthInterval: healthInterval, healthTimeout: healthTimeout, healthStartPeriod: healthStartPeriod,
+                       healthRetries: healthRetries, restartOnUnhealthy: restartOnUnhealthy, noHealth: noHealth ? true : nil)
     }
 }
 

@@ -1,5 +1,8 @@
 import FoundationEssentials
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Something that happened to a machine, from machined's MachineNew and MachineRemoved signals.
 public struct MachineEvent: Sendable, Codable, Equatable {
@@ -14,6 +17,8 @@ public struct MachineEvent: Sendable, Codable, Equatable {
         case resizePending = "resize_pending"
         case resizeConfirmed = "resize_confirmed"
         case resizeReverted = "resize_reverted"
+        /// A machine's health check verdict changed (its timer's check, with or without nspawnd).
+        case machineHealth = "machine_health"
     }
 
     public var event: Kind
@@ -24,15 +29,18 @@ public struct MachineEvent: Sendable, Codable, Equatable {
     /// A resize event's flavor in force afterwards, and the resize still pending.
     public var flavor: String?
     public var pendingResize: PendingResize?
+    /// A health event's new verdict.
+    public var health: MachineHealth?
 
     public init(event: Kind, name: String? = nil, state: MachineState? = nil, time: Date = Date(),
-                flavor: String? = nil, pendingResize: PendingResize? = nil) {
+                flavor: String? = nil, pendingResize: PendingResize? = nil, health: MachineHealth? = nil) {
         self.event = event
         self.name = name
         self.state = state
         self.time = time
         self.flavor = flavor
         self.pendingResize = pendingResize
+        self.health = health
     }
 
     /// The event a resize, its confirmation or its revert makes.
@@ -63,6 +71,7 @@ public enum MachineEvents {
                 } catch {
                     throw NspawnError.bus(error, context: "subscribe to machine signals")
                 }
+                var healthChanges = HealthChanges()
                 continuation.yield(MachineEvent(event: .subscribed))
                 var quietSince = ContinuousClock.now
                 while !stopped.isStopped {
@@ -80,6 +89,11 @@ public enum MachineEvents {
                         continuation.yield(MachineEvent(event: isNew ? .machineNew : .machineRemoved, name: name,
                                                         state: isNew ? .running : .stopped))
                         quietSince = .now
+                    }
+                    let changes = healthChanges.next()
+                    for event in changes { continuation.yield(event) }
+                    if signal != nil || !changes.isEmpty {
+                        quietSince = .now
                     } else if ContinuousClock.now - quietSince >= heartbeat {
                         continuation.yield(MachineEvent(event: .heartbeat))
                         quietSince = .now
@@ -91,6 +105,48 @@ public enum MachineEvents {
             }
         }
         return stream
+    }
+}
+
+/// The verdicts health checks wrote since the last look. Checks replace their machine's file
+/// by rename, which changes the directory's mtime: one stat per look while nothing changes.
+struct HealthChanges {
+    private var statuses: [String: MachineHealth.Status]
+    private var directoryChanged: timespec?
+
+    init() {
+        statuses = [:]
+        directoryChanged = Self.modified()
+        statuses = Self.read().mapValues(\.status)
+    }
+
+    mutating func next() -> [MachineEvent] {
+        let changed = Self.modified()
+        guard changed?.tv_sec != directoryChanged?.tv_sec || changed?.tv_nsec != directoryChanged?.tv_nsec else { return [] }
+        directoryChanged = changed
+        let current = Self.read()
+        var events: [MachineEvent] = []
+        for (name, health) in current.sorted(by: { $0.key < $1.key }) where statuses[name] != health.status {
+            events.append(MachineEvent(event: .machineHealth, name: name, time: health.lastCheck ?? Date(), health: health))
+        }
+        statuses = current.mapValues(\.status)
+        return events
+    }
+
+    private static func modified() -> timespec? {
+        var info = stat()
+        return stat(MachineHealth.directory, &info) == 0 ? info.st_mtim : nil
+    }
+
+    private static func read() -> [String: MachineHealth] {
+        guard let directory = try? Directory(path: MachineHealth.directory), let names = try? directory.entries() else { return [:] }
+        var found: [String: MachineHealth] = [:]
+        for file in names where file.hasSuffix(".json") {
+            let machine = String(file.dropLast(".json".count))
+            guard let name = try? MachineName(machine), let health = try? MachineManager.recordedHealth(of: name) else { continue }
+            found[machine] = health
+        }
+        return found
     }
 }
 

@@ -40,6 +40,7 @@ extension MachineManager {
             try Self.removeHostSocket(name, bus: bus)
             // A pending resize goes with the machine: there is nothing left to confirm or revert.
             try Self.removeConfirmTimer(of: name, bus: bus)
+            try Self.removeHealthCheck(of: name, bus: bus)
             let unitFiles: [String] = [name.flavorDropInPath, name.flavorBeforeResizePath, name.restartDropInPath]
             if unitFiles.contains(where: { path in access(path, F_OK) == 0 }) {
                 try Self.removeUnitFiles(of: name)
@@ -71,6 +72,7 @@ extension MachineManager {
             }
             let systemd = SystemdManager(bus: bus)
             let wasEnabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
+            let health = try Self.healthCheck(of: name)
             try machined.renameImage(name, to: newName)
             // The snapshots go with the machine.
             try snapshots?.move(to: newName)
@@ -82,6 +84,11 @@ extension MachineManager {
                     throw NspawnError.system("cannot move '\(name.dropInDirectory)' to '\(newName.dropInDirectory)'", .last)
                 }
                 try systemd.reload()
+            }
+            // Its units name the machine, so they are written again for the new name.
+            if let health {
+                try Self.removeHealthCheck(of: name, bus: bus)
+                try Self.applyHealthCheck(health, to: newName, running: false, bus: bus)
             }
             if wasEnabled {
                 _ = try systemd.disableUnitFiles([name.serviceUnit])

@@ -46,6 +46,7 @@ public struct ObservedMachine: Sendable {
     public var enabled = false
     public var flavor: String?
     public var restart: RestartPolicy?
+    public var health: HealthCheck?
     /// The trusted settings file (/etc, then /run); empty when there is none.
     public var settings = NspawnSettings()
     public var record: ProvisioningRecord?
@@ -93,6 +94,7 @@ extension MachineManager {
             observed.enabled = try SystemdManager(bus: bus).unitFileState(name.serviceUnit).map { $0 == "enabled" || $0 == "enabled-runtime" } ?? false
             observed.flavor = try Self.flavorName(of: name)
             observed.restart = try Self.restartPolicy(of: name)
+            observed.health = try Self.healthCheck(of: name)
             observed.settings = try Self.loadSettings(name).settings
             observed.exposed = access(name.socketUnitPath, F_OK) == 0
             let properties = try machined.imageProperties(name, path: objectPath)
@@ -263,7 +265,8 @@ extension MachineManager {
     public func hostSideState(_ name: MachineName) async throws -> HostSideState {
         try await withBus { bus in
             var files: [(String, [UInt8]?)] = []
-            for path in [name.settingsPath, name.flavorDropInPath, name.restartDropInPath, name.socketUnitPath] + name.controlDropIns {
+            for path in [name.settingsPath, name.flavorDropInPath, name.restartDropInPath, name.socketUnitPath,
+                         name.healthServicePath, name.healthTimerPath, name.healthDropInPath] + name.controlDropIns {
                 files.append((path, try AtomicFile.readBytes(path)))
             }
             let enabled = try SystemdManager(bus: bus).unitFileState(name.serviceUnit).map { $0 == "enabled" } ?? false

@@ -12,6 +12,8 @@ public struct MachineConfig: Sendable, Codable, Equatable {
     public var exposed: [String]
     /// What systemd does when the machine ends; nil: the template's default (no restart).
     public var restart: RestartPolicy?
+    /// The command run inside at an interval, and how its failures count; nil: none.
+    public var health: HealthCheck?
 }
 
 extension MachineManager {
@@ -47,10 +49,13 @@ extension MachineManager {
                 if settings.rendered() != before { changedSettings = settings.rendered() }
             }
             let restart = try edit.restart.map { (change) throws(NspawnError) in try change.applied(to: Self.restartPolicy(of: name), machine: name.rawValue) }
+            // nil inside: the check goes.
+            let health = try edit.health.map { (change) throws(NspawnError) in try change.applied(to: Self.healthCheck(of: name), machine: name.rawValue) }
             if let flavor {
                 try Self.applyFlavor(flavor, to: name, live: machined.machinePathIfRunning(name) != nil, bus: bus)
             }
             if let restart { try Self.applyRestartPolicy(restart, to: name, bus: bus) }
+            if let health { try Self.applyHealthCheck(health, to: name, running: machined.machinePathIfRunning(name) != nil, bus: bus) }
             if let changedSettings { try AtomicFile.write(name.settingsPath, changedSettings) }
             return try Self.currentConfig(name)
         }
@@ -110,7 +115,8 @@ extension MachineManager {
     static func currentConfig(_ name: MachineName) throws(NspawnError) -> MachineConfig {
         let source = try loadSettings(name)
         return MachineConfig(name: name.rawValue, path: source.path, settings: source.settings.effective,
-                             flavor: try flavorName(of: name), exposed: try exposedAddresses(of: name), restart: try restartPolicy(of: name))
+                             flavor: try flavorName(of: name), exposed: try exposedAddresses(of: name), restart: try restartPolicy(of: name),
+                             health: try healthCheck(of: name))
     }
 
     /// Puts `policy` in force whole (a manifest's), whatever the policy before.

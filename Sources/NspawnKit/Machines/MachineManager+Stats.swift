@@ -11,6 +11,7 @@ extension MachineManager {
         var stats = MachineStats(name: name, sampledUsec: MachineStats.monotonicUsec())
         let now = LogTime.now()
         if let started = properties.timestamp, started > 0, now > started { stats.uptimeSeconds = Double(now - started) / 1_000_000 }
+        stats.health = currentHealth(of: MachineName(unchecked: name), running: true)?.status
         guard let leader = try? MachineProbe.Leader(MachineProbe.Request(name: name, properties: properties)),
               let unit = properties.unit, let cgroup = CgroupStats.unitCgroup(leader.cgroupFile, unit: unit) else { return stats }
         CgroupStats.read(into: &stats, cgroup: cgroup)

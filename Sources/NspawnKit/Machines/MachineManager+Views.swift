@@ -141,6 +141,7 @@ extension MachineManager {
 
         // Cached details count only for the same leader; a machine restarted since is looked at again.
         let running = machinesByName.keys.filter { !vanished.contains($0) }.sorted()
+        for name in running { rows[name]?.health = currentHealth(of: MachineName(unchecked: name), running: true) }
         var wantsOS = Set<String>()
         var wantsAddresses = Set<String>()
         for name in running {
@@ -242,6 +243,8 @@ extension MachineManager {
            try systemd.unitStates([name.serviceUnit])[name.serviceUnit]?.active == "failed" {
             status.startLimitHit = true
         }
+        status.healthCheck = try healthCheck(of: name)
+        status.health = currentHealth(of: name, running: machine != nil)
         status.flavor = try flavorName(of: name)
         status.pendingResize = try pendingResize(of: name)
         if status.flavor != nil || machine != nil {

@@ -23,6 +23,8 @@ public struct MachineStats: Codable, Sendable, Equatable {
     public var networkReceiveBytes: UInt64?
     public var networkTransmitBytes: UInt64?
     public var uptimeSeconds: Double?
+    /// The health check's verdict; nil without a check.
+    public var health: MachineHealth.Status?
     /// CLOCK_MONOTONIC of the sampling host, in µs: what CPU % is measured between.
     public var sampledUsec: UInt64
 

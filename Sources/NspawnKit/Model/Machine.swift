@@ -41,6 +41,8 @@ public struct MachineSummary: Sendable, Codable, Equatable {
     public var pendingResize: PendingResize?
     /// The OCI image the image was imported from.
     public var oci: OCIOrigin?
+    /// A running machine's health check verdict; nil without a check.
+    public var health: MachineHealth?
 
     public init(name: String, state: MachineState, os: String? = nil, addresses: [String] = [], usage: UInt64? = nil,
                 readOnly: Bool? = nil, enabled: Bool = false, machineClass: String? = nil, imageType: String? = nil) {
@@ -90,6 +92,9 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     public var startLimitHit: Bool?
     /// A running machine's use now, as one `stats` sample.
     public var stats: MachineStats?
+    /// The health check, and what it found in this run (nil when stopped).
+    public var healthCheck: HealthCheck?
+    public var health: MachineHealth?
 
     public struct RunningMachine: Sendable, Codable, Equatable {
         public var machineClass: String?

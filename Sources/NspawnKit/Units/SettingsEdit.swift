@@ -42,6 +42,8 @@ public struct SettingsEdit: Sendable, Equatable {
     public var boot: BootMode?
     /// Kept in a drop-in for the unit, not in the settings file; `isEmpty` does not count it.
     public var restart: RestartChange?
+    /// Kept in units of its own; `isEmpty` does not count it either.
+    public var health: HealthChange?
 
     public init() {}
 
@@ -60,7 +62,7 @@ public struct SettingsEdit: Sendable, Equatable {
         lhs.assignments.map { "\($0.0.id)=\($0.1)" } == rhs.assignments.map { "\($0.0.id)=\($0.1)" }
             && lhs.removals == rhs.removals && lhs.binds == rhs.binds && lhs.readOnlyBinds == rhs.readOnlyBinds
             && lhs.ports == rhs.ports && lhs.environment == rhs.environment
-            && lhs.network == rhs.network && lhs.boot == rhs.boot && lhs.restart == rhs.restart
+            && lhs.network == rhs.network && lhs.boot == rhs.boot && lhs.restart == rhs.restart && lhs.health == rhs.health
     }
 }
 
