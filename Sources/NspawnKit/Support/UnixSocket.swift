@@ -36,8 +36,8 @@ public enum UnixSocket {
         }
         let fd = socket(AF_UNIX, nspawnctl_sock_stream_cloexec, 0)
         guard fd >= 0 else { throw .system("cannot create a socket for '\(path.escapedForMessage)'", Errno(rawValue: errno)) }
-        let previousMask = umask(0o177)
-        defer { umask(previousMask) }
+        // No umask(2) around bind: it is process-wide and would strip the modes of files other
+        // threads create meanwhile. Nobody can connect before listen(2), and chmod comes first.
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
