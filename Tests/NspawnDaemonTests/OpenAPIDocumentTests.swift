@@ -75,9 +75,14 @@ struct OpenAPIDocumentTests {
             var stats = MachineStats(name: "a", sampledUsec: 1)
             stats.cpuSeconds = 1; stats.cpuPercent = 2; stats.memoryBytes = 3; stats.memoryPeakBytes = 4; stats.memoryLimitBytes = 5
             stats.ioReadBytes = 6; stats.ioWriteBytes = 7; stats.tasks = 8; stats.networkReceiveBytes = 9; stats.networkTransmitBytes = 10
-            stats.uptimeSeconds = 11
+            stats.uptimeSeconds = 11; stats.health = .healthy
             return stats
         }()),
+        (nil, "MachineHealth", MachineHealth(status: .unhealthy, failingStreak: 3, since: Date(), lastCheck: Date(), lastExitCode: 1, lastOutput: "o")),
+        (nil, "HealthCheck", HealthCheck(command: ["true"], startPeriodSeconds: 1, restartOnUnhealthy: true)),
+        (nil, "MachineEvent", MachineEvent(event: .machineHealth, name: "a", state: .running, flavor: "f",
+                                           pendingResize: PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date()),
+                                           health: MachineHealth(since: nil))),
         (nil, "LogEntry", LogEntry(realtimeUsec: 1, source: .host, priority: 3, unit: "u", identifier: "i", pid: 1, message: "m")),
         (nil, "RestartPolicy", RestartPolicy(mode: .always, delaySeconds: 1, startLimit: try! .init(parsing: "3/60"))),
         (nil, "PendingResize", PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date())),
@@ -97,7 +102,9 @@ struct OpenAPIDocumentTests {
     ] }
 
     static let filledSettings = SettingsChange(set: ["a"], unset: ["b"], bind: ["c"], bindRo: ["d"], port: ["e"], network: "f",
-                                               env: ["g"], flavor: "h", boot: true, exec: ["i"], restart: "always", restartDelay: "5s", restartMax: "3/1min")
+                                               env: ["g"], flavor: "h", boot: true, exec: ["i"], restart: "always", restartDelay: "5s", restartMax: "3/1min",
+                                               healthCmd: "true", healthInterval: "1s", healthTimeout: "1s", healthStartPeriod: "0s",
+                                               healthRetries: 1, restartOnUnhealthy: true, noHealth: true)
 
     @Test func everyFieldIsDocumentedAndEveryDocumentedFieldExists() throws {
         for (endpoint, schemaName, example) in Self.requests {
