@@ -17,6 +17,7 @@ public enum Explanation {
         if let image = desired.image { add("image", "\(image)") }
         if let flavor = desired.flavor { add("flavor", flavor) }
         if let restart = desired.restart { add("restart", restart.text) }
+        if let health = desired.health { add("health", health.text) }
         for setting in desired.settings { add("settings.\(setting.key.id)", setting.values.joined(separator: " ")) }
         if let enabled = desired.enabled { add("enabled", enabled ? "true" : "false") }
         if let state = desired.state { add("state", state.rawValue) }

@@ -97,6 +97,8 @@ public struct ManifestLayer: Sendable, Equatable {
     public var wait: WaitCondition?
     /// The whole restart policy: a layer that gives one replaces the policy of the layers before.
     public var restart: RestartPolicy?
+    /// The whole health check, or `none`; as the restart policy, the last layer's.
+    public var health: HealthSetting?
     /// Where each key of this layer was written, for `--explain` and for errors found later.
     public var positions: [String: ManifestPosition] = [:]
 
@@ -138,4 +140,17 @@ extension ImagesHelper {
             }
         }
     }
+}
+
+/// A manifest's `health:`: no check at all, or this one.
+public enum HealthSetting: Sendable, Equatable {
+    case none
+    case check(HealthCheck)
+
+    public var check: HealthCheck? {
+        if case .check(let check) = self { return check }
+        return nil
+    }
+
+    public var text: String { check?.text ?? "none" }
 }

@@ -14,7 +14,7 @@ public struct ManifestParser {
         self.flavorDirectories = flavorDirectories
     }
 
-    static let layerKeys = ["flavor", "settings", "enabled", "state", "files", "run", "packages", "expose", "wait", "restart"]
+    static let layerKeys = ["flavor", "settings", "enabled", "state", "files", "run", "packages", "expose", "wait", "restart", "health"]
     static let machineKeys = ["image", "profiles"] + layerKeys
 
     public func parse(_ text: String) throws(NspawnError) -> Manifest {
@@ -163,6 +163,38 @@ public struct ManifestParser {
         return policy
     }
 
+    /// `health: none`, or `health: {cmd: "curl -f localhost || exit 1", interval: 30s, timeout: 10s,
+    /// retries: 3, start_period: 0s, restart_on_unhealthy: true}`; `cmd` as a list runs as it is.
+    private func healthSetting(_ node: Node, key: String) throws(NspawnError) -> HealthSetting {
+        if node.string != nil {
+            guard try string(node, key: key) == "none" else { throw error(node, key, "expected none, or a mapping with cmd") }
+            return .none
+        }
+        let fields = try mapping(node, key: key, allowed: ["cmd", "interval", "timeout", "retries", "start_period", "restart_on_unhealthy"])
+        guard let commandNode = fields["cmd"] else {
+            throw error(node, key, "'cmd' is missing: a shell command line, or a list of words run as they are")
+        }
+        var check = HealthCheck(command: commandNode.string != nil ? HealthCheck.shellCommand(try string(commandNode, key: "\(key).cmd"))
+                                                                   : try argv(commandNode, key: "\(key).cmd"))
+        for (field, what) in [("interval", "interval"), ("timeout", "timeout"), ("start_period", "start period")] {
+            guard let spanNode = fields[field] else { continue }
+            let seconds: Double
+            do { seconds = try HealthCheck.span(parsing: try string(spanNode, key: "\(key).\(field)"), what: what) } catch { throw self.error(spanNode, "\(key).\(field)", "\(error)") }
+            switch field {
+            case "interval": check.intervalSeconds = seconds
+            case "timeout": check.timeoutSeconds = seconds
+            default: check.startPeriodSeconds = seconds
+            }
+        }
+        if let retriesNode = fields["retries"] {
+            guard let retries = Int(try string(retriesNode, key: "\(key).retries")) else { throw error(retriesNode, "\(key).retries", "expected a whole number from 1 to 100") }
+            check.retries = retries
+        }
+        if let restartNode = fields["restart_on_unhealthy"] { check.restartOnUnhealthy = try bool(restartNode, key: "\(key).restart_on_unhealthy") }
+        do { try check.validate() } catch { throw self.error(node, key, "\(error)") }
+        return .check(check)
+    }
+
     private func layer(_ node: Node, key: String, allowed: [String]) throws(NspawnError) -> ManifestLayer {
         let fields = try mapping(node, key: key, allowed: allowed)
         var layer = ManifestLayer()
@@ -216,6 +248,7 @@ public struct ManifestParser {
         }
         if let node = fields["expose"] { layer.expose = try exposure(node, key: "\(key).expose") }
         if let node = fields["restart"] { layer.restart = try restartPolicy(node, key: "\(key).restart") }
+        if let node = fields["health"] { layer.health = try healthSetting(node, key: "\(key).health") }
         if let node = fields["wait"] {
             let wait = try mapping(node, key: "\(key).wait", allowed: ["command", "timeout"])
             guard let command = wait["command"] else { throw error(node, "\(key).wait", "'command' is missing") }

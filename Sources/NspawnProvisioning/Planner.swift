@@ -51,6 +51,10 @@ public enum Planner {
             let old = creating ? nil : observed.restart
             changes.append(PlannedChange(old == nil ? .add : .change, .restart, old: old.map { .text($0.text) }, new: .text(restart.text)))
         }
+        if let health = desired.health, case let have = creating ? nil : observed.health, health.check != have {
+            let action: PlannedChange.Operation = have == nil ? .add : health.check == nil ? .remove : .change
+            changes.append(PlannedChange(action, .health, old: have.map { .text($0.text) }, new: health.check.map { .text($0.text) }))
+        }
         if let enabled = desired.enabled, creating ? enabled : observed.enabled != enabled {
             changes.append(PlannedChange(.change, .enabled, old: .flag(creating ? false : observed.enabled), new: .flag(enabled)))
         }

@@ -247,6 +247,10 @@ public struct Provisioner: Sendable {
             try await manager.setRestartPolicy(name, restart)
             done(change)
         }
+        if let change = change(.health), let health = desired.health {
+            try await manager.setHealthCheck(name, health.check)
+            done(change)
+        }
         if let change = change(.enabled), let enabled = desired.enabled {
             if enabled { _ = try await manager.enable(name) } else { _ = try await manager.disable(name) }
             done(change)

@@ -204,3 +204,69 @@ struct ManifestRestartTests {
         }
     }
 }
+
+/// `health:` in manifests: none or the whole check, layered whole, planned against the health service.
+@Suite("Manifest health checks")
+struct ManifestHealthTests {
+    static let manifest = """
+        defaults:
+          health: { cmd: "curl -fs http://localhost/ || exit 1", interval: 10s, retries: 2 }
+        machines:
+          web1:
+            image: { clone: base }
+            health: { cmd: [/usr/bin/check, --quick], timeout: 3s, start_period: 1min, restart_on_unhealthy: true }
+          web2:
+            image: { clone: base }
+          web3:
+            image: { clone: base }
+            health: none
+        """
+
+    @Test func aLayerReplacesTheCheckWhole() throws {
+        let machines = try ManifestTests.parse(Self.manifest).resolved()
+        #expect(machines[0].health == .check(HealthCheck(command: ["/usr/bin/check", "--quick"], timeoutSeconds: 3, startPeriodSeconds: 60,
+                                                         restartOnUnhealthy: true)))
+        #expect(machines[1].health == .check(HealthCheck(command: HealthCheck.shellCommand("curl -fs http://localhost/ || exit 1"),
+                                                         intervalSeconds: 10, retries: 2)))
+        #expect(machines[2].health == HealthSetting.none)
+        #expect(machines[0].origins["health"] == "machine" && machines[1].origins["health"] == "defaults")
+    }
+
+    @Test func thePlanComparesWithTheHealthService() throws {
+        let machines = try ManifestTests.parse(Self.manifest).resolved()
+        var observed = ObservedMachine()
+        observed.exists = true
+        observed.origin = try MachineName("base")
+        let desired = machines[1]
+        #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).changes
+            == [PlannedChange(.add, .health, new: .text("'curl -fs http://localhost/ || exit 1' every 10s, timeout 10s, unhealthy after 2 failures"))])
+        observed.health = desired.health?.check
+        #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).changes.isEmpty)
+        observed.health?.retries = 5
+        #expect(Planner.plan(desired, observed: observed, checks: GuestChecks()).changes.map(\.op) == [.change])
+        // none removes a check, and is already so without one.
+        #expect(Planner.plan(machines[2], observed: observed, checks: GuestChecks()).changes.map(\.op) == [.remove])
+        observed.health = nil
+        #expect(Planner.plan(machines[2], observed: observed, checks: GuestChecks()).changes.isEmpty)
+    }
+
+    @Test(arguments: [
+        ("health: sometimes", "expected none, or a mapping with cmd"),
+        ("health: { interval: 5s }", "'cmd' is missing"),
+        ("health: { cmd: 'true', interval: forever }", "invalid health check interval 'forever'"),
+        ("health: { cmd: 'true', retries: 0 }", "invalid health check retries 0"),
+        ("health: { cmd: 'true', retries: many }", "expected a whole number from 1 to 100"),
+        ("health: { cmd: '  ' }", "the health check command is empty"),
+        ("health: { cmd: [] }", "expected a command as a list of words"),
+        ("health: { cmd: 'true', every: 5s }", "every"),
+    ])
+    func badChecksAreRefusedWhereTheyAreWritten(_ line: String, _ words: String) {
+        let text = "machines:\n  web1:\n    image: { clone: base }\n    \(line)\n"
+        #expect {
+            try ManifestTests.parse(text)
+        } throws: { error in
+            let message = "\(error)"
+            return message.contains(words) && message.contains("/srv/site.yaml:4:")
+        }
+    }
+}

@@ -34,7 +34,7 @@ public enum PlanValue: Codable, Sendable, Equatable, CustomStringConvertible {
 }
 
 /// What a planned change is about. On the wire and in text it is one word, as before:
-/// `machine`, `image`, `flavor`, `restart`, `settings.SECTION.KEY`, `enabled`, `state`, `file:/PATH`,
+/// `machine`, `image`, `flavor`, `restart`, `health`, `settings.SECTION.KEY`, `enabled`, `state`, `file:/PATH`,
 /// `run[N]`, `package:NAME`, `expose`.
 public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
     case machine
@@ -42,6 +42,7 @@ public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
     case setting(String)
     case flavor
     case restart
+    case health
     case enabled
     case file(String)
     case expose
@@ -56,6 +57,7 @@ public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
         case .setting(let id): "settings.\(id)"
         case .flavor: "flavor"
         case .restart: "restart"
+        case .health: "health"
         case .enabled: "enabled"
         case .file(let path): "file:\(path)"
         case .expose: "expose"
@@ -72,6 +74,7 @@ public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
         case "image": self = .image
         case "flavor": self = .flavor
         case "restart": self = .restart
+        case "health": self = .health
         case "enabled": self = .enabled
         case "expose": self = .expose
         case "state": self = .state
