@@ -103,8 +103,15 @@ struct HealthEndToEndTests {
             let journal = try Testbed.mustSh("journalctl -u nspawnctl-health-\(name).service --no-pager -o cat").stdout
             #expect(journal.contains("machine '\(name)' is unhealthy") && journal.contains("restarted it"), "\(journal)")
 
-            // The events, in order: each change once.
-            let events = try Testbed.mustSh("grep '^data:' /tmp/health-events | grep machine_health | sed 's/^data: //'").stdout
+            // The events, in order: each change once. nspawnd looks at the verdicts every 250 ms, so
+            // the last may come a moment after ls read it.
+            let events = try Testbed.mustSh("""
+                for i in $(seq 1 50); do
+                    grep '^data:' /tmp/health-events | grep machine_health | tail -n 1 | grep -q '"status":"healthy"' && break
+                    sleep 0.1
+                done
+                grep '^data:' /tmp/health-events | grep machine_health | sed 's/^data: //'
+                """).stdout
             let statuses = try events.split(separator: "\n").map { line -> String in
                 struct Event: Decodable { var name: String; var health: Health }
                 let event = try decodeJSON(Event.self, from: String(line))
@@ -147,6 +154,29 @@ struct HealthEndToEndTests {
             #expect(try Testbed.mustSh("nspawnctl status \(name)").stdout.contains("Health: not checked while stopped"))
             let verify = try Testbed.sh("systemd-analyze verify /etc/systemd/system/nspawnctl-health-\(name).timer /etc/systemd/system/nspawnctl-health-\(name).service 2>&1")
             #expect(!verify.stdout.contains("nspawnctl-health"), "systemd-analyze: \(verify.stdout)")
+            // A manifest's health: planned against what the service records, converged once, removed by none.
+            func manifest(_ health: String) throws {
+                try Testbed.mustSh("mkdir -p /tmp/e2e-health && cat > /tmp/e2e-health/site.yaml <<'MANIFEST'\nmachines:\n  \(name):\n    health: \(health)\nMANIFEST")
+            }
+            try manifest("{ cmd: [/bin/true], interval: 5s, retries: 1 }")
+            struct Plan: Decodable {
+                struct Machine: Decodable { struct Change: Decodable { var op: String; var field: String }; var changes: [Change] }
+                var machines: [Machine]
+            }
+            func planned() throws -> [String] {
+                try decodeJSON(Plan.self, from: try Testbed.mustSh("nspawnctl plan -f /tmp/e2e-health/site.yaml --json").stdout)
+                    .machines.flatMap(\.changes).map { "\($0.op) \($0.field)" }
+            }
+            #expect(try planned() == ["~ health"])
+            try Testbed.mustSh("nspawnctl apply -f /tmp/e2e-health/site.yaml")
+            #expect(try Testbed.mustSh("nspawnctl config \(name)").stdout.contains("health: '/bin/true' every 5s, timeout 10s, unhealthy after 1 failure"))
+            #expect(try planned() == [], "nothing left to change")
+            try manifest("none")
+            try Testbed.mustSh("nspawnctl apply -f /tmp/e2e-health/site.yaml")
+            #expect(try Testbed.sh("ls /etc/systemd/system/nspawnctl-health-\(name).service").status != 0)
+            try manifest("{ cmd: 'exit 0' }")
+            try Testbed.mustSh("nspawnctl apply -f /tmp/e2e-health/site.yaml")
+
             // remove takes the units with the machine.
             try Testbed.mustSh("nspawnctl remove \(name)")
             #expect(try Testbed.sh("ls /etc/systemd/system/nspawnctl-health-\(name).timer").status != 0)
