@@ -195,13 +195,7 @@ struct ManifestRestartTests {
         ("restart: { policy: always, every: 5s }", "every"),
     ])
     func badPoliciesAreRefusedWhereTheyAreWritten(_ line: String, _ words: String) {
-        let text = "machines:\n  web1:\n    image: { clone: base }\n    \(line)\n"
-        #expect {
-            try ManifestTests.parse(text)
-        } throws: { error in
-            let message = "\(error)"
-            return message.contains(words) && message.contains("/srv/site.yaml:4:")
-        }
+        expectRefusedOnItsLine(line, words)
     }
 }
 
@@ -261,12 +255,17 @@ struct ManifestHealthTests {
         ("health: { cmd: 'true', every: 5s }", "every"),
     ])
     func badChecksAreRefusedWhereTheyAreWritten(_ line: String, _ words: String) {
-        let text = "machines:\n  web1:\n    image: { clone: base }\n    \(line)\n"
-        #expect {
-            try ManifestTests.parse(text)
-        } throws: { error in
-            let message = "\(error)"
-            return message.contains(words) && message.contains("/srv/site.yaml:4:")
-        }
+        expectRefusedOnItsLine(line, words)
+    }
+}
+
+/// A one-line key of machine web1 in a manifest is refused with `words`, at line 4 of the file.
+func expectRefusedOnItsLine(_ line: String, _ words: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    let text = "machines:\n  web1:\n    image: { clone: base }\n    \(line)\n"
+    #expect(sourceLocation: sourceLocation) {
+        try ManifestTests.parse(text)
+    } throws: { error in
+        let message = "\(error)"
+        return message.contains(words) && message.contains("/srv/site.yaml:4:")
     }
 }
