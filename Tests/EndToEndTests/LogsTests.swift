@@ -135,7 +135,7 @@ struct LogsEndToEndTests {
         }
     }
 
-    @Test func aPayloadsOutputComesFromTheHostJournal() throws {
+    @Test(.testbedAccounts) func aPayloadsOutputComesFromTheHostJournal() throws {
         let name = "logsbb"
         try Fixture.with([name]) {
             try Fixture.busybox(name)
@@ -157,6 +157,16 @@ struct LogsEndToEndTests {
             #expect(ours.contains { $0.message == "out-line" && $0.unit == "systemd-nspawn@\(name).service" })
             #expect(ours.contains { $0.message == "err-line" })
             #expect(ours.contains { $0.identifier == "systemd" && $0.message.contains("Started") }, "systemd's own word on the start: \(ours.map(\.message))")
+
+            // Over ssh, through the far host's nspawnd: the same entries for root and for a
+            // member of group nspawn, and a refusal for anyone else.
+            try RemoteFixtures.prepare()
+            for user in ["root", "nsop"] {
+                let remote = try Self.entries(try Testbed.mustSh("nspawnctl logs --host \(RemoteFixtures.host(user)) \(name) \(window) --json").stdout)
+                #expect(remote == ours, "over ssh as \(user)")
+            }
+            let outsider = try Testbed.sh("nspawnctl logs --host \(RemoteFixtures.host("nsout")) \(name) \(window) --json")
+            #expect(outsider.status == 4 && outsider.stdout.isEmpty, "\(outsider)")
         }
     }
 
