@@ -84,10 +84,11 @@ public struct DaemonServer: Sendable {
                     }
                 }
             }
-            // machined's own news retires the shared listing, whoever made the change.
+            // machined's own news, and a health verdict's change, retire the shared listing,
+            // whoever made the change.
             tasks.addTask {
                 do {
-                    for try await event in router.service.events() where event.event == .machineNew || event.event == .machineRemoved {
+                    for try await event in router.service.events() where [.machineNew, .machineRemoved, .machineHealth].contains(event.event) {
                         await router.listings.invalidate()
                     }
                 } catch {

@@ -9,7 +9,8 @@ struct HealthCheckRun: AsyncParsableCommand, JSONCapable {
         abstract: "Run a machine's health check once and record the result (its timer does).",
         discussion: """
             Records the verdict in /run/nspawnctl/health/NAME.json and prints a line when it \
-            changes. Exits 0 whatever the check found; 1 when it could not be run.
+            changes. Exits 0 whatever the check found, and as any command does when it could not \
+            run it (5 for a machine that is not running).
             """,
         shouldDisplay: false)
 
