@@ -223,12 +223,22 @@ public struct SettingsChange: Codable, Sendable, Equatable {
     public var restartOnUnhealthy: Bool?
     /// Remove the health check.
     public var noHealth: Bool?
+    /// A snapshot taken by a host timer at this interval, such as 1h; replaces the whole schedule.
+    public var snapshotEvery: String?
+    /// The schedule's snapshots kept: the newest N, and the newest of each of the last N days and weeks.
+    public var snapshotKeep: Int?
+    public var snapshotKeepDaily: Int?
+    public var snapshotKeepWeekly: Int?
+    /// Remove the snapshot schedule (its snapshots stay).
+    public var noSnapshotSchedule: Bool?
 
     public init(set: [String]? = nil, unset: [String]? = nil, bind: [String]? = nil, bindRo: [String]? = nil, port: [String]? = nil,
                 network: String? = nil, env: [String]? = nil, flavor: String? = nil, boot: Bool? = nil, exec: [String]? = nil,
                 restart: String? = nil, restartDelay: String? = nil, restartMax: String? = nil,
                 healthCmd: String? = nil, healthInterval: String? = nil, healthTimeout: String? = nil, healthStartPeriod: String? = nil,
-                healthRetries: Int? = nil, restartOnUnhealthy: Bool? = nil, noHealth: Bool? = nil) {
+                healthRetries: Int? = nil, restartOnUnhealthy: Bool? = nil, noHealth: Bool? = nil,
+                snapshotEvery: String? = nil, snapshotKeep: Int? = nil, snapshotKeepDaily: Int? = nil, snapshotKeepWeekly: Int? = nil,
+                noSnapshotSchedule: Bool? = nil) {
         self.set = set
         self.unset = unset
         self.bind = bind
@@ -249,6 +259,15 @@ public struct SettingsChange: Codable, Sendable, Equatable {
         self.healthRetries = healthRetries
         self.restartOnUnhealthy = restartOnUnhealthy
         self.noHealth = noHealth
+        self.snapshotEvery = snapshotEvery
+        self.snapshotKeep = snapshotKeep
+        self.snapshotKeepDaily = snapshotKeepDaily
+        self.snapshotKeepWeekly = snapshotKeepWeekly
+        self.noSnapshotSchedule = noSnapshotSchedule
+    }
+
+    private var changesSnapshotSchedule: Bool {
+        snapshotEvery != nil || snapshotKeep != nil || snapshotKeepDaily != nil || snapshotKeepWeekly != nil || noSnapshotSchedule != nil
     }
 
     private var changesHealth: Bool {
@@ -259,7 +278,7 @@ public struct SettingsChange: Codable, Sendable, Equatable {
     /// Nothing to change: `config` then only shows the settings.
     public var isEmpty: Bool {
         [set, unset, bind, bindRo, port, env, exec].allSatisfy { $0?.isEmpty ?? true } && network == nil && flavor == nil && boot == nil
-            && restart == nil && restartDelay == nil && restartMax == nil && !changesHealth
+            && restart == nil && restartDelay == nil && restartMax == nil && !changesHealth && !changesSnapshotSchedule
     }
 
     /// The library's edit, every value checked; nothing is written.
@@ -297,14 +316,33 @@ public struct SettingsChange: Codable, Sendable, Equatable {
                                        retries: healthRetries,
                                        startPeriodSeconds: try healthStartPeriod.map { (text) throws(NspawnError) in try HealthCheck.span(parsing: text, what: "start period") },
                                        restartOnUnhealthy: restartOnUnhealthy, remove: noHealth == true)
-            // Checked against an empty check here, so bad values fail before the machine is looked at.
-            let probe = HealthChange(command: edit.health?.command ?? ["true"], intervalSeconds: edit.health?.intervalSeconds,
-                                     timeoutSeconds: edit.health?.timeoutSeconds, retries: edit.health?.retries,
-                                     startPeriodSeconds: edit.health?.startPeriodSeconds, restartOnUnhealthy: edit.health?.restartOnUnhealthy)
-            if noHealth == true { _ = try edit.health?.applied(to: nil, machine: "") } else { _ = try probe.applied(to: nil, machine: "") }
+            // Checked against a stand-in check here, so bad values fail before the machine is looked at.
+            _ = try edit.health?.applied(to: HealthCheck(command: ["true"]), machine: "")
+        }
+        if changesSnapshotSchedule {
+            edit.snapshotSchedule = try snapshotScheduleChange()
         }
         try edit.validate()
         return edit
+    }
+
+    /// A whole schedule, or its removal, checked.
+    private func snapshotScheduleChange() throws(NspawnError) -> SnapshotScheduleChange {
+        switch noSnapshotSchedule {
+        case false?:
+            throw .invalidArgument("no_snapshot_schedule takes only true")
+        case true?:
+            if snapshotEvery != nil || snapshotKeep != nil || snapshotKeepDaily != nil || snapshotKeepWeekly != nil {
+                throw .invalidArgument("removing the snapshot schedule excludes the other snapshot schedule options")
+            }
+            return .remove
+        case nil:
+            guard let snapshotEvery else { throw .invalidArgument("a snapshot schedule needs its interval (snapshot_every, --every)") }
+            let schedule = SnapshotSchedule(everySeconds: try SnapshotSchedule.span(parsing: snapshotEvery, what: "interval"),
+                                            keep: snapshotKeep, keepDaily: snapshotKeepDaily, keepWeekly: snapshotKeepWeekly)
+            try schedule.validate(machine: nil)
+            return .set(schedule)
+        }
     }
 
     public func validate() throws(NspawnError) {
@@ -442,8 +480,19 @@ func checkFlavorName(_ name: String) throws(NspawnError) {
 public struct SnapshotRequest: Codable, Sendable, Equatable {
     /// The snapshot's name (default: the UTC time, such as 20261201-173000).
     public var name: String?
-    public init(name: String? = nil) { self.name = name }
-    public func validate() throws(NspawnError) { if let name { try SnapshotInfo.check(name) } }
+    /// A time span, such as 7d, after which the machine's snapshot timer removes it.
+    public var expire: String?
+    public init(name: String? = nil, expire: String? = nil) {
+        self.name = name
+        self.expire = expire
+    }
+    public func validate() throws(NspawnError) {
+        if let name { try SnapshotInfo.check(name) }
+        _ = try expiresAfter()
+    }
+    public func expiresAfter() throws(NspawnError) -> Double? {
+        try expire.map { (text) throws(NspawnError) in try SnapshotSchedule.span(parsing: text, what: "expiry") }
+    }
 }
 
 /// `POST /v1/machines/{name}/restore`.

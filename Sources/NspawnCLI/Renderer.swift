@@ -107,6 +107,7 @@ public enum Renderer {
             fields.append(("OCI image", oci.reference + " (" + ([oci.manifestDigest, oci.platform].compactMap { $0 }.joined(separator: ", ")) + ")"))
         }
         if let snapshots = s.snapshots, !snapshots.isEmpty { fields.append(("Snapshots", snapshotsText(snapshots))) }
+        if let schedule = s.snapshotSchedule { fields.append(("Schedule", "snapshots \(schedule.text)")) }
         let width = fields.map(\.0.count).max() ?? 0
         let body = fields.map { String(repeating: " ", count: width - $0.0.count) + "  \($0.0): \($0.1)" }
         return ([s.name] + body).joined(separator: "\n")
@@ -121,6 +122,7 @@ public enum Renderer {
         if let flavor = c.flavor { lines.append("  flavor: \(flavor)") }
         if let restart = c.restart { lines.append("  restart: \(restart.text)") }
         if let health = c.health { lines.append("  health: \(health.text)") }
+        if let schedule = c.snapshotSchedule { lines.append("  snapshots: \(schedule.text)") }
         if !c.exposed.isEmpty { lines.append("  exposed: \(c.exposed.joined(separator: ", "))") }
         return lines.joined(separator: "\n")
     }

@@ -15,6 +15,7 @@ public struct DesiredMachine: Sendable, Equatable {
     public var wait: WaitCondition?
     public var restart: RestartPolicy?
     public var health: HealthSetting?
+    public var snapshots: SnapshotsSetting?
     /// For each field, the layer its value came from: `defaults`, `profile NAME` or `machine`.
     public var origins: [String: String] = [:]
     public var positions: [String: ManifestPosition] = [:]
@@ -82,6 +83,7 @@ extension DesiredMachine {
         if let flavor = layer.flavor { self.flavor = flavor; note("flavor", "flavor") }
         if let restart = layer.restart { self.restart = restart; note("restart", "restart") }
         if let health = layer.health { self.health = health; note("health", "health") }
+        if let snapshots = layer.snapshots { self.snapshots = snapshots; note("snapshots", "snapshots") }
         for setting in layer.settings {
             if let index = settings.firstIndex(where: { $0.key == setting.key }) { settings[index] = setting } else { settings.append(setting) }
             note("settings.\(setting.key.id)", "settings.\(setting.key.id)")

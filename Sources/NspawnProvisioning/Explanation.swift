@@ -18,6 +18,7 @@ public enum Explanation {
         if let flavor = desired.flavor { add("flavor", flavor) }
         if let restart = desired.restart { add("restart", restart.text) }
         if let health = desired.health { add("health", health.text) }
+        if let snapshots = desired.snapshots { add("snapshots", snapshots.text) }
         for setting in desired.settings { add("settings.\(setting.key.id)", setting.values.joined(separator: " ")) }
         if let enabled = desired.enabled { add("enabled", enabled ? "true" : "false") }
         if let state = desired.state { add("state", state.rawValue) }

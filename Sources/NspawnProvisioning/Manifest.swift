@@ -99,6 +99,8 @@ public struct ManifestLayer: Sendable, Equatable {
     public var restart: RestartPolicy?
     /// The whole health check, or `none`; as the restart policy, the last layer's.
     public var health: HealthSetting?
+    /// The whole snapshot schedule, or `none`; the last layer's.
+    public var snapshots: SnapshotsSetting?
     /// Where each key of this layer was written, for `--explain` and for errors found later.
     public var positions: [String: ManifestPosition] = [:]
 
@@ -153,4 +155,17 @@ public enum HealthSetting: Sendable, Equatable {
     }
 
     public var text: String { check?.text ?? "none" }
+}
+
+/// A manifest's `snapshots:`: no schedule, or this one.
+public enum SnapshotsSetting: Sendable, Equatable {
+    case none
+    case schedule(SnapshotSchedule)
+
+    public var schedule: SnapshotSchedule? {
+        if case .schedule(let schedule) = self { return schedule }
+        return nil
+    }
+
+    public var text: String { schedule?.text ?? "none" }
 }

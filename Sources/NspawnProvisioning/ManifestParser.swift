@@ -14,7 +14,7 @@ public struct ManifestParser {
         self.flavorDirectories = flavorDirectories
     }
 
-    static let layerKeys = ["flavor", "settings", "enabled", "state", "files", "run", "packages", "expose", "wait", "restart", "health"]
+    static let layerKeys = ["flavor", "settings", "enabled", "state", "files", "run", "packages", "expose", "wait", "restart", "health", "snapshots"]
     static let machineKeys = ["image", "profiles"] + layerKeys
 
     public func parse(_ text: String) throws(NspawnError) -> Manifest {
@@ -195,6 +195,35 @@ public struct ManifestParser {
         return .check(check)
     }
 
+    /// `snapshots: none`, or `snapshots: {every: 1h, keep: 24, keep_daily: 7, keep_weekly: 4}`.
+    private func snapshotsSetting(_ node: Node, key: String) throws(NspawnError) -> SnapshotsSetting {
+        if node.string != nil {
+            guard try string(node, key: key) == "none" else { throw error(node, key, "expected none, or a mapping with every") }
+            return .none
+        }
+        let fields = try mapping(node, key: key, allowed: ["every", "keep", "keep_daily", "keep_weekly"])
+        guard let everyNode = fields["every"] else { throw error(node, key, "'every' is missing: a time span such as 1h") }
+        var schedule: SnapshotSchedule
+        do {
+            schedule = SnapshotSchedule(everySeconds: try SnapshotSchedule.span(parsing: try string(everyNode, key: "\(key).every"), what: "interval"))
+        } catch {
+            throw self.error(everyNode, "\(key).every", "\(error)")
+        }
+        for field in ["keep", "keep_daily", "keep_weekly"] {
+            guard let countNode = fields[field] else { continue }
+            guard let count = Int(try string(countNode, key: "\(key).\(field)")) else {
+                throw error(countNode, "\(key).\(field)", "expected a whole number from 1 to 10000")
+            }
+            switch field {
+            case "keep": schedule.keep = count
+            case "keep_daily": schedule.keepDaily = count
+            default: schedule.keepWeekly = count
+            }
+        }
+        do { try schedule.validate(machine: nil) } catch { throw self.error(node, key, "\(error)") }
+        return .schedule(schedule)
+    }
+
     private func layer(_ node: Node, key: String, allowed: [String]) throws(NspawnError) -> ManifestLayer {
         let fields = try mapping(node, key: key, allowed: allowed)
         var layer = ManifestLayer()
@@ -249,6 +278,7 @@ public struct ManifestParser {
         if let node = fields["expose"] { layer.expose = try exposure(node, key: "\(key).expose") }
         if let node = fields["restart"] { layer.restart = try restartPolicy(node, key: "\(key).restart") }
         if let node = fields["health"] { layer.health = try healthSetting(node, key: "\(key).health") }
+        if let node = fields["snapshots"] { layer.snapshots = try snapshotsSetting(node, key: "\(key).snapshots") }
         if let node = fields["wait"] {
             let wait = try mapping(node, key: "\(key).wait", allowed: ["command", "timeout"])
             guard let command = wait["command"] else { throw error(node, "\(key).wait", "'command' is missing") }

@@ -55,6 +55,10 @@ public enum Planner {
             let action: PlannedChange.Operation = have == nil ? .add : health.check == nil ? .remove : .change
             changes.append(PlannedChange(action, .health, old: have.map { .text($0.text) }, new: health.check.map { .text($0.text) }))
         }
+        if let snapshots = desired.snapshots, case let have = creating ? nil : observed.snapshotSchedule, snapshots.schedule != have {
+            let action: PlannedChange.Operation = have == nil ? .add : snapshots.schedule == nil ? .remove : .change
+            changes.append(PlannedChange(action, .snapshots, old: have.map { .text($0.text) }, new: snapshots.schedule.map { .text($0.text) }))
+        }
         if let enabled = desired.enabled, creating ? enabled : observed.enabled != enabled {
             changes.append(PlannedChange(.change, .enabled, old: .flag(creating ? false : observed.enabled), new: .flag(enabled)))
         }

@@ -251,6 +251,10 @@ public struct Provisioner: Sendable {
             try await manager.setHealthCheck(name, health.check)
             done(change)
         }
+        if let change = change(.snapshots), let snapshots = desired.snapshots {
+            try await manager.setSnapshotSchedule(name, snapshots.schedule)
+            done(change)
+        }
         if let change = change(.enabled), let enabled = desired.enabled {
             if enabled { _ = try await manager.enable(name) } else { _ = try await manager.disable(name) }
             done(change)

@@ -65,6 +65,12 @@ enum Fixture {
                     systemctl reset-failed nspawnctl-health-\(name).service >/dev/null 2>&1
                 fi
                 rm -f /run/nspawnctl/health/\(name).json
+                if [ -e /etc/systemd/system/nspawnctl-snapshots-\(name).timer ] || [ -e /etc/systemd/system/nspawnctl-snapshots-\(name).service ]; then
+                    systemctl disable --now nspawnctl-snapshots-\(name).timer >/dev/null 2>&1
+                    rm -f /etc/systemd/system/nspawnctl-snapshots-\(name).timer /etc/systemd/system/nspawnctl-snapshots-\(name).service
+                    systemctl daemon-reload
+                    systemctl reset-failed nspawnctl-snapshots-\(name).service >/dev/null 2>&1
+                fi
                 machinectl terminate \(name) 2>/dev/null
                 for i in $(seq 1 100); do machinectl show \(name) >/dev/null 2>&1 || break; sleep 0.1; done
                 systemctl disable systemd-nspawn@\(name).service >/dev/null 2>&1

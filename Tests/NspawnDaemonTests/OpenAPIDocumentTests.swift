@@ -86,10 +86,11 @@ struct OpenAPIDocumentTests {
         (nil, "LogEntry", LogEntry(realtimeUsec: 1, source: .host, priority: 3, unit: "u", identifier: "i", pid: 1, message: "m")),
         (nil, "RestartPolicy", RestartPolicy(mode: .always, delaySeconds: 1, startLimit: try! .init(parsing: "3/60"))),
         (nil, "PendingResize", PendingResize(from: "s", to: "f", since: Date(), confirmsAt: Date())),
-        (.createSnapshot, "SnapshotRequest", SnapshotRequest(name: "s")),
+        (.createSnapshot, "SnapshotRequest", SnapshotRequest(name: "s", expire: "1d")),
         (.restore, "RestoreRequest", RestoreRequest(snapshot: "s")),
         (.removeSnapshot, "SnapshotRemoveRequest", SnapshotRemoveRequest(snapshot: "s")),
-        (nil, "Snapshot", SnapshotInfo(name: "s", created: Date(), method: .reflink, size: 1, path: "/p")),
+        (nil, "Snapshot", SnapshotInfo(name: "s", created: Date(), method: .reflink, size: 1, path: "/p", expires: Date(), scheduled: true)),
+        (nil, "SnapshotSchedule", SnapshotSchedule(everySeconds: 60, keep: 1, keepDaily: 1, keepWeekly: 1)),
         (.planManifest, "PlanRequest", PlanRequest(manifest: "m", file: "f", prune: true)),
         (.applyManifest, "ApplyRequest", ApplyRequest(manifest: "m", file: "f", prune: true, keepGoing: true)),
         (nil, "ProvisionPlan", ProvisionPlan(manifest: "m", file: "f", machines: [])),
@@ -104,7 +105,8 @@ struct OpenAPIDocumentTests {
     static let filledSettings = SettingsChange(set: ["a"], unset: ["b"], bind: ["c"], bindRo: ["d"], port: ["e"], network: "f",
                                                env: ["g"], flavor: "h", boot: true, exec: ["i"], restart: "always", restartDelay: "5s", restartMax: "3/1min",
                                                healthCmd: "true", healthInterval: "1s", healthTimeout: "1s", healthStartPeriod: "0s",
-                                               healthRetries: 1, restartOnUnhealthy: true, noHealth: true)
+                                               healthRetries: 1, restartOnUnhealthy: true, noHealth: true,
+                                               snapshotEvery: "1h", snapshotKeep: 1, snapshotKeepDaily: 1, snapshotKeepWeekly: 1, noSnapshotSchedule: true)
 
     @Test func everyFieldIsDocumentedAndEveryDocumentedFieldExists() throws {
         for (endpoint, schemaName, example) in Self.requests {

@@ -269,3 +269,52 @@ func expectRefusedOnItsLine(_ line: String, _ words: String, sourceLocation: Sou
         return message.contains(words) && message.contains("/srv/site.yaml:4:")
     }
 }
+
+@Suite struct ManifestSnapshotScheduleTests {
+    static let manifest = """
+        defaults:
+          snapshots: { every: 1h, keep: 24 }
+        machines:
+          db1:
+            image: { clone: base }
+            snapshots: { every: 15min, keep_daily: 7, keep_weekly: 4 }
+          db2:
+            image: { clone: base }
+          db3:
+            image: { clone: base }
+            snapshots: none
+        """
+
+    @Test func aLayerReplacesTheScheduleWholeAndThePlanComparesWithTheService() throws {
+        let machines = try ManifestTests.parse(Self.manifest).resolved()
+        #expect(machines[0].snapshots == .schedule(SnapshotSchedule(everySeconds: 900, keepDaily: 7, keepWeekly: 4)))
+        #expect(machines[1].snapshots == .schedule(SnapshotSchedule(everySeconds: 3600, keep: 24)))
+        #expect(machines[2].snapshots == SnapshotsSetting.none)
+        #expect(machines[0].origins["snapshots"] == "machine" && machines[1].origins["snapshots"] == "defaults")
+
+        var observed = ObservedMachine()
+        observed.exists = true
+        observed.origin = try MachineName("base")
+        #expect(Planner.plan(machines[1], observed: observed, checks: GuestChecks()).changes
+            == [PlannedChange(.add, .snapshots, new: .text("every 1h, keep 24"))])
+        observed.snapshotSchedule = machines[1].snapshots?.schedule
+        #expect(Planner.plan(machines[1], observed: observed, checks: GuestChecks()).changes.isEmpty)
+        #expect(Planner.plan(machines[0], observed: observed, checks: GuestChecks()).changes.map(\.op) == [.change])
+        #expect(Planner.plan(machines[2], observed: observed, checks: GuestChecks()).changes.map(\.op) == [.remove])
+        observed.snapshotSchedule = nil
+        #expect(Planner.plan(machines[2], observed: observed, checks: GuestChecks()).changes.isEmpty)
+    }
+
+    @Test(arguments: [
+        ("snapshots: hourly", "expected none, or a mapping with every"),
+        ("snapshots: { keep: 3 }", "'every' is missing"),
+        ("snapshots: { every: 1h }", "would keep every snapshot"),
+        ("snapshots: { every: soon, keep: 3 }", "invalid snapshot interval 'soon'"),
+        ("snapshots: { every: 1h, keep: 0 }", "invalid snapshot keep 0"),
+        ("snapshots: { every: 1h, keep: lots }", "expected a whole number from 1 to 10000"),
+        ("snapshots: { every: 1h, keep: 3, monthly: 2 }", "monthly"),
+    ])
+    func badSchedulesAreRefusedWhereTheyAreWritten(_ line: String, _ words: String) {
+        expectRefusedOnItsLine(line, words)
+    }
+}

@@ -31,7 +31,7 @@ extension LocalService {
 
     public func snapshot(_ name: MachineName, _ request: SnapshotRequest) async throws -> SnapshotResult {
         try request.validate()
-        return try await manager.snapshot(name, as: request.name)
+        return try await manager.snapshot(name, as: request.name, expiresAfter: try request.expiresAfter())
     }
 
     public func snapshots(_ name: MachineName) async throws -> [SnapshotInfo] { try await manager.snapshots(name) }

@@ -7,7 +7,7 @@ extension LocalService {
         try await requireImage(name)
         let edit = try request.settingsEdit()
         let flavor = try request.flavor.map { (flavor) throws(NspawnError) in try Flavor.load(flavor) }
-        if edit.isEmpty && edit.restart == nil && edit.health == nil && flavor == nil { return try await manager.config(name) }
+        if edit.isEmpty && edit.restart == nil && edit.health == nil && edit.snapshotSchedule == nil && flavor == nil { return try await manager.config(name) }
         return try await manager.configure(name, edit: edit, flavor: flavor)
     }
 

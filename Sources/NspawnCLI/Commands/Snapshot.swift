@@ -20,21 +20,33 @@ struct Snapshot: AsyncParsableCommand, JSONCapable {
     @Argument(help: "Snapshot name (default: the UTC time, such as 20261201-173000).")
     var snapshot: String?
 
-    func validate() throws { if let snapshot { try checkSnapshotName(snapshot) } }
+    @Option(help: ArgumentHelp("Remove the snapshot after this long, such as 7d (the machine's snapshot timer does).", valueName: "SPAN"))
+    var expire: String?
+
+    func validate() throws {
+        if let snapshot { try checkSnapshotName(snapshot) }
+        do { try SnapshotRequest(expire: expire).validate() } catch { throw ValidationError(error.description) }
+    }
 
     func run() async throws {
-        let result = try await output.service.snapshot(name, SnapshotRequest(name: snapshot))
+        let result = try await output.service.snapshot(name, SnapshotRequest(name: snapshot, expire: expire))
         if output.json {
             printOut(Renderer.json(result))
         } else {
             let size = result.snapshot.size.map { ", \(Renderer.humanSize($0))" } ?? ""
-            printOut("snapshot '\(result.snapshot.name)' of '\(name)' taken by \(result.method.rawValue) in \(secondsText(result.seconds))\(size)")
+            let expiry = result.snapshot.expires.map { ", expires \(Renderer.timestamp($0))" } ?? ""
+            printOut("snapshot '\(result.snapshot.name)' of '\(name)' taken by \(result.method.rawValue) in \(secondsText(result.seconds))\(size)\(expiry)")
         }
     }
 }
 
 struct Snapshots: AsyncParsableCommand, JSONCapable {
-    static let configuration = CommandConfiguration(commandName: "snapshots", abstract: "List a machine's snapshots, oldest first.")
+    static let configuration = CommandConfiguration(
+        commandName: "snapshots", abstract: "List a machine's snapshots, oldest first.",
+        discussion: """
+            EXPIRES is when the snapshot timer removes a snapshot, 'by schedule' for one the \
+            schedule's retention removes; 'snapshot-schedule NAME' and 'status NAME' show the schedule.
+            """)
 
     @OptionGroup var output: OutputOptions
 
@@ -106,8 +118,9 @@ func secondsText(_ seconds: Double) -> String {
 
 extension Renderer {
     static func snapshotTable(_ snapshots: [SnapshotInfo]) -> String {
-        table(headers: ["NAME", "CREATED", "METHOD", "SIZE"], rows: snapshots.map {
-            [$0.name, $0.created.map(timestamp) ?? "-", $0.method.rawValue, $0.size.map(humanSize) ?? "-"]
+        table(headers: ["NAME", "CREATED", "METHOD", "SIZE", "EXPIRES"], rows: snapshots.map {
+            [$0.name, $0.created.map(timestamp) ?? "-", $0.method.rawValue, $0.size.map(humanSize) ?? "-",
+             $0.expires.map(timestamp) ?? ($0.scheduled ? "by schedule" : "-")]
         })
     }
 

@@ -55,6 +55,7 @@ extension MachineManager {
                 if let flavor { try Self.applyFlavor(flavor, to: name, live: false, bus: bus) }
                 if let restart = edit.restart { try Self.applyRestartPolicy(try restart.applied(to: nil, machine: name.rawValue), to: name, bus: bus) }
                 if let health = edit.health { try Self.applyHealthCheck(try health.applied(to: nil, machine: name.rawValue), to: name, running: false, bus: bus) }
+                if let schedule = edit.snapshotSchedule?.schedule { try Self.applySnapshotSchedule(schedule, to: name, machined: machined, bus: bus) }
                 if let activation {
                     let root = try Self.writableDirectoryImage(name, machined: machined)
                     try Self.installSocketActivation(activation, root: root, bus: bus)
@@ -80,6 +81,7 @@ extension MachineManager {
         }
         try? removeHostSocket(name, bus: bus)
         try? removeHealthCheck(of: name, bus: bus)
+        try? removeSnapshotSchedule(of: name, bus: bus)
         try? removeUnitFiles(of: name)
         try? systemd.reload()
         try? systemd.resetFailedUnit(name.serviceUnit)

@@ -41,6 +41,7 @@ extension MachineManager {
             // A pending resize goes with the machine: there is nothing left to confirm or revert.
             try Self.removeConfirmTimer(of: name, bus: bus)
             try Self.removeHealthCheck(of: name, bus: bus)
+            try Self.removeSnapshotSchedule(of: name, bus: bus)
             let unitFiles: [String] = [name.flavorDropInPath, name.flavorBeforeResizePath, name.restartDropInPath]
             if unitFiles.contains(where: { path in access(path, F_OK) == 0 }) {
                 try Self.removeUnitFiles(of: name)
@@ -73,6 +74,7 @@ extension MachineManager {
             let systemd = SystemdManager(bus: bus)
             let wasEnabled = SystemdManager.isEnabled(try systemd.unitFileState(name.serviceUnit))
             let health = try Self.healthCheck(of: name)
+            let snapshotSchedule = try Self.recordedSnapshotSchedule(of: name)
             try machined.renameImage(name, to: newName)
             // The snapshots go with the machine.
             try snapshots?.move(to: newName)
@@ -89,6 +91,10 @@ extension MachineManager {
             if let health {
                 try Self.removeHealthCheck(of: name, bus: bus)
                 try Self.applyHealthCheck(health, to: newName, running: false, bus: bus)
+            }
+            if let snapshotSchedule {
+                try Self.removeSnapshotSchedule(of: name, bus: bus)
+                try Self.applySnapshotSchedule(snapshotSchedule, to: newName, machined: machined, bus: bus)
             }
             if wasEnabled {
                 _ = try systemd.disableUnitFiles([name.serviceUnit])

@@ -47,6 +47,7 @@ public struct ObservedMachine: Sendable {
     public var flavor: String?
     public var restart: RestartPolicy?
     public var health: HealthCheck?
+    public var snapshotSchedule: SnapshotSchedule?
     /// The trusted settings file (/etc, then /run); empty when there is none.
     public var settings = NspawnSettings()
     public var record: ProvisioningRecord?
@@ -95,6 +96,7 @@ extension MachineManager {
             observed.flavor = try Self.flavorName(of: name)
             observed.restart = try Self.restartPolicy(of: name)
             observed.health = try Self.healthCheck(of: name)
+            observed.snapshotSchedule = try Self.snapshotSchedule(of: name)
             observed.settings = try Self.loadSettings(name).settings
             observed.exposed = access(name.socketUnitPath, F_OK) == 0
             let properties = try machined.imageProperties(name, path: objectPath)
@@ -266,7 +268,8 @@ extension MachineManager {
         try await withBus { bus in
             var files: [(String, [UInt8]?)] = []
             for path in [name.settingsPath, name.flavorDropInPath, name.restartDropInPath, name.socketUnitPath,
-                         name.healthServicePath, name.healthTimerPath, name.healthDropInPath] + name.controlDropIns {
+                         name.healthServicePath, name.healthTimerPath, name.healthDropInPath,
+                         name.snapshotServicePath, name.snapshotTimerPath] + name.controlDropIns {
                 files.append((path, try AtomicFile.readBytes(path)))
             }
             let enabled = try SystemdManager(bus: bus).unitFileState(name.serviceUnit).map { $0 == "enabled" } ?? false
@@ -290,6 +293,7 @@ extension MachineManager {
                 }
             }
             try systemd.reload()
+            try Self.settleSnapshotTimer(of: name, bus: bus)
             let enabled = try systemd.unitFileState(name.serviceUnit).map { $0 == "enabled" } ?? false
             if enabled != state.enabled {
                 if state.enabled { _ = try systemd.enableUnitFiles([name.serviceUnit]) } else { _ = try systemd.disableUnitFiles([name.serviceUnit]) }

@@ -14,6 +14,8 @@ public struct MachineConfig: Sendable, Codable, Equatable {
     public var restart: RestartPolicy?
     /// The command run inside at an interval, and how its failures count; nil: none.
     public var health: HealthCheck?
+    /// Snapshots taken by a host timer, and how many are kept; nil: none.
+    public var snapshotSchedule: SnapshotSchedule?
 }
 
 extension MachineManager {
@@ -56,6 +58,7 @@ extension MachineManager {
             }
             if let restart { try Self.applyRestartPolicy(restart, to: name, bus: bus) }
             if let health { try Self.applyHealthCheck(health, to: name, running: machined.machinePathIfRunning(name) != nil, bus: bus) }
+            if let schedule = edit.snapshotSchedule { try Self.applySnapshotSchedule(schedule.schedule, to: name, machined: machined, bus: bus) }
             if let changedSettings { try AtomicFile.write(name.settingsPath, changedSettings) }
             return try Self.currentConfig(name)
         }
@@ -116,7 +119,7 @@ extension MachineManager {
         let source = try loadSettings(name)
         return MachineConfig(name: name.rawValue, path: source.path, settings: source.settings.effective,
                              flavor: try flavorName(of: name), exposed: try exposedAddresses(of: name), restart: try restartPolicy(of: name),
-                             health: try healthCheck(of: name))
+                             health: try healthCheck(of: name), snapshotSchedule: try snapshotSchedule(of: name))
     }
 
     /// Puts `policy` in force whole (a manifest's), whatever the policy before.

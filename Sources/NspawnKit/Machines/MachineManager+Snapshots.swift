@@ -51,6 +51,8 @@ package struct SnapshotStore {
         var created: Date
         var method: SnapshotMethod
         var size: UInt64?
+        var expires: Date?
+        var scheduled: Bool?
     }
 
     /// Every snapshot, oldest first.
@@ -72,7 +74,8 @@ package struct SnapshotStore {
             .flatMap { $0 }.flatMap { try? WireJSON.decoder().decode(Record.self, from: Data($0)) }
         let method = record?.method ?? (st.st_ino == SnapshotStore.subvolumeInode ? .btrfs : .copy)
         let created = record?.created ?? Date(timeIntervalSince1970: Double(st.st_mtim.tv_sec))
-        return SnapshotInfo(name: name, created: created, method: method, size: record?.size, path: path(of: name))
+        return SnapshotInfo(name: name, created: created, method: method, size: record?.size, path: path(of: name),
+                            expires: record?.expires, scheduled: record?.scheduled ?? false)
     }
 
     package func find(_ name: String) throws(NspawnError) -> (Directory, SnapshotInfo) {
@@ -84,7 +87,8 @@ package struct SnapshotStore {
     }
 
     func writeRecord(_ info: SnapshotInfo) throws(NspawnError) {
-        let record = Record(created: info.created ?? Date(), method: info.method, size: info.size)
+        let record = Record(created: info.created ?? Date(), method: info.method, size: info.size, expires: info.expires,
+                            scheduled: info.scheduled ? true : nil)
         guard let data = try? WireJSON.encoder().encode(record) else { throw .failed("cannot encode the record of snapshot '\(info.name)'") }
         try AtomicFile.write("\(path)/\(Self.recordName(info.name))", String(decoding: data, as: UTF8.self) + "\n", mode: 0o600)
     }
@@ -177,40 +181,51 @@ extension MachineManager {
     /// A read-only copy of the machine's root: a btrfs snapshot where the root is a subvolume,
     /// else a tree copy (reflinked where the file system can) marked immutable. A running
     /// machine's snapshot is crash-consistent, as if its power had been cut at that moment.
-    public func snapshot(_ name: MachineName, as snapshot: String?) async throws -> SnapshotResult {
+    /// With `expiresAfter`, the machine's snapshot timer removes it after that many seconds.
+    public func snapshot(_ name: MachineName, as snapshot: String?, expiresAfter: Double? = nil) async throws -> SnapshotResult {
         let snapshot = snapshot ?? Self.defaultSnapshotName()
         try SnapshotInfo.check(snapshot)
+        if let expiresAfter, expiresAfter <= 0 { throw NspawnError.invalidArgument("invalid snapshot expiry: expected a time span above 0") }
         return try await withBus { bus in
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
             let root = try MachineRoot.open(name, bus: bus, writable: false)
             let store = SnapshotStore(machine: name, imagePath: root.path)
-            let directory = try store.openOrCreate()
-            if (try? directory.status(snapshot)) != nil {
-                throw NspawnError.system("snapshot '\(store.path(of: snapshot))' exists", .fileExists)
-            }
             let started = ContinuousClock.now
-            let temporary = temporaryName("snapshot")
-            let (method, size) = try Self.copyRoot(root.directory, label: root.path, to: temporary, in: directory,
-                                                   label: "\(store.path)/\(temporary)", readOnly: true)
-            do throws(NspawnError) {
-                do throws(Errno) { try directory.renameNoReplace(temporary, to: snapshot) } catch {
-                    throw NspawnError.system("cannot name the snapshot '\(store.path(of: snapshot))'", error)
-                }
-            } catch {
-                try? SnapshotStore.removeTree(temporary, in: directory, label: temporary)
-                throw error
-            }
-            let info = SnapshotInfo(name: snapshot, created: Date(), method: method, size: size, path: store.path(of: snapshot))
-            try store.writeRecord(info)
-            if method != .btrfs {
-                do throws(Errno) { try SnapshotStore.setImmutable(try directory.openDirectory(snapshot), true) } catch {
-                    throw NspawnError.system("cannot make snapshot '\(info.path)' read-only", error)
-                }
-            }
-            try? directory.sync()
-            return SnapshotResult(name: name.rawValue, snapshot: info, method: method, seconds: (ContinuousClock.now - started).seconds)
+            let info = try Self.takeSnapshot(snapshot, of: root, in: store, expires: expiresAfter.map { Date().addingTimeInterval($0) }, scheduled: false)
+            if info.expires != nil { try Self.syncSnapshotTimer(of: name, store: store, bus: bus) }
+            return SnapshotResult(name: name.rawValue, snapshot: info, method: info.method, seconds: (ContinuousClock.now - started).seconds)
         }
+    }
+
+    /// Copies the root to the new snapshot `snapshot`, records it and marks it read-only. The
+    /// caller holds the machine's name lock.
+    static func takeSnapshot(_ snapshot: String, of root: MachineRoot, in store: SnapshotStore, expires: Date?, scheduled: Bool) throws -> SnapshotInfo {
+        let directory = try store.openOrCreate()
+        if (try? directory.status(snapshot)) != nil {
+            throw NspawnError.system("snapshot '\(store.path(of: snapshot))' exists", .fileExists)
+        }
+        let temporary = temporaryName("snapshot")
+        let (method, size) = try copyRoot(root.directory, label: root.path, to: temporary, in: directory,
+                                          label: "\(store.path)/\(temporary)", readOnly: true)
+        do throws(NspawnError) {
+            do throws(Errno) { try directory.renameNoReplace(temporary, to: snapshot) } catch {
+                throw NspawnError.system("cannot name the snapshot '\(store.path(of: snapshot))'", error)
+            }
+        } catch {
+            try? SnapshotStore.removeTree(temporary, in: directory, label: temporary)
+            throw error
+        }
+        let info = SnapshotInfo(name: snapshot, created: Date(), method: method, size: size, path: store.path(of: snapshot),
+                                expires: expires, scheduled: scheduled)
+        try store.writeRecord(info)
+        if method != .btrfs {
+            do throws(Errno) { try SnapshotStore.setImmutable(try directory.openDirectory(snapshot), true) } catch {
+                throw NspawnError.system("cannot make snapshot '\(info.path)' read-only", error)
+            }
+        }
+        try? directory.sync()
+        return info
     }
 
     public func snapshots(_ name: MachineName) async throws -> [SnapshotInfo] {
@@ -226,7 +241,9 @@ extension MachineManager {
             let lock = try ImageStore.system.lockName(name)
             defer { withExtendedLifetime(lock) {} }
             let root = try MachineRoot.open(name, bus: bus, writable: false)
-            try SnapshotStore(machine: name, imagePath: root.path).remove(snapshot)
+            let store = SnapshotStore(machine: name, imagePath: root.path)
+            try store.remove(snapshot)
+            try Self.syncSnapshotTimer(of: name, store: store, bus: bus)
         }
     }
 

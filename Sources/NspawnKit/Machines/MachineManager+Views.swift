@@ -219,6 +219,7 @@ extension MachineManager {
             if p.type == "directory" || p.type == "subvolume", let path = p.path { status.oci = OCIOrigin.read(imagePath: path) }
             // Snapshots that cannot be read leave the rest of the status standing.
             status.snapshots = p.path.flatMap { try? SnapshotStore(machine: name, imagePath: $0).list() }
+            status.snapshotSchedule = try? snapshotSchedule(of: name)
             if status.os == nil, machine == nil, let os = MachineProbe.imageOSRelease(type: p.type, path: p.path) {
                 status.os = os
             } else if status.os == nil {

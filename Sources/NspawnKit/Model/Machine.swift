@@ -81,6 +81,8 @@ public struct MachineStatus: Sendable, Codable, Equatable {
     public var oci: OCIOrigin?
     /// The image's snapshots, oldest first; nil when there is no image.
     public var snapshots: [SnapshotInfo]?
+    /// Snapshots taken by a host timer, and how many are kept; nil: none.
+    public var snapshotSchedule: SnapshotSchedule?
     /// The restart policy of the machine's drop-in (nil: none, systemd's template restarts nothing).
     public var restart: RestartPolicy?
     /// systemd's automatic restarts of the unit since it was last started by hand (NRestarts).

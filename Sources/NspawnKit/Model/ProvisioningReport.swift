@@ -43,6 +43,7 @@ public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
     case flavor
     case restart
     case health
+    case snapshots
     case enabled
     case file(String)
     case expose
@@ -58,6 +59,7 @@ public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
         case .flavor: "flavor"
         case .restart: "restart"
         case .health: "health"
+        case .snapshots: "snapshots"
         case .enabled: "enabled"
         case .file(let path): "file:\(path)"
         case .expose: "expose"
@@ -75,6 +77,7 @@ public enum ChangeField: Hashable, Sendable, Codable, CustomStringConvertible {
         case "flavor": self = .flavor
         case "restart": self = .restart
         case "health": self = .health
+        case "snapshots": self = .snapshots
         case "enabled": self = .enabled
         case "expose": self = .expose
         case "state": self = .state

@@ -18,13 +18,20 @@ public struct SnapshotInfo: Sendable, Codable, Equatable {
     /// Bytes of file data copied; nil for a btrfs snapshot, which copies none.
     public var size: UInt64?
     public var path: String
+    /// When the snapshot schedule's timer removes it; nil: never by expiry.
+    public var expires: Date?
+    /// Taken by the machine's snapshot schedule, whose retention may remove it.
+    public var scheduled: Bool
 
-    public init(name: String, created: Date?, method: SnapshotMethod, size: UInt64?, path: String) {
+    public init(name: String, created: Date?, method: SnapshotMethod, size: UInt64?, path: String,
+                expires: Date? = nil, scheduled: Bool = false) {
         self.name = name
         self.created = created
         self.method = method
         self.size = size
         self.path = path
+        self.expires = expires
+        self.scheduled = scheduled
     }
 
     /// 1 to 64 characters of `[A-Za-z0-9._+@:-]`, not beginning with a dot: a file name that

@@ -44,6 +44,8 @@ public struct SettingsEdit: Sendable, Equatable {
     public var restart: RestartChange?
     /// Kept in units of its own; `isEmpty` does not count it either.
     public var health: HealthChange?
+    /// Kept in units of its own; `isEmpty` does not count it either.
+    public var snapshotSchedule: SnapshotScheduleChange?
 
     public init() {}
 
@@ -63,6 +65,7 @@ public struct SettingsEdit: Sendable, Equatable {
             && lhs.removals == rhs.removals && lhs.binds == rhs.binds && lhs.readOnlyBinds == rhs.readOnlyBinds
             && lhs.ports == rhs.ports && lhs.environment == rhs.environment
             && lhs.network == rhs.network && lhs.boot == rhs.boot && lhs.restart == rhs.restart && lhs.health == rhs.health
+            && lhs.snapshotSchedule == rhs.snapshotSchedule
     }
 }
 
