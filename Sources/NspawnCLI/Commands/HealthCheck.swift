@@ -37,9 +37,7 @@ struct HealthCheckRun: AsyncParsableCommand, JSONCapable {
         if let before = result.changedFrom {
             printOut("machine '\(name)' is \(health.text), was \(before.rawValue)" + (result.restarted ? "; restarted it" : ""))
         } else if health.lastExitCode != 0 {
-            let how = health.lastExitCode.map { "exit \($0)" } ?? "did not finish"
-            let line = health.lastOutput?.split(separator: "\n").last.map { ": \($0)" } ?? ""
-            printOut("machine '\(name)' is \(health.status.rawValue); its check failed (\(how)\(line)), \(health.failingStreak) in a row")
+            printOut("machine '\(name)' is \(health.status.rawValue); its check failed (\(health.lastFailure)), \(health.failingStreak) in a row")
         }
     }
 }

@@ -150,9 +150,10 @@ extension MachineManager {
             }
             var ended: [Int32] = []
             for entry in fds where entry.revents != 0 {
-                let count = buffer.withUnsafeMutableBytes { read(entry.fd, $0.baseAddress, $0.count) }
-                if count < 0 && errno == EINTR { continue }
-                guard count > 0, let index = descriptors.firstIndex(where: { $0.rawValue == entry.fd }) else {
+                guard let index = descriptors.firstIndex(where: { $0.rawValue == entry.fd }) else { continue }
+                // EOF or a read error both end this stream; the exit status still tells.
+                let count = (try? buffer.withUnsafeMutableBytes { try descriptors[index].read(into: $0) }) ?? 0
+                guard count > 0 else {
                     ended.append(entry.fd)
                     continue
                 }

@@ -253,9 +253,14 @@ public struct MachineHealth: Codable, Sendable, Equatable {
     /// `healthy`, `unhealthy (3 failures in a row; exit 1: connection refused)`.
     public var text: String {
         guard status != .healthy, failingStreak > 0 else { return status.rawValue }
+        return "\(status.rawValue) (\(failingStreak) failure\(failingStreak == 1 ? "" : "s") in a row; \(lastFailure))"
+    }
+
+    /// `exit 3: sick now` or `timed out`: how the last check ended, with its last line of output.
+    public var lastFailure: String {
         let how = lastExitCode.map { "exit \($0)" } ?? "timed out"
         let line = lastOutput?.split(separator: "\n").last.map { ": \($0)" } ?? ""
-        return "\(status.rawValue) (\(failingStreak) failure\(failingStreak == 1 ? "" : "s") in a row; \(how)\(line))"
+        return how + line
     }
 
     static let directory = "/run/nspawnctl/health"
