@@ -71,11 +71,7 @@ struct AnsibleController {
         let hostKey = try Testbed.mustSh("cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub").trimmed
         try write("known_hosts", "nspawnctl-testbed \(hostKey)\n")
 
-        let status = try Testbed.runLocal([Testbed.repositoryRoot.appendingPathComponent("scripts/testbed").path, "status", Testbed.name ?? ""])
-        guard let pid = status.stdout.firstMatch(of: /systemd PID (\d+)/)?.1 else {
-            Issue.record("the testbed's PID: \(status)")
-            throw TestbedError.setupFailed("scripts/testbed status")
-        }
+        let pid = try Self.testbedPID()
         try write("inventory", """
             [fleet]
             testbed ansible_host=127.0.0.1 ansible_user=root ansible_python_interpreter=/usr/bin/python3 ansible_ssh_private_key_file=\(path("id_ed25519"))
@@ -94,7 +90,7 @@ struct AnsibleController {
 
             [ssh_connection]
             pipelining = true
-            ssh_args = -o ControlMaster=no -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=\(path("known_hosts")) -o HostKeyAlias=nspawnctl-testbed -o "ProxyCommand=/usr/bin/nsenter -t \(pid) -n /usr/bin/socat STDIO TCP:127.0.0.1:22"
+            ssh_args = -o ControlMaster=no -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=\(path("known_hosts")) -o HostKeyAlias=nspawnctl-testbed -o "ProxyCommand=\(Self.proxyCommand(pid: pid))"
 
             """)
         // The apply's registered result goes back to the controller as JSON, for the test to read.
@@ -118,6 +114,21 @@ struct AnsibleController {
                   changed_when: false
 
             """)
+    }
+
+    /// The PID of the testbed's systemd, whose network namespace holds its sshd.
+    static func testbedPID() throws -> String {
+        let status = try Testbed.runLocal([Testbed.repositoryRoot.appendingPathComponent("scripts/testbed").path, "status", Testbed.name ?? ""])
+        guard let pid = status.stdout.firstMatch(of: /systemd PID (\d+)/)?.1 else {
+            Issue.record("the testbed's PID: \(status)")
+            throw TestbedError.setupFailed("scripts/testbed status")
+        }
+        return String(pid)
+    }
+
+    /// ssh's ProxyCommand to the testbed's sshd: 127.0.0.1:22 in the testbed's network namespace.
+    static func proxyCommand(pid: String) -> String {
+        "/usr/bin/nsenter -t \(pid) -n /usr/bin/socat STDIO TCP:127.0.0.1:22"
     }
 
     /// Removes the controller's key from the testbed and the scratch directory.
