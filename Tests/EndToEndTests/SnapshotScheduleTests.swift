@@ -86,6 +86,10 @@ struct SnapshotScheduleEndToEndTests {
         }
     }
 
+}
+
+/// In the serialized suite: it needs nspawnd no more than other verbs do.
+extension EndToEndTests {
     @Test func aManifestConvergesTheScheduleAndRenameAndRemoveCarryIt() throws {
         let name = "e2e-sched-m"
         let renamed = "e2e-sched-n"
