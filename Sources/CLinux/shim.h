@@ -10,6 +10,7 @@
 #include <linux/rtnetlink.h>
 #include <linux/if_addr.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <string.h>
@@ -119,6 +120,13 @@ static inline int nspawnctl_netlink_route_socket(void) {
 }
 /* An unnamed file in a directory (O_TMPFILE): gone with its last descriptor, whatever ends the process. */
 static inline int nspawnctl_open_tmpfile(int dirfd) { return openat(dirfd, ".", __O_TMPFILE | __O_DIRECTORY | O_RDWR | O_CLOEXEC, 0600); }
+
+/* Gives an O_TMPFILE file its name in `dirfd`; fails with EEXIST rather than replace. */
+static inline int nspawnctl_link_tmpfile(int fd, int dirfd, const char *name) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW);
+}
 static const uint16_t nspawnctl_nlmsg_error = NLMSG_ERROR;
 static const uint16_t nspawnctl_nlmsg_done = NLMSG_DONE;
 static const uint16_t nspawnctl_nlm_f_request = NLM_F_REQUEST;

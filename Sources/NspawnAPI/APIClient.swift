@@ -26,6 +26,10 @@ public struct APIClient: NspawnService {
         throw CopyRequest.refusedThroughDaemon("copy-from")
     }
 
+    public func export(_ name: MachineName, _ request: ExportRequest) async throws -> ExportResult {
+        throw ExportRequest.refusedThroughDaemon
+    }
+
     public func list(_ request: ListRequest) async throws -> [MachineSummary] {
         try await call(.listMachines, query: request.all == true ? "all=true" : nil)
     }

@@ -509,6 +509,26 @@ public struct SnapshotRemoveRequest: Codable, Sendable, Equatable {
     public func validate() throws(NspawnError) { try SnapshotInfo.check(snapshot) }
 }
 
+/// `export`: the archive's file on this host (`-`: standard output), and whether the
+/// snapshots go in too. Only the library carries it; through nspawnd it is refused.
+public struct ExportRequest: Sendable, Equatable {
+    public var file: String
+    public var snapshots: Bool?
+
+    public init(file: String, snapshots: Bool? = nil) {
+        self.file = file
+        self.snapshots = snapshots
+    }
+
+    public func validate() throws(NspawnError) {
+        if file.isEmpty || file.contains("\0") { throw .invalidArgument("invalid archive file '\(file.escapedForMessage)'") }
+    }
+
+    static var refusedThroughDaemon: NspawnError {
+        .invalidArgument("export works on the local host only: it writes the archive on this host, so run it as root without --api or --host")
+    }
+}
+
 /// `copy-to` and `copy-from`: a path on one side, and where the copy goes on the other.
 /// Only the library carries it; through nspawnd it is refused (see `APIClient.copyTo`).
 public struct CopyRequest: Sendable, Equatable {

@@ -17,7 +17,7 @@ public enum NspawnctlImages {
         static let configuration = CommandConfiguration(
             commandName: ImagesHelperProgram.executableName,
             abstract: "Imports, bootstraps, plans and applies for nspawnctl and nspawnd, as their child (see 'nspawnctl import --help').",
-            subcommands: [ImportImage.self, BootstrapImage.self, RemoteImages.self, PlanManifest.self, ApplyManifest.self])
+            subcommands: [ImportImage.self, BootstrapImage.self, RemoteImages.self, PlanManifest.self, ApplyManifest.self, ExportMachine.self])
     }
 
     public static func main(_ argv: [String] = CommandLine.arguments) async -> Never {
@@ -55,6 +55,33 @@ func runImport(name: MachineName, source: NspawnKit.ImageSource, options: Import
         emit(.progress($0))
     }
     printOut(Renderer.json(result))
+}
+
+/// `export`: the archive goes to FILE, or for `-` to descriptor 3, which the parent passes (its own stdout).
+struct ExportMachine: HelperCommand {
+    static let configuration = CommandConfiguration(commandName: "export", abstract: "Write a machine's archive.")
+
+    @OptionGroup var output: OutputOptions
+    @Flag var snapshots = false
+    @Argument(transform: parseMachineName) var name: MachineName
+    @Argument var file: String
+
+    func run() async throws {
+        let cancellation = ImportCancellation()
+        let signals = CancelOnSignals(cancellation)
+        defer { signals.restore() }
+        let target = file == "-" ? ArchiveOutput(descriptor: FileDescriptor(rawValue: 3), label: "standard output")
+                                 : try ArchiveOutput(path: file)
+        let name = name
+        let withSnapshots = snapshots
+        let result = try await OSThread.run {
+            let result = try MachineArchive.export(name, to: target.descriptor, label: target.label, compression: ArchiveCompression(forName: file),
+                                                   withSnapshots: withSnapshots, isCancelled: { cancellation.isCancelled })
+            try target.commit()
+            return result
+        }
+        printOut(Renderer.json(result))
+    }
 }
 
 struct ImportImage: HelperCommand {

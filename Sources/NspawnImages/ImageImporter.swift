@@ -208,10 +208,19 @@ public struct ImageImporter: Sendable {
             throw .failed("import of '\(name)': no input")
         }
 
+        // An nspawnctl machine archive: every part checked before anything is installed.
+        var machineArchive: MachineArchive.Extracted?
+        if oci == nil, MachineArchive.isArchive(work) {
+            guard options.setup.isEmpty else { throw .invalidArgument("setup steps do not apply to a machine archive: it restores a machine as it was") }
+            counters.phase.store(ImportProgress.Phase.verify.code, ordering: .relaxed)
+            machineArchive = try MachineArchive.verify(work, workPath: "\(store.directory)/\(temporary)", source: source.description)
+            verified.append("parts")
+        }
+
         // Strip one wrapping directory (Arch's root.x86_64/); an OCI image's layers make the root itself.
-        var rootPath = temporary
+        var rootPath = machineArchive == nil ? temporary : "\(temporary)/\(MachineArchive.rootDirectory)"
         var stripped: String?
-        if oci == nil, let entries = try? work.entries(), entries.count == 1, let only = entries.first,
+        if oci == nil, machineArchive == nil, let entries = try? work.entries(), entries.count == 1, let only = entries.first,
            !ExtractionPipeline.rootDirectoryNames.contains(only),
            let st = try? work.status(only), (st.st_mode & S_IFMT) == S_IFDIR {
             stripped = only
@@ -257,6 +266,12 @@ public struct ImageImporter: Sendable {
             }
         }
 
+        var imported: ImportedMachine?
+        if let machineArchive {
+            imported = try installMachineParts(machineArchive, name: name, work: work, temporary: temporary, replaced: existing != nil,
+                                               storeDirectory: storeDirectory)
+        }
+
         if var info = image {
             do {
                 try info.writeSettings(for: name, replace: existing != nil)
@@ -273,7 +288,38 @@ public struct ImageImporter: Sendable {
             strippedDirectory: stripped, replaced: existing != nil, removedLeftovers: leftovers, seconds: 0)
         result.image = image
         result.stream = stream
+        result.machine = imported
         return result
+    }
+
+    /// The snapshots and host-side state of a machine archive, once its root is in place. A
+    /// failure takes the new machine away again (its root back below the temporary directory),
+    /// so nothing is left half-restored.
+    private func installMachineParts(_ archive: MachineArchive.Extracted, name: MachineName, work: Directory, temporary: String,
+                                     replaced: Bool, storeDirectory: Directory) throws(NspawnError) -> ImportedMachine {
+        let index = archive.index
+        let snapshots = SnapshotStore(machine: name, imagesDirectory: store.directory)
+        do {
+            // --force replaces the machine whole: the old one's snapshots go with it.
+            if replaced { try snapshots.removeAll() }
+            if !index.snapshots.isEmpty {
+                let directory: Directory
+                do throws(Errno) { directory = try work.openDirectory(MachineArchive.snapshotsDirectory) } catch {
+                    throw NspawnError.system("cannot open '\(store.directory)/\(temporary)/\(MachineArchive.snapshotsDirectory)'", error)
+                }
+                try MachineManager.adoptSnapshots(index.snapshots, from: directory,
+                                                  directoryPath: "\(store.directory)/\(temporary)/\(MachineArchive.snapshotsDirectory)",
+                                                  for: name, imagesDirectory: store.directory)
+            }
+            try MachineManager.installHostState(index.hostState, for: name)
+        } catch {
+            try? MachineManager.installHostState(MachineHostState(enabled: false), for: name)
+            try? snapshots.removeAll()
+            try? storeDirectory.rename(name.rawValue, to: "\(temporary)/\(MachineArchive.rootDirectory)")
+            throw error as? NspawnError ?? .failed("machine '\(name)': \(error)")
+        }
+        return ImportedMachine(archivedName: index.name, sourceHost: index.host, exported: index.created,
+                               hostState: index.hostState.parts, snapshots: index.snapshots.map(\.name))
     }
 }
 

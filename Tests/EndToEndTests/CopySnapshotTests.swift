@@ -28,7 +28,7 @@ enum CopyFixtures {
         try Testbed.mustSh("""
             cd \(path) && find . -printf '%p %M %U:%G %s %T@ %n %l\\n' | sort
             getfattr -R -h -d -m '^user\\.' . 2>/dev/null | grep -v '^$'
-            find . -type f | sort | xargs sha256sum
+            find . -type f -print0 | sort -z | xargs -0 sha256sum
             """).stdout
     }
 

@@ -27,7 +27,7 @@ struct UnitStatusJSON: Decodable {
 }
 
 /// Reads what a socket-activated machine answers on the host's port, from inside the testbed.
-private func connect(_ port: Int) throws -> CommandResult {
+func connect(_ port: Int) throws -> CommandResult {
     try Testbed.sh("timeout 30 busybox nc 127.0.0.1 \(port) </dev/null")
 }
 

@@ -194,7 +194,7 @@ struct ContractTests {
             }
         }
         for argv in [["import", "x", "/srv/root.tar"], ["import", "x", "-"], ["bootstrap", "--tarball", "/srv/a.tar.zst", "archlinux", "x"],
-                     ["copy-to", "x", "/srv/a"], ["copy-from", "--replace", "x", "/etc/hosts", "/tmp/hosts"]] {
+                     ["copy-to", "x", "/srv/a"], ["copy-from", "--replace", "x", "/etc/hosts", "/tmp/hosts"], ["export", "x", "/srv/x.tar.zst"]] {
             do {
                 try await Self.run(argv, along: nowhere)
                 Issue.record("\(argv) succeeded through a daemon")

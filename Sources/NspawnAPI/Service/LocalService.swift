@@ -79,5 +79,11 @@ extension LocalService {
         return try await manager.copyFrom(name, source: request.source, destination: request.destination, replace: request.replace)
     }
 
+    /// In `nspawnctl-images`, which links libarchive; `-` is this process's stdout.
+    public func export(_ name: MachineName, _ request: ExportRequest) async throws -> ExportResult {
+        try request.validate()
+        return try await images.exportMachine(name, file: request.file, withSnapshots: request.snapshots ?? false).get()
+    }
+
     public func exec(_ name: MachineName, _ spec: ExecSpec) async throws -> any GuestProcess { try await manager.exec(name, spec) }
 }

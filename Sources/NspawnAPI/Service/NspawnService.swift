@@ -66,6 +66,8 @@ public protocol FileService: Sendable {
     /// A file or tree from this host into the machine's root, or out of it.
     func copyTo(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult
     func copyFrom(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult
+    /// The whole machine into one archive on this host (`export`).
+    func export(_ name: MachineName, _ request: ExportRequest) async throws -> ExportResult
     /// A command in a running machine (`exec`; an empty command is `shell`'s login shell).
     /// The caller reads and writes its descriptors whichever way it went: in this process,
     /// or relayed over nspawnd's exec stream.

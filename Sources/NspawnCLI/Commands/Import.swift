@@ -34,7 +34,9 @@ package struct Import: AsyncParsableCommand, JSONCapable {
         discussion: """
             SOURCE is a file, an http(s) URL (streamed) or '-' for stdin. Compression (zstd, gzip, xz, \
             bzip2 or none) is detected from the content; one top directory wrapping the root is stripped. \
-            Nothing is visible until the image is complete.
+            An archive 'export' wrote restores the whole machine (settings, flavor, exposure, \
+            enablement, snapshots) once every part matches its digest. Nothing is visible until \
+            the image is complete.
             """)
 
     @OptionGroup package var output: OutputOptions
@@ -120,6 +122,11 @@ package func report(_ result: ImportResult, output: OutputOptions, quiet: Bool) 
         let checks = result.verified.isEmpty ? "not verified" : "verified: " + result.verified.joined(separator: ", ")
         writeStandardError("imported '\(result.name)' into \(result.path): \(result.entries) entries from \(Renderer.humanSize(UInt64(result.sourceBytes)))"
             + " (\(result.compression.isEmpty ? "uncompressed" : result.compression.joined(separator: "+")))\(stripped), \(checks)\n")
+    }
+    if !quiet, let machine = result.machine {
+        writeStandardError("restored machine '\(machine.archivedName)' exported from \(machine.sourceHost.isEmpty ? "?" : machine.sourceHost)"
+            + " at \(Renderer.timestamp(machine.exported)): \(machine.hostState.isEmpty ? "no host-side state" : machine.hostState.joined(separator: ", "))"
+            + (machine.snapshots.isEmpty ? "" : "; snapshots \(machine.snapshots.joined(separator: ", "))") + "\n")
     }
 }
 

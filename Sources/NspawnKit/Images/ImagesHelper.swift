@@ -56,6 +56,12 @@ public struct ImagesHelper: Sendable {
         }
     }
 
+    /// A machine's archive, written by the child to `file`, or to this process's stdout for `-`.
+    public func exportMachine(_ name: MachineName, file: String, withSnapshots: Bool) async -> Result<ExportResult, NspawnError> {
+        let arguments = ["export", "--json"] + (withSnapshots ? ["--snapshots"] : []) + ["--", name.rawValue, file]
+        return await run(arguments, stdin: nil, extra: file == "-" ? [.standardOutput] : [], cancel: ChildCancel()) { _ in }
+    }
+
     /// What an image server offers (`nspawnctl images remote`).
     public func remoteImages(remote: String?, filter: String?) async -> Result<[ImageServerCatalog.Row], NspawnError> {
         let arguments = ["remote", "--json"] + (remote.map { ["--remote=\($0)"] } ?? []) + ["--"] + (filter.map { [$0] } ?? [])
@@ -78,15 +84,15 @@ public struct ImagesHelper: Sendable {
 
     /// Runs the child to its end and decodes the result it printed. Lines on its stderr that
     /// are not events or its error (a warning) go on to this process's stderr.
-    func run<Output: Decodable & Sendable>(_ arguments: [String], stdin: FileDescriptor?, cancel: ChildCancel,
+    func run<Output: Decodable & Sendable>(_ arguments: [String], stdin: FileDescriptor?, extra: [FileDescriptor] = [], cancel: ChildCancel,
                                            events: @escaping @Sendable (HelperEvent) -> Void) async -> Result<Output, NspawnError> {
         let argv = [executable] + arguments
         // The child's lifetime is one blocking wait on the thread that started it: the kernel
         // sends the child its parent-death signal when that thread ends.
-        return await OSThread.run { Self.runBlocking(argv, stdin: stdin, cancel: cancel, events: events) }
+        return await OSThread.run { Self.runBlocking(argv, stdin: stdin, extra: extra, cancel: cancel, events: events) }
     }
 
-    static func runBlocking<Output: Decodable>(_ argv: [String], stdin: FileDescriptor?, cancel: ChildCancel,
+    static func runBlocking<Output: Decodable>(_ argv: [String], stdin: FileDescriptor?, extra: [FileDescriptor] = [], cancel: ChildCancel,
                                                events: (HelperEvent) -> Void) -> Result<Output, NspawnError> {
         let errors: (read: FileDescriptor, write: FileDescriptor)
         do throws(Errno) {
@@ -100,7 +106,7 @@ public struct ImagesHelper: Sendable {
         do throws(NspawnError) {
             defer { try? errors.write.close() }
             output = try MemoryFile()
-            child = try ChildProcess.spawn(argv, stdin: stdin, stdout: output.descriptor, stderr: errors.write)
+            child = try ChildProcess.spawn(argv, stdin: stdin, stdout: output.descriptor, stderr: errors.write, extra: extra)
         } catch {
             return .failure(error)
         }

@@ -202,6 +202,8 @@ public struct ImportResult: Sendable, Codable, Equatable {
     public var unchanged: Bool?
     /// For an image server's image: which product and version it resolved to.
     public var stream: ImageServerCatalog.Choice?
+    /// For an nspawnctl machine archive: what came with the root.
+    public var machine: ImportedMachine?
 
     package init(name: String, path: String, source: String, sourceBytes: Int64, entries: Int, compression: [String],
                  sha256: String, verified: [String], strippedDirectory: String?, replaced: Bool,

@@ -5,7 +5,7 @@ import Glibc
 
 /// Whole-file writes that a crash cannot leave half done: a temporary file in the same
 /// directory, fsync, rename over the target, then fsync of the directory.
-enum AtomicFile {
+package enum AtomicFile {
     /// Replaces (or creates) `path` with `contents`, creating missing parent directories (0755).
     static func write(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(NspawnError) {
         try write(path, bytes: Array(contents.utf8), mode: mode)
@@ -56,7 +56,7 @@ enum AtomicFile {
         }
     }
 
-    static func split(_ path: String) -> (parent: String, base: String) {
+    package static func split(_ path: String) -> (parent: String, base: String) {
         guard let slash = path.lastIndex(of: "/") else { return (".", path) }
         let parent = String(path[..<slash])
         return (parent.isEmpty ? "/" : parent, String(path[path.index(after: slash)...]))

@@ -114,7 +114,10 @@ public struct SocketActivation: Sendable, Equatable {
     static let guestWantsDirectory = "\(guestDirectory)/sockets.target.wants"
     static let guestWantsLink = "\(guestWantsDirectory)/\(guestSocket)"
 
-    func hostSocketText() -> String {
+    func hostSocketText() -> String { Self.hostSocketText(machine: machine, addresses: addresses) }
+
+    /// The host's socket unit: only addresses, so it can be written from nothing else.
+    static func hostSocketText(machine: MachineName, addresses: [ListenAddress]) -> String {
         """
         # Written by 'nspawnctl expose'; removed by 'nspawnctl unexpose'.
         [Unit]
