@@ -30,6 +30,8 @@ extension LocalService {
     }
 
     public func snapshot(_ name: MachineName, _ request: SnapshotRequest) async throws -> SnapshotResult {
+        // A missing machine is 404 whatever the body says, as for config.
+        try await requireImage(name)
         try request.validate()
         return try await manager.snapshot(name, as: request.name, expiresAfter: try request.expiresAfter())
     }
