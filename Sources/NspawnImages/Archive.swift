@@ -20,6 +20,11 @@ struct ArchiveError: Error, Sendable, CustomStringConvertible {
     }
 
     var description: String { message }
+
+    /// `what` with libarchive's message, and its errno as the cause when it recorded one.
+    func nspawnError(_ what: String) -> NspawnError {
+        errno > 0 ? .system("\(what): \(message)", Errno(rawValue: errno)) : .failed("\(what): \(message)")
+    }
 }
 
 /// One header of an archive, borrowed from its reader until the next `nextHeader()`.

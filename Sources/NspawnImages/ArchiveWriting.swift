@@ -35,10 +35,7 @@ final class ArchiveFileWriter {
     }
 
     func failure() -> NspawnError {
-        let errno = archive_errno(handle)
-        let text = archive_error_string(handle).map { String(cString: $0) } ?? "archive error"
-        if errno > 0 { return .system("cannot write '\(label)': \(text.prefix(1).lowercased() + text.dropFirst())", Errno(rawValue: errno)) }
-        return .failed("cannot write '\(label)': \(text.prefix(1).lowercased() + text.dropFirst())")
+        ArchiveError(handle, code: ARCHIVE_FATAL, reading: false).nspawnError("cannot write '\(label)'")
     }
 
     func writeHeader(_ entry: OpaquePointer) throws(NspawnError) {
@@ -94,10 +91,7 @@ final class DiskTreeReader {
     deinit { archive_read_free(handle) }
 
     func failure() -> NspawnError {
-        let errno = archive_errno(handle)
-        let text = archive_error_string(handle).map { String(cString: $0) } ?? "read error"
-        let message = "cannot read '\(root)': \(text.prefix(1).lowercased() + text.dropFirst())"
-        return errno > 0 ? .system(message, Errno(rawValue: errno)) : .failed(message)
+        ArchiveError(handle, code: ARCHIVE_FATAL, reading: true).nspawnError("cannot read '\(root)'")
     }
 
     /// The next entry into `entry`, its path relative to the root ("" for the root itself); nil at the end.

@@ -63,11 +63,14 @@ extension MachineManager {
             let candidates = try store.list().map {
                 SnapshotSchedule.Candidate(name: $0.name, created: $0.created ?? .distantPast, scheduled: $0.scheduled, expires: $0.expires)
             }
-            for doomed in SnapshotSchedule.doomed(candidates, schedule: recorded, now: Date()) {
-                try store.remove(doomed)
-                run.removed.append(doomed)
+            let doomed = SnapshotSchedule.doomed(candidates, schedule: recorded, now: Date())
+            for snapshot in doomed {
+                try store.remove(snapshot)
+                run.removed.append(snapshot)
             }
-            try Self.syncSnapshotTimer(of: name, store: store, bus: bus)
+            // The listing and the schedule in hand say what the timer needs next.
+            let nextExpiry = candidates.filter { !doomed.contains($0.name) }.compactMap(\.expires).min()
+            try Self.writeSnapshotTimer(recorded, of: name, nextExpiry: nextExpiry, bus: bus)
             return run
         }
     }

@@ -10,13 +10,11 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import textwrap
 import unittest
-from unittest import mock
 
 sys.path.insert(0, os.path.dirname(__file__))
-import collection_loader  # noqa: E402,F401  (before the plugins are loaded)
+import collection_loader  # noqa: E402  (before the plugins are loaded)
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound  # noqa: E402
 from ansible.playbook.play_context import PlayContext  # noqa: E402
@@ -51,21 +49,9 @@ FAKE = textwrap.dedent("""\
     """)
 
 
-class ConnectionTestCase(unittest.TestCase):
-    def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="nspawnctl-connection-test-")
-        self.addCleanup(shutil.rmtree, self.work, True)
-        self.binary = os.path.join(self.work, "bin", "nspawnctl")
-        os.mkdir(os.path.dirname(self.binary))
-        with open(self.binary, "w") as stream:
-            stream.write(FAKE.format(python=sys.executable))
-        os.chmod(self.binary, 0o755)
-        self.calls_path = os.path.join(self.work, "calls.jsonl")
-        self.scenario_path = os.path.join(self.work, "scenario.json")
-        patcher = mock.patch.dict(os.environ, {"FAKE_NSPAWNCTL_CALLS": self.calls_path,
-                                               "FAKE_NSPAWNCTL_SCENARIO": self.scenario_path})
-        patcher.start()
-        self.addCleanup(patcher.stop)
+class ConnectionTestCase(collection_loader.FakeNspawnctlCase):
+    FAKE = FAKE
+    PREFIX = "nspawnctl-connection-test-"
 
     def connection(self, machine="web1", **options):
         play_context = PlayContext()
@@ -76,14 +62,7 @@ class ConnectionTestCase(unittest.TestCase):
         return connection
 
     def fail(self, verb, rc, stderr):
-        with open(self.scenario_path, "w") as stream:
-            json.dump({verb: {"rc": rc, "stderr": stderr}}, stream)
-
-    def calls(self):
-        if not os.path.exists(self.calls_path):
-            return []
-        with open(self.calls_path) as stream:
-            return [json.loads(line) for line in stream]
+        self.scenario(**{verb: {"rc": rc, "stderr": stderr}})
 
 
 class ExecTests(ConnectionTestCase):

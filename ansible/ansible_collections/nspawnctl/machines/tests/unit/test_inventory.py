@@ -6,15 +6,12 @@ file's `plugin:`), against a fake nspawnctl that prints a given listing and reco
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import textwrap
 import unittest
-from unittest import mock
 
 sys.path.insert(0, os.path.dirname(__file__))
-import collection_loader  # noqa: E402,F401  (before the plugins are loaded)
+import collection_loader  # noqa: E402  (before the plugins are loaded)
 
 from ansible.errors import AnsibleError  # noqa: E402
 from ansible.inventory.data import InventoryData  # noqa: E402
@@ -47,33 +44,13 @@ LISTING = [
 ]
 
 
-class InventoryTests(unittest.TestCase):
+class InventoryTests(collection_loader.FakeNspawnctlCase):
+    FAKE = FAKE
+    PREFIX = "nspawnctl-inventory-test-"
+
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="nspawnctl-inventory-test-")
-        self.addCleanup(shutil.rmtree, self.work, True)
-        self.binary = os.path.join(self.work, "bin", "nspawnctl")
-        os.mkdir(os.path.dirname(self.binary))
-        with open(self.binary, "w") as stream:
-            stream.write(FAKE.format(python=sys.executable))
-        os.chmod(self.binary, 0o755)
-        self.calls_path = os.path.join(self.work, "calls.jsonl")
-        self.scenario_path = os.path.join(self.work, "scenario.json")
-        patcher = mock.patch.dict(os.environ, {"FAKE_NSPAWNCTL_CALLS": self.calls_path,
-                                               "FAKE_NSPAWNCTL_SCENARIO": self.scenario_path,
-                                               "PATH": os.path.dirname(self.binary) + os.pathsep + os.environ.get("PATH", "")})
-        patcher.start()
-        self.addCleanup(patcher.stop)
+        super().setUp()
         self.scenario(ls={"stdout": json.dumps(LISTING)})
-
-    def scenario(self, **answers):
-        with open(self.scenario_path, "w") as stream:
-            json.dump(answers, stream)
-
-    def calls(self):
-        if not os.path.exists(self.calls_path):
-            return []
-        with open(self.calls_path) as stream:
-            return [json.loads(line) for line in stream]
 
     def inventory(self, text, name="machines.nspawnctl.yml"):
         path = os.path.join(self.work, name)
