@@ -58,7 +58,8 @@ struct ListProbeTests {
         try Testbed.mustSh("""
             machinectl start \(names.joined(separator: " "))
             for name in \(names.joined(separator: " ")); do
-                for i in $(seq 1 100); do [ "$(machinectl show $name -p State --value 2>/dev/null)" = running ] && break; sleep 0.1; done
+                for i in $(seq 1 300); do [ "$(machinectl show $name -p State --value 2>/dev/null)" = running ] && continue 2; sleep 0.1; done
+                echo "$name is not running after 30 s" >&2; exit 1
             done
             """)
     }
@@ -135,6 +136,30 @@ struct ListProbeTests {
         return (parts[0], parts.count > 1 ? parts[1] : "")
     }
 
+    /// The calls in `traffic` (busctl monitor JSON lines) made by nspawnctl's own connections:
+    /// those that asked for both ListMachines and ListImages. A `machinectl list` run by a parallel
+    /// suite asks GetMachineOSRelease of every machine, this test's too, but never ListImages.
+    static func nspawnctlCalls(_ traffic: String) -> [BusCall] {
+        let calls: [BusCall] = traffic.split(separator: "\n").compactMap { line in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  object["type"] as? String == "method_call",
+                  let sender = object["sender"] as? String, let member = object["member"] as? String else { return nil }
+            let payload = object["payload"] as? [String: Any]
+            return BusCall(sender: sender, member: member, arguments: (payload?["data"] as? [Any])?.compactMap { $0 as? String } ?? [])
+        }
+        let senders = Set(calls.map(\.sender)).filter { sender in
+            let members = Set(calls.filter { $0.sender == sender }.map(\.member))
+            return members.contains("ListMachines") && members.contains("ListImages")
+        }
+        return calls.filter { senders.contains($0.sender) }
+    }
+
+    struct BusCall: Sendable {
+        var sender: String
+        var member: String
+        var arguments: [String]
+    }
+
     @Test func machinedIsNotAskedWhatTheProbeLearnsButIsWhenItCannot() throws {
         let name = "e2e-probe-fast"
         try Fixture.with([name]) {
@@ -143,11 +168,10 @@ struct ListProbeTests {
             let machinedAddresses = try Self.machinedAddresses(name)
 
             let root = try Self.monitored("nspawnctl ls --json")
-            #expect(root.traffic.contains("\"ListMachines\""), "the monitor sees nspawnctl's calls: \(root.traffic.prefix(2000))")
-            // The monitor sees every client of machined; other suites' calls name their own machines.
-            let asked = root.traffic.split(separator: "\n").filter {
-                ($0.contains("GetMachineOSRelease") || $0.contains("GetMachineAddresses")) && $0.contains("\"\(name)\"")
-            }
+            let calls = Self.nspawnctlCalls(root.traffic)
+            let sawList = calls.contains { $0.member == "ListMachines" }
+            #expect(sawList, "the monitor sees nspawnctl's calls: \(root.traffic.prefix(2000))")
+            let asked = calls.filter { ["GetMachineOSRelease", "GetMachineAddresses"].contains($0.member) && $0.arguments == [name] }.map(\.member)
             #expect(asked.isEmpty, "root reads the leader's root and namespace itself: \(asked)")
             let rows = try decodeJSON([Listed].self, from: root.output)
             #expect(rows.first { $0.name == name }?.os == "BusyBox sleeper")
@@ -164,8 +188,9 @@ struct ListProbeTests {
                         CreateMachine 'sayssusa(sv)' \(vm) 0 e2e vm $leader '' 0
                     """)
                 let fallback = try Self.monitored("nspawnctl ls --json")
-                let vmCalls = fallback.traffic.split(separator: "\n").filter { $0.contains("\"\(vm)\"") }
-                #expect(vmCalls.contains { $0.contains("GetMachineOSRelease") } && vmCalls.contains { $0.contains("GetMachineAddresses") },
+                let vmCalls = Self.nspawnctlCalls(fallback.traffic).filter { $0.arguments == [vm] }.map(\.member)
+                let askedMachined = vmCalls.contains("GetMachineOSRelease") && vmCalls.contains("GetMachineAddresses")
+                #expect(askedMachined,
                         "the VM's details are machined's to tell")
                 let rows = try decodeJSON([Listed].self, from: fallback.output)
                 #expect(rows.first { $0.name == vm }.map { $0.os == nil && $0.addresses.isEmpty } == true, "\(rows.map(\.name))")
