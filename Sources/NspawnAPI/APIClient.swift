@@ -30,6 +30,11 @@ public struct APIClient: NspawnService {
         throw ExportRequest.refusedThroughDaemon
     }
 
+    public func copyMachine(_ name: MachineName, _ request: CopyMachineRequest,
+                            progress: @escaping @Sendable (UInt64) -> Void) async throws -> CopyMachineResult {
+        throw CopyMachineRequest.refusedThroughDaemon(request.move ? "move-machine" : "copy-machine")
+    }
+
     public func list(_ request: ListRequest) async throws -> [MachineSummary] {
         try await call(.listMachines, query: request.all == true ? "all=true" : nil)
     }

@@ -66,12 +66,16 @@ public struct SSHConnector: Connector {
 
     public var peerName: String { "nspawnd on \(destination.host)" }
 
-    public var argv: [String] {
+    public var argv: [String] { command(["nspawnctl", "dial-stdio"]) }
+
+    /// ssh running `remote` on the destination. Its words reach a remote shell: callers pass
+    /// only names they have validated.
+    public func command(_ remote: [String]) -> [String] {
         var argv = ["ssh", "-T", "-o", "ConnectTimeout=10"]
         if !interactive { argv += ["-o", "BatchMode=yes"] }
         if let user = destination.user { argv += ["-l", user] }
         if let port = destination.port { argv += ["-p", String(port)] }
-        return argv + ["--", destination.host, "nspawnctl", "dial-stdio"]
+        return argv + ["--", destination.host] + remote
     }
 
     public func connect() throws(NspawnError) -> any ByteConnection {
@@ -166,12 +170,16 @@ final class SSHConnection: ByteConnection, @unchecked Sendable {
     /// stderr; these are OpenSSH's stable messages.
     func failureAtEnd() -> NspawnError? {
         let termination = reap(kill: false)
-        let said = stderr.text(limit: 4096)
+        if termination == .exited(0) { return nil }
+        return Self.failure(termination, said: stderr.text(limit: 4096), destination: destination, command: "nspawnctl dial-stdio")
+    }
+
+    /// Why `ssh HOST COMMAND…` failed, from how it ended and its stderr.
+    static func failure(_ termination: ChildProcess.Termination, said: String, destination: SSHDestination, command: String) -> NspawnError {
         let host = destination.description
-        let lastLine = said.split(separator: "\n").last.map(String.init) ?? ""
+        let lastLine = said.split(whereSeparator: \.isNewline).last.map { String($0).trimmedWhitespace } ?? ""
         let detail = lastLine.isEmpty ? "" : ": \(lastLine.escapedForMessage)"
         switch termination {
-        case .exited(0): return nil
         case .exited(255):
             if said.contains("Host key verification failed") || said.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || said.contains("No ED25519 host key is known")
                 || said.contains("host key for") && said.contains("has changed") {
@@ -186,7 +194,7 @@ final class SSHConnection: ByteConnection, @unchecked Sendable {
         case .exited(let code):
             // dial-stdio's own failure (no nspawnd there), with its exit code's category.
             if let category = Self.category(exitCode: code) {
-                return .remote(category, message: "\(host): \(lastLine.isEmpty ? "nspawnctl dial-stdio exited with status \(code)" : lastLine.escapedForMessage)", busError: nil)
+                return .remote(category, message: "\(host): \(lastLine.isEmpty ? "\(command) exited with status \(code)" : lastLine.escapedForMessage)", busError: nil)
             }
             return .remote(.unreachable, message: "\(host): the remote command exited with status \(code)\(detail)", busError: nil)
         case .signaled(let signal):

@@ -194,7 +194,8 @@ struct ContractTests {
             }
         }
         for argv in [["import", "x", "/srv/root.tar"], ["import", "x", "-"], ["bootstrap", "--tarball", "/srv/a.tar.zst", "archlinux", "x"],
-                     ["copy-to", "x", "/srv/a"], ["copy-from", "--replace", "x", "/etc/hosts", "/tmp/hosts"], ["export", "x", "/srv/x.tar.zst"]] {
+                     ["copy-to", "x", "/srv/a"], ["copy-from", "--replace", "x", "/etc/hosts", "/tmp/hosts"], ["export", "x", "/srv/x.tar.zst"],
+                     ["copy-machine", "x", "ssh://h"], ["move-machine", "x", "ssh://root@h:2222/y"]] {
             do {
                 try await Self.run(argv, along: nowhere)
                 Issue.record("\(argv) succeeded through a daemon")
@@ -225,6 +226,24 @@ struct ContractTests {
         for bad in ["h", "ssh://", "ssh://-oProxyCommand=x", "ssh://h:0", "ssh://h:99999", "ssh://a b", "ssh://u;x@h", "http://h", "ssh://-l@h"] {
             #expect(throws: NspawnError.self, "\(bad)") { try SSHDestination(parsing: bad) }
         }
+    }
+
+    @Test func copyTargetsNameAHostAndMaybeAMachine() throws {
+        let renamed = try CopyTarget(parsing: "ssh://root@[fd00::2]:2222/web-2")
+        #expect(renamed.destination.host == "fd00::2" && renamed.destination.port == 2222 && renamed.destination.user == "root")
+        #expect(renamed.name?.rawValue == "web-2" && renamed.description == "ssh://root@[fd00::2]:2222/web-2")
+        for same in ["ssh://h", "ssh://h/"] {
+            let target = try CopyTarget(parsing: same)
+            #expect(target.name == nil && target.destination.host == "h", "\(same)")
+        }
+        let remote = SSHConnector(destination: renamed.destination, interactive: false).command(["nspawnctl", "import", "--json", "--", "web-2", "-"])
+        #expect(remote == ["ssh", "-T", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "-l", "root", "-p", "2222", "--", "fd00::2",
+                           "nspawnctl", "import", "--json", "--", "web-2", "-"])
+        for bad in ["h/web", "ssh:///web", "ssh://h/../etc", "ssh://h/a/b", "ssh://h/.hidden", "ssh://-oProxyCommand=x/web", "ssh://h/a;b", "ssh://h:0/web"] {
+            #expect(throws: NspawnError.self, "\(bad)") { try CopyTarget(parsing: bad) }
+        }
+        // A move carries the snapshots, or removing the source would lose them.
+        #expect(CopyMachineRequest(target: renamed, move: true).snapshots)
     }
 
     @Test func exitCodesAndCategoriesAreOneToOne() {

@@ -30,6 +30,7 @@ enum Call: Equatable, Sendable {
     case copyTo(String, CopyRequest)
     case copyFrom(String, CopyRequest)
     case export(String, ExportRequest)
+    case copyMachine(String, CopyMachineRequest)
     case events
     case logs(String, LogRequest)
     case stats(StatsRequest)
@@ -105,6 +106,13 @@ actor RecordingService: NspawnService {
         try record(.export(name.rawValue, request))
         return ExportResult(name: name.rawValue, file: request.file, format: 1, compression: "zstd", archiveBytes: 1, fromSnapshot: false,
                             hostState: [], snapshots: [], parts: [], seconds: 0)
+    }
+
+    func copyMachine(_ name: MachineName, _ request: CopyMachineRequest, progress: @escaping @Sendable (UInt64) -> Void) throws -> CopyMachineResult {
+        try record(.copyMachine(name.rawValue, request))
+        return CopyMachineResult(name: name.rawValue, host: request.target.destination.description, targetName: (request.target.name ?? name).rawValue,
+                                 moved: request.move, fromSnapshot: false, bytesSent: 1, snapshots: [], parts: [], verifiedOnTarget: ["parts"],
+                                 startedOnTarget: false, replacedOnTarget: false, seconds: 0)
     }
 
     func list(_ request: ListRequest) throws -> [MachineSummary] {

@@ -85,5 +85,10 @@ extension LocalService {
         return try await images.exportMachine(name, file: request.file, withSnapshots: request.snapshots ?? false).get()
     }
 
+    public func copyMachine(_ name: MachineName, _ request: CopyMachineRequest,
+                            progress: @escaping @Sendable (UInt64) -> Void) async throws -> CopyMachineResult {
+        try await MachineCopier(manager: manager, images: images, progress: progress).run(name, request)
+    }
+
     public func exec(_ name: MachineName, _ spec: ExecSpec) async throws -> any GuestProcess { try await manager.exec(name, spec) }
 }

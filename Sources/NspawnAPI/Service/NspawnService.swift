@@ -68,6 +68,10 @@ public protocol FileService: Sendable {
     func copyFrom(_ name: MachineName, _ request: CopyRequest) async throws -> CopyResult
     /// The whole machine into one archive on this host (`export`).
     func export(_ name: MachineName, _ request: ExportRequest) async throws -> ExportResult
+    /// The whole machine to another host over ssh (`copy-machine`, `move-machine`); `progress`
+    /// sees the bytes sent so far.
+    func copyMachine(_ name: MachineName, _ request: CopyMachineRequest,
+                     progress: @escaping @Sendable (UInt64) -> Void) async throws -> CopyMachineResult
     /// A command in a running machine (`exec`; an empty command is `shell`'s login shell).
     /// The caller reads and writes its descriptors whichever way it went: in this process,
     /// or relayed over nspawnd's exec stream.

@@ -62,6 +62,12 @@ public struct ImagesHelper: Sendable {
         return await run(arguments, stdin: nil, extra: file == "-" ? [.standardOutput] : [], cancel: ChildCancel()) { _ in }
     }
 
+    /// A machine's archive, written by the child to `descriptor` (a pipe to copy-machine's relay).
+    public func exportMachine(_ name: MachineName, to descriptor: FileDescriptor, withSnapshots: Bool) async -> Result<ExportResult, NspawnError> {
+        let arguments = ["export", "--json"] + (withSnapshots ? ["--snapshots"] : []) + ["--", name.rawValue, "-"]
+        return await run(arguments, stdin: nil, extra: [descriptor], cancel: ChildCancel()) { _ in }
+    }
+
     /// What an image server offers (`nspawnctl images remote`).
     public func remoteImages(remote: String?, filter: String?) async -> Result<[ImageServerCatalog.Row], NspawnError> {
         let arguments = ["remote", "--json"] + (remote.map { ["--remote=\($0)"] } ?? []) + ["--"] + (filter.map { [$0] } ?? [])

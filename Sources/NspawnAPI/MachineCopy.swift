@@ -1,0 +1,302 @@
+import FoundationEssentials
+import NspawnKit
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `copy-machine` and `move-machine`: where the machine goes, `ssh://[USER@]HOST[:PORT][/NAME]`.
+public struct CopyTarget: Sendable, Equatable, CustomStringConvertible {
+    public var destination: SSHDestination
+    /// The name on the target; nil keeps the machine's own.
+    public var name: MachineName?
+
+    public init(parsing text: String) throws(NspawnError) {
+        guard text.hasPrefix("ssh://") else {
+            throw .invalidArgument("invalid target '\(text.escapedForMessage)': expected ssh://[USER@]HOST[:PORT][/NAME]")
+        }
+        let rest = text.dropFirst("ssh://".count)
+        guard let slash = rest.firstIndex(of: "/") else {
+            destination = try SSHDestination(parsing: text)
+            return
+        }
+        destination = try SSHDestination(parsing: "ssh://" + rest[..<slash])
+        let suffix = String(rest[rest.index(after: slash)...])
+        if !suffix.isEmpty {
+            name = try MachineName(suffix)
+        }
+    }
+
+    public var description: String { destination.description + (name.map { "/\($0.rawValue)" } ?? "") }
+}
+
+public struct CopyMachineRequest: Sendable, Equatable {
+    public var target: CopyTarget
+    /// Carry the snapshots too; a move always does.
+    public var snapshots: Bool
+    /// Replace a machine of the same name on the target.
+    public var force: Bool
+    /// Stop the machine, start it on the target if it ran, and remove it here once it is there.
+    public var move: Bool
+    /// Whether ssh may ask for a passphrase (a terminal is there to answer).
+    public var interactive: Bool
+
+    public init(target: CopyTarget, snapshots: Bool = false, force: Bool = false, move: Bool = false, interactive: Bool = false) {
+        self.target = target
+        self.snapshots = snapshots || move
+        self.force = force
+        self.move = move
+        self.interactive = interactive
+    }
+
+    static func refusedThroughDaemon(_ verb: String) -> NspawnError {
+        .invalidArgument("\(verb) works from the machine's own host only: it reads the machine there and reaches the target over ssh itself, so run it as root without --api or --host")
+    }
+}
+
+/// What `copy-machine` or `move-machine` did.
+public struct CopyMachineResult: Sendable, Codable, Equatable {
+    public var name: String
+    /// The target as given, `ssh://…`.
+    public var host: String
+    public var targetName: String
+    public var moved: Bool
+    /// The root was read from a snapshot taken because the machine was running.
+    public var fromSnapshot: Bool
+    /// The archive's bytes through ssh; the target read the same count.
+    public var bytesSent: UInt64
+    public var snapshots: [String]
+    public var parts: [ExportPart]
+    /// What the target checked before it installed anything ("parts": every part's digest).
+    public var verifiedOnTarget: [String]
+    /// A move of a running machine started it on the target.
+    public var startedOnTarget: Bool
+    public var replacedOnTarget: Bool
+    public var seconds: Double
+
+    public init(name: String, host: String, targetName: String, moved: Bool, fromSnapshot: Bool, bytesSent: UInt64, snapshots: [String],
+                parts: [ExportPart], verifiedOnTarget: [String], startedOnTarget: Bool, replacedOnTarget: Bool, seconds: Double) {
+        self.name = name
+        self.host = host
+        self.targetName = targetName
+        self.moved = moved
+        self.fromSnapshot = fromSnapshot
+        self.bytesSent = bytesSent
+        self.snapshots = snapshots
+        self.parts = parts
+        self.verifiedOnTarget = verifiedOnTarget
+        self.startedOnTarget = startedOnTarget
+        self.replacedOnTarget = replacedOnTarget
+        self.seconds = seconds
+    }
+}
+
+/// Streams `export` of a machine into `nspawnctl import NAME -` on another host, over ssh with
+/// the user's own configuration as `--host` does, and holds the target's report against what
+/// was sent. A move removes the machine here only after the target has it (and, if it ran,
+/// runs it); until then the source is left as it was, also when the copy is killed.
+struct MachineCopier {
+    let manager: MachineManager
+    let images: ImagesHelper
+    let progress: @Sendable (UInt64) -> Void
+
+    func run(_ name: MachineName, _ request: CopyMachineRequest) async throws -> CopyMachineResult {
+        let started = ContinuousClock.now
+        let targetName = request.target.name ?? name
+        let wasRunning = try await manager.status(name).state == .running
+        if request.move && wasRunning {
+            try await manager.stop(name, timeout: StopTimeout.wait(nil))
+        }
+        let sent: Sent
+        do {
+            sent = try await send(name, as: targetName, request)
+        } catch {
+            // The target has nothing (its import is atomic); the machine runs again as it did.
+            if request.move && wasRunning { try? await manager.start(name) }
+            throw error
+        }
+        var startedOnTarget = false
+        if request.move {
+            if wasRunning {
+                do {
+                    _ = try runRemote(request, ["start", "--", targetName.rawValue])
+                    startedOnTarget = true
+                } catch {
+                    try? await manager.start(name)
+                    throw NspawnError.remote(error.category, message: "'\(name.rawValue)' was copied to \(request.target.destination) as '\(targetName.rawValue)' but did not start there, so it stays here and runs again: \(error.description)", busError: error.busErrorName)
+                }
+            }
+            try await manager.remove(name, force: true, stopTimeout: StopTimeout.wait(nil))
+        }
+        return CopyMachineResult(
+            name: name.rawValue, host: request.target.destination.description, targetName: targetName.rawValue,
+            moved: request.move, fromSnapshot: sent.export.fromSnapshot, bytesSent: sent.bytes, snapshots: sent.export.snapshots,
+            parts: sent.export.parts, verifiedOnTarget: sent.imported.verified, startedOnTarget: startedOnTarget,
+            replacedOnTarget: sent.imported.replaced, seconds: (ContinuousClock.now - started).seconds)
+    }
+
+    struct Sent {
+        var export: ExportResult
+        var imported: ImportResult
+        var bytes: UInt64
+    }
+
+    /// One export, piped through this process (which counts it) into ssh's stdin.
+    private func send(_ name: MachineName, as targetName: MachineName, _ request: CopyMachineRequest) async throws(NspawnError) -> Sent {
+        let archive: (read: FileDescriptor, write: FileDescriptor)
+        let (ours, theirs): (FileDescriptor, FileDescriptor)
+        do throws(Errno) {
+            archive = try FileDescriptor.closeOnExecPipe()
+        } catch {
+            throw .system("cannot create a pipe for the export of '\(name.rawValue)'", error)
+        }
+        do throws(Errno) {
+            // A socket, not a pipe: if ssh ends early our write gets EPIPE, not SIGPIPE.
+            (ours, theirs) = try UnixSocket.pair()
+        } catch {
+            try? archive.read.close()
+            try? archive.write.close()
+            throw .system("cannot create a socket pair for ssh", error)
+        }
+        let remote = RemoteCommand(request, ["import", "--json"] + (request.force ? ["--force"] : []) + ["--", targetName.rawValue, "-"])
+        let child: RemoteCommand.Running
+        do {
+            child = try remote.start(stdin: theirs)
+        } catch {
+            for fd in [archive.read, archive.write, ours, theirs] { try? fd.close() }
+            throw error
+        }
+        try? theirs.close()
+
+        let progress = self.progress
+        let relay = Task.detached { () -> Result<UInt64, Errno> in
+            await OSThread.run { Self.relay(from: archive.read, to: ours, progress: progress) }
+        }
+        let exported = await images.exportMachine(name, to: archive.write, withSnapshots: request.snapshots)
+        try? archive.write.close()
+        let relayed = await relay.value
+        try? ours.close()
+        let outcome = child.finish()
+
+        // Whichever side gave up first tells why: a target that went away breaks the export's
+        // pipe, a failed export leaves the target a cut archive.
+        let bytes: UInt64
+        switch relayed {
+        case .success(let count): bytes = count
+        case .failure(let error):
+            try outcome.check()
+            throw .system("cannot send the archive of '\(name.rawValue)' to \(request.target.destination)", error)
+        }
+        let export: ExportResult
+        switch exported {
+        case .success(let value): export = value
+        case .failure(let error): throw error
+        }
+        let imported: ImportResult = try outcome.decoded()
+        guard imported.sourceBytes == Int64(bytes), imported.verified.contains("parts") else {
+            throw .verificationFailed("\(request.target.destination) read \(imported.sourceBytes) bytes of the \(bytes) sent for '\(name.rawValue)' and checked \(imported.verified.joined(separator: ", ")); expected every part's digest")
+        }
+        return Sent(export: export, imported: imported, bytes: bytes)
+    }
+
+    /// Copies the archive to ssh, and closes `source`: on a failed write at once, so the
+    /// export gets EPIPE and ends instead of waiting for a reader that has gone.
+    private static func relay(from source: FileDescriptor, to socket: FileDescriptor,
+                              progress: @Sendable (UInt64) -> Void) -> Result<UInt64, Errno> {
+        defer { try? source.close() }
+        var total: UInt64 = 0
+        var reported = ContinuousClock.now
+        do throws(Errno) {
+            try source.forEachChunk(bufferSize: 256 * 1024) { chunk throws(Errno) in
+                try socket.sendAll(chunk)
+                total += UInt64(chunk.count)
+                if ContinuousClock.now - reported > .seconds(1) {
+                    reported = .now
+                    progress(total)
+                }
+            }
+            try socket.shutdownSocket(.sending)
+            progress(total)
+            return .success(total)
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// A short command on the target, e.g. `start NAME`.
+    private func runRemote(_ request: CopyMachineRequest, _ arguments: [String]) throws(NspawnError) -> String {
+        let child = try RemoteCommand(request, arguments).start(stdin: nil)
+        let outcome = child.finish()
+        try outcome.check()
+        return outcome.output
+    }
+}
+
+/// `ssh HOST nspawnctl ARGUMENTS` with `--json` errors read back as ours.
+struct RemoteCommand {
+    let destination: SSHDestination
+    let argv: [String]
+
+    init(_ request: CopyMachineRequest, _ arguments: [String]) {
+        destination = request.target.destination
+        argv = SSHConnector(destination: destination, interactive: request.interactive).command(["nspawnctl"] + arguments)
+    }
+
+    final class Running {
+        let child: ChildProcess
+        let stdout: MemoryFile
+        let stderr: MemoryFile
+        let destination: SSHDestination
+
+        init(child: ChildProcess, stdout: MemoryFile, stderr: MemoryFile, destination: SSHDestination) {
+            self.child = child
+            self.stdout = stdout
+            self.stderr = stderr
+            self.destination = destination
+        }
+
+        func finish() -> Outcome {
+            let termination = child.wait()
+            return Outcome(termination: termination, output: stdout.text(limit: 1 << 20), said: stderr.text(limit: 64 * 1024),
+                           destination: destination)
+        }
+    }
+
+    struct Outcome {
+        var termination: ChildProcess.Termination
+        var output: String
+        var said: String
+        var destination: SSHDestination
+
+        /// The remote nspawnctl's error, as it printed it with --json; else ssh's own.
+        func check() throws(NspawnError) {
+            if termination == .exited(0) { return }
+            let decoder = WireJSON.decoder()
+            let reported = said.split(separator: "\n").reversed().lazy.compactMap { try? decoder.decode(ErrorBody.self, from: Data($0.utf8)) }.first
+            if let reported, case .exited(let code) = termination, code != 255 {
+                let error = reported.nspawnError
+                throw .remote(error.category, message: "on \(destination): \(error.description)", busError: error.busErrorName)
+            }
+            throw SSHConnection.failure(termination, said: said, destination: destination, command: "nspawnctl")
+        }
+
+        func decoded<Output: Decodable>(_: Output.Type = Output.self) throws(NspawnError) -> Output {
+            try check()
+            guard let value = try? WireJSON.decoder().decode(Output.self, from: Data(output.utf8)) else {
+                throw .remote(.failure, message: "\(destination) answered with no result nspawnctl reads: \(output.prefix(200).escapedForMessage)", busError: nil)
+            }
+            return value
+        }
+    }
+
+    func start(stdin: FileDescriptor?) throws(NspawnError) -> Running {
+        let stdout = try MemoryFile()
+        let stderr = try MemoryFile()
+        do {
+            let child = try ChildProcess.spawn(argv, stdin: stdin, stdout: stdout.descriptor, stderr: stderr.descriptor)
+            return Running(child: child, stdout: stdout, stderr: stderr, destination: destination)
+        } catch {
+            throw .remote(.unreachable, message: "cannot reach \(destination.host): \(error); is OpenSSH's ssh installed?", busError: nil)
+        }
+    }
+}

@@ -1,0 +1,190 @@
+import Foundation
+import Testing
+
+/// `copy-machine` and `move-machine` between two real systemd hosts: the testbed and its btrfs
+/// sibling (scripts/test boots both), joined by a veth pair and reached with the testbed's own
+/// ssh (Tests/Fixtures/link-testbeds). What lands is held against what left with find,
+/// getfattr, sha256sum and systemctl on each side, and the link's bytes are the kernel's count.
+@Suite("CopyMachine", .serialized, .enabled(if: Testbed.isConfigured, "needs the testbed: run scripts/test"))
+struct CopyMachineTests {
+    static let target = "ssh://root@10.251.0.2"
+
+    struct Copied: Decodable {
+        var bytesSent: UInt64
+        var moved: Bool
+        var fromSnapshot: Bool
+        var snapshots: [String]
+        var verifiedOnTarget: [String]
+        var startedOnTarget: Bool
+        var replacedOnTarget: Bool
+        var seconds: Double
+    }
+
+    /// Runs `body` in the second host.
+    static func onTarget<T>(_ body: () throws -> T) throws -> T {
+        var value: T?
+        try Testbed.withMachinesOn("btrfs") { value = try body() }
+        guard let value else { throw TestbedError.notConfigured }
+        return value
+    }
+
+    static func link() throws {
+        guard let testbed = Testbed.configuredName else { throw TestbedError.notConfigured }
+        let script = Testbed.repositoryRoot.appendingPathComponent("Tests/Fixtures/link-testbeds").path
+        let linked = try Testbed.runLocal([script, testbed, "\(testbed)-btrfs"])
+        guard linked.status == 0 else {
+            Issue.record("Tests/Fixtures/link-testbeds: \(linked)")
+            throw TestbedError.setupFailed("link-testbeds")
+        }
+    }
+
+    /// The machines removed on both hosts before and after `body`.
+    static func with(_ names: [String], _ body: () throws -> Void) throws {
+        try onTarget { CopyFixtures.removeSnapshots(names); Fixture.remove(names) }
+        defer { _ = try? onTarget { CopyFixtures.removeSnapshots(names); Fixture.remove(names) } }
+        try CopyFixtures.with(names, body)
+    }
+
+    /// Bytes the second host's end of the link has received, as its kernel counts them.
+    static func receivedOnTarget() throws -> UInt64 {
+        let text = try onTarget { try Testbed.mustSh("cat /sys/class/net/e2e-travel-b/statistics/rx_bytes").trimmed }
+        return UInt64(text) ?? 0
+    }
+
+    /// The fingerprint of ExportTests, read back; on btrfs directories count no links.
+    static func fingerprint(_ name: String) throws -> String {
+        try EndToEndTests.writeFingerprint(name, to: "/var/tmp/e2e-travel-fingerprint.txt", directoryLinks: false)
+        return try Testbed.mustSh("cat /var/tmp/e2e-travel-fingerprint.txt; rm -f /var/tmp/e2e-travel-fingerprint.txt").stdout
+    }
+
+    /// The lines only one of `a` and `b` has, for a failure's message.
+    static func difference(_ a: String, _ b: String) -> String {
+        let left = Set(a.split(separator: "\n")), right = Set(b.split(separator: "\n"))
+        return (left.subtracting(right).map { "- \($0)" } + right.subtracting(left).map { "+ \($0)" }).sorted().joined(separator: "\n")
+    }
+
+    /// What a refused copy must not leave on the target: no such machine, no import's leftovers.
+    static func targetHoldsNothingOf(_ name: String) throws -> String {
+        try onTarget {
+            try Testbed.sh("ls -d /var/lib/machines/\(name) /etc/systemd/nspawn/\(name).nspawn 2>/dev/null; ls -A /var/lib/machines | grep '^\\.#import\\.'; true").trimmed
+        }
+    }
+
+    @Test(.testbedAccounts) func aMachineCopiesToASecondHostWholeAndBadTargetsAreRefused() throws {
+        let name = "e2e-travel"
+        let renamed = "e2e-travel-copy"
+        try Self.with([name, renamed]) {
+            try Self.link()
+            try Fixture.busybox(name)
+            try CopyFixtures.makeTree("/var/lib/machines/\(name)/srv/tree")
+            try Testbed.mustSh("""
+                set -e
+                printf 'travels\\n' > /var/lib/machines/\(name)/srv/payload
+                nspawnctl config \(name) --set Hostname=traveller --env GREETING=hi --flavor small >/dev/null
+                nspawnctl enable \(name) >/dev/null
+                nspawnctl snapshot \(name) one >/dev/null
+                """)
+            let before = try Self.fingerprint(name)
+
+            let received = try Self.receivedOnTarget()
+            let copied = try Testbed.nspawnctl("copy-machine", "--json", "--snapshots", name, Self.target)
+            #expect(copied.status == Exit.ok, "\(copied)")
+            guard copied.status == Exit.ok else { return }
+            let result = try decodeJSON(Copied.self, from: copied.stdout)
+            let onLink = try Self.receivedOnTarget() - received
+            #expect(result.verifiedOnTarget.contains("parts") && result.snapshots == ["one"] && !result.moved && !result.fromSnapshot, "\(copied.stdout)")
+            #expect(onLink >= result.bytesSent, "the link carried the archive: \(onLink) bytes for \(result.bytesSent) sent")
+            let there = try Self.onTarget { try Self.fingerprint(name) }
+            #expect(there == before, "the machine arrived as it left: \(Self.difference(before, there))")
+            #expect(try Self.fingerprint(name) == before, "the source is as it was")
+            print("copy-machine: \(before.split(separator: "\n").count) lines of fingerprint equal on the second host; \(result.bytesSent) bytes sent, \(onLink) on the link, \(result.seconds) s")
+
+            // The name is taken there: refused (5), naming the host; --force replaces it.
+            let again = try Testbed.nspawnctl("copy-machine", name, Self.target)
+            #expect(again.status == Exit.conflict && again.stderr.contains("on \(Self.target)") && again.stderr.contains("'\(name)'"), "\(again)")
+            let forced = try Testbed.nspawnctl("copy-machine", "--json", "--force", name, Self.target)
+            let replaced = (try? decodeJSON(Copied.self, from: forced.stdout))?.replacedOnTarget
+            #expect(forced.status == Exit.ok && replaced == true, "\(forced)")
+            // Under another name there: the settings go with it.
+            let other = try Testbed.nspawnctl("copy-machine", name, "\(Self.target)/\(renamed)")
+            #expect(other.status == Exit.ok && other.stdout.contains("as '\(renamed)'"), "\(other)")
+            #expect(try Self.onTarget { try Testbed.sh("grep -x Hostname=traveller /etc/systemd/nspawn/\(renamed).nspawn").status } == 0)
+
+            // Bad targets and sources: a clear error with its exit code, nothing on the target.
+            let refusals: [(arguments: [String], exit: Int32, says: String)] = [
+                (["copy-machine", name, "\(Self.target)/../etc"], Exit.invalidInput, "invalid machine name '../etc'"),
+                (["copy-machine", name, "ssh://-oProxyCommand=touch${IFS}/tmp/e2e-travel-pwned"], Exit.invalidInput, "invalid"),
+                (["copy-machine", name, "root@10.251.0.2"], Exit.invalidInput, "expected ssh://"),
+                (["copy-machine", name, "ssh://root@10.251.0.2:2222/e2e-travel-none"], 7, "Connection refused"),
+                (["copy-machine", name, "ssh://nobody@10.251.0.2/e2e-travel-none"], Exit.permissionDenied, "authentication refused"),
+                (["copy-machine", "e2e-travel-none", Self.target], Exit.notFound, "'e2e-travel-none'"),
+                (["--api", "copy-machine", name, "\(Self.target)/e2e-travel-none"], Exit.invalidInput, "run it as root without --api"),
+            ]
+            for refusal in refusals {
+                let refused = try Testbed.run(["nspawnctl"] + refusal.arguments)
+                #expect(refused.status == refusal.exit && refused.stderr.contains(refusal.says), "\(refusal.arguments): \(refused)")
+            }
+            #expect(try Self.targetHoldsNothingOf("e2e-travel-none").isEmpty)
+            #expect(try Testbed.sh("ls /tmp/e2e-travel-pwned").status != 0, "ssh read no option from the host name")
+        }
+    }
+
+    @Test(.testbedAccounts) func aMoveStartsTheMachineThereAndAMoveKilledHalfwayLeavesItHere() throws {
+        let name = "e2e-travel-move"
+        try Self.with([name]) {
+            try Self.link()
+            try Fixture.busybox(name)
+            // Incompressible, so the link is busy long enough to be cut.
+            try Testbed.mustSh("""
+                set -e
+                mkdir -p /var/lib/machines/\(name)/srv
+                head -c 48M /dev/urandom > /var/lib/machines/\(name)/srv/noise
+                nspawnctl snapshot \(name) one >/dev/null
+                nspawnctl start \(name)
+                """)
+            #expect(try Fixture.machinedState(name) == "running")
+            let before = try Self.fingerprint(name)
+
+            // Killed halfway through, at 8 MB/s: the machine stays here, whole, and starts.
+            try Testbed.mustSh("tc qdisc replace dev e2e-travel-a root tbf rate 64mbit burst 64kb latency 500ms")
+            defer { _ = try? Testbed.sh("tc qdisc del dev e2e-travel-a root") }
+            let received = try Self.receivedOnTarget()
+            try Testbed.mustSh("systemctl reset-failed e2e-travel-killed 2>/dev/null; systemd-run --quiet --unit=e2e-travel-killed nspawnctl move-machine \(name) \(Self.target)")
+            var halfway = false
+            for _ in 0..<300 where !halfway {
+                halfway = try Self.receivedOnTarget() - received > 12 << 20
+                if !halfway { usleep(100_000) }
+            }
+            try Testbed.mustSh("systemctl kill -s KILL e2e-travel-killed; systemctl reset-failed e2e-travel-killed 2>/dev/null; true")
+            #expect(halfway, "the move got 12 MB across")
+            _ = try? Testbed.sh("tc qdisc del dev e2e-travel-a root")
+            var leftover = "?"
+            for _ in 0..<100 where !leftover.isEmpty {
+                leftover = try Self.targetHoldsNothingOf(name)
+                if !leftover.isEmpty { usleep(100_000) }
+            }
+            #expect(leftover.isEmpty, "the target removed its half: \(leftover)")
+            let afterKill = try Self.fingerprint(name)
+            #expect(afterKill == before, "the source is whole after the killed move: \(Self.difference(before, afterKill))")
+            let restarted = try Testbed.nspawnctl("start", name)
+            let restartedState = try Fixture.machinedState(name)
+            #expect(restarted.status == Exit.ok && restartedState == "running", "\(restarted)")
+
+            // A move to its end: running there with its snapshot, gone from here.
+            let moved = try Testbed.nspawnctl("move-machine", "--json", name, Self.target)
+            #expect(moved.status == Exit.ok, "\(moved)")
+            guard moved.status == Exit.ok else { return }
+            let result = try decodeJSON(Copied.self, from: moved.stdout)
+            #expect(result.moved && result.startedOnTarget && result.snapshots == ["one"] && !result.fromSnapshot, "\(moved.stdout)")
+            #expect(try Self.onTarget { try Fixture.machinedState(name) } == "running")
+            // Each start of a root without a machine-id makes a new journal directory there.
+            let withoutJournals = { (text: String) in text.split(separator: "\n").filter { !$0.hasPrefix("./var/log/journal") }.joined(separator: "\n") }
+            let arrived = withoutJournals(try Self.onTarget { try Self.fingerprint(name) })
+            #expect(arrived == withoutJournals(before), "the machine arrived as it left: \(Self.difference(before, arrived))")
+            #expect(try Testbed.sh("ls -d /var/lib/machines/\(name) /etc/systemd/nspawn/\(name).nspawn '\(CopyFixtures.snapshots)/\(name)' 2>/dev/null").trimmed.isEmpty,
+                    "nothing of it is left here")
+            #expect(try Fixture.machinedState(name) == nil)
+            print("move-machine: \(result.bytesSent) bytes in \(result.seconds) s, running on the second host")
+        }
+    }
+}
