@@ -38,15 +38,26 @@ public struct CopyMachineRequest: Sendable, Equatable {
     public var force: Bool
     /// Stop the machine, start it on the target if it ran, and remove it here once it is there.
     public var move: Bool
+    /// Send only what changed since the last copy there (a whole copy when there is none).
+    public var refresh: Bool
     /// Whether ssh may ask for a passphrase (a terminal is there to answer).
     public var interactive: Bool
 
-    public init(target: CopyTarget, snapshots: Bool = false, force: Bool = false, move: Bool = false, interactive: Bool = false) {
+    public init(target: CopyTarget, snapshots: Bool = false, force: Bool = false, move: Bool = false, refresh: Bool = false,
+                interactive: Bool = false) {
         self.target = target
         self.snapshots = snapshots || move
         self.force = force
         self.move = move
+        self.refresh = refresh
         self.interactive = interactive
+    }
+
+    public func validate() throws(NspawnError) {
+        if refresh && (move || snapshots) {
+            throw .invalidArgument("--refresh brings the root and the host side of a copy up to date; snapshots and moves go whole, without it")
+        }
+        if refresh && force { throw .invalidArgument("--refresh replaces only what changed; --force does not apply") }
     }
 
     static func refusedThroughDaemon(_ verb: String) -> NspawnError {
@@ -72,10 +83,17 @@ public struct CopyMachineResult: Sendable, Codable, Equatable {
     /// A move of a running machine started it on the target.
     public var startedOnTarget: Bool
     public var replacedOnTarget: Bool
+    /// `archive` (the whole machine) or `file-delta` (--refresh: the changed files).
+    public var method: String
+    /// --refresh: what came over and what the target kept.
+    public var refresh: RefreshResult?
     public var seconds: Double
 
     public init(name: String, host: String, targetName: String, moved: Bool, fromSnapshot: Bool, bytesSent: UInt64, snapshots: [String],
-                parts: [ExportPart], verifiedOnTarget: [String], startedOnTarget: Bool, replacedOnTarget: Bool, seconds: Double) {
+                parts: [ExportPart], verifiedOnTarget: [String], startedOnTarget: Bool, replacedOnTarget: Bool, method: String = "archive",
+                refresh: RefreshResult? = nil, seconds: Double) {
+        self.method = method
+        self.refresh = refresh
         self.name = name
         self.host = host
         self.targetName = targetName
@@ -101,9 +119,24 @@ struct MachineCopier {
     let progress: @Sendable (UInt64) -> Void
 
     func run(_ name: MachineName, _ request: CopyMachineRequest) async throws -> CopyMachineResult {
+        try request.validate()
         let started = ContinuousClock.now
         let targetName = request.target.name ?? name
         let wasRunning = try await manager.status(name).state == .running
+        if request.refresh {
+            switch await refreshResult(name, as: targetName, request) {
+            case .success(let report):
+                return CopyMachineResult(
+                    name: name.rawValue, host: request.target.destination.description, targetName: targetName.rawValue, moved: false,
+                    fromSnapshot: report.fromSnapshot, bytesSent: UInt64(report.streamBytesSent), snapshots: [], parts: [],
+                    verifiedOnTarget: ["records", "sha256"], startedOnTarget: false, replacedOnTarget: true, method: "file-delta",
+                    refresh: report.result, seconds: (ContinuousClock.now - started).seconds)
+            case .failure(let error) where error.category == .notFound:
+                break  // No copy there yet: the first one goes whole.
+            case .failure(let error):
+                throw error
+            }
+        }
         if request.move && wasRunning {
             try await manager.stop(name, timeout: StopTimeout.wait(nil))
         }
@@ -133,6 +166,39 @@ struct MachineCopier {
             moved: request.move, fromSnapshot: sent.export.fromSnapshot, bytesSent: sent.bytes, snapshots: sent.export.snapshots,
             parts: sent.export.parts, verifiedOnTarget: sent.imported.verified, startedOnTarget: startedOnTarget,
             replacedOnTarget: sent.imported.replaced, seconds: (ContinuousClock.now - started).seconds)
+    }
+
+    /// One refresh: `nspawnctl receive-machine NAME` there, and the sending child here, joined
+    /// by ssh's stdin and stdout.
+    private func refreshResult(_ name: MachineName, as targetName: MachineName, _ request: CopyMachineRequest) async -> Result<RefreshReport, NspawnError> {
+        do { return .success(try await refresh(name, as: targetName, request)) } catch { return .failure(error) }
+    }
+
+    private func refresh(_ name: MachineName, as targetName: MachineName, _ request: CopyMachineRequest) async throws(NspawnError) -> RefreshReport {
+        let (ours, theirs): (FileDescriptor, FileDescriptor)
+        do throws(Errno) { (ours, theirs) = try UnixSocket.pair() } catch { throw .system("cannot create a socket pair for ssh", error) }
+        let child: RemoteCommand.Running
+        do {
+            child = try RemoteCommand(request, ["receive-machine", "--", targetName.rawValue]).start(stdin: theirs, stdout: theirs)
+        } catch {
+            try? ours.close()
+            try? theirs.close()
+            throw error
+        }
+        try? theirs.close()
+        let refreshed = await images.refreshMachine(name, stream: ours, label: request.target.destination.description)
+        // ssh ends once its stdin does.
+        do throws(Errno) { try ours.shutdownSocket(.sending) } catch {}
+        let outcome = child.finish()
+        try? ours.close()
+        switch refreshed {
+        case .success(let report): return report
+        case .failure(let error):
+            // A target that cannot even start the receiver (no nspawnctl, ssh refused) says why in ssh's words.
+            if case .remote = error, error.description.hasPrefix("on ") { throw error }
+            try outcome.check()
+            throw error
+        }
     }
 
     struct Sent {
@@ -289,11 +355,12 @@ struct RemoteCommand {
         }
     }
 
-    func start(stdin: FileDescriptor?) throws(NspawnError) -> Running {
+    /// ssh with `stdin`; its stdout is kept for the result, unless `stdout` takes it.
+    func start(stdin: FileDescriptor?, stdout stream: FileDescriptor? = nil) throws(NspawnError) -> Running {
         let stdout = try MemoryFile()
         let stderr = try MemoryFile()
         do {
-            let child = try ChildProcess.spawn(argv, stdin: stdin, stdout: stdout.descriptor, stderr: stderr.descriptor)
+            let child = try ChildProcess.spawn(argv, stdin: stdin, stdout: stream ?? stdout.descriptor, stderr: stderr.descriptor)
             return Running(child: child, stdout: stdout, stderr: stderr, destination: destination)
         } catch {
             throw .remote(.unreachable, message: "cannot reach \(destination.host): \(error); is OpenSSH's ssh installed?", busError: nil)

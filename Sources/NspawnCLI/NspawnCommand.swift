@@ -25,7 +25,7 @@ public struct Nspawnctl: AsyncParsableCommand {
             Enable.self, Disable.self, Remove.self, Rename.self, Clone.self, ReadOnly.self,
             Import.self, Bootstrap.self, Create.self, Config.self, Expose.self, Unexpose.self, Resize.self, Rebuild.self, Events.self,
             Exec.self, Shell.self, DialStdio.self, Logs.self, Stats.self,
-            CopyTo.self, CopyFrom.self, Snapshot.self, Snapshots.self, Restore.self, SnapshotRemove.self, SnapshotScheduleCommand.self, Export.self, CopyMachine.self, MoveMachine.self,
+            CopyTo.self, CopyFrom.self, Snapshot.self, Snapshots.self, Restore.self, SnapshotRemove.self, SnapshotScheduleCommand.self, Export.self, CopyMachine.self, MoveMachine.self, ReceiveMachine.self,
             Images.self, Plan.self, Apply.self, Version.self, Hook.self, HealthCheckRun.self,
         ]
     )

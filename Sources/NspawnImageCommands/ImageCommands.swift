@@ -17,7 +17,7 @@ public enum NspawnctlImages {
         static let configuration = CommandConfiguration(
             commandName: ImagesHelperProgram.executableName,
             abstract: "Imports, bootstraps, plans and applies for nspawnctl and nspawnd, as their child (see 'nspawnctl import --help').",
-            subcommands: [ImportImage.self, BootstrapImage.self, RemoteImages.self, PlanManifest.self, ApplyManifest.self, ExportMachine.self])
+            subcommands: [ImportImage.self, BootstrapImage.self, RemoteImages.self, PlanManifest.self, ApplyManifest.self, ExportMachine.self, RefreshSend.self, RefreshReceive.self])
     }
 
     public static func main(_ argv: [String] = CommandLine.arguments) async -> Never {
@@ -81,6 +81,41 @@ struct ExportMachine: HelperCommand {
             return result
         }
         printOut(Renderer.json(result))
+    }
+}
+
+/// `copy-machine --refresh` here: the delta of NAME's root to the receiver at the other end of
+/// descriptor 3 (ssh's stdin and stdout), which the parent passes.
+struct RefreshSend: HelperCommand {
+    static let configuration = CommandConfiguration(commandName: "refresh-send", abstract: "Send a machine's changed files.")
+
+    @OptionGroup var output: OutputOptions
+    @Option var label: String
+    @Argument(transform: parseMachineName) var name: MachineName
+
+    func run() async throws {
+        let (name, label) = (name, label)
+        let sent = try await OSThread.run { try RefreshSender.run(name, stream: FileDescriptor(rawValue: 3), label: label) }
+        printOut(Renderer.json(sent))
+    }
+}
+
+/// The other end: `nspawnctl receive-machine NAME` on the target runs this with the stream as
+/// its stdin and stdout. Its result and any error go into the stream for the sender.
+struct RefreshReceive: HelperCommand {
+    static let configuration = CommandConfiguration(commandName: "refresh-receive", abstract: "Receive a refresh of a machine.")
+
+    @OptionGroup var output: OutputOptions
+    @Argument(transform: parseMachineName) var name: MachineName
+
+    func run() async throws {
+        let name = name
+        _ = try await OSThread.run { () throws(NspawnError) in
+            let receiver = RefreshReceiver(store: .system) { name throws(NspawnError) in
+                try Machined(bus: try connectSystemBus()).machinePathIfRunning(name) != nil
+            }
+            return try receiver.run(name, input: .standardInput, output: .standardOutput)
+        }
     }
 }
 

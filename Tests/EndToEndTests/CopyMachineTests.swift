@@ -17,10 +17,20 @@ struct CopyMachineTests {
         var verifiedOnTarget: [String]
         var startedOnTarget: Bool
         var replacedOnTarget: Bool
+        var method: String
+        var refresh: Refresh?
         var seconds: Double
     }
 
+    struct Refresh: Decodable {
+        var files: Int
+        var sent: Int
+        var sentBytes: Int64
+        var kept: Int
+    }
+
     /// Runs `body` in the second host.
+    @discardableResult
     static func onTarget<T>(_ body: () throws -> T) throws -> T {
         var value: T?
         try Testbed.withMachinesOn("btrfs") { value = try body() }
@@ -185,6 +195,79 @@ struct CopyMachineTests {
                     "nothing of it is left here")
             #expect(try Fixture.machinedState(name) == nil)
             print("move-machine: \(result.bytesSent) bytes in \(result.seconds) s, running on the second host")
+        }
+    }
+
+    @Test(.testbedAccounts) func aRefreshSendsOnlyWhatChangedAndLeavesTheSameMachine() throws {
+        let name = "e2e-travel-refresh"
+        try Self.with([name]) {
+            try Self.link()
+            try Fixture.busybox(name)
+            try CopyFixtures.makeTree("/var/lib/machines/\(name)/srv/tree")
+            try Testbed.mustSh("""
+                set -e
+                head -c 40M /dev/urandom > /var/lib/machines/\(name)/srv/base
+                printf 'first\\n' > /var/lib/machines/\(name)/srv/payload
+                printf 'doomed\\n' > /var/lib/machines/\(name)/srv/doomed
+                nspawnctl config \(name) --set Hostname=first >/dev/null
+                """)
+            // No copy there yet: it goes whole, and says so.
+            var received = try Self.receivedOnTarget()
+            let first = try Testbed.nspawnctl("copy-machine", "--refresh", name, Self.target)
+            let fullBytes = try Self.receivedOnTarget() - received
+            #expect(first.status == Exit.ok && first.stdout.contains("no copy there yet"), "\(first)")
+
+            // A megabyte of new data and small changes of every kind.
+            try Testbed.mustSh("""
+                set -e
+                cd /var/lib/machines/\(name)
+                head -c 1M /dev/urandom > srv/new-megabyte
+                printf 'second\\n' > srv/payload
+                rm srv/doomed
+                chmod 0600 srv/tree/file
+                ln -s ../srv/payload etc/payload-link
+                mkdir -p srv/empty && mkfifo srv/empty/fifo
+                setfattr -n user.refreshed -v yes srv
+                ln srv/payload srv/payload-again
+                nspawnctl config \(name) --set Hostname=second >/dev/null
+                """)
+            let before = try Self.fingerprint(name)
+            received = try Self.receivedOnTarget()
+            let refreshed = try Testbed.nspawnctl("copy-machine", "--json", "--refresh", name, Self.target)
+            let refreshBytes = try Self.receivedOnTarget() - received
+            #expect(refreshed.status == Exit.ok, "\(refreshed)")
+            guard refreshed.status == Exit.ok else { return }
+            let result = try decodeJSON(Copied.self, from: refreshed.stdout)
+            // The new megabyte, the changed payload, and the file whose mode changed (sent whole, as rsync does).
+            #expect(result.method == "file-delta" && result.refresh?.sent == 3, "\(refreshed.stdout)")
+            #expect(refreshBytes * 20 <= fullBytes, "a refresh moved \(refreshBytes) bytes on the link, a whole copy \(fullBytes)")
+            let there = try Self.onTarget { try Self.fingerprint(name) }
+            #expect(there == before, "the refreshed copy is the machine: \(Self.difference(before, there))")
+            print("copy-machine --refresh: \(refreshBytes) bytes on the link after a 1 MiB change, a whole copy \(fullBytes) (\(Double(refreshBytes) * 100 / Double(fullBytes)) %); \(result.seconds) s")
+
+            // Nothing changed: nothing but the list goes.
+            let idle = try Testbed.nspawnctl("copy-machine", "--json", "--refresh", name, Self.target)
+            #expect(idle.status == Exit.ok && (try? decodeJSON(Copied.self, from: idle.stdout))?.refresh?.sent == 0, "\(idle)")
+
+            // A hostile sender: a path that climbs out, a link to nothing, a record cut short.
+            let header = #"{"refresh":1,"name":"x","host_state":{"enabled":false},"records":2}"#
+            let root = "d\t755\t0\t0\t0\t0\t0\t\t\t\t\t"
+            for (record, says) in [("f\t644\t0\t0\t5\t0\t0\t\t1\t\t../../etc/e2e-travel-x\t", "unsafe"),
+                                   ("f\t644\t0\t0\t5\t0\t0\t\t2\t1\tsrv-x\t", "links"),
+                                   ("f\t644\t0", "malformed")] {
+                let refused = try Self.onTarget { try Testbed.run(["nspawnctl", "receive-machine", name], stdin: "\(header)\n\(root)\n\(record)\n") }
+                #expect(refused.status == Exit.invalidInput && refused.stdout.contains(says), "\(record): \(refused)")
+            }
+            let after = try Self.onTarget { try Self.fingerprint(name) }
+            #expect(after == before, "the hostile refreshes changed nothing: \(Self.difference(before, after))")
+            #expect(try Self.onTarget { try Testbed.sh("ls -A /var/lib/machines | grep '^\\.#import\\.'; ls /etc/e2e-travel-x 2>/dev/null; true").trimmed }.isEmpty)
+
+            // A copy that runs there is not changed under it.
+            try Self.onTarget { try Testbed.mustSh("nspawnctl start \(name)") }
+            let busy = try Testbed.nspawnctl("copy-machine", "--refresh", name, Self.target)
+            #expect(busy.status == Exit.conflict && busy.stderr.contains("running"), "\(busy)")
+            try Self.onTarget { try Testbed.mustSh("nspawnctl stop \(name)") }
+            #expect(try Testbed.nspawnctl("copy-machine", "--refresh", "--snapshots", name, Self.target).status == Exit.invalidInput)
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import NspawnAPI
 import NspawnKit
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,6 +27,9 @@ struct CopyMachine: AsyncParsableCommand, JSONCapable {
     @Flag(help: "Replace a machine of that name on the target.")
     var force = false
 
+    @Flag(help: "Send only the files that changed since the last copy there (whole if there is none); the copy there must be stopped.")
+    var refresh = false
+
     @Argument(help: "Machine name.", transform: parseMachineName)
     var name: MachineName
 
@@ -33,8 +37,26 @@ struct CopyMachine: AsyncParsableCommand, JSONCapable {
     var target: CopyTarget
 
     func run() async throws {
-        let request = CopyMachineRequest(target: target, snapshots: snapshots, force: force, interactive: isatty(0) == 1)
+        let request = CopyMachineRequest(target: target, snapshots: snapshots, force: force, refresh: refresh, interactive: isatty(0) == 1)
         try await copyMachine(name, request, output: output)
+    }
+}
+
+/// The target's side of `copy-machine --refresh`, run there over ssh: the delta comes on stdin,
+/// answers go to stdout. It becomes the images helper, which does the work as root.
+struct ReceiveMachine: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "receive-machine", abstract: "Receive a copy-machine --refresh (run by it over ssh).",
+                                                    shouldDisplay: false)
+
+    @Argument(help: "Machine name.", transform: parseMachineName)
+    var name: MachineName
+
+    func run() throws {
+        let helper = ImagesHelperProgram.path
+        let arguments = [helper, "refresh-receive", "--json", "--", name.rawValue]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        execv(helper, &argv)
+        throw NspawnError.system("cannot run '\(helper)'", Errno(rawValue: errno))
     }
 }
 
@@ -75,15 +97,23 @@ private func copyMachine(_ name: MachineName, _ request: CopyMachineRequest, out
         if showsProgress { writeStandardError("\r\(request.move ? "moving" : "copying") '\(name.rawValue)': \(humanSize(bytes)) sent\u{1B}[K") }
     }
     if showsProgress { writeStandardError("\n") }
-    printOut(output.json ? Renderer.json(result) : Renderer.copyMachineText(result))
+    printOut(output.json ? Renderer.json(result) : Renderer.copyMachineText(result, refreshAsked: request.refresh))
 }
 
 extension Renderer {
-    static func copyMachineText(_ r: CopyMachineResult) -> String {
+    static func copyMachineText(_ r: CopyMachineResult, refreshAsked: Bool = false) -> String {
         let verb = r.moved ? "moved" : "copied"
         let how = r.fromSnapshot ? " from a snapshot taken first (it was running)" : ""
         let target = r.targetName == r.name ? r.host : "\(r.host) as '\(r.targetName)'"
-        var lines = ["\(verb) '\(r.name)' to \(target)\(how): \(humanSize(r.bytesSent)) sent in \(secondsText(r.seconds))"]
+        if let refresh = r.refresh {
+            return """
+                refreshed '\(r.name)' on \(target)\(how) by file delta: \(refresh.sent) of \(refresh.sent + refresh.kept) files sent \
+                (\(humanSize(UInt64(refresh.sentBytes))) of data, \(humanSize(r.bytesSent)) in all), \(refresh.kept) kept, in \(secondsText(r.seconds))
+                  checked there: every entry's owner, mode, size, time, link and xattrs, and the sha256 of each file sent
+                """
+        }
+        let whole = refreshAsked ? " (no copy there yet, so all of it)" : ""
+        var lines = ["\(verb) '\(r.name)' to \(target)\(how)\(whole): \(humanSize(r.bytesSent)) sent in \(secondsText(r.seconds))"]
         lines.append("  checked there: \(r.verifiedOnTarget.joined(separator: ", "))\(r.replacedOnTarget ? "; replaced the machine there" : "")")
         if !r.snapshots.isEmpty { lines.append("  snapshots: \(r.snapshots.joined(separator: ", "))") }
         for part in r.parts { lines.append("  \(part.name): \(part.files) files, \(humanSize(part.bytes)), sha256 \(part.sha256)") }

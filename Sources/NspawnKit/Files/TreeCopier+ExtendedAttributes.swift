@@ -36,6 +36,11 @@ extension Walk {
     }
 }
 
+extension TreeCopier {
+    /// Whether a copy of a root carries the attribute `name` (see `Walk.isCopiedAttribute`).
+    package static func carriesAttribute(_ name: String) -> Bool { Walk.isCopiedAttribute(name) }
+}
+
 /// Extended attributes of an open file, or of a node held by an O_PATH descriptor (through its
 /// /proc/self/fd link, which leads to the node itself and never further).
 package enum ExtendedAttributes {

@@ -68,6 +68,11 @@ public struct ImagesHelper: Sendable {
         return await run(arguments, stdin: nil, extra: [descriptor], cancel: ChildCancel()) { _ in }
     }
 
+    /// `copy-machine --refresh`: the delta of `name` to the receiver at the other end of `stream`.
+    public func refreshMachine(_ name: MachineName, stream: FileDescriptor, label: String) async -> Result<RefreshReport, NspawnError> {
+        await run(["refresh-send", "--json", "--label", label, "--", name.rawValue], stdin: nil, extra: [stream], cancel: ChildCancel()) { _ in }
+    }
+
     /// What an image server offers (`nspawnctl images remote`).
     public func remoteImages(remote: String?, filter: String?) async -> Result<[ImageServerCatalog.Row], NspawnError> {
         let arguments = ["remote", "--json"] + (remote.map { ["--remote=\($0)"] } ?? []) + ["--"] + (filter.map { [$0] } ?? [])

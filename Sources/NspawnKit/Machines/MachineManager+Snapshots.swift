@@ -96,7 +96,7 @@ package struct SnapshotStore {
     /// btrfs gives a subvolume's top directory this inode number.
     static let subvolumeInode: ino_t = 256
 
-    static func isSubvolume(_ directory: Directory) -> Bool {
+    package static func isSubvolume(_ directory: Directory) -> Bool {
         guard nspawnctl_fs_type(directory.descriptor.rawValue) == nspawnctl_btrfs_magic,
               let st = try? directory.descriptor.status() else { return false }
         return st.st_ino == subvolumeInode
@@ -112,7 +112,7 @@ package struct SnapshotStore {
 
     /// Removes the tree or subvolume `name` in `parent`: read-only flags cleared first, renamed
     /// out of the way before the slow part, so no half-removed tree keeps its name.
-    static func removeTree(_ name: String, in parent: Directory, label: String) throws(NspawnError) {
+    package static func removeTree(_ name: String, in parent: Directory, label: String) throws(NspawnError) {
         do throws(Errno) {
             let top = try parent.openDirectory(name)
             if isSubvolume(top) {

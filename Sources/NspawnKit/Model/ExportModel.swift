@@ -80,3 +80,38 @@ public struct ImportedMachine: Sendable, Codable, Equatable {
         self.snapshots = snapshots
     }
 }
+
+/// What `copy-machine --refresh` did, as the receiving host reports it.
+public struct RefreshResult: Codable, Sendable, Equatable {
+    public var files: Int
+    /// Regular files whose data came over the stream.
+    public var sent: Int
+    public var sentBytes: Int64
+    /// Regular files taken from the copy that was there.
+    public var kept: Int
+    public var seconds: Double
+
+    public init(files: Int, sent: Int, sentBytes: Int64, kept: Int, seconds: Double) {
+        self.files = files
+        self.sent = sent
+        self.sentBytes = sentBytes
+        self.kept = kept
+        self.seconds = seconds
+    }
+}
+
+/// The sending side's account of a refresh: the receiver's result and the stream's bytes.
+public struct RefreshReport: Codable, Sendable, Equatable {
+    public var result: RefreshResult
+    public var fromSnapshot: Bool
+    /// Everything written to the stream: the list of files and the data.
+    public var streamBytesSent: Int64
+    public var streamBytesReceived: Int64
+
+    public init(result: RefreshResult, fromSnapshot: Bool, streamBytesSent: Int64, streamBytesReceived: Int64) {
+        self.result = result
+        self.fromSnapshot = fromSnapshot
+        self.streamBytesSent = streamBytesSent
+        self.streamBytesReceived = streamBytesReceived
+    }
+}
