@@ -129,7 +129,9 @@ enum HTTPDownload {
             nspawnctl_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 60)
             nspawnctl_curl_setopt_string(handle, CURLOPT_USERAGENT, "nspawnctl")
             if let headerList { nspawnctl_curl_setopt_pointer(handle, CURLOPT_HTTPHEADER, headerList) }
-            if let limit = request.limit { nspawnctl_curl_setopt_long(handle, CURLOPT_MAXFILESIZE, Int(limit)) }
+            // curl's limit would cut an error response too, before its status could explain it:
+            // a request that reads error bodies leaves the limit to its sink.
+            if let limit = request.limit, request.failOnError { nspawnctl_curl_setopt_long(handle, CURLOPT_MAXFILESIZE, Int(limit)) }
             if let pem = request.extraCertificates {
                 pem.withUnsafeBytes { _ = nspawnctl_curl_setopt_ca_blob(handle, $0.baseAddress, $0.count) }
             }
