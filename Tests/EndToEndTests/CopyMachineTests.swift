@@ -200,7 +200,10 @@ struct CopyMachineTests {
 
     @Test(.testbedAccounts) func aRefreshSendsOnlyWhatChangedAndLeavesTheSameMachine() throws {
         let name = "e2e-travel-refresh"
-        try Self.with([name]) {
+        let local = "e2e-travel-refresh-here"
+        try Self.with([name, local]) {
+            // ssh to this host itself (RemoteFixtures) first: it rewrites known_hosts, which link() extends.
+            try RemoteFixtures.prepare()
             try Self.link()
             try Fixture.busybox(name)
             try CopyFixtures.makeTree("/var/lib/machines/\(name)/srv/tree")
@@ -261,6 +264,16 @@ struct CopyMachineTests {
             let after = try Self.onTarget { try Self.fingerprint(name) }
             #expect(after == before, "the hostile refreshes changed nothing: \(Self.difference(before, after))")
             #expect(try Self.onTarget { try Testbed.sh("ls -A /var/lib/machines | grep '^\\.#import\\.'; ls /etc/e2e-travel-x 2>/dev/null; true").trimmed }.isEmpty)
+
+            // On a file system without snapshots the new tree is built beside the old one from
+            // hard links: refreshed through ssh to this host itself, onto its ext4.
+            #expect(try Testbed.nspawnctl("copy-machine", "--refresh", name, "ssh://root@127.0.0.1/\(local)").status == Exit.ok)
+            try Testbed.mustSh("head -c 1M /dev/urandom > /var/lib/machines/\(name)/srv/new-megabyte; rm /var/lib/machines/\(name)/srv/payload-again")
+            let here = try Testbed.nspawnctl("copy-machine", "--json", "--refresh", name, "ssh://root@127.0.0.1/\(local)")
+            #expect(here.status == Exit.ok && (try? decodeJSON(Copied.self, from: here.stdout))?.refresh?.sent == 2, "\(here)")
+            let rootOnly = { (text: String) in text.split(separator: "\n").filter { $0.contains("./") }.joined(separator: "\n") }
+            let source = rootOnly(try Self.fingerprint(name)), copy = rootOnly(try Self.fingerprint(local))
+            #expect(!source.isEmpty && copy == source, "the copy beside it: \(Self.difference(source, copy))")
 
             // A copy that runs there is not changed under it.
             try Self.onTarget { try Testbed.mustSh("nspawnctl start \(name)") }
