@@ -58,6 +58,8 @@ static inline int nspawnctl_renameat2(int olddir, const char *old, int newdir, c
 }
 /* Defined here rather than with _GNU_SOURCE, which would change glibc's headers under the other C modules. */
 static const int nspawnctl_o_path = 010000000; /* O_PATH */
+/* Reading without changing the access time (the owner or CAP_FOWNER only). */
+static const int nspawnctl_o_noatime = 01000000; /* O_NOATIME */
 /* utimensat: leave this time as it is. */
 static const long nspawnctl_utime_omit = UTIME_OMIT;
 static const unsigned nspawnctl_rename_noreplace = 1;

@@ -251,6 +251,10 @@ public struct RefreshReceiver {
             throw .busy(name.rawValue, reason: "it is running here; stop it before a refresh replaces its files")
         }
 
+        // Walked while the sender walks its own and sends the list.
+        let currentRecords = try TreeRecords.walk(old, label: "\(imagesPath)/\(name.rawValue)")
+        let current = Dictionary(currentRecords.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
+
         guard let headerLine = try reader.line(limit: MachineArchive.metadataLimit) else {
             throw .invalidArgument("the refresh of '\(name.rawValue)' ended before its header")
         }
@@ -272,8 +276,6 @@ public struct RefreshReceiver {
         }
         try Self.check(records)
 
-        let currentRecords = try TreeRecords.walk(old, label: "\(imagesPath)/\(name.rawValue)")
-        let current = Dictionary(currentRecords.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
         let need = records.indices.filter { index in
             let record = records[index]
             guard record.kind == .file, record.linkOf == nil else { return false }
@@ -339,7 +341,10 @@ public struct RefreshReceiver {
         // The old root now has the work directory's name.
         defer { try? SnapshotStore.removeTree(work, in: images, label: workLabel) }
         do {
-            try MachineManager.installHostState(header.hostState, for: name)
+            // Rewriting units means a daemon reload; most refreshes change files only.
+            if (try? MachineManager.hostState(of: name)) != header.hostState {
+                try MachineManager.installHostState(header.hostState, for: name)
+            }
         } catch {
             throw NspawnError.failed("'\(name.rawValue)' has the new files, but its host side is not refreshed: \(error)")
         }
@@ -381,7 +386,9 @@ struct TreeBuilder {
     let label: String
     /// `tree` is a snapshot of `old`, changed in place: what stays is already there.
     let inPlace: Bool
-    private var parent: (path: String, tree: Directory, old: Directory?)?
+    /// Recently used directories by path: a walk comes back to a parent after each subdirectory.
+    private var opened: [String: (tree: Directory, old: Directory?)] = [:]
+    private var openedOrder: [String] = []
 
     init(tree: Directory, old: Directory, label: String, inPlace: Bool) {
         self.tree = tree
@@ -410,8 +417,8 @@ struct TreeBuilder {
             guard unlinkat(directory.descriptor.rawValue, name, entry.kind == .directory ? AT_REMOVEDIR : 0) == 0 else {
                 throw .system("cannot remove '\(label)/\(entry.path)'", .last)
             }
+            if entry.kind == .directory, opened.removeValue(forKey: entry.path) != nil { openedOrder.removeAll { $0 == entry.path } }
         }
-        parent = nil
     }
 
     /// Whether `name` is there already as the kind `record` wants (in place only).
@@ -422,18 +429,23 @@ struct TreeBuilder {
 
     private mutating func directories(of path: String) throws(NspawnError) -> (tree: Directory, old: Directory?, name: String) {
         let (parentPath, name) = TreeRecord.split(path)
-        if let parent, parent.path == parentPath { return (parent.tree, parent.old, name) }
-        let opened: Directory
-        do throws(Errno) { opened = try tree.openDirectoryBeneath(parentPath) } catch {
+        if let known = opened[parentPath] { return (known.tree, known.old, name) }
+        let directory: Directory
+        do throws(Errno) { directory = try tree.openDirectoryBeneath(parentPath) } catch {
             throw .system("cannot open '\(label)/\(parentPath)'", error)
         }
-        let oldParent = try? old.openDirectoryBeneath(parentPath)
-        parent = (parentPath, opened, oldParent)
-        return (opened, oldParent, name)
+        // In place, nothing is taken from the old tree.
+        let oldParent = inPlace ? nil : try? old.openDirectoryBeneath(parentPath)
+        opened[parentPath] = (directory, oldParent)
+        openedOrder.append(parentPath)
+        if openedOrder.count > 64 { opened[openedOrder.removeFirst()] = nil }
+        return (directory, oldParent, name)
     }
 
     mutating func make(_ record: TreeRecord, linkOf first: String?) throws(NspawnError) {
         if record.path.isEmpty { return try apply(record, to: tree.descriptor) }
+        // A file kept in a snapshot is there as it should be.
+        if inPlace && record.kind == .file && first == nil { return }
         let (directory, oldDirectory, name) = try directories(of: record.path)
         let fd = directory.descriptor.rawValue
         let path = "\(label)/\(record.path)"
@@ -496,31 +508,44 @@ struct TreeBuilder {
         try apply(record, to: file)
     }
 
-    /// Owner, mode, extended attributes (a file capability last), and the modification time.
+    /// Owner, mode, extended attributes (a file capability last), and the modification time;
+    /// only what differs is written, as a snapshot's unchanged directory should stay unwritten.
     private func apply(_ record: TreeRecord, to fd: FileDescriptor, times: Bool = true) throws(NspawnError) {
         let path = "\(label)/\(record.path)"
-        guard fchown(fd.rawValue, record.uid, record.gid) == 0 else { throw .system("cannot set the owner of '\(path)'", .last) }
-        guard fchmod(fd.rawValue, mode_t(record.mode)) == 0 else { throw .system("cannot set the mode of '\(path)'", .last) }
-        // What the node has beyond the record (a snapshot's old value, an inherited default ACL) goes.
+        let now: stat
+        do throws(Errno) { now = try fd.status() } catch { throw .system("cannot read '\(path)'", error) }
+        if now.st_uid != record.uid || now.st_gid != record.gid {
+            guard fchown(fd.rawValue, record.uid, record.gid) == 0 else { throw .system("cannot set the owner of '\(path)'", .last) }
+        }
+        // A chown clears set-uid bits, so the mode is checked after it.
+        if now.st_uid != record.uid || now.st_gid != record.gid || UInt32(now.st_mode & 0o7777) != record.mode {
+            guard fchmod(fd.rawValue, mode_t(record.mode)) == 0 else { throw .system("cannot set the mode of '\(path)'", .last) }
+        }
         let wanted = record.xattrs ?? [:]
-        if let present = try? ExtendedAttributes.descriptor(fd).names() {
-            for name in present where TreeCopier.carriesAttribute(name) && wanted[name] == nil {
+        let present = try TreeRecords.xattrs(of: fd, label: path) ?? [:]
+        if present != wanted {
+            // What the node has beyond the record (a snapshot's old value, an inherited default ACL) goes.
+            for name in present.keys where wanted[name] == nil {
                 guard fremovexattr(fd.rawValue, name) == 0 else { throw .system("cannot remove extended attribute '\(name)' of '\(path)'", .last) }
             }
-        }
-        let attributes = wanted.sorted { ($0.key == "security.capability" ? 1 : 0, $0.key) < ($1.key == "security.capability" ? 1 : 0, $1.key) }
-        for (name, encoded) in attributes {
-            guard TreeCopier.carriesAttribute(name), let value = Data(base64Encoded: encoded) else {
-                throw .invalidArgument("a refresh carries the attribute '\(name.escapedForMessage)' on '\(path)', which no copy sets")
+            let ordered = wanted.filter { present[$0.key] != $0.value }
+                .sorted { ($0.key == "security.capability" ? 1 : 0, $0.key) < ($1.key == "security.capability" ? 1 : 0, $1.key) }
+            for (name, encoded) in ordered {
+                guard TreeCopier.carriesAttribute(name), let value = Data(base64Encoded: encoded) else {
+                    throw .invalidArgument("a refresh carries the attribute '\(name.escapedForMessage)' on '\(path)', which no copy sets")
+                }
+                do throws(Errno) { try ExtendedAttributes.descriptor(fd).set(name, Array(value)) } catch {
+                    throw .system("cannot set extended attribute '\(name)' on '\(path)'", error)
+                }
             }
-            do throws(Errno) { try ExtendedAttributes.descriptor(fd).set(name, Array(value)) } catch {
-                throw .system("cannot set extended attribute '\(name)' on '\(path)'", error)
-            }
         }
-        if times {
-            var stamps = [timespec(tv_sec: 0, tv_nsec: nspawnctl_utime_omit), timespec(tv_sec: Int(record.seconds), tv_nsec: Int(record.nanoseconds))]
-            guard futimens(fd.rawValue, &stamps) == 0 else { throw .system("cannot set the times of '\(path)'", .last) }
-        }
+        if times { try setTime(record, on: fd, path: path) }
+    }
+
+    private func setTime(_ record: TreeRecord, on fd: FileDescriptor, path: String) throws(NspawnError) {
+        if let now = try? fd.status(), Int64(now.st_mtim.tv_sec) == record.seconds, Int64(now.st_mtim.tv_nsec) == record.nanoseconds { return }
+        var stamps = [timespec(tv_sec: 0, tv_nsec: nspawnctl_utime_omit), timespec(tv_sec: Int(record.seconds), tv_nsec: Int(record.nanoseconds))]
+        guard futimens(fd.rawValue, &stamps) == 0 else { throw .system("cannot set the times of '\(path)'", .last) }
     }
 
     /// Owner and time of a node that is not opened (a symlink, a device).
@@ -538,8 +563,7 @@ struct TreeBuilder {
             do throws(Errno) { directory = try tree.openDirectoryBeneath(record.path) } catch {
                 throw .system("cannot open '\(label)/\(record.path)'", error)
             }
-            var stamps = [timespec(tv_sec: 0, tv_nsec: nspawnctl_utime_omit), timespec(tv_sec: Int(record.seconds), tv_nsec: Int(record.nanoseconds))]
-            guard futimens(directory.descriptor.rawValue, &stamps) == 0 else { throw .system("cannot set the times of '\(label)/\(record.path)'", .last) }
+            try setTime(record, on: directory.descriptor, path: "\(label)/\(record.path)")
         }
     }
 }

@@ -172,15 +172,27 @@ enum TreeRecords {
                 target = try readLink(name, in: directory, label: "\(label)/\(path)")
             }
             var attributes: [String: String]?
-            if type == S_IFREG || type == S_IFDIR {
+            var child: Directory?
+            if type == S_IFDIR {
+                do throws(Errno) { child = try directory.openDirectory(name) } catch {
+                    throw .system("cannot open '\(label)/\(path)'", error)
+                }
+                attributes = try xattrs(of: child!.descriptor, label: "\(label)/\(path)")
+            } else if type == S_IFREG {
+                // A real descriptor: flistxattr on it is cheaper than listxattr through /proc.
                 let node: FileDescriptor
                 do throws(Errno) {
-                    node = try FileDescriptor.opening { openat(directory.descriptor.rawValue, name, nspawnctl_o_path | O_NOFOLLOW | O_CLOEXEC) }
+                    let flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC
+                    do {
+                        node = try FileDescriptor.opening { openat(directory.descriptor.rawValue, name, flags | nspawnctl_o_noatime) }
+                    } catch .notPermitted {
+                        node = try FileDescriptor.opening { openat(directory.descriptor.rawValue, name, flags) }
+                    }
                 } catch {
                     throw .system("cannot open '\(label)/\(path)'", error)
                 }
                 defer { try? node.close() }
-                attributes = try xattrs(ofNode: node, label: "\(label)/\(path)")
+                attributes = try xattrs(of: node, label: "\(label)/\(path)")
             }
             var entry = record(path, status: status, xattrs: attributes, target: target)
             if type == S_IFREG && status.st_nlink > 1 {
@@ -188,11 +200,7 @@ enum TreeRecords {
                 if let first = firstNames[identity] { entry.linkOf = first } else { firstNames[identity] = records.count }
             }
             records.append(entry)
-            if type == S_IFDIR {
-                let child: Directory
-                do throws(Errno) { child = try directory.openDirectory(name) } catch {
-                    throw .system("cannot open '\(label)/\(path)'", error)
-                }
+            if let child {
                 try walk(child, prefix: path, label: label, into: &records, firstNames: &firstNames)
             }
         }
@@ -226,10 +234,6 @@ enum TreeRecords {
 
     static func xattrs(of descriptor: FileDescriptor, label: String) throws(NspawnError) -> [String: String]? {
         try read(ExtendedAttributes.descriptor(descriptor), label: label)
-    }
-
-    static func xattrs(ofNode node: FileDescriptor, label: String) throws(NspawnError) -> [String: String]? {
-        try read(ExtendedAttributes.procPath(node), label: label)
     }
 
     private static func read(_ attributes: ExtendedAttributes, label: String) throws(NspawnError) -> [String: String]? {

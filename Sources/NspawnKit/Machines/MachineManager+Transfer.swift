@@ -109,6 +109,11 @@ extension MachineManager {
                             lock: lock, store: store)
     }
 
+    /// What `name` has on this host now, as an export records it.
+    package static func hostState(of name: MachineName) throws(NspawnError) -> MachineHostState {
+        try hostState(of: name, bus: try connectSystemBus())
+    }
+
     static func hostState(of name: MachineName, bus: BusConnection) throws(NspawnError) -> MachineHostState {
         let addresses = try exposedAddresses(of: name).map { (text) throws(NspawnError) in try ListenAddress(parsing: text) }
         return MachineHostState(settings: try AtomicFile.read(name.settingsPath), flavor: try flavorInForce(of: name),
