@@ -194,10 +194,14 @@ struct MachineCopier {
         switch refreshed {
         case .success(let report): return report
         case .failure(let error):
-            // A target that cannot even start the receiver (no nspawnctl, ssh refused) says why in ssh's words.
-            if case .remote = error, error.description.hasPrefix("on ") { throw error }
-            try outcome.check()
-            throw error
+            // A target that never ran the receiver (ssh refused, no nspawnctl there) says why in ssh's words.
+            switch outcome.termination {
+            case .exited(255), .exited(127), .signaled:
+                throw SSHConnection.failure(outcome.termination, said: outcome.said, destination: request.target.destination,
+                                            command: "nspawnctl receive-machine")
+            default:
+                throw error
+            }
         }
     }
 

@@ -250,6 +250,8 @@ public struct RefreshReceiver {
         if try machineIsRunning(name) {
             throw .busy(name.rawValue, reason: "it is running here; stop it before a refresh replaces its files")
         }
+        // What a killed import or refresh of the name left.
+        _ = try store.removeLeftovers(of: name, in: images)
 
         // Walked while the sender walks its own and sends the list.
         let currentRecords = try TreeRecords.walk(old, label: "\(imagesPath)/\(name.rawValue)")

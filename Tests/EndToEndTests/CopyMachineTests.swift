@@ -281,6 +281,11 @@ struct CopyMachineTests {
             #expect(busy.status == Exit.conflict && busy.stderr.contains("running"), "\(busy)")
             try Self.onTarget { try Testbed.mustSh("nspawnctl stop \(name)") }
             #expect(try Testbed.nspawnctl("copy-machine", "--refresh", "--snapshots", name, Self.target).status == Exit.invalidInput)
+            // ssh's refusals read as with a whole copy.
+            let closed = try Testbed.nspawnctl("copy-machine", "--refresh", name, "ssh://root@10.251.0.2:2222")
+            #expect(closed.status == 7 && closed.stderr.contains("Connection refused"), "\(closed)")
+            let stranger = try Testbed.nspawnctl("copy-machine", "--refresh", name, "ssh://nobody@10.251.0.2")
+            #expect(stranger.status == Exit.permissionDenied && stranger.stderr.contains("authentication refused"), "\(stranger)")
         }
     }
 }
