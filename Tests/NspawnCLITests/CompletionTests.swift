@@ -3,12 +3,14 @@ import Testing
 @testable import NspawnCLI
 
 /// scripts/install installs what `nspawnctl --generate-completion-script SHELL` prints; every verb a
-/// person types must be offered (not `hook` and `health-check`, which systemd runs).
+/// person types must be offered (not `hook` and `health-check`, which systemd runs, nor
+/// `receive-machine`, which `copy-machine --refresh` runs over ssh).
 @Suite struct CompletionTests {
     static let verbs = Nspawnctl.configuration.subcommands.filter { $0.configuration.shouldDisplay }.map { $0._commandName }
 
-    @Test func onlyWhatSystemdRunsIsHidden() {
-        #expect(Nspawnctl.configuration.subcommands.filter { !$0.configuration.shouldDisplay }.map { $0._commandName } == ["hook", "health-check"])
+    @Test func onlyWhatNspawnctlAndSystemdRunAreHidden() {
+        #expect(Nspawnctl.configuration.subcommands.filter { !$0.configuration.shouldDisplay }.map { $0._commandName }
+                == ["receive-machine", "hook", "health-check"])
     }
 
     /// Whether the script offers `verb` as a subcommand, in the form each shell's generator writes it.
