@@ -152,14 +152,19 @@ struct MachineCopier {
         if request.move {
             if wasRunning {
                 do {
-                    _ = try runRemote(request, ["start", "--", targetName.rawValue])
+                    _ = try await runRemote(request, ["start", "--", targetName.rawValue])
                     startedOnTarget = true
                 } catch {
                     try? await manager.start(name)
                     throw NspawnError.remote(error.category, message: "'\(name.rawValue)' was copied to \(request.target.destination) as '\(targetName.rawValue)' but did not start there, so it stays here and runs again: \(error.description)", busError: error.busErrorName)
                 }
             }
-            try await manager.remove(name, force: true, stopTimeout: StopTimeout.wait(nil))
+            // Not forced: a machine started here meanwhile (socket activation, an admin) stays.
+            do {
+                try await manager.remove(name, force: false, stopTimeout: StopTimeout.wait(nil))
+            } catch let error as NspawnError {
+                throw NspawnError.remote(error.category, message: "'\(name.rawValue)' is on \(request.target.destination) as '\(targetName.rawValue)' but was not removed here: \(error.description)", busError: error.busErrorName)
+            }
         }
         return CopyMachineResult(
             name: name.rawValue, host: request.target.destination.description, targetName: targetName.rawValue,
@@ -187,10 +192,9 @@ struct MachineCopier {
         }
         try? theirs.close()
         let refreshed = await images.refreshMachine(name, stream: ours, label: request.target.destination.description)
-        // ssh ends once its stdin does.
-        do throws(Errno) { try ours.shutdownSocket(.sending) } catch {}
-        let outcome = child.finish()
+        // Closed, not only shut: a receiver still writing must see it gone, or ssh never ends.
         try? ours.close()
+        let outcome = await child.finished()
         switch refreshed {
         case .success(let report): return report
         case .failure(let error):
@@ -246,7 +250,7 @@ struct MachineCopier {
         try? archive.write.close()
         let relayed = await relay.value
         try? ours.close()
-        let outcome = child.finish()
+        let outcome = await child.finished()
 
         // Whichever side gave up first tells why: a target that went away breaks the export's
         // pipe, a failed export leaves the target a cut archive.
@@ -264,7 +268,7 @@ struct MachineCopier {
         }
         let imported: ImportResult = try outcome.decoded()
         guard imported.sourceBytes == Int64(bytes), imported.verified.contains("parts") else {
-            throw .verificationFailed("\(request.target.destination) read \(imported.sourceBytes) bytes of the \(bytes) sent for '\(name.rawValue)' and checked \(imported.verified.joined(separator: ", ")); expected every part's digest")
+            throw .verificationFailed("\(request.target.destination) installed '\(targetName.rawValue)' but read \(imported.sourceBytes) bytes of the \(bytes) sent and checked \(imported.verified.joined(separator: ", ")) rather than every part's digest; do not trust that copy")
         }
         return Sent(export: export, imported: imported, bytes: bytes)
     }
@@ -294,9 +298,9 @@ struct MachineCopier {
     }
 
     /// A short command on the target, e.g. `start NAME`.
-    private func runRemote(_ request: CopyMachineRequest, _ arguments: [String]) throws(NspawnError) -> String {
+    private func runRemote(_ request: CopyMachineRequest, _ arguments: [String]) async throws(NspawnError) -> String {
         let child = try RemoteCommand(request, arguments).start(stdin: nil)
-        let outcome = child.finish()
+        let outcome = await child.finished()
         try outcome.check()
         return outcome.output
     }
@@ -325,8 +329,10 @@ struct RemoteCommand {
             self.destination = destination
         }
 
-        func finish() -> Outcome {
-            let termination = child.wait()
+        /// Waits for ssh on a thread of its own, off the cooperative pool.
+        func finished() async -> Outcome {
+            let child = child
+            let termination = await OSThread.run { child.wait() }
             return Outcome(termination: termination, output: stdout.text(limit: 1 << 20), said: stderr.text(limit: 64 * 1024),
                            destination: destination)
         }
@@ -367,7 +373,7 @@ struct RemoteCommand {
             let child = try ChildProcess.spawn(argv, stdin: stdin, stdout: stream ?? stdout.descriptor, stderr: stderr.descriptor)
             return Running(child: child, stdout: stdout, stderr: stderr, destination: destination)
         } catch {
-            throw .remote(.unreachable, message: "cannot reach \(destination.host): \(error); is OpenSSH's ssh installed?", busError: nil)
+            throw .remote(.unreachable, message: "cannot run ssh for \(destination.host): \(error)", busError: nil)
         }
     }
 }

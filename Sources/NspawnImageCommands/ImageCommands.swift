@@ -95,7 +95,15 @@ struct RefreshSend: HelperCommand {
 
     func run() async throws {
         let (name, label) = (name, label)
-        let sent = try await OSThread.run { try RefreshSender.run(name, stream: FileDescriptor(rawValue: 3), label: label) }
+        let cancellation = ImportCancellation()
+        let signals = CancelOnSignals(cancellation)
+        defer { signals.restore() }
+        let stream = FileDescriptor(rawValue: 3)
+        // A read waiting on the target ends at once; the error path then removes the snapshot.
+        cancellation.onCancel { _ = try? stream.shutdownSocket(.both) }
+        let sent = try await OSThread.run {
+            try RefreshSender.run(name, stream: stream, label: label, isCancelled: { cancellation.isCancelled })
+        }
         printOut(Renderer.json(sent))
     }
 }
@@ -110,10 +118,12 @@ struct RefreshReceive: HelperCommand {
 
     func run() async throws {
         let name = name
+        let cancellation = ImportCancellation()
+        let signals = CancelOnSignals(cancellation)
+        defer { signals.restore() }
         _ = try await OSThread.run { () throws(NspawnError) in
-            let receiver = RefreshReceiver(store: .system) { name throws(NspawnError) in
-                try Machined(bus: try connectSystemBus()).machinePathIfRunning(name) != nil
-            }
+            let receiver = RefreshReceiver(store: .system, machined: Machined(bus: try connectSystemBus()),
+                                           isCancelled: { cancellation.isCancelled })
             return try receiver.run(name, input: .standardInput, output: .standardOutput)
         }
     }

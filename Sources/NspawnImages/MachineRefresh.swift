@@ -9,6 +9,7 @@ import Glibc
 
 /// `copy-machine --refresh`: a file-level delta over one stream (ssh's stdin and stdout).
 ///
+///     receiver → sender   {"ready": true} once it may refresh the machine, or {"error": …}
 ///     sender → receiver   a header line, then one line per record of the source's root
 ///     receiver → sender   {"need": [indexes]}: the regular files it does not have as they are
 ///     sender → receiver   each needed file's bytes, then their sha256 (32 bytes)
@@ -16,9 +17,10 @@ import Glibc
 ///
 /// The receiver builds the new root beside the old one: unchanged files hard-linked from it,
 /// the rest made from the records and the stream; it holds the new tree's records against
-/// the sender's before one exchange puts it in place, so a failed or killed refresh leaves
-/// the old machine as it was and nothing else (the work directory is an import's, which the
-/// next import of the name removes if a kill left it).
+/// the sender's before one exchange puts it in place, so a refresh that fails or is killed
+/// before the exchange leaves the old machine as it was (the work directory is an import's,
+/// which the next import or refresh of the name removes if a kill left it). A failure to
+/// update the host side after it says that the files are refreshed and the host side is not.
 enum MachineRefresh {
     static let format = 1
     static let lineLimit = 1 << 20
@@ -32,6 +34,7 @@ enum MachineRefresh {
     }
 
     struct Reply: Codable {
+        var ready: Bool?
         var need: [Int]?
         var result: RefreshResult?
         var error: ErrorBody.Detail?
@@ -66,8 +69,9 @@ final class StreamReader {
     init(_ fd: FileDescriptor) { self.fd = fd }
 
     private func fill() throws(NspawnError) -> Bool {
-        if start > 0 && start == buffer.count {
-            buffer.removeAll(keepingCapacity: true)
+        // What was read is dropped, so a long list is never held whole.
+        if start > 0 && (start == buffer.count || start >= 1 << 20) {
+            buffer.removeFirst(start)
             start = 0
         }
         var chunk = [UInt8](repeating: 0, count: 256 * 1024)
@@ -84,15 +88,15 @@ final class StreamReader {
 
     /// The next line without its newline; nil at a clean end.
     func line(limit: Int = MachineRefresh.lineLimit) throws(NspawnError) -> [UInt8]? {
-        var searched = start
+        var searched = 0
         while true {
-            if let newline = buffer[searched...].firstIndex(of: UInt8(ascii: "\n")) {
+            if let newline = buffer[(start + searched)...].firstIndex(of: UInt8(ascii: "\n")) {
                 let line = Array(buffer[start..<newline])
                 start = newline + 1
                 return line
             }
-            searched = buffer.count
-            guard searched - start <= limit else { throw .invalidArgument("a refresh line is longer than \(limit) bytes") }
+            searched = buffer.count - start
+            guard searched <= limit else { throw .invalidArgument("a refresh line is longer than \(limit) bytes") }
             guard try fill() else {
                 if start == buffer.count { return nil }
                 throw .invalidArgument("the refresh stream ended in the middle of a line")
@@ -142,7 +146,7 @@ final class StreamWriter {
 public enum RefreshSender {
     /// Sends `name`'s root (from a snapshot taken first if it runs) to the receiver at the other
     /// end of `stream`; `label` names the target in errors.
-    public static func run(_ name: MachineName, stream: FileDescriptor, label: String) throws -> RefreshReport {
+    public static func run(_ name: MachineName, stream: FileDescriptor, label: String, isCancelled: @escaping () -> Bool) throws -> RefreshReport {
         let source = try MachineManager.prepareExport(name, withSnapshots: false)
         defer { source.finish() }
         let root: Directory
@@ -151,8 +155,8 @@ public enum RefreshSender {
         let reader = StreamReader(stream)
         let writer = StreamWriter(stream)
 
-        func reply() throws(NspawnError) -> MachineRefresh.Reply {
-            guard let line = try reader.line() else {
+        func reply(limit: Int = MachineRefresh.lineLimit) throws(NspawnError) -> MachineRefresh.Reply {
+            guard let line = try reader.line(limit: limit) else {
                 throw .remote(.unreachable, message: "\(label) ended the refresh of '\(name.rawValue)' without a word", busError: nil)
             }
             let reply: MachineRefresh.Reply = try MachineRefresh.decodeLine(line, what: "reply")
@@ -163,18 +167,26 @@ public enum RefreshSender {
             return reply
         }
 
+        // The target refuses (no copy there, or it runs) before the list goes, which could be
+        // more than ssh holds while nobody reads it.
+        guard try reply().ready == true else { throw NspawnError.invalidArgument("\(label) did not say it was ready for the refresh") }
         try writer.write(try MachineRefresh.encodeLine(MachineRefresh.Header(refresh: MachineRefresh.format, name: name.rawValue,
                                                                               hostState: source.host, records: records.count)))
-        for record in records { try writer.write(record.line) }
+        for record in records {
+            if isCancelled() { throw NspawnError.cancelled("refresh of '\(name.rawValue)' on \(label) cancelled") }
+            try writer.write(record.line)
+        }
         try writer.flush()
 
-        guard let need = try reply().need else { throw NspawnError.invalidArgument("\(label) answered the refresh with no list of files") }
+        // Each index takes at most 11 bytes.
+        guard let need = try reply(limit: max(MachineRefresh.lineLimit, records.count * 11 + 64)).need else { throw NspawnError.invalidArgument("\(label) answered the refresh with no list of files") }
         var previous = -1
         for index in need {
             guard index > previous, index < records.count, records[index].kind == .file, records[index].linkOf == nil else {
                 throw NspawnError.invalidArgument("\(label) asked for entry \(index), which is no file this refresh sends")
             }
             previous = index
+            if isCancelled() { throw NspawnError.cancelled("refresh of '\(name.rawValue)' on \(label) cancelled") }
             try send(records[index], from: root, rootPath: source.rootPath, to: writer)
         }
         try writer.flush()
@@ -190,17 +202,21 @@ public enum RefreshSender {
         defer { try? file.close() }
         var hasher = SHA256()
         var sent: Int64 = 0
+        var streamFailure: NspawnError?
         do throws(Errno) {
             try file.forEachChunk(bufferSize: 256 * 1024) { chunk throws(Errno) in
                 guard sent + Int64(chunk.count) <= record.size else { throw Errno.fileTooLarge }
                 hasher.update(bufferPointer: chunk)
                 sent += Int64(chunk.count)
-                do { try writer.write(chunk) } catch { throw Errno.brokenPipe }
+                do throws(NspawnError) { try writer.write(chunk) } catch {
+                    streamFailure = error
+                    throw Errno.brokenPipe
+                }
             }
         } catch .fileTooLarge {
             throw .busy(label, reason: "it grew while it was being sent; copy again")
         } catch {
-            throw .system("cannot send '\(label)'", error)
+            throw streamFailure ?? .system("cannot read '\(label)'", error)
         }
         guard sent == record.size else { throw .busy(label, reason: "it shrank while it was being sent; copy again") }
         try writer.write(Array(hasher.finalize()))
@@ -211,11 +227,17 @@ public enum RefreshSender {
 
 public struct RefreshReceiver {
     let store: ImageStore
-    let machineIsRunning: (MachineName) throws(NspawnError) -> Bool
+    let machined: Machined
+    let isCancelled: () -> Bool
 
-    public init(store: ImageStore, machineIsRunning: @escaping (MachineName) throws(NspawnError) -> Bool) {
+    package init(store: ImageStore, machined: Machined, isCancelled: @escaping () -> Bool) {
         self.store = store
-        self.machineIsRunning = machineIsRunning
+        self.machined = machined
+        self.isCancelled = isCancelled
+    }
+
+    private func machineIsRunning(_ name: MachineName) throws(NspawnError) -> Bool {
+        try machined.machinePathIfRunning(name) != nil
     }
 
     /// Receives a refresh of `name` from `input`, answering on `output`; every failure is
@@ -252,6 +274,8 @@ public struct RefreshReceiver {
         }
         // What a killed import or refresh of the name left.
         _ = try store.removeLeftovers(of: name, in: images)
+        try writer.write(try MachineRefresh.encodeLine(MachineRefresh.Reply(ready: true)))
+        try writer.flush()
 
         // Walked while the sender walks its own and sends the list.
         let currentRecords = try TreeRecords.walk(old, label: "\(imagesPath)/\(name.rawValue)")
@@ -268,8 +292,9 @@ public struct RefreshReceiver {
             throw .invalidArgument("a refresh of \(header.records) entries is refused")
         }
         var records: [TreeRecord] = []
-        records.reserveCapacity(header.records)
+        records.reserveCapacity(min(header.records, 1 << 20))
         for _ in 0..<header.records {
+            if isCancelled() { throw .cancelled("refresh of '\(name.rawValue)' cancelled") }
             guard let line = try reader.line() else { throw .invalidArgument("the refresh of '\(name.rawValue)' ended in its list of files") }
             guard let record = TreeRecord(line: line) else {
                 throw .invalidArgument("a refresh sent a malformed record: \(String(decoding: line.prefix(200), as: UTF8.self).escapedForMessage)")
@@ -303,6 +328,7 @@ public struct RefreshReceiver {
             }
         }
         var installed = false
+        // swapRoot removes the old root once it has the work directory's name.
         defer { if !installed { try? SnapshotStore.removeTree(work, in: images, label: workLabel) } }
         let tree: Directory
         do throws(Errno) { tree = try images.openDirectory(work) } catch { throw .system("cannot open '\(workLabel)'", error) }
@@ -311,6 +337,7 @@ public struct RefreshReceiver {
         var builder = TreeBuilder(tree: tree, old: old, label: workLabel, inPlace: inPlace)
         if inPlace { try builder.prune(currentRecords, toward: records, needed: needed) }
         for (index, record) in records.enumerated() {
+            if isCancelled() { throw .cancelled("refresh of '\(name.rawValue)' cancelled") }
             if needed.contains(index) {
                 try builder.receiveFile(record, from: reader)
                 sentBytes += record.size
@@ -329,22 +356,12 @@ public struct RefreshReceiver {
             throw .verificationFailed("'\(differing.1.path.escapedForMessage)' of the refreshed '\(name.rawValue)' is not what the sender has; nothing changed")
         }
 
-        // systemd-nspawn holds this lock while it runs an image; holding it keeps the swap safe.
-        let lockName = ImageStore.imageLockName(name)
-        let imageLock: FileLock?
-        do throws(Errno) { imageLock = try images.tryLock(lockName) } catch { throw .system("cannot lock image '\(imagesPath)/\(name.rawValue)'", error) }
-        guard let imageLock else { throw .busy(name.rawValue, reason: "the image is in use by systemd-nspawn") }
-        defer { withExtendedLifetime(imageLock) { try? images.removeFile(lockName) } }
-        if try machineIsRunning(name) { throw .busy(name.rawValue, reason: "it started during the refresh; nothing changed") }
-        do throws(Errno) { try images.exchange(work, with: name.rawValue) } catch {
-            throw .system("cannot put the refreshed '\(name.rawValue)' in place", error)
-        }
+        let previousHost = try? MachineManager.hostState(of: name)
+        try MachineManager.swapRoot(work, into: name.rawValue, of: name, in: images, imagesPath: imagesPath, machined: machined)
         installed = true
-        // The old root now has the work directory's name.
-        defer { try? SnapshotStore.removeTree(work, in: images, label: workLabel) }
         do {
             // Rewriting units means a daemon reload; most refreshes change files only.
-            if (try? MachineManager.hostState(of: name)) != header.hostState {
+            if previousHost != header.hostState {
                 try MachineManager.installHostState(header.hostState, for: name)
             }
         } catch {
@@ -463,7 +480,10 @@ struct TreeBuilder {
             if let first {
                 guard linkat(tree.descriptor.rawValue, first, fd, name, 0) == 0 else { throw .system("cannot link '\(path)'", .last) }
             } else if !inPlace {
-                guard let oldDirectory, linkat(oldDirectory.descriptor.rawValue, name, fd, name, 0) == 0 else {
+                guard let oldDirectory else {
+                    throw .failed("cannot take '\(record.path.escapedForMessage)' from the old copy: its directory cannot be opened there")
+                }
+                guard linkat(oldDirectory.descriptor.rawValue, name, fd, name, 0) == 0 else {
                     throw .system("cannot take '\(record.path.escapedForMessage)' from the old copy", .last)
                 }
             }

@@ -159,12 +159,14 @@ enum TreeRecords {
         }
         for name in names {
             let path = prefix.isEmpty ? name : "\(prefix)/\(name)"
-            let status: stat
-            do throws(Errno) {
-                guard let found = try directory.status(name) else { continue }
-                status = found
-            } catch {
+            let found: stat?
+            do throws(Errno) { found = try directory.status(name) } catch {
                 throw .system("cannot read '\(label)/\(path)'", error)
+            }
+            // A name that is no UTF-8 comes back from the listing changed, and is not found:
+            // refused, rather than left out of the copy.
+            guard let status = found else {
+                throw .invalidArgument("cannot read '\(label)/\(path.escapedForMessage)': it vanished, or its name is not UTF-8, which a copy refuses")
             }
             let type = status.st_mode & S_IFMT
             var target: String?
@@ -229,7 +231,10 @@ enum TreeRecords {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let count = readlinkat(directory.descriptor.rawValue, name, &buffer, buffer.count)
         guard count >= 0 else { throw .system("cannot read the link '\(label)'", .last) }
-        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let target = String(validating: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) else {
+            throw .invalidArgument("the link '\(label)' points at a name that is not UTF-8, which a copy refuses")
+        }
+        return target
     }
 
     static func xattrs(of descriptor: FileDescriptor, label: String) throws(NspawnError) -> [String: String]? {

@@ -210,6 +210,9 @@ struct CopyMachineTests {
             try Testbed.mustSh("""
                 set -e
                 head -c 40M /dev/urandom > /var/lib/machines/\(name)/srv/base
+                # A list of over 4 MB: more than ssh holds while nobody reads it.
+                mkdir /var/lib/machines/\(name)/srv/many
+                cd /var/lib/machines/\(name)/srv/many && seq -f 'an-entry-with-a-long-name-to-make-the-list-long-%05g' 1 60000 | xargs touch
                 printf 'first\\n' > /var/lib/machines/\(name)/srv/payload
                 printf 'doomed\\n' > /var/lib/machines/\(name)/srv/doomed
                 nspawnctl config \(name) --set Hostname=first >/dev/null
@@ -243,6 +246,7 @@ struct CopyMachineTests {
             let result = try decodeJSON(Copied.self, from: refreshed.stdout)
             // The new megabyte, the changed payload, and the file whose mode changed (sent whole, as rsync does).
             #expect(result.method == "file-delta" && result.refresh?.sent == 3, "\(refreshed.stdout)")
+            #expect((result.refresh?.files ?? 0) > 60000)
             #expect(refreshBytes * 20 <= fullBytes, "a refresh moved \(refreshBytes) bytes on the link, a whole copy \(fullBytes)")
             let there = try Self.onTarget { try Self.fingerprint(name) }
             #expect(there == before, "the refreshed copy is the machine: \(Self.difference(before, there))")

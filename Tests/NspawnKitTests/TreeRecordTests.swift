@@ -57,6 +57,20 @@ import Glibc
         #expect(!touched.sameFile(as: shadow) && shadow.sameFile(as: shadow))
     }
 
+    /// Swift reads such a name changed, so it could not be copied as it is: refused, not skipped.
+    @Test func aNameThatIsNotUTF8IsRefusedNotLeftOut() throws {
+        defer { _ = try? shell("rm -rf --one-file-system \(scratch)") }
+        _ = try shell("mkdir -p \(scratch)/root/srv && touch \"\(scratch)/root/srv/bad$(printf '\\377')name\"")
+        do {
+            _ = try TreeRecords.walk(try Directory(path: "\(scratch)/root"), label: "\(scratch)/root")
+            Issue.record("a name that is not UTF-8 was walked")
+        } catch let error as NspawnError {
+            #expect(error.description.contains("not UTF-8") && error.description.contains("\(scratch)/root/srv/"), "\(error)")
+        }
+        _ = try shell("rm -rf \(scratch)/root/srv/* && ln -s \"../bad$(printf '\\377')\" \(scratch)/root/srv/link")
+        #expect(throws: NspawnError.self) { try TreeRecords.walk(try Directory(path: "\(scratch)/root"), label: "\(scratch)/root") }
+    }
+
     @Test func aListThatIsNoTreeIsRefused() throws {
         func file(_ path: String, linkOf: Int? = nil) -> TreeRecord {
             TreeRecord(path: path, kind: .file, mode: 0o644, uid: 0, gid: 0, size: 1, seconds: 0, nanoseconds: 0, links: 1, linkOf: linkOf)

@@ -12,7 +12,7 @@ extension MachineManager {
     /// exchange leaves the old root in place; an old root that cannot be removed afterwards stays
     /// as a leftover of the name (`ImageStore.removeLeftovers`) for the next operation on it.
     /// The flavor's disk limit is put back on the new root.
-    static func swapRoot(_ temporary: String, into rootName: String, of name: MachineName, in images: Directory,
+    package static func swapRoot(_ temporary: String, into rootName: String, of name: MachineName, in images: Directory,
                          imagesPath: String, machined: Machined) throws(NspawnError) {
         let lockName = ImageStore.imageLockName(name)
         let imageLock: FileLock?
