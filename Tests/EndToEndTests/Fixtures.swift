@@ -46,6 +46,8 @@ enum Fixture {
     static func remove(_ names: [String]) {
         for name in names {
             _ = try? Testbed.sh("""
+                # A stop also ends a restart policy's loop, which would start it again under the remove.
+                systemctl stop systemd-nspawn@\(name).service >/dev/null 2>&1
                 if [ -e /etc/systemd/system/systemd-nspawn@\(name).socket ] || [ -e /etc/systemd/system/systemd-nspawn@\(name).service.d ]; then
                     systemctl stop systemd-nspawn@\(name).socket >/dev/null 2>&1
                     systemctl disable systemd-nspawn@\(name).socket >/dev/null 2>&1
