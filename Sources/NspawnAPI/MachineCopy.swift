@@ -152,7 +152,7 @@ struct MachineCopier {
         if request.move {
             if wasRunning {
                 do {
-                    _ = try await runRemote(request, ["start", "--", targetName.rawValue])
+                    try await runRemote(request, ["start", "--", targetName.rawValue])
                     startedOnTarget = true
                 } catch {
                     try? await manager.start(name)
@@ -180,17 +180,7 @@ struct MachineCopier {
     }
 
     private func refresh(_ name: MachineName, as targetName: MachineName, _ request: CopyMachineRequest) async throws(NspawnError) -> RefreshReport {
-        let (ours, theirs): (FileDescriptor, FileDescriptor)
-        do throws(Errno) { (ours, theirs) = try UnixSocket.pair() } catch { throw .system("cannot create a socket pair for ssh", error) }
-        let child: RemoteCommand.Running
-        do {
-            child = try RemoteCommand(request, ["receive-machine", "--", targetName.rawValue]).start(stdin: theirs, stdout: theirs)
-        } catch {
-            try? ours.close()
-            try? theirs.close()
-            throw error
-        }
-        try? theirs.close()
+        let (ours, child) = try RemoteCommand(request, ["receive-machine", "--", targetName.rawValue]).connect(stdoutToo: true)
         let refreshed = await images.refreshMachine(name, stream: ours, label: request.target.destination.description)
         // Closed, not only shut: a receiver still writing must see it gone, or ssh never ends.
         try? ours.close()
@@ -218,29 +208,20 @@ struct MachineCopier {
     /// One export, piped through this process (which counts it) into ssh's stdin.
     private func send(_ name: MachineName, as targetName: MachineName, _ request: CopyMachineRequest) async throws(NspawnError) -> Sent {
         let archive: (read: FileDescriptor, write: FileDescriptor)
-        let (ours, theirs): (FileDescriptor, FileDescriptor)
         do throws(Errno) {
             archive = try FileDescriptor.closeOnExecPipe()
         } catch {
             throw .system("cannot create a pipe for the export of '\(name.rawValue)'", error)
         }
-        do throws(Errno) {
-            // A socket, not a pipe: if ssh ends early our write gets EPIPE, not SIGPIPE.
-            (ours, theirs) = try UnixSocket.pair()
+        let remote = RemoteCommand(request, ["import", "--json"] + (request.force ? ["--force"] : []) + ["--", targetName.rawValue, "-"])
+        let (ours, child): (FileDescriptor, RemoteCommand.Running)
+        do {
+            (ours, child) = try remote.connect(stdoutToo: false)
         } catch {
             try? archive.read.close()
             try? archive.write.close()
-            throw .system("cannot create a socket pair for ssh", error)
-        }
-        let remote = RemoteCommand(request, ["import", "--json"] + (request.force ? ["--force"] : []) + ["--", targetName.rawValue, "-"])
-        let child: RemoteCommand.Running
-        do {
-            child = try remote.start(stdin: theirs)
-        } catch {
-            for fd in [archive.read, archive.write, ours, theirs] { try? fd.close() }
             throw error
         }
-        try? theirs.close()
 
         let progress = self.progress
         let relay = Task.detached { () -> Result<UInt64, Errno> in
@@ -298,11 +279,8 @@ struct MachineCopier {
     }
 
     /// A short command on the target, e.g. `start NAME`.
-    private func runRemote(_ request: CopyMachineRequest, _ arguments: [String]) async throws(NspawnError) -> String {
-        let child = try RemoteCommand(request, arguments).start(stdin: nil)
-        let outcome = await child.finished()
-        try outcome.check()
-        return outcome.output
+    private func runRemote(_ request: CopyMachineRequest, _ arguments: [String]) async throws(NspawnError) {
+        try await RemoteCommand(request, arguments).start(stdin: nil).finished().check()
     }
 }
 
@@ -362,6 +340,20 @@ struct RemoteCommand {
                 throw .remote(.failure, message: "\(destination) answered with no result nspawnctl reads: \(output.prefix(200).escapedForMessage)", busError: nil)
             }
             return value
+        }
+    }
+
+    /// ssh with its stdin (and with `stdoutToo` its stdout) on a socket whose other end is
+    /// returned: a socket, not a pipe, so a write after ssh has ended is EPIPE, not SIGPIPE.
+    func connect(stdoutToo: Bool) throws(NspawnError) -> (FileDescriptor, Running) {
+        let (ours, theirs): (FileDescriptor, FileDescriptor)
+        do throws(Errno) { (ours, theirs) = try UnixSocket.pair() } catch { throw .system("cannot create a socket pair for ssh", error) }
+        defer { try? theirs.close() }
+        do {
+            return (ours, try start(stdin: theirs, stdout: stdoutToo ? theirs : nil))
+        } catch {
+            try? ours.close()
+            throw error
         }
     }
 

@@ -443,7 +443,7 @@ struct TreeBuilder {
     /// Whether `name` is there already as the kind `record` wants (in place only).
     private func isThere(_ name: String, in directory: Directory, as kind: TreeRecord.Kind) -> Bool {
         guard inPlace, let status = try? directory.status(name) else { return false }
-        return TreeRecords.record("", status: status, xattrs: nil, target: nil).kind == kind
+        return TreeRecord.Kind(mode: status.st_mode) == kind
     }
 
     private mutating func directories(of path: String) throws(NspawnError) -> (tree: Directory, old: Directory?, name: String) {

@@ -9,9 +9,22 @@ import Glibc
 /// One entry of a machine's root as `copy-machine --refresh` compares it: what stat and the
 /// extended attributes say, never the data. Two records that agree are taken to be the same
 /// file, as rsync's quick check does (size and modification time to the nanosecond).
-struct TreeRecord: Codable, Equatable, Sendable {
-    enum Kind: String, Codable, Sendable {
+struct TreeRecord: Equatable, Sendable {
+    enum Kind: String, Sendable {
         case directory = "d", file = "f", symlink = "l", fifo = "p", character = "c", block = "b", socket = "s"
+
+        /// The kind of a node, by the type bits of its `st_mode`.
+        init(mode: mode_t) {
+            self = switch mode & S_IFMT {
+            case S_IFDIR: .directory
+            case S_IFLNK: .symlink
+            case S_IFIFO: .fifo
+            case S_IFCHR: .character
+            case S_IFBLK: .block
+            case S_IFSOCK: .socket
+            default: .file
+            }
+        }
     }
 
     /// Relative to the root, "" for the root itself.
@@ -32,11 +45,6 @@ struct TreeRecord: Codable, Equatable, Sendable {
     var links: UInt64?
     /// The index of this file's first name, for its other names (hard links).
     var linkOf: Int?
-
-    enum CodingKeys: String, CodingKey {
-        case path = "p", kind = "k", mode = "m", uid = "u", gid = "g", size = "s", seconds = "t", nanoseconds = "n"
-        case device = "r", target = "l", xattrs = "x", links = "c", linkOf = "h"
-    }
 
     /// The same file as far as a quick check can tell: all but the index of its first name.
     func sameFile(as other: TreeRecord) -> Bool {
@@ -209,15 +217,7 @@ enum TreeRecords {
     }
 
     static func record(_ path: String, status: stat, xattrs: [String: String]?, target: String?) -> TreeRecord {
-        let kind: TreeRecord.Kind = switch status.st_mode & S_IFMT {
-        case S_IFDIR: .directory
-        case S_IFLNK: .symlink
-        case S_IFIFO: .fifo
-        case S_IFCHR: .character
-        case S_IFBLK: .block
-        case S_IFSOCK: .socket
-        default: .file
-        }
+        let kind = TreeRecord.Kind(mode: status.st_mode)
         let isDevice = kind == .character || kind == .block
         return TreeRecord(
             path: path, kind: kind, mode: UInt32(status.st_mode & 0o7777), uid: status.st_uid, gid: status.st_gid,
