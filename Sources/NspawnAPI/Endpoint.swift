@@ -43,12 +43,14 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case logs
     case stats
     case metrics
+    case listFlavors
     case listSnapshots, createSnapshot, removeSnapshot, restore
     case planManifest, applyManifest
 
     public var method: String {
         switch self {
-        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats, .metrics: "GET"
+        case .version, .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats, .metrics,
+             .listFlavors: "GET"
         case .removeImage, .cancelOperation, .removeSnapshot: "DELETE"
         default: "POST"
         }
@@ -75,6 +77,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         case .events: "/v1/events"
         case .stats: "/v1/stats"
         case .metrics: "/v1/metrics"
+        case .listFlavors: "/v1/flavors"
         case .planManifest: "/v1/manifests/plan"
         case .applyManifest: "/v1/manifests/apply"
         }
@@ -84,7 +87,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
         switch self {
         case .version: .none
         // Logs are the nspawn group's to read, as `journalctl -M` is the adm and systemd-journal groups'.
-        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats, .metrics,
+        case .listMachines, .getMachine, .getConfig, .listImages, .getOperation, .events, .listSnapshots, .logs, .stats, .metrics, .listFlavors,
              .start, .stop, .reboot, .terminate, .kill: .operator
         case .createMachine, .enable, .disable, .configure, .expose, .unexpose, .resize, .confirmResize, .revertResize, .rebuild,
              .importImage, .removeImage, .cloneImage, .renameImage, .setReadOnly, .cancelOperation,

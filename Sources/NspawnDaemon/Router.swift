@@ -142,6 +142,9 @@ public struct Router: Sendable {
         case .metrics:
             guard request.query == nil else { throw BodyError(status: 400, message: "GET /v1/metrics takes no query") }
             return try await metricsResponse()
+        case .listFlavors:
+            // The host's presets, for a client's choice of flavor; a broken file is named here as at use.
+            return .json(try Flavor.available().map { name throws(NspawnError) in try Flavor.load(name) })
         case .importImage:
             return try await startImport(try decode(ImportRequest.self, request))
         case .getOperation:

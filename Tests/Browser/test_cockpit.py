@@ -4,14 +4,17 @@ testbed's cockpit-ws and works the page; machinectl in the testbed says what hap
 scripts/cockpit-test sets up the testbed (cockpit-ws on its loopback, a bridge to it on the
 host's 127.0.0.1) and passes its address and accounts in the environment."""
 
+import json
 import os
 import subprocess
 import unittest
 
 from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 URL = os.environ["NSPAWNCTL_COCKPIT_URL"]
 TESTBED = os.environ["NSPAWNCTL_TESTBED"]
@@ -25,6 +28,10 @@ def testbed(*command):
                           capture_output=True, text=True, check=False)
 
 
+def nspawnctl(*arguments):
+    return testbed("/usr/local/bin/nspawnctl", *arguments)
+
+
 def machine_state(name):
     shown = testbed("machinectl", "show", name, "-p", "State", "--value")
     return shown.stdout.strip() if shown.returncode == 0 else "stopped"
@@ -36,7 +43,7 @@ class CockpitPage(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         options = webdriver.ChromeOptions()
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"):
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
             options.add_argument(flag)
         options.binary_location = "/usr/bin/chromium"
         service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
@@ -49,7 +56,11 @@ class CockpitPage(unittest.TestCase):
     def setUp(self):
         self.wait = WebDriverWait(self.browser, 30)
 
+    def tearDown(self):
+        testbed("machinectl", "terminate", self.machine)
+
     def log_in(self, user):
+        self.browser.switch_to.default_content()
         self.browser.delete_all_cookies()
         self.browser.get(URL + "/")
         self.wait.until(EC.visibility_of_element_located((By.ID, "login-user-input"))).send_keys(user)
@@ -64,33 +75,77 @@ class CockpitPage(unittest.TestCase):
         self.browser.get(URL + "/nspawnctl")
         self.wait.until(EC.frame_to_be_available_and_switch_to_it(
             (By.CSS_SELECTOR, 'iframe[name="cockpit1:localhost/nspawnctl"]')))
+        # The page knows who is logged in once it has said so.
+        self.wait.until(lambda _: self.find("who").text)
 
-    def row(self):
+    def find(self, element_id):
+        return self.browser.find_element(By.ID, element_id)
+
+    def row(self, name=None):
         return self.wait.until(EC.presence_of_element_located(
-            (By.CSS_SELECTOR, f'tr[data-machine="{self.machine}"]')))
+            (By.CSS_SELECTOR, f'tr[data-machine="{name or self.machine}"]')))
 
-    def until(self, condition, what):
-        """Waits for `condition`; on a timeout the page's state and its problem line say why."""
+    def click(self, action, name=None, within="#machines"):
+        """Clicks an enabled, shown button. Events and stats draw the table anew every few
+        seconds, so it is found and clicked in one step, not held across a redraw."""
+        selector = f'{within} button[data-action="{action}"][data-machine="{name or self.machine}"]'
+        self.until(lambda browser: browser.execute_script(
+            "const b = document.querySelector(arguments[0]);"
+            " if (!b || b.disabled || !b.offsetParent) return false; b.click(); return true;", selector),
+            f"{selector} can be clicked", name)
+
+    def confirm(self, expected_title):
+        dialog = self.wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
+        self.assertEqual(self.find("confirm-title").text, expected_title)
+        dialog.find_element(By.ID, "confirm-ok").click()
+
+    def until(self, condition, what, name=None):
+        """Waits for `condition`; on a timeout the page's problem line and the row say why."""
         try:
             self.wait.until(condition)
         except Exception:
             self.shot(f"{self.id().split('.')[-1]}-failed")
             problem = self.browser.find_elements(By.ID, "problem")
-            self.fail(f"{what}; the page says: {problem[0].text if problem else ''!r}; the row: {self.row().text!r}")
+            rows = self.browser.find_elements(By.CSS_SELECTOR, f'tr[data-machine="{name or self.machine}"]')
+            self.fail(f"{what}; the page says: {problem[0].text if problem else ''!r}; "
+                      f"the row: {rows[0].text if rows else None!r}")
 
     def shot(self, name):
         if SHOTS:
             self.browser.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
 
+    def open_details(self, name=None):
+        self.click("details", name)
+        self.until(lambda _: self.find("details-title").text == (name or self.machine), "the details open")
+
+    def start_machine(self):
+        self.click("start")
+        self.until(lambda _: "running" in self.row().text, "the page shows the machine running after Start")
+
     def test_root_starts_and_stops_a_machine_as_machinectl_sees_it(self):
         self.log_in("root")
         self.row()
         self.assertEqual(machine_state(self.machine), "stopped")
-        self.browser.find_element(By.CSS_SELECTOR, f'button[data-action="start"][data-machine="{self.machine}"]').click()
-        self.until(lambda _: "running" in self.row().text, "the page shows the machine running after Start")
+        self.start_machine()
         self.assertEqual(machine_state(self.machine), "running", "machinectl agrees with the page")
+        # The stats sampler fills CPU and memory from two samples, 3 s apart.
+        self.until(lambda _: "%" in self.row().find_element(By.CSS_SELECTOR, "td.cpu").text, "live CPU use shows")
+        # Memory as nspawnd samples it: a cgroup v1 host (this testbed's) has no memory.current.
+        sample = json.loads(testbed("curl", "-s", "--unix-socket", "/run/nspawnd/nspawnd.sock",
+                                    f"http://localhost/v1/stats?name={self.machine}").stdout)[0]
+        memory = self.row().find_element(By.CSS_SELECTOR, "td.memory").text
+        if "memory_bytes" in sample:
+            self.assertRegex(memory, r"^[0-9.]+ (B|KiB|MiB|GiB)$")
+        else:
+            self.assertEqual(memory, "")
         self.shot("machines")
-        self.browser.find_element(By.CSS_SELECTOR, f'button[data-action="stop"][data-machine="{self.machine}"]').click()
+        # Stop asks first; Cancel leaves it running.
+        self.click("stop")
+        self.wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
+        self.browser.find_element(By.CSS_SELECTOR, '#confirm button[value="cancel"]').click()
+        self.assertEqual(machine_state(self.machine), "running", "a cancelled confirmation does nothing")
+        self.click("stop")
+        self.confirm(f"Stop {self.machine}?")
         self.until(lambda _: "stopped" in self.row().text, "the page shows the machine stopped after Stop")
         self.assertEqual(machine_state(self.machine), "stopped")
 
@@ -103,6 +158,122 @@ class CockpitPage(unittest.TestCase):
         # terminate: a sleep as PID 1 ignores the shutdown signal a stop sends.
         testbed("machinectl", "terminate", self.machine)
         self.until(lambda _: "stopped" in self.row().text, "a terminate by machinectl shows without a click")
+
+    def test_an_nspawn_member_reads_and_runs_but_changes_nothing(self):
+        self.log_in("nspawnop")
+        self.assertIn("group nspawn", self.find("who").text)
+        self.row()
+        for admin_only in ("create-open", "import-open", "settings-form"):
+            self.assertFalse(self.find(admin_only).is_displayed(), f"#{admin_only} is hidden from a member")
+        self.start_machine()
+        self.assertEqual(machine_state(self.machine), "running", "a member's start reached machined")
+        self.open_details()
+        self.assertFalse(self.find("terminal-open").is_displayed(), "no terminal for a member: exec is root's")
+        actions = self.browser.execute_script(
+            "return [...document.querySelectorAll('#details-actions button')].map(b => b.dataset.action)")
+        self.assertIn("terminate", actions)
+        self.assertNotIn("remove", actions)
+        self.until(lambda _: self.find("settings-view").text, "a member reads the settings")
+        self.shot("member")
+        self.click("terminate", within="#details-actions")
+        self.confirm(f"Terminate {self.machine}?")
+        self.until(lambda _: "stopped" in self.row().text, "a member's terminate shows")
+
+    def test_a_user_outside_the_group_sees_nspawnds_refusal(self):
+        self.log_in("nspawnout")
+        # The socket (0660, group nspawn) refuses the bridge before nspawnd sees a request: the
+        # page says what `nspawnctl --api` says to the same user.
+        cli = testbed("su", "nspawnout", "-s", "/bin/sh", "-c", "/usr/local/bin/nspawnctl --api ls")
+        self.assertEqual(cli.returncode, 4, cli.stderr)
+        self.until(lambda _: self.find("problem").is_displayed(), "the refusal shows")
+        self.assertEqual("nspawnctl: " + self.find("problem").text, cli.stderr.strip())
+        self.assertFalse(self.browser.find_elements(By.CSS_SELECTOR, "#machines tbody tr"), "no machines shown")
+        self.shot("refused")
+
+    def test_root_creates_a_machine_from_an_image_with_a_flavor_and_removes_it(self):
+        name = "e2e-web-small"
+        self.log_in("root")
+        self.row()
+        self.find("create-open").click()
+        self.find("create-name").send_keys(name)
+        Select(self.find("create-image")).select_by_value(self.machine)
+        Select(self.find("create-flavor")).select_by_value("small")
+        self.shot("create")
+        self.browser.find_element(By.CSS_SELECTOR, '#create button[value="ok"]').click()
+        self.until(lambda _: "small" in self.row(name).find_element(By.CSS_SELECTOR, "td.flavor").text,
+                   "the new machine shows with its flavor", name)
+        config = json.loads(nspawnctl("config", name, "--json").stdout)
+        self.assertEqual(config.get("flavor"), "small", "nspawnctl config agrees")
+        self.assertEqual(testbed("machinectl", "image-status", name).returncode, 0, "machined has the image")
+        self.open_details(name)
+        self.click("remove", name, within="#details-actions")
+        self.confirm(f"Remove {name}?")
+        self.until(lambda _: not self.browser.find_elements(By.CSS_SELECTOR, f'tr[data-machine="{name}"]'),
+                   "the removed machine leaves the list", name)
+        self.assertNotEqual(testbed("machinectl", "image-status", name).returncode, 0, "machined has no such image")
+
+    def test_root_imports_from_a_url_to_100_percent_and_cancels_a_stalled_one(self):
+        self.log_in("root")
+        self.row()
+        self.find("import-open").click()
+        self.find("import-url").send_keys("http://127.0.0.1:8089/web.tar.gz")
+        self.find("import-name").send_keys("e2e-imported")
+        self.browser.find_element(By.CSS_SELECTOR, '#import button[value="ok"]').click()
+        item = '#operation-list li[data-state="succeeded"]'
+        self.until(lambda _: self.browser.find_elements(By.CSS_SELECTOR, item), "the import succeeds", "e2e-imported")
+        shown = self.browser.find_element(By.CSS_SELECTOR, item)
+        self.assertIn("(100 %)", shown.text)
+        self.assertEqual(shown.find_element(By.TAG_NAME, "progress").get_attribute("value"), "100")
+        self.row("e2e-imported")
+        self.shot("import")
+        self.assertEqual(testbed("machinectl", "image-status", "e2e-imported").returncode, 0)
+        shown.find_element(By.CSS_SELECTOR, 'button[data-action="dismiss-import"]').click()
+        self.until(lambda _: not self.browser.find_elements(By.CSS_SELECTOR, "#operation-list li"), "dismissed")
+
+        # A source that stalls after 2000 bytes: Cancel ends the import and leaves nothing.
+        self.find("import-open").click()
+        for field, value in (("import-url", "http://127.0.0.1:8099/stalled.tar.gz"), ("import-name", "e2e-stalled")):
+            self.find(field).clear()
+            self.find(field).send_keys(value)
+        self.browser.find_element(By.CSS_SELECTOR, '#import button[value="ok"]').click()
+        # Each progress event draws the list again, so the button is found and clicked at once.
+        self.until(lambda browser: browser.execute_script(
+            'const b = document.querySelector(\'#operation-list button[data-action="cancel-import"]\');'
+            ' if (b) b.click(); return !!b;'), "the stalled import offers Cancel", "e2e-stalled")
+        self.until(lambda _: not self.browser.find_elements(By.CSS_SELECTOR, "#operation-list li"), "the cancelled import goes")
+        self.assertNotEqual(testbed("machinectl", "image-status", "e2e-stalled").returncode, 0)
+        left = testbed("sh", "-c", "ls -a /var/lib/machines | grep -c stalled || true").stdout.strip()
+        self.assertEqual(left, "0", "nothing of the cancelled import stays in /var/lib/machines")
+
+    def test_root_changes_a_setting_and_a_bad_one_shows_the_same_message_as_config(self):
+        self.log_in("root")
+        self.open_details()
+        self.find("settings-set").send_keys("Hostname=cockpit-web")
+        self.browser.find_element(By.CSS_SELECTOR, '#settings-form button[type="submit"]').click()
+        self.until(lambda _: "cockpit-web" in self.find("settings-view").text, "the new setting shows")
+        written = testbed("cat", f"/etc/systemd/nspawn/{self.machine}.nspawn").stdout
+        self.assertIn("Hostname=cockpit-web", written.splitlines())
+        self.shot("details")
+        cli = nspawnctl("config", self.machine, "--set", "Bogus=1")
+        self.assertNotEqual(cli.returncode, 0)
+        self.find("settings-set").send_keys("Bogus=1")
+        self.browser.find_element(By.CSS_SELECTOR, '#settings-form button[type="submit"]').click()
+        self.until(lambda _: self.find("problem").is_displayed(), "the refusal shows")
+        self.assertIn(self.find("problem").text, cli.stderr, "the page shows config's own message")
+        self.assertEqual(testbed("cat", f"/etc/systemd/nspawn/{self.machine}.nspawn").stdout, written, "nothing written")
+
+    def test_the_terminal_runs_a_shell_in_the_machine(self):
+        self.log_in("root")
+        self.start_machine()
+        self.open_details()
+        self.find("terminal-open").click()
+        screen = self.find("terminal")
+        self.until(lambda _: "#" in screen.text, "the shell prompts")
+        ActionChains(self.browser).click(screen).send_keys("echo $((6*7))" + Keys.ENTER).perform()
+        self.until(lambda _: "42" in screen.text.splitlines(), "the shell answers 42")
+        self.shot("terminal")
+        ActionChains(self.browser).click(screen).send_keys("exit" + Keys.ENTER).perform()
+        self.until(lambda _: "exited with status 0" in screen.text, "the shell's exit shows")
 
 
 if __name__ == "__main__":

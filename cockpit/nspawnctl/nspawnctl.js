@@ -2,24 +2,62 @@
 
 // nspawnctl in Cockpit: everything goes to nspawnd's socket through the bridge, which opens it
 // as the logged-in user, so nspawnd's peer-credential roles decide what each action may do.
-const nspawnd = cockpit.http({ unix: "/run/nspawnd/nspawnd.sock", headers: { Host: "localhost" } });
+// The page hides what the user's role cannot do; nspawnd still decides, and its refusals show.
+const SOCKET = "/run/nspawnd/nspawnd.sock";
+const nspawnd = cockpit.http({ unix: SOCKET, headers: { Host: "localhost" } });
 
+const $ = id => document.getElementById(id);
 const table = document.querySelector("#machines tbody");
-const problem = document.getElementById("problem");
+const state = {
+    machines: [],
+    flavors: [],
+    configs: new Map(),     // name → config (flavor, settings), fetched once per change
+    samples: new Map(),     // name → { cpu_seconds, sampled_usec, percent, memory }
+    operations: new Map(),  // import id → operation
+    selected: null,
+    admin: false,
+};
 
-/// nspawnd's own message for a refused or failed request, else the transport's.
+/// nspawnd's message for a refused or failed request; when the bridge could not even connect,
+/// the words `nspawnctl --api` uses for the same errno.
 function describe(error, body) {
-    try {
-        const parsed = JSON.parse(body);
-        if (parsed && parsed.error && parsed.error.message) return parsed.error.message;
-    } catch (_) { /* not JSON: the transport's problem */ }
+    const fromDaemon = errorMessage(typeof body === "string" ? body : "");
+    if (fromDaemon) return fromDaemon;
+    if (error.problem === "access-denied") {
+        return `permission denied: cannot connect to nspawnd at ${SOCKET}; join group 'nspawn' or run as root`;
+    }
+    if (error.problem === "not-found") {
+        return `cannot reach nspawnd at ${SOCKET}: nothing listens there; is nspawnd.socket enabled?`;
+    }
     return error.message || error.problem || String(error);
 }
 
-function showProblem(text) {
-    problem.textContent = text;
-    problem.hidden = !text;
+function showProblem(text, element = $("problem")) {
+    element.textContent = text;
+    element.hidden = !text;
 }
+
+/// One request; resolves to the parsed JSON, or rejects with nspawnd's message as an Error.
+function call(method, path, body, params) {
+    return new Promise((resolve, reject) => {
+        const request = method === "GET"
+            ? nspawnd.get(path, params)
+            : nspawnd.request({
+                method, path, body: body === undefined ? "" : JSON.stringify(body),
+                headers: body === undefined ? {} : { "Content-Type": "application/json" },
+            });
+        // The error body comes as the second argument of the request's own catch; a chained
+        // promise would drop it.
+        request.catch((error, data) => reject(new Error(describe(error, data))));
+        request.then(text => {
+            try { resolve(text ? JSON.parse(text) : null) } catch (error) { reject(error) }
+        }, () => { /* rejected above */ });
+    });
+}
+
+const machinePath = (name, verb) => `/v1/machines/${encodeURIComponent(name)}${verb ? "/" + verb : ""}`;
+
+// --- The table ---------------------------------------------------------------------------
 
 function cell(row, text, className) {
     const td = row.insertCell();
@@ -28,46 +66,65 @@ function cell(row, text, className) {
     return td;
 }
 
-function button(label, name, onClick, primary) {
+function button(label, name, onClick, className) {
     const b = document.createElement("button");
     b.type = "button";
     b.textContent = label;
     b.setAttribute("aria-label", `${label} ${name}`);
-    b.dataset.action = label.toLowerCase();
+    b.dataset.action = label.toLowerCase().replace(/ /g, "-");
     b.dataset.machine = name;
-    if (primary) b.className = "primary";
+    if (className) b.className = className;
     b.addEventListener("click", onClick);
     return b;
 }
 
-function act(name, verb, body) {
-    showProblem("");
-    return new Promise(resolve => {
-        nspawnd.post(`/v1/machines/${encodeURIComponent(name)}/${verb}`, body || {})
-            .then(() => { refresh(); resolve(); })
-            .catch((error, data) => { showProblem(describe(error, data)); refresh(); resolve(); });
-    });
+function formatBytes(bytes) {
+    if (bytes === undefined || bytes === null) return "";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let value = bytes, unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit++ }
+    return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`;
 }
 
-function render(machines) {
+function flavorText(m) {
+    const config = state.configs.get(m.name);
+    const flavor = m.pending_resize ? m.pending_resize.to : config && config.flavor;
+    return (flavor || "") + (m.pending_resize ? " (resize pending)" : "");
+}
+
+function render() {
+    // The table is drawn anew on every change: keep the keyboard's place on the same button.
+    const focused = table.contains(document.activeElement) ? document.activeElement.dataset : null;
     table.replaceChildren();
-    document.getElementById("empty").hidden = machines.length > 0;
-    for (const m of machines) {
+    $("empty").hidden = state.machines.length > 0;
+    for (const m of state.machines) {
         const row = table.insertRow();
         row.dataset.machine = m.name;
-        cell(row, m.name).setAttribute("scope", "row");
-        cell(row, m.state, `state-${m.state}`);
+        const name = cell(row, m.name);
+        name.setAttribute("scope", "row");
+        cell(row, m.state, `state state-${m.state}`);
         cell(row, m.os || "");
+        cell(row, flavorText(m), "flavor");
         cell(row, (m.addresses || []).join(", "));
-        cell(row, (m.exposed || []).join(", "));
+        cell(row, (m.exposed || []).join(", "), "exposed");
         cell(row, m.health ? m.health.status : "");
+        const sample = m.state === "running" ? state.samples.get(m.name) : null;
+        cell(row, sample && sample.percent !== undefined ? `${sample.percent.toFixed(1)} %` : "", "cpu");
+        cell(row, sample ? formatBytes(sample.memory) : "", "memory");
         const actions = cell(row, "", "actions");
         if (m.state === "running") {
-            actions.append(button("Stop", m.name, () => act(m.name, "stop")));
+            actions.append(button("Stop", m.name, () => confirmed(stopAction(m.name))));
         } else if (m.state === "stopped" || m.state === "listening") {
-            actions.append(button("Start", m.name, () => act(m.name, "start"), true));
+            actions.append(button("Start", m.name, () => act(m.name, "start"), "primary"));
         }
+        actions.append(button("Details", m.name, () => select(m.name)));
     }
+    if (focused) {
+        const again = table.querySelector(`button[data-action="${focused.action}"][data-machine="${CSS.escape(focused.machine || "")}"]`) ||
+            table.querySelector(`tr[data-machine="${CSS.escape(focused.machine || "")}"] button`);
+        if (again) again.focus();
+    }
+    if (state.selected) renderDetails();
 }
 
 let refreshing = null;
@@ -75,9 +132,16 @@ function refresh() {
     // One list request at a time; events that arrive meanwhile fold into one more.
     if (refreshing) { refreshing.again = true; return; }
     refreshing = { again: false };
-    nspawnd.get("/v1/machines", { all: "true" })
-        .then(text => render(JSON.parse(text).filter(m => m.name !== ".host")))
-        .catch((error, data) => showProblem(describe(error, data)))
+    call("GET", "/v1/machines", undefined, { all: "true" })
+        .then(machines => {
+            state.machines = machines.filter(m => m.name !== ".host");
+            const names = new Set(state.machines.map(m => m.name));
+            for (const name of state.configs.keys()) if (!names.has(name)) state.configs.delete(name);
+            if (state.selected && !names.has(state.selected)) closeDetails();
+            render();
+            for (const m of state.machines) if (!state.configs.has(m.name) && m.image_type) loadConfig(m.name);
+        })
+        .catch(error => showProblem(error.message))
         .finally(() => {
             const again = refreshing.again;
             refreshing = null;
@@ -85,19 +149,310 @@ function refresh() {
         });
 }
 
-/// Follows /v1/events (server-sent events); any machine event refreshes the list. A dropped
-/// stream is opened again after a second.
+function loadConfig(name) {
+    state.configs.set(name, state.configs.get(name) || null);
+    return call("GET", machinePath(name, "config"))
+        .then(config => { state.configs.set(name, config); render(); })
+        .catch(() => state.configs.delete(name));
+}
+
+/// CPU use comes from two samples' cpu_seconds over their sampled_usec, as `nspawnctl stats`.
+function sampleStats() {
+    if (document.visibilityState !== "visible" || !state.machines.some(m => m.state === "running")) return;
+    call("GET", "/v1/stats").then(samples => {
+        const next = new Map();
+        for (const s of samples) {
+            const previous = state.samples.get(s.name);
+            const entry = { cpu_seconds: s.cpu_seconds, sampled_usec: s.sampled_usec, memory: s.memory_bytes };
+            if (previous && s.cpu_seconds !== undefined && s.sampled_usec > previous.sampled_usec) {
+                entry.percent = 100 * (s.cpu_seconds - previous.cpu_seconds) / ((s.sampled_usec - previous.sampled_usec) / 1e6);
+            }
+            next.set(s.name, entry);
+        }
+        state.samples = next;
+        render();
+    }).catch(() => { /* stats are a bonus: the list shows its own problems */ });
+}
+
+// --- Actions -----------------------------------------------------------------------------
+
+function act(name, verb, body) {
+    showProblem("");
+    return call("POST", machinePath(name, verb), body || {})
+        .catch(error => showProblem(error.message))
+        .finally(() => { state.configs.delete(name); refresh() });
+}
+
+const stopAction = name => ({
+    title: `Stop ${name}?`, text: `The machine is shut down cleanly; its programs end.`, label: "Stop",
+    run: () => act(name, "stop"),
+});
+
+/// Asks before an action that ends programs or deletes data, in a modal dialog (Escape cancels).
+function confirmed({ title, text, label, run }) {
+    const dialog = $("confirm");
+    $("confirm-title").textContent = title;
+    $("confirm-text").textContent = text;
+    $("confirm-ok").textContent = label;
+    dialog.returnValue = "";
+    dialog.onclose = () => { if (dialog.returnValue === "ok") run(); };
+    dialog.showModal();
+    dialog.querySelector('button[value="cancel"]').focus();
+}
+
+function destructiveActions(m) {
+    const name = m.name;
+    const list = [];
+    if (m.state === "running") {
+        list.push(["Reboot", { title: `Reboot ${name}?`, text: "The guest reboots cleanly.", label: "Reboot", run: () => act(name, "reboot", { hard: false }) }]);
+        list.push(["Hard reboot", { title: `Hard reboot ${name}?`, text: "A power reset: the machine is terminated at once and started again. Unsaved data in it is lost.", label: "Hard reboot", run: () => act(name, "reboot", { hard: true }) }]);
+        list.push(["Terminate", { title: `Terminate ${name}?`, text: "Every process in the machine is killed at once, without a clean shutdown.", label: "Terminate", run: () => act(name, "terminate") }]);
+    }
+    if (state.admin && m.image_type) {
+        list.push(["Remove", {
+            title: `Remove ${name}?`,
+            text: `The image ${name} is deleted with its settings, sockets and flavor${m.state === "running" ? "; the machine is stopped first" : ""}. This cannot be undone.`,
+            label: "Remove",
+            run: () => {
+                showProblem("");
+                return call("DELETE", `/v1/images/${encodeURIComponent(name)}`, { force: m.state === "running" })
+                    .catch(error => showProblem(error.message))
+                    .finally(refresh);
+            },
+        }]);
+    }
+    return list;
+}
+
+// --- Details -----------------------------------------------------------------------------
+
+let terminal = null;
+
+function select(name) {
+    if (state.selected !== name) closeTerminal();
+    state.selected = name;
+    $("details").hidden = false;
+    $("logs").textContent = "";
+    renderDetails();
+    loadConfig(name);
+    loadLogs();
+    $("details-title").focus();
+}
+
+function closeDetails() {
+    closeTerminal();
+    state.selected = null;
+    $("details").hidden = true;
+}
+
+function renderDetails() {
+    const m = state.machines.find(x => x.name === state.selected);
+    if (!m) return;
+    $("details-title").textContent = m.name;
+    $("details-title").tabIndex = -1;
+    $("details-state").textContent = m.state;
+    const actions = $("details-actions");
+    actions.replaceChildren();
+    if (m.state === "running") actions.append(button("Stop", m.name, () => confirmed(stopAction(m.name))));
+    else if (m.state === "stopped" || m.state === "listening") actions.append(button("Start", m.name, () => act(m.name, "start"), "primary"));
+    for (const [label, action] of destructiveActions(m)) actions.append(button(label, m.name, () => confirmed(action), "danger"));
+
+    const config = state.configs.get(m.name);
+    const view = $("settings-view");
+    view.replaceChildren();
+    const entries = [];
+    if (config) {
+        for (const [key, values] of Object.entries(config.settings.settings)) entries.push([key, values.join(" ")]);
+        for (const other of config.settings.other) entries.push([`${other.section}.${other.key}`, other.value]);
+        if (config.flavor) entries.push(["flavor", config.flavor]);
+    }
+    for (const [key, value] of entries) {
+        const dt = document.createElement("dt"); dt.textContent = key;
+        const dd = document.createElement("dd"); dd.textContent = value;
+        view.append(dt, dd);
+    }
+    if (!entries.length) view.textContent = config ? "No settings." : "";
+
+    const pending = m.pending_resize;
+    $("resize-pending").hidden = !pending;
+    if (pending) {
+        $("resize-pending-text").textContent =
+            `Resized from ${pending.from || "no flavor"} to ${pending.to}; confirms itself at ${new Date(pending.confirms_at).toLocaleString()}.`;
+    }
+    fillFlavors($("resize-flavor"), config && config.flavor, false);
+    $("unexpose").disabled = !(m.exposed && m.exposed.length);
+    $("terminal-open").disabled = m.state !== "running";
+}
+
+function fillFlavors(select, current, withNone) {
+    const value = select.value || current || "";
+    select.replaceChildren();
+    if (withNone) select.append(new Option("none", ""));
+    for (const f of state.flavors) {
+        const limits = [f.memory_max && `${formatBytes(f.memory_max)} memory`, f.cpu_quota_percent && `${f.cpu_quota_percent / 100} CPU`,
+            f.disk_max && `${formatBytes(f.disk_max)} disk`].filter(Boolean).join(", ");
+        select.append(new Option(limits ? `${f.name} (${limits})` : f.name, f.name));
+    }
+    select.value = value;
+}
+
+function loadLogs() {
+    const name = state.selected;
+    const pre = $("logs");
+    const request = nspawnd.get(machinePath(name, "logs"), { lines: "200" });
+    request.catch((error, data) => { pre.textContent = describe(error, data) });
+    request.then(text => {
+            if (state.selected !== name) return;
+            const lines = text.split("\n").filter(Boolean).map(line => {
+                const entry = JSON.parse(line);
+                if (entry.error) return `error: ${entry.error.message}`;
+                return `${entry.time.replace("T", " ").slice(0, 19)} ${entry.identifier || entry.unit || entry.source}: ${entry.message}`;
+            });
+            pre.textContent = lines.length ? lines.join("\n") : "No log entries.";
+            pre.scrollTop = pre.scrollHeight;
+        }, () => { /* shown above */ });
+}
+
+function lines(text) { return text.split("\n").map(s => s.trim()).filter(Boolean) }
+
+function changeSettings(event) {
+    event.preventDefault();
+    const name = state.selected;
+    const change = { set: lines($("settings-set").value), unset: lines($("settings-unset").value) };
+    if (!change.set.length) delete change.set;
+    if (!change.unset.length) delete change.unset;
+    showProblem("");
+    call("POST", machinePath(name, "config"), change)
+        .then(config => {
+            state.configs.set(name, config);
+            $("settings-set").value = "";
+            $("settings-unset").value = "";
+            render();
+        })
+        .catch(error => showProblem(error.message));
+}
+
+function resize(event) {
+    event.preventDefault();
+    act(state.selected, "resize", { flavor: $("resize-flavor").value });
+}
+
+function expose(event) {
+    event.preventDefault();
+    const listen = $("expose-listen").value.split(/\s+/).filter(Boolean);
+    act(state.selected, "expose", { listen, unit: $("expose-unit").value.trim() });
+}
+
+function openTerminal() {
+    closeTerminal();
+    const pre = $("terminal");
+    pre.hidden = false;
+    $("terminal-close").hidden = false;
+    terminal = new MachineTerminal(SOCKET, pre, text => {
+        pre.textContent += `\n[${text}]`;
+        $("terminal-close").hidden = true;
+    });
+    terminal.open(state.selected);
+    pre.focus();
+}
+
+function closeTerminal() {
+    if (terminal) terminal.close();
+    terminal = null;
+    $("terminal").hidden = true;
+    $("terminal-close").hidden = true;
+}
+
+// --- Create and import -------------------------------------------------------------------
+
+function openDialog(id) {
+    const dialog = $(id);
+    showProblem("", dialog.querySelector(".problem"));
+    dialog.showModal();
+}
+
+function createMachine(event) {
+    event.preventDefault();
+    const dialog = $("create");
+    const body = { name: $("create-name").value.trim(), image: $("create-image").value, start: $("create-start").checked };
+    if ($("create-flavor").value) body.settings = { flavor: $("create-flavor").value };
+    call("POST", "/v1/machines", body)
+        .then(() => { dialog.close(); refresh() })
+        .catch(error => showProblem(error.message, dialog.querySelector(".problem")));
+}
+
+function startImport(event) {
+    event.preventDefault();
+    const dialog = $("import");
+    const body = { url: $("import-url").value.trim(), name: $("import-name").value.trim() };
+    if ($("import-checksum").value.trim()) body.checksum = $("import-checksum").value.trim();
+    call("POST", "/v1/images", body)
+        .then(operation => { dialog.close(); track(operation) })
+        .catch(error => showProblem(error.message, dialog.querySelector(".problem")));
+}
+
+function track(operation) {
+    if (operation.kind !== "import") return;
+    state.operations.set(operation.id, operation);
+    renderOperations();
+    if (operation.state === "succeeded") refresh();
+}
+
+function renderOperations() {
+    const list = $("operation-list");
+    list.replaceChildren();
+    $("operations").hidden = state.operations.size === 0;
+    for (const op of state.operations.values()) {
+        const item = document.createElement("li");
+        item.dataset.operation = op.id;
+        item.dataset.state = op.state;
+        const p = op.progress;
+        const percent = op.state === "succeeded" ? 100 : p && p.total_bytes ? Math.floor(100 * p.bytes / p.total_bytes) : null;
+        const label = document.createElement("span");
+        label.textContent = `Import of ${op.name} from ${op.source}: ${op.state}` +
+            (percent !== null ? ` (${percent} %)` : p ? ` (${formatBytes(p.bytes)})` : "") +
+            (op.error ? ` — ${op.error.message}` : "");
+        const bar = document.createElement("progress");
+        bar.max = 100;
+        if (percent !== null) bar.value = percent;
+        else if (op.state !== "running") bar.value = 0;
+        bar.setAttribute("aria-label", `Import of ${op.name}`);
+        const dismiss = document.createElement("button");
+        dismiss.type = "button";
+        dismiss.textContent = op.state === "running" ? "Cancel" : "Dismiss";
+        dismiss.dataset.action = op.state === "running" ? "cancel-import" : "dismiss-import";
+        dismiss.setAttribute("aria-label", `${dismiss.textContent} import of ${op.name}`);
+        dismiss.addEventListener("click", () => {
+            // DELETE cancels a running import and waits for its cleanup; a finished one is forgotten.
+            call("DELETE", `/v1/operations/${encodeURIComponent(op.id)}`)
+                .then(() => { state.operations.delete(op.id); renderOperations() })
+                .catch(error => showProblem(error.message));
+        });
+        item.append(label, bar, dismiss);
+        list.append(item);
+    }
+}
+
+// --- Live updates ------------------------------------------------------------------------
+
+/// Follows /v1/events (server-sent events). A dropped stream is opened again after a second.
 function follow() {
     let buffer = "";
-    // An empty body: the bridge sends a request once its body is done.
     nspawnd.request({ method: "GET", path: "/v1/events", headers: { Accept: "text/event-stream" }, body: "" })
         .stream(chunk => {
+            if ($("problem").textContent.startsWith("live updates stopped")) showProblem("");
             buffer += chunk;
             let end;
             while ((end = buffer.indexOf("\n\n")) >= 0) {
                 const event = buffer.slice(0, end);
                 buffer = buffer.slice(end + 2);
-                if (/^event: (machine_|resize_)/m.test(event)) {
+                const type = (/^event: (.*)$/m.exec(event) || [])[1];
+                const data = (/^data: (.*)$/m.exec(event) || [])[1];
+                if (type === "operation" && data) {
+                    const operation = JSON.parse(data);
+                    if (state.admin || state.operations.has(operation.id)) track(operation);
+                } else if (type && type !== "subscribed") {
+                    if (data) state.configs.delete(JSON.parse(data).name);
                     // machined reports a machine gone before its unit has settled: look again.
                     refresh();
                     window.setTimeout(refresh, 1500);
@@ -105,12 +460,50 @@ function follow() {
             }
             return chunk.length;
         })
-        .catch((error, data) => showProblem(`live updates stopped: ${describe(error, data)}`))
-        .finally(() => window.setTimeout(follow, 1000));
+        .catch((error, data) => {
+            // A refusal is the list's to explain, in nspawnd's words; asking again would not help.
+            if (error.status === 403 || error.problem === "access-denied") return;
+            if ($("problem").hidden) showProblem(`live updates stopped: ${describe(error, data)}`);
+            window.setTimeout(follow, 1000);
+        });
 }
 
-cockpit.user().then(user => {
-    document.getElementById("who").textContent = user.id === 0 ? "as root: every action" : `as ${user.name}: what nspawnd grants`;
-});
-refresh();
-follow();
+function start() {
+    $("details-close").addEventListener("click", closeDetails);
+    $("settings-form").addEventListener("submit", changeSettings);
+    $("resize-form").addEventListener("submit", resize);
+    $("resize-confirm").addEventListener("click", () => act(state.selected, "resize/confirm"));
+    $("resize-revert").addEventListener("click", () => act(state.selected, "resize/revert"));
+    $("expose-form").addEventListener("submit", expose);
+    $("unexpose").addEventListener("click", () => act(state.selected, "unexpose"));
+    $("logs-refresh").addEventListener("click", loadLogs);
+    $("terminal-open").addEventListener("click", openTerminal);
+    $("terminal-close").addEventListener("click", closeTerminal);
+    $("create-open").addEventListener("click", () => {
+        const images = $("create-image");
+        images.replaceChildren(...state.machines.filter(m => m.image_type).map(m => new Option(m.name, m.name)));
+        fillFlavors($("create-flavor"), "", true);
+        openDialog("create");
+    });
+    $("import-open").addEventListener("click", () => openDialog("import"));
+    $("create-form").addEventListener("submit", createMachine);
+    $("import-form").addEventListener("submit", startImport);
+    for (const cancel of document.querySelectorAll("dialog .cancel")) {
+        cancel.addEventListener("click", () => cancel.closest("dialog").close());
+    }
+
+    cockpit.user().then(user => {
+        state.admin = user.id === 0;
+        const member = (user.groups || []).includes("nspawn");
+        $("who").textContent = state.admin ? "as root: every action"
+            : member ? `as ${user.name} (group nspawn): read, start and stop` : `as ${user.name}: what nspawnd grants`;
+        for (const element of document.querySelectorAll(".admin-only")) element.hidden = !state.admin;
+        render();
+    });
+    call("GET", "/v1/flavors").then(flavors => { state.flavors = flavors; if (state.selected) renderDetails() }).catch(() => {});
+    refresh();
+    follow();
+    window.setInterval(sampleStats, 3000);
+}
+
+start();
