@@ -143,8 +143,13 @@ public struct Router: Sendable {
             guard request.query == nil else { throw BodyError(status: 400, message: "GET /v1/metrics takes no query") }
             return try await metricsResponse()
         case .listFlavors:
-            // The host's presets, for a client's choice of flavor; a broken file is named here as at use.
-            return .json(try Flavor.available().map { name throws(NspawnError) in try Flavor.load(name) })
+            // The host's presets, for a client's choice of flavor. A broken file is the host's
+            // fault, not the request's: 500, naming the file as a use of it would.
+            do {
+                return .json(try Flavor.available().map { name throws(NspawnError) in try Flavor.load(name) })
+            } catch {
+                throw NspawnError.remote(.failure, message: error.description, busError: nil)
+            }
         case .importImage:
             return try await startImport(try decode(ImportRequest.self, request))
         case .getOperation:

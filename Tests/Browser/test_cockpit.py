@@ -11,6 +11,7 @@ import unittest
 
 from selenium import webdriver
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -54,7 +55,8 @@ class CockpitPage(unittest.TestCase):
         cls.browser.quit()
 
     def setUp(self):
-        self.wait = WebDriverWait(self.browser, 30)
+        # The table is drawn anew on events and stats: an element read mid-redraw is read again.
+        self.wait = WebDriverWait(self.browser, 30, ignored_exceptions=[StaleElementReferenceException])
 
     def tearDown(self):
         testbed("machinectl", "terminate", self.machine)
@@ -274,6 +276,75 @@ class CockpitPage(unittest.TestCase):
         self.shot("terminal")
         ActionChains(self.browser).click(screen).send_keys("exit" + Keys.ENTER).perform()
         self.until(lambda _: "exited with status 0" in screen.text, "the shell's exit shows")
+
+    def test_root_resizes_with_a_flavor_and_reverts_and_an_exposure_is_refused_in_nspawnds_words(self):
+        self.log_in("root")
+        self.open_details()
+        self.until(lambda _: self.browser.find_elements(By.CSS_SELECTOR, '#resize-flavor option[value="tiny"]'), "flavors load")
+        Select(self.find("resize-flavor")).select_by_value("tiny")
+        self.browser.find_element(By.CSS_SELECTOR, '#resize-form button[type="submit"]').click()
+        flavor_cell = lambda: self.row().find_element(By.CSS_SELECTOR, "td.flavor").text
+        self.until(lambda _: flavor_cell() == "tiny (resize pending)", "the pending resize shows")
+        status = json.loads(nspawnctl("status", self.machine, "--json").stdout)
+        self.assertEqual(status.get("pending_resize", {}).get("to"), "tiny", "nspawnctl status agrees")
+        self.until(lambda _: self.find("resize-revert").is_displayed(), "Revert is offered")
+        self.shot("resize")
+        self.find("resize-revert").click()
+        self.until(lambda _: flavor_cell() == "", "the revert leaves no flavor")
+        status = json.loads(nspawnctl("status", self.machine, "--json").stdout)
+        self.assertNotIn("pending_resize", status)
+        self.assertNotIn("flavor", status)
+
+        # Exposure needs a guest systemd to take the sockets: for this Boot=no machine the page
+        # shows nspawnd's refusal, the one `nspawnctl expose` gives, and nothing listens.
+        self.find("expose-listen").send_keys("127.0.0.1:18080")
+        self.find("expose-unit").send_keys("web.service")
+        self.browser.find_element(By.CSS_SELECTOR, '#expose-form button[type="submit"]').click()
+        self.until(lambda _: self.find("problem").is_displayed(), "the refusal shows")
+        cli = nspawnctl("expose", self.machine, "--listen", "127.0.0.1:18080", "--unit", "web.service")
+        self.assertNotEqual(cli.returncode, 0)
+        self.assertIn(self.find("problem").text, cli.stderr)
+        self.assertIn("does not boot", self.find("problem").text)
+        self.assertEqual(testbed("ss", "-Hltn", "sport = :18080").stdout.strip(), "", "nothing listens")
+        self.assertEqual(self.row().find_element(By.CSS_SELECTOR, "td.exposed").text, "")
+
+    def test_the_keyboard_alone_starts_and_stops_and_every_control_has_a_name(self):
+        self.log_in("root")
+        self.row()
+        unnamed = self.browser.execute_script("""
+            const bad = [];
+            for (const c of document.querySelectorAll("input, select, textarea"))
+                if (!c.labels || !c.labels.length) bad.push(c.id || c.outerHTML);
+            for (const b of document.querySelectorAll("button"))
+                if (!(b.getAttribute("aria-label") || b.textContent).trim()) bad.push(b.outerHTML);
+            return bad;""")
+        self.assertEqual(unnamed, [], "controls without a label or name")
+
+        def tab_to(selector, limit=60):
+            for _ in range(limit):
+                ActionChains(self.browser).send_keys(Keys.TAB).perform()
+                if self.browser.execute_script("return document.activeElement.matches(arguments[0])", selector):
+                    return
+            self.fail(f"Tab never reached {selector}")
+
+        self.browser.find_element(By.TAG_NAME, "h1").click()
+        tab_to(f'button[data-action="start"][data-machine="{self.machine}"]')
+        ActionChains(self.browser).send_keys(Keys.ENTER).perform()
+        self.until(lambda _: "running" in self.row().text, "Enter on Start starts the machine")
+        self.assertEqual(machine_state(self.machine), "running")
+        # Focus stays on the row across redraws; Stop asks, with Cancel focused, so Enter alone does nothing.
+        tab_to(f'button[data-action="stop"][data-machine="{self.machine}"]')
+        ActionChains(self.browser).send_keys(Keys.ENTER).perform()
+        self.wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
+        ActionChains(self.browser).send_keys(Keys.ESCAPE).perform()
+        self.until(lambda _: not self.find("confirm").is_displayed(), "Escape closes the question")
+        self.assertEqual(machine_state(self.machine), "running", "Escape cancelled the stop")
+        tab_to(f'button[data-action="stop"][data-machine="{self.machine}"]')
+        ActionChains(self.browser).send_keys(Keys.ENTER).perform()
+        self.wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
+        ActionChains(self.browser).send_keys(Keys.TAB, Keys.ENTER).perform()
+        self.until(lambda _: "stopped" in self.row().text, "Tab and Enter confirm the stop")
+        self.assertEqual(machine_state(self.machine), "stopped")
 
 
 if __name__ == "__main__":
