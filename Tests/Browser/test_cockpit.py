@@ -229,6 +229,7 @@ class CockpitPage(unittest.TestCase):
         self.row("e2e-imported")
         self.shot("import")
         self.assertEqual(testbed("machinectl", "image-status", "e2e-imported").returncode, 0)
+        self.addCleanup(nspawnctl, "remove", "e2e-imported")
         shown.find_element(By.CSS_SELECTOR, 'button[data-action="dismiss-import"]').click()
         self.until(lambda _: not self.browser.find_elements(By.CSS_SELECTOR, "#operation-list li"), "dismissed")
 

@@ -287,7 +287,9 @@ function renderDetails() {
 function fillFlavors(select, current, withNone) {
     const value = select.value || current || "";
     select.replaceChildren();
+    // Create may have no flavor; resize needs one, so without a current one it asks for a choice.
     if (withNone) select.append(new Option("none", ""));
+    else if (!value) select.append(Object.assign(new Option("choose a flavor", ""), { disabled: true }));
     for (const f of state.flavors) {
         const limits = [f.memory_max && `${formatBytes(f.memory_max)} memory`, f.cpu_quota_percent && `${f.cpu_quota_percent / 100} CPU`,
             f.disk_max && `${formatBytes(f.disk_max)} disk`].filter(Boolean).join(", ");
