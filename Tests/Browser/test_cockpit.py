@@ -6,7 +6,9 @@ host's 127.0.0.1) and passes its address and accounts in the environment."""
 
 import json
 import os
+import re
 import subprocess
+import time
 import unittest
 
 from selenium import webdriver
@@ -34,8 +36,24 @@ def nspawnctl(*arguments):
 
 
 def machine_state(name):
+    """machined's state of `name`, or "stopped" when machined says it has no such machine; any
+    other failure (a broken testbed exec) fails the test rather than passing for stopped."""
     shown = testbed("machinectl", "show", name, "-p", "State", "--value")
-    return shown.stdout.strip() if shown.returncode == 0 else "stopped"
+    if shown.returncode == 0:
+        return shown.stdout.strip()
+    if f"No machine '{name}' known" in shown.stderr:
+        return "stopped"
+    raise AssertionError(f"machinectl show {name} failed: {shown.stderr}")
+
+
+def requests_to(route):
+    """How many requests nspawnd has answered on `route`, from its own /v1/metrics."""
+    metrics = testbed("curl", "-s", "--unix-socket", "/run/nspawnd/nspawnd.sock", "http://localhost/v1/metrics").stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("nspawnd_requests_total{") and f'route="{route}"' in line)
+
+
+SETTINGS = "[Exec]\nBoot=no\nParameters=/bin/sleep 1000000\n"
 
 
 class CockpitPage(unittest.TestCase):
@@ -59,7 +77,10 @@ class CockpitPage(unittest.TestCase):
         self.wait = WebDriverWait(self.browser, 30, ignored_exceptions=[StaleElementReferenceException])
 
     def tearDown(self):
+        # Each test starts from the same machine: stopped, its own settings, no pending resize.
         testbed("machinectl", "terminate", self.machine)
+        nspawnctl("resize", self.machine, "--revert")
+        testbed("sh", "-c", f"printf '{SETTINGS}' > /etc/systemd/nspawn/{self.machine}.nspawn")
 
     def log_in(self, user):
         self.browser.switch_to.default_content()
@@ -88,13 +109,17 @@ class CockpitPage(unittest.TestCase):
             (By.CSS_SELECTOR, f'tr[data-machine="{name or self.machine}"]')))
 
     def click(self, action, name=None, within="#machines"):
-        """Clicks an enabled, shown button. Events and stats draw the table anew every few
-        seconds, so it is found and clicked in one step, not held across a redraw."""
+        """A real click on an enabled, shown button. Events and stats draw the table anew every
+        few seconds; a click that meets a redraw is tried again (the wait ignores stale elements)."""
         selector = f'{within} button[data-action="{action}"][data-machine="{name or self.machine}"]'
-        self.until(lambda browser: browser.execute_script(
-            "const b = document.querySelector(arguments[0]);"
-            " if (!b || b.disabled || !b.offsetParent) return false; b.click(); return true;", selector),
-            f"{selector} can be clicked", name)
+
+        def clicked(browser):
+            found = browser.find_elements(By.CSS_SELECTOR, selector)
+            if not found or not found[0].is_displayed() or not found[0].is_enabled():
+                return False
+            found[0].click()
+            return True
+        self.until(clicked, f"{selector} can be clicked", name)
 
     def confirm(self, expected_title):
         dialog = self.wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
@@ -142,10 +167,13 @@ class CockpitPage(unittest.TestCase):
             self.assertEqual(memory, "")
         self.shot("machines")
         # Stop asks first; Cancel leaves it running.
+        stops = requests_to("stop")
         self.click("stop")
         self.wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
         self.browser.find_element(By.CSS_SELECTOR, '#confirm button[value="cancel"]').click()
-        self.assertEqual(machine_state(self.machine), "running", "a cancelled confirmation does nothing")
+        time.sleep(2)
+        self.assertEqual(requests_to("stop"), stops, "a cancelled confirmation sends no stop")
+        self.assertEqual(machine_state(self.machine), "running")
         self.click("stop")
         self.confirm(f"Stop {self.machine}?")
         self.until(lambda _: "stopped" in self.row().text, "the page shows the machine stopped after Stop")
@@ -170,6 +198,8 @@ class CockpitPage(unittest.TestCase):
         self.start_machine()
         self.assertEqual(machine_state(self.machine), "running", "a member's start reached machined")
         self.open_details()
+        for admin_only in ("settings-form", "resize-form", "expose-form", "terminal-open"):
+            self.assertFalse(self.find(admin_only).is_displayed(), f"#{admin_only} is hidden from a member in the details")
         self.assertFalse(self.find("terminal-open").is_displayed(), "no terminal for a member: exec is root's")
         actions = self.browser.execute_script(
             "return [...document.querySelectorAll('#details-actions button')].map(b => b.dataset.action)")
@@ -181,7 +211,7 @@ class CockpitPage(unittest.TestCase):
         self.confirm(f"Terminate {self.machine}?")
         self.until(lambda _: "stopped" in self.row().text, "a member's terminate shows")
 
-    def test_a_user_outside_the_group_sees_nspawnds_refusal(self):
+    def test_a_user_outside_the_group_is_refused_in_the_words_of_nspawnctl_api(self):
         self.log_in("nspawnout")
         # The socket (0660, group nspawn) refuses the bridge before nspawnd sees a request: the
         # page says what `nspawnctl --api` says to the same user.
@@ -233,20 +263,24 @@ class CockpitPage(unittest.TestCase):
         shown.find_element(By.CSS_SELECTOR, 'button[data-action="dismiss-import"]').click()
         self.until(lambda _: not self.browser.find_elements(By.CSS_SELECTOR, "#operation-list li"), "dismissed")
 
-        # A source that stalls after 2000 bytes: Cancel ends the import and leaves nothing.
+        # A source that stalls after 2000 bytes: once bytes have arrived, Cancel ends the import,
+        # the page shows it cancelled, and nothing of it stays.
         self.find("import-open").click()
         for field, value in (("import-url", "http://127.0.0.1:8099/stalled.tar.gz"), ("import-name", "e2e-stalled")):
             self.find(field).clear()
             self.find(field).send_keys(value)
         self.browser.find_element(By.CSS_SELECTOR, '#import button[value="ok"]').click()
-        # Each progress event draws the list again, so the button is found and clicked at once.
-        self.until(lambda browser: browser.execute_script(
-            'const b = document.querySelector(\'#operation-list button[data-action="cancel-import"]\');'
-            ' if (b) b.click(); return !!b;'), "the stalled import offers Cancel", "e2e-stalled")
-        self.until(lambda _: not self.browser.find_elements(By.CSS_SELECTOR, "#operation-list li"), "the cancelled import goes")
+        running = '#operation-list li[data-state="running"]'
+        self.until(lambda b: re.search(r"\((\d+(\.\d)?) (B|KiB)\)", b.find_element(By.CSS_SELECTOR, running).text)
+                   and "(0 B)" not in b.find_element(By.CSS_SELECTOR, running).text, "the stalled import has read bytes")
+        self.until(lambda b: b.find_element(By.CSS_SELECTOR, f'{running} button[data-action="cancel-import"]').click() or True,
+                   "Cancel can be clicked")
+        self.until(lambda b: b.find_elements(By.CSS_SELECTOR, '#operation-list li[data-state="cancelled"]'), "the import shows cancelled")
         self.assertNotEqual(testbed("machinectl", "image-status", "e2e-stalled").returncode, 0)
         left = testbed("sh", "-c", "ls -a /var/lib/machines | grep -c stalled || true").stdout.strip()
         self.assertEqual(left, "0", "nothing of the cancelled import stays in /var/lib/machines")
+        self.browser.find_element(By.CSS_SELECTOR, '#operation-list button[data-action="dismiss-import"]').click()
+        self.until(lambda _: not self.browser.find_elements(By.CSS_SELECTOR, "#operation-list li"), "dismissed")
 
     def test_root_changes_a_setting_and_a_bad_one_shows_the_same_message_as_config(self):
         self.log_in("root")
@@ -334,13 +368,18 @@ class CockpitPage(unittest.TestCase):
         self.until(lambda _: "running" in self.row().text, "Enter on Start starts the machine")
         self.assertEqual(machine_state(self.machine), "running")
         # Focus stays on the row across redraws; Stop asks, with Cancel focused, so Enter alone does nothing.
-        tab_to(f'button[data-action="stop"][data-machine="{self.machine}"]')
+        stop = f'#machines button[data-action="stop"][data-machine="{self.machine}"]'
+        tab_to(stop)
         ActionChains(self.browser).send_keys(Keys.ENTER).perform()
         self.wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
         ActionChains(self.browser).send_keys(Keys.ESCAPE).perform()
         self.until(lambda _: not self.find("confirm").is_displayed(), "Escape closes the question")
+        # Focus is back on Stop, and stays there across the stats sampler's redraws (every 3 s).
+        focused = "return document.activeElement.matches(arguments[0])"
+        self.until(lambda b: b.execute_script(focused, stop), "focus returns to Stop")
+        time.sleep(3.5)
+        self.assertTrue(self.browser.execute_script(focused, stop), "focus survives a redraw")
         self.assertEqual(machine_state(self.machine), "running", "Escape cancelled the stop")
-        tab_to(f'button[data-action="stop"][data-machine="{self.machine}"]')
         ActionChains(self.browser).send_keys(Keys.ENTER).perform()
         self.wait.until(EC.visibility_of_element_located((By.ID, "confirm")))
         ActionChains(self.browser).send_keys(Keys.TAB, Keys.ENTER).perform()

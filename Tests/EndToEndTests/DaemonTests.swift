@@ -148,30 +148,35 @@ extension EndToEndTests {
     }
 
     @Test(.testbedAccounts) func flavorsAreTheHostsFilesAndAMemberMayReadThem() throws {
+        // Flavors of the test's own, so suites running beside it (apply, copy: flavor small) see theirs unchanged.
+        let installedDirectory = "/usr/local/share/nspawnctl/flavors", localDirectory = "/etc/nspawnctl/flavors"
         try Testbed.mustSh("id e2e-member >/dev/null 2>&1 || useradd --no-create-home --groups nspawn e2e-member")
-        defer { _ = try? Testbed.sh("rm -f /etc/nspawnctl/flavors/small.flavor /etc/nspawnctl/flavors/e2e-broken.flavor") }
-        let installed = try Testbed.sh("ls /usr/local/share/nspawnctl/flavors | sed -n 's/\\.flavor$//p'").stdout
-            .split(separator: "\n").map(String.init)
-        #expect(installed.count >= 2, "the install ships flavors: \(installed)")
+        defer {
+            _ = try? Testbed.sh("rm -f \(installedDirectory)/e2e-shadowed.flavor \(localDirectory)/e2e-shadowed.flavor \(localDirectory)/e2e-broken.flavor")
+        }
+        try Testbed.mustSh("printf '[Flavor]\\nMemoryMax=512M\\n' > \(installedDirectory)/e2e-shadowed.flavor")
+        let files = Set(try Testbed.sh("ls \(installedDirectory) \(localDirectory) 2>/dev/null | sed -n 's/\\.flavor$//p'").stdout
+            .split(separator: "\n").map(String.init))
+        #expect(files.count >= 3, "the install ships flavors: \(files)")
 
         let listed = try API.request("GET", "/v1/flavors", user: "e2e-member")
         #expect(listed.status == 200, "\(listed)")
         let flavors = try JSONSerialization.jsonObject(with: Data(listed.body.utf8)) as? [[String: Any]] ?? []
-        #expect(flavors.compactMap { $0["name"] as? String } == installed.sorted(), "\(listed.body)")
-        let small = try Testbed.sh("sed -n 's/^MemoryMax=//p' /usr/local/share/nspawnctl/flavors/small.flavor").trimmed
-        #expect(small == "512M")
-        #expect(flavors.first { $0["name"] as? String == "small" }?["memory_max"] as? Int == 512 * 1024 * 1024)
+        let names = flavors.compactMap { $0["name"] as? String }
+        #expect(Set(names) == files && names.count == files.count && names == names.sorted(), "\(listed.body)")
+        #expect(flavors.first { $0["name"] as? String == "e2e-shadowed" }?["memory_max"] as? Int == 512 * 1024 * 1024)
 
         // /etc overrides the installed file of the same name, as at use.
-        try Testbed.mustSh("mkdir -p /etc/nspawnctl/flavors && printf '[Flavor]\\nMemoryMax=1G\\n' > /etc/nspawnctl/flavors/small.flavor")
+        try Testbed.mustSh("mkdir -p \(localDirectory) && printf '[Flavor]\\nMemoryMax=1G\\n' > \(localDirectory)/e2e-shadowed.flavor")
         let overridden = try API.request("GET", "/v1/flavors")
         let local = try JSONSerialization.jsonObject(with: Data(overridden.body.utf8)) as? [[String: Any]] ?? []
-        #expect(local.first { $0["name"] as? String == "small" }?["memory_max"] as? Int == 1024 * 1024 * 1024, "\(overridden)")
+        #expect(local.filter { $0["name"] as? String == "e2e-shadowed" }.count == 1, "\(overridden)")
+        #expect(local.first { $0["name"] as? String == "e2e-shadowed" }?["memory_max"] as? Int == 1024 * 1024 * 1024, "\(overridden)")
 
         // A broken file is named, not skipped.
-        try Testbed.mustSh("printf '[Flavor]\\nMemoryMax=lots\\n' > /etc/nspawnctl/flavors/e2e-broken.flavor")
+        try Testbed.mustSh("printf '[Flavor]\\nMemoryMax=lots\\n' > \(localDirectory)/e2e-broken.flavor")
         let broken = try API.request("GET", "/v1/flavors")
-        #expect(broken.status == 500 && broken.body.contains("/etc/nspawnctl/flavors/e2e-broken.flavor") && broken.body.contains("MemoryMax=lots"),
+        #expect(broken.status == 500 && broken.body.contains("\(localDirectory)/e2e-broken.flavor") && broken.body.contains("MemoryMax=lots"),
                 "\(broken)")
     }
 

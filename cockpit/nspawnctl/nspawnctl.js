@@ -14,6 +14,8 @@ const state = {
     configs: new Map(),     // name → config (flavor, settings), fetched once per change
     samples: new Map(),     // name → { cpu_seconds, sampled_usec, percent, memory }
     operations: new Map(),  // import id → operation
+    ownOperations: new Set(), // imports this page started: the page may forget them in nspawnd
+    forgotten: new Set(),   // ids dismissed or cancelled here: later events do not bring them back
     selected: null,
     admin: false,
 };
@@ -59,6 +61,18 @@ const machinePath = (name, verb) => `/v1/machines/${encodeURIComponent(name)}${v
 
 // --- The table ---------------------------------------------------------------------------
 
+/// Rebuilds `container` with `draw`, then puts the keyboard back on the button it was on (the
+/// same action for the same machine or import), as a redraw must not move a keyboard user.
+function keepingFocus(container, draw) {
+    const focused = container.contains(document.activeElement) ? { ...document.activeElement.dataset } : null;
+    draw();
+    if (!focused || !focused.action) return;
+    const same = [...container.querySelectorAll("button")].find(b =>
+        b.dataset.action === focused.action && b.dataset.machine === focused.machine && b.dataset.operation === focused.operation);
+    const fallback = focused.machine && [...container.querySelectorAll("button")].find(b => b.dataset.machine === focused.machine);
+    if (same || fallback) (same || fallback).focus();
+}
+
 function cell(row, text, className) {
     const td = row.insertCell();
     td.textContent = text;
@@ -93,10 +107,13 @@ function flavorText(m) {
 }
 
 function render() {
-    // The table is drawn anew on every change: keep the keyboard's place on the same button.
-    const focused = table.contains(document.activeElement) ? document.activeElement.dataset : null;
+    keepingFocus(table, drawTable);
+    if (state.selected) renderDetails();
+}
+
+function drawTable() {
     table.replaceChildren();
-    $("empty").hidden = state.machines.length > 0;
+    $("empty").hidden = state.machines.length > 0 || !state.listed;
     for (const m of state.machines) {
         const row = table.insertRow();
         row.dataset.machine = m.name;
@@ -119,12 +136,6 @@ function render() {
         }
         actions.append(button("Details", m.name, () => select(m.name)));
     }
-    if (focused) {
-        const again = table.querySelector(`button[data-action="${focused.action}"][data-machine="${CSS.escape(focused.machine || "")}"]`) ||
-            table.querySelector(`tr[data-machine="${CSS.escape(focused.machine || "")}"] button`);
-        if (again) again.focus();
-    }
-    if (state.selected) renderDetails();
 }
 
 let refreshing = null;
@@ -132,9 +143,10 @@ function refresh() {
     // One list request at a time; events that arrive meanwhile fold into one more.
     if (refreshing) { refreshing.again = true; return; }
     refreshing = { again: false };
-    call("GET", "/v1/machines", undefined, { all: "true" })
+    call("GET", "/v1/machines")
         .then(machines => {
-            state.machines = machines.filter(m => m.name !== ".host");
+            state.machines = machines;
+            state.listed = true;
             const names = new Set(state.machines.map(m => m.name));
             for (const name of state.configs.keys()) if (!names.has(name)) state.configs.delete(name);
             if (state.selected && !names.has(state.selected)) closeDetails();
@@ -149,11 +161,13 @@ function refresh() {
         });
 }
 
+/// A failed read is kept as its message (shown in the details) until the next event about the
+/// machine, rather than asked again on every refresh.
 function loadConfig(name) {
     state.configs.set(name, state.configs.get(name) || null);
     return call("GET", machinePath(name, "config"))
         .then(config => { state.configs.set(name, config); render(); })
-        .catch(() => state.configs.delete(name));
+        .catch(error => { state.configs.set(name, { error: error.message }); render(); });
 }
 
 /// CPU use comes from two samples' cpu_seconds over their sampled_usec, as `nspawnctl stats`.
@@ -164,7 +178,8 @@ function sampleStats() {
         for (const s of samples) {
             const previous = state.samples.get(s.name);
             const entry = { cpu_seconds: s.cpu_seconds, sampled_usec: s.sampled_usec, memory: s.memory_bytes };
-            if (previous && s.cpu_seconds !== undefined && s.sampled_usec > previous.sampled_usec) {
+            // A restart begins cpu_seconds again: such a pair gives no percentage.
+            if (previous && s.cpu_seconds !== undefined && s.sampled_usec > previous.sampled_usec && s.cpu_seconds >= previous.cpu_seconds) {
                 entry.percent = 100 * (s.cpu_seconds - previous.cpu_seconds) / ((s.sampled_usec - previous.sampled_usec) / 1e6);
             }
             next.set(s.name, entry);
@@ -183,19 +198,32 @@ function act(name, verb, body) {
         .finally(() => { state.configs.delete(name); refresh() });
 }
 
+function loadFlavors() {
+    call("GET", "/v1/flavors")
+        .then(flavors => { state.flavors = flavors; if (state.selected) renderDetails() })
+        .catch(error => showProblem(`flavors: ${error.message}`));
+}
+
 const stopAction = name => ({
     title: `Stop ${name}?`, text: `The machine is shut down cleanly; its programs end.`, label: "Stop",
     run: () => act(name, "stop"),
 });
 
 /// Asks before an action that ends programs or deletes data, in a modal dialog (Escape cancels).
+/// The button that asked may have been redrawn meanwhile: focus returns to its successor.
 function confirmed({ title, text, label, run }) {
     const dialog = $("confirm");
+    const opener = document.activeElement ? { ...document.activeElement.dataset } : {};
     $("confirm-title").textContent = title;
     $("confirm-text").textContent = text;
     $("confirm-ok").textContent = label;
     dialog.returnValue = "";
-    dialog.onclose = () => { if (dialog.returnValue === "ok") run(); };
+    dialog.onclose = () => {
+        if (dialog.returnValue === "ok") run();
+        const again = [...document.querySelectorAll("button[data-action]")].find(b =>
+            b.dataset.action === opener.action && b.dataset.machine === opener.machine);
+        if (again) again.focus();
+    };
     dialog.showModal();
     dialog.querySelector('button[value="cancel"]').focus();
 }
@@ -231,6 +259,7 @@ let terminal = null;
 function select(name) {
     if (state.selected !== name) closeTerminal();
     state.selected = name;
+    state.detailsShown = null;
     $("details").hidden = false;
     $("logs").textContent = "";
     renderDetails();
@@ -248,20 +277,28 @@ function closeDetails() {
 function renderDetails() {
     const m = state.machines.find(x => x.name === state.selected);
     if (!m) return;
+    // Drawn again only when what it shows changed, so focus and a half-made choice stay put.
+    const shown = JSON.stringify([m, state.configs.get(m.name), state.flavors, state.admin]);
+    if (shown === state.detailsShown) return;
+    state.detailsShown = shown;
     $("details-title").textContent = m.name;
     $("details-title").tabIndex = -1;
     $("details-state").textContent = m.state;
     const actions = $("details-actions");
-    actions.replaceChildren();
-    if (m.state === "running") actions.append(button("Stop", m.name, () => confirmed(stopAction(m.name))));
-    else if (m.state === "stopped" || m.state === "listening") actions.append(button("Start", m.name, () => act(m.name, "start"), "primary"));
-    for (const [label, action] of destructiveActions(m)) actions.append(button(label, m.name, () => confirmed(action), "danger"));
+    keepingFocus(actions, () => {
+        actions.replaceChildren();
+        if (m.state === "running") actions.append(button("Stop", m.name, () => confirmed(stopAction(m.name))));
+        else if (m.state === "stopped" || m.state === "listening") actions.append(button("Start", m.name, () => act(m.name, "start"), "primary"));
+        for (const [label, action] of destructiveActions(m)) actions.append(button(label, m.name, () => confirmed(action), "danger"));
+    });
 
     const config = state.configs.get(m.name);
     const view = $("settings-view");
     view.replaceChildren();
     const entries = [];
-    if (config) {
+    if (config && config.error) {
+        view.textContent = config.error;
+    } else if (config) {
         for (const [key, values] of Object.entries(config.settings.settings)) entries.push([key, values.join(" ")]);
         for (const other of config.settings.other) entries.push([`${other.section}.${other.key}`, other.value]);
         if (config.flavor) entries.push(["flavor", config.flavor]);
@@ -271,7 +308,7 @@ function renderDetails() {
         const dd = document.createElement("dd"); dd.textContent = value;
         view.append(dt, dd);
     }
-    if (!entries.length) view.textContent = config ? "No settings." : "";
+    if (!entries.length && !(config && config.error)) view.textContent = config ? "No settings." : "";
 
     const pending = m.pending_resize;
     $("resize-pending").hidden = !pending;
@@ -279,13 +316,16 @@ function renderDetails() {
         $("resize-pending-text").textContent =
             `Resized from ${pending.from || "no flavor"} to ${pending.to}; confirms itself at ${new Date(pending.confirms_at).toLocaleString()}.`;
     }
-    fillFlavors($("resize-flavor"), config && config.flavor, false);
+    fillFlavors($("resize-flavor"), config && config.flavor, false, m.name);
     $("unexpose").disabled = !(m.exposed && m.exposed.length);
     $("terminal-open").disabled = m.state !== "running";
 }
 
-function fillFlavors(select, current, withNone) {
-    const value = select.value || current || "";
+/// A choice made in `select` is kept while it shows the same machine; another machine starts
+/// from its own flavor.
+function fillFlavors(select, current, withNone, machine = "") {
+    const value = (select.dataset.machine === machine && select.value) || current || "";
+    select.dataset.machine = machine;
     select.replaceChildren();
     // Create may have no flavor; resize needs one, so without a current one it asks for a choice.
     if (withNone) select.append(new Option("none", ""));
@@ -302,7 +342,7 @@ function loadLogs() {
     const name = state.selected;
     const pre = $("logs");
     const request = nspawnd.get(machinePath(name, "logs"), { lines: "200" });
-    request.catch((error, data) => { pre.textContent = describe(error, data) });
+    request.catch((error, data) => { if (state.selected === name) pre.textContent = describe(error, data) });
     request.then(text => {
             if (state.selected !== name) return;
             const lines = text.split("\n").filter(Boolean).map(line => {
@@ -389,12 +429,15 @@ function startImport(event) {
     const body = { url: $("import-url").value.trim(), name: $("import-name").value.trim() };
     if ($("import-checksum").value.trim()) body.checksum = $("import-checksum").value.trim();
     call("POST", "/v1/images", body)
-        .then(operation => { dialog.close(); track(operation) })
+        .then(operation => { dialog.close(); state.ownOperations.add(operation.id); track(operation) })
         .catch(error => showProblem(error.message, dialog.querySelector(".problem")));
 }
 
 function track(operation) {
-    if (operation.kind !== "import") return;
+    if (operation.kind !== "import" || state.forgotten.has(operation.id)) return;
+    // Events and the POST's answer may arrive in either order: an ended state is never undone.
+    const known = state.operations.get(operation.id);
+    if (known && known.state !== "running" && operation.state === "running") return;
     state.operations.set(operation.id, operation);
     renderOperations();
     if (operation.state === "succeeded") refresh();
@@ -402,6 +445,41 @@ function track(operation) {
 
 function renderOperations() {
     const list = $("operation-list");
+    keepingFocus(list, () => drawOperations(list));
+    if (!list.contains(document.activeElement) && state.operationFocus) {
+        // The item whose button had the focus is gone: keep the keyboard in the page.
+        state.operationFocus = false;
+        $("import-open").focus();
+    }
+}
+
+/// Cancel stops a running import in nspawnd and waits for its cleanup. Dismiss forgets a
+/// finished import in nspawnd only when this page started it: another client (nspawnctl --api
+/// import, Ansible) may still be reading its result.
+function settleImport(op) {
+    state.operationFocus = $("operation-list").contains(document.activeElement);
+    const forget = op.state === "running" || state.ownOperations.has(op.id);
+    const gone = ended => {
+        state.forgotten.add(op.id);
+        state.ownOperations.delete(op.id);
+        if (ended && op.state === "running") {
+            // The final state of a cancel stays in view until dismissed.
+            state.operations.set(op.id, ended);
+        } else {
+            state.operations.delete(op.id);
+        }
+        renderOperations();
+    };
+    if (!forget) { gone(null); return; }
+    call("DELETE", `/v1/operations/${encodeURIComponent(op.id)}`)
+        .then(ended => gone(ended))
+        .catch(error => {
+            // Already forgotten (another client, or a race with its own event): it is gone either way.
+            if (/^no operation /.test(error.message)) gone(null); else showProblem(error.message);
+        });
+}
+
+function drawOperations(list) {
     list.replaceChildren();
     $("operations").hidden = state.operations.size === 0;
     for (const op of state.operations.values()) {
@@ -419,55 +497,59 @@ function renderOperations() {
         if (percent !== null) bar.value = percent;
         else if (op.state !== "running") bar.value = 0;
         bar.setAttribute("aria-label", `Import of ${op.name}`);
-        const dismiss = document.createElement("button");
-        dismiss.type = "button";
-        dismiss.textContent = op.state === "running" ? "Cancel" : "Dismiss";
-        dismiss.dataset.action = op.state === "running" ? "cancel-import" : "dismiss-import";
-        dismiss.setAttribute("aria-label", `${dismiss.textContent} import of ${op.name}`);
-        dismiss.addEventListener("click", () => {
-            // DELETE cancels a running import and waits for its cleanup; a finished one is forgotten.
-            call("DELETE", `/v1/operations/${encodeURIComponent(op.id)}`)
-                .then(() => { state.operations.delete(op.id); renderOperations() })
-                .catch(error => showProblem(error.message));
-        });
-        item.append(label, bar, dismiss);
+        const control = document.createElement("button");
+        control.type = "button";
+        control.textContent = op.state === "running" ? "Cancel" : "Dismiss";
+        control.dataset.action = op.state === "running" ? "cancel-import" : "dismiss-import";
+        control.setAttribute("aria-label", `${control.textContent} import of ${op.name}`);
+        control.dataset.operation = op.id;
+        control.addEventListener("click", () => settleImport(op));
+        item.append(label, bar, control);
         list.append(item);
     }
 }
 
 // --- Live updates ------------------------------------------------------------------------
 
-/// Follows /v1/events (server-sent events). A dropped stream is opened again after a second.
+/// Follows /v1/events (server-sent events). The stream is opened again a second after it ends,
+/// however it ended, and each new subscription lists the machines again, so nothing that
+/// happened in between is missed.
 function follow() {
     let buffer = "";
-    nspawnd.request({ method: "GET", path: "/v1/events", headers: { Accept: "text/event-stream" }, body: "" })
-        .stream(chunk => {
-            if ($("problem").textContent.startsWith("live updates stopped")) showProblem("");
-            buffer += chunk;
-            let end;
-            while ((end = buffer.indexOf("\n\n")) >= 0) {
-                const event = buffer.slice(0, end);
-                buffer = buffer.slice(end + 2);
-                const type = (/^event: (.*)$/m.exec(event) || [])[1];
-                const data = (/^data: (.*)$/m.exec(event) || [])[1];
-                if (type === "operation" && data) {
-                    const operation = JSON.parse(data);
-                    if (state.admin || state.operations.has(operation.id)) track(operation);
-                } else if (type && type !== "subscribed") {
-                    if (data) state.configs.delete(JSON.parse(data).name);
-                    // machined reports a machine gone before its unit has settled: look again.
-                    refresh();
-                    window.setTimeout(refresh, 1500);
-                }
+    const request = nspawnd.request({ method: "GET", path: "/v1/events", headers: { Accept: "text/event-stream" }, body: "" });
+    request.stream(chunk => {
+        buffer += chunk;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+            const event = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const type = (/^event: (.*)$/m.exec(event) || [])[1];
+            const data = (/^data: (.*)$/m.exec(event) || [])[1];
+            if (!type) continue; // a heartbeat comment
+            if (type === "subscribed") {
+                if ($("problem").textContent.startsWith("live updates")) showProblem("");
+                refresh();
+            } else if (type === "error") {
+                showProblem(`live updates stopped: ${errorMessage(data) || data}`);
+            } else if (type === "operation" && data) {
+                const operation = JSON.parse(data);
+                if (state.admin || state.operations.has(operation.id)) track(operation);
+            } else {
+                if (data) state.configs.delete(JSON.parse(data).name);
+                // machined reports a machine gone before its unit has settled: look again.
+                refresh();
+                window.setTimeout(refresh, 1500);
             }
-            return chunk.length;
-        })
-        .catch((error, data) => {
-            // A refusal is the list's to explain, in nspawnd's words; asking again would not help.
-            if (error.status === 403 || error.problem === "access-denied") return;
-            if ($("problem").hidden) showProblem(`live updates stopped: ${describe(error, data)}`);
-            window.setTimeout(follow, 1000);
-        });
+        }
+        return chunk.length;
+    });
+    request.then(() => window.setTimeout(follow, 1000), () => { /* handled below */ });
+    request.catch((error, data) => {
+        // A refusal is the list's to explain, in nspawnd's words; asking again would not help.
+        if (error.status === 403 || error.problem === "access-denied") return;
+        if ($("problem").hidden) showProblem(`live updates stopped: ${describe(error, data)}`);
+        window.setTimeout(follow, 1000);
+    });
 }
 
 function start() {
@@ -482,6 +564,7 @@ function start() {
     $("terminal-open").addEventListener("click", openTerminal);
     $("terminal-close").addEventListener("click", closeTerminal);
     $("create-open").addEventListener("click", () => {
+        loadFlavors();
         const images = $("create-image");
         images.replaceChildren(...state.machines.filter(m => m.image_type).map(m => new Option(m.name, m.name)));
         fillFlavors($("create-flavor"), "", true);
@@ -502,7 +585,7 @@ function start() {
         for (const element of document.querySelectorAll(".admin-only")) element.hidden = !state.admin;
         render();
     });
-    call("GET", "/v1/flavors").then(flavors => { state.flavors = flavors; if (state.selected) renderDetails() }).catch(() => {});
+    loadFlavors();
     refresh();
     follow();
     window.setInterval(sampleStats, 3000);

@@ -9,6 +9,7 @@
 // backspace and erase-line, and drops other escape sequences, so line-oriented shells work and
 // full-screen programs do not. TERM=dumb tells the guest's programs as much.
 
+const MAX_PAYLOAD = 65536;
 const FRAME = { stdin: 0, stdout: 1, stderr: 2, exit: 3, error: 4, stdinEnd: 5, resize: 6, signal: 7 };
 
 class TerminalScreen {
@@ -35,8 +36,13 @@ class TerminalScreen {
 
     feed(ch) {
         if (this.escape === "esc") {
-            this.escape = ch === "[" ? "csi" : ch === "]" ? "osc" : null;
+            // ESC ( B and its kin (character sets) take one more character.
+            this.escape = ch === "[" ? "csi" : ch === "]" ? "osc" : "()*+#%".includes(ch) ? "designate" : null;
             this.parameters = "";
+            return;
+        }
+        if (this.escape === "designate") {
+            this.escape = null;
             return;
         }
         if (this.escape === "csi") {
@@ -196,6 +202,10 @@ class MachineTerminal {
             if (type === FRAME.stdout || type === FRAME.stderr) {
                 this.screen.write(this.decoder.decode(payload, { stream: true }));
             } else if (type === FRAME.exit) {
+                if (payload.length !== 5) {
+                    this.finish("nspawnd sent an exit frame of the wrong length");
+                    return;
+                }
                 const view = new DataView(payload.buffer, payload.byteOffset);
                 const value = view.getUint32(1);
                 this.finish(payload[0] === 0 ? `the shell exited with status ${value}` : `the shell was killed by signal ${value}`);
@@ -207,9 +217,13 @@ class MachineTerminal {
         }
     }
 
+    /// Stdin in frames of at most 64 KiB, the protocol's limit (a larger one ends the session).
     send(text) {
         if (this.ended || !this.switched || !text) return;
-        this.channel.send(frame(FRAME.stdin, this.encoder.encode(text)));
+        const bytes = this.encoder.encode(text);
+        for (let offset = 0; offset < bytes.length; offset += MAX_PAYLOAD) {
+            this.channel.send(frame(FRAME.stdin, bytes.subarray(offset, offset + MAX_PAYLOAD)));
+        }
     }
 
     key(event) {
@@ -218,6 +232,8 @@ class MachineTerminal {
             ArrowUp: "\x1b[A", ArrowDown: "\x1b[B", ArrowRight: "\x1b[C", ArrowLeft: "\x1b[D", Home: "\x1b[H", End: "\x1b[F",
         };
         let text = null;
+        // Shift+Tab leaves the terminal, so the keyboard is never trapped; Tab completes in the shell.
+        if (event.key === "Tab" && event.shiftKey) return;
         if (event.ctrlKey && !event.altKey && event.key.length === 1 && /[a-z@\[\\\]^_]/i.test(event.key)) {
             // Ctrl-C and friends: the terminal's own control characters, as a keyboard sends them.
             if (event.key.toLowerCase() === "v") return; // leave paste to the browser
