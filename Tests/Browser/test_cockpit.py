@@ -207,6 +207,13 @@ class CockpitPage(unittest.TestCase):
         self.assertNotIn("remove", actions)
         self.until(lambda _: self.find("settings-view").text, "a member reads the settings")
         self.shot("member")
+        # A hard reboot is a power reset: machined sees a new leader.
+        leader = testbed("machinectl", "show", self.machine, "-p", "Leader", "--value").stdout.strip()
+        self.click("hard-reboot", within="#details-actions")
+        self.confirm(f"Hard reboot {self.machine}?")
+        self.until(lambda _: testbed("machinectl", "show", self.machine, "-p", "Leader", "--value").stdout.strip() not in ("", leader),
+                   "a member's hard reboot gives the machine a new leader")
+        self.until(lambda _: "running" in self.row().text, "running again after the hard reboot")
         self.click("terminate", within="#details-actions")
         self.confirm(f"Terminate {self.machine}?")
         self.until(lambda _: "stopped" in self.row().text, "a member's terminate shows")
@@ -342,6 +349,38 @@ class CockpitPage(unittest.TestCase):
         self.assertIn("does not boot", self.find("problem").text)
         self.assertEqual(testbed("ss", "-Hltn", "sport = :18080").stdout.strip(), "", "nothing listens")
         self.assertEqual(self.row().find_element(By.CSS_SELECTOR, "td.exposed").text, "")
+
+    def test_root_exposes_a_booting_machine_that_starts_on_the_first_connection_and_unexposes_it(self):
+        name = "e2e-boot"
+        self.addCleanup(testbed, "machinectl", "terminate", name)
+        self.log_in("root")
+        self.open_details(name)
+        self.find("expose-listen").send_keys("127.0.0.1:18081")
+        self.find("expose-exec").send_keys("/bin/echo hello from the page")
+        self.browser.find_element(By.CSS_SELECTOR, '#expose-form button[type="submit"]').click()
+        exposed = lambda: self.row(name).find_element(By.CSS_SELECTOR, "td.exposed").text
+        self.until(lambda _: exposed() == "127.0.0.1:18081" and "listening" in self.row(name).text,
+                   "the exposure shows, listening", name)
+        socket = f"systemd-nspawn@{name}.socket"
+        self.assertEqual(testbed("systemctl", "show", "-p", "Listen", "--value", socket).stdout.strip(), "127.0.0.1:18081 (Stream)")
+        self.assertEqual(machine_state(name), "stopped", "nothing runs before the first connection")
+        answer = testbed("sh", "-c", "timeout 120 busybox nc 127.0.0.1 18081 </dev/null")
+        self.assertEqual(answer.stdout.strip(), "hello from the page", answer.stderr)
+        self.until(lambda _: "running" in self.row(name).text, "the page shows the machine the connection started", name)
+        self.shot("exposed")
+        # The running machine holds the socket: unexposing it now is refused, in nspawnd's words.
+        self.until(lambda _: self.find("unexpose").is_enabled(), "Unexpose is offered", name)
+        self.find("unexpose").click()
+        self.until(lambda _: self.find("problem").is_displayed(), "the refusal shows", name)
+        self.assertIn(name, self.find("problem").text)
+        self.assertEqual(testbed("systemctl", "is-active", socket).stdout.strip(), "active", "the refusal changed nothing")
+        self.click("terminate", name, within="#details-actions")
+        self.confirm(f"Terminate {name}?")
+        self.until(lambda _: "listening" in self.row(name).text, "terminated, it listens again", name)
+        self.find("unexpose").click()
+        self.until(lambda _: exposed() == "" and "stopped" in self.row(name).text, "the exposure goes", name)
+        self.assertNotEqual(testbed("systemctl", "is-active", socket).stdout.strip(), "active")
+        self.assertEqual(testbed("ss", "-Hltn", "sport = :18081").stdout.strip(), "", "nothing listens any more")
 
     def test_the_keyboard_alone_starts_and_stops_and_every_control_has_a_name(self):
         self.log_in("root")

@@ -382,7 +382,9 @@ function resize(event) {
 function expose(event) {
     event.preventDefault();
     const listen = $("expose-listen").value.split(/\s+/).filter(Boolean);
-    act(state.selected, "expose", { listen, unit: $("expose-unit").value.trim() });
+    const command = $("expose-exec").value.split(/\s+/).filter(Boolean);
+    // One of the two, as the route takes it: a command when given, else the unit.
+    act(state.selected, "expose", command.length ? { listen, exec: command } : { listen, unit: $("expose-unit").value.trim() });
 }
 
 function openTerminal() {
