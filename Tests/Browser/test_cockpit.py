@@ -255,7 +255,7 @@ class CockpitPage(unittest.TestCase):
         self.log_in("root")
         self.row()
         self.find("import-open").click()
-        self.find("import-url").send_keys("http://127.0.0.1:8089/web.tar.gz")
+        self.find("import-url").send_keys("http://127.0.0.1:18389/web.tar.gz")
         self.find("import-name").send_keys("e2e-imported")
         self.browser.find_element(By.CSS_SELECTOR, '#import button[value="ok"]').click()
         item = '#operation-list li[data-state="succeeded"]'
@@ -273,7 +273,7 @@ class CockpitPage(unittest.TestCase):
         # A source that stalls after 2000 bytes: once bytes have arrived, Cancel ends the import,
         # the page shows it cancelled, and nothing of it stays.
         self.find("import-open").click()
-        for field, value in (("import-url", "http://127.0.0.1:8099/stalled.tar.gz"), ("import-name", "e2e-stalled")):
+        for field, value in (("import-url", "http://127.0.0.1:18399/stalled.tar.gz"), ("import-name", "e2e-stalled")):
             self.find(field).clear()
             self.find(field).send_keys(value)
         self.browser.find_element(By.CSS_SELECTOR, '#import button[value="ok"]').click()
