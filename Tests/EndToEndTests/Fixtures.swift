@@ -34,18 +34,7 @@ enum Fixture {
 
     /// A Debian root that boots systemd: a copy of the testbed's own pristine root.
     static func systemdRoot(_ name: String) throws {
-        try Testbed.mustSh("""
-            set -e
-            test -d /testbed/image/usr
-            cp -a --reflink=auto /testbed/image /var/lib/machines/\(name)
-            echo \(name) > /var/lib/machines/\(name)/etc/hostname
-            # The testbed's root carries Cockpit for the browser tests. A guest made from it stays the
-            # plain booting Debian these tests expect: no logind session wrapped around machined's
-            # shell (pam_systemd came with Cockpit's dconf-service and dbus-user-session) and no
-            # second Cockpit wanting port 9090.
-            sed -i '/pam_systemd\\.so/d' /var/lib/machines/\(name)/etc/pam.d/common-session*
-            ln -sf /dev/null /var/lib/machines/\(name)/etc/systemd/system/cockpit.socket
-            """)
+        try Testbed.mustSh("/nspawnctl/Tests/Fixtures/systemd-guest \(name)")
     }
 
     /// Removes machines and everything set up for them, whatever state a test left them in.

@@ -18,6 +18,9 @@ const state = {
     forgotten: new Set(),   // ids dismissed or cancelled here: later events do not bring them back
     selected: null,
     admin: false,
+    listed: false,          // a list has arrived: "no machines" means none, not "not yet"
+    detailsShown: null,     // what the details were last drawn from
+    operationFocus: false,  // the import list had the keyboard when an item went
 };
 
 /// nspawnd's message for a refused or failed request; when the bridge could not even connect,
@@ -129,12 +132,7 @@ function drawTable() {
         cell(row, sample && sample.percent !== undefined ? `${sample.percent.toFixed(1)} %` : "", "cpu");
         cell(row, sample ? formatBytes(sample.memory) : "", "memory");
         const actions = cell(row, "", "actions");
-        if (m.state === "running") {
-            actions.append(button("Stop", m.name, () => confirmed(stopAction(m.name))));
-        } else if (m.state === "stopped" || m.state === "listening") {
-            actions.append(button("Start", m.name, () => act(m.name, "start"), "primary"));
-        }
-        actions.append(button("Details", m.name, () => select(m.name)));
+        actions.append(...lifecycleButton(m), button("Details", m.name, () => select(m.name)));
     }
 }
 
@@ -202,6 +200,13 @@ function loadFlavors() {
     call("GET", "/v1/flavors")
         .then(flavors => { state.flavors = flavors; if (state.selected) renderDetails() })
         .catch(error => showProblem(`flavors: ${error.message}`));
+}
+
+/// Stop for a running machine, Start for one that can start, else nothing: as a list to spread.
+function lifecycleButton(m) {
+    if (m.state === "running") return [button("Stop", m.name, () => confirmed(stopAction(m.name)))];
+    if (m.state === "stopped" || m.state === "listening") return [button("Start", m.name, () => act(m.name, "start"), "primary")];
+    return [];
 }
 
 const stopAction = name => ({
@@ -282,14 +287,11 @@ function renderDetails() {
     if (shown === state.detailsShown) return;
     state.detailsShown = shown;
     $("details-title").textContent = m.name;
-    $("details-title").tabIndex = -1;
     $("details-state").textContent = m.state;
     const actions = $("details-actions");
     keepingFocus(actions, () => {
-        actions.replaceChildren();
-        if (m.state === "running") actions.append(button("Stop", m.name, () => confirmed(stopAction(m.name))));
-        else if (m.state === "stopped" || m.state === "listening") actions.append(button("Start", m.name, () => act(m.name, "start"), "primary"));
-        for (const [label, action] of destructiveActions(m)) actions.append(button(label, m.name, () => confirmed(action), "danger"));
+        actions.replaceChildren(...lifecycleButton(m),
+            ...destructiveActions(m).map(([label, action]) => button(label, m.name, () => confirmed(action), "danger")));
     });
 
     const config = state.configs.get(m.name);
@@ -344,15 +346,15 @@ function loadLogs() {
     const request = nspawnd.get(machinePath(name, "logs"), { lines: "200" });
     request.catch((error, data) => { if (state.selected === name) pre.textContent = describe(error, data) });
     request.then(text => {
-            if (state.selected !== name) return;
-            const lines = text.split("\n").filter(Boolean).map(line => {
-                const entry = JSON.parse(line);
-                if (entry.error) return `error: ${entry.error.message}`;
-                return `${entry.time.replace("T", " ").slice(0, 19)} ${entry.identifier || entry.unit || entry.source}: ${entry.message}`;
-            });
-            pre.textContent = lines.length ? lines.join("\n") : "No log entries.";
-            pre.scrollTop = pre.scrollHeight;
-        }, () => { /* shown above */ });
+        if (state.selected !== name) return;
+        const lines = text.split("\n").filter(Boolean).map(line => {
+            const entry = JSON.parse(line);
+            if (entry.error) return `error: ${entry.error.message}`;
+            return `${entry.time.replace("T", " ").slice(0, 19)} ${entry.identifier || entry.unit || entry.source}: ${entry.message}`;
+        });
+        pre.textContent = lines.length ? lines.join("\n") : "No log entries.";
+        pre.scrollTop = pre.scrollHeight;
+    }, () => { /* shown above */ });
 }
 
 function lines(text) { return text.split("\n").map(s => s.trim()).filter(Boolean) }
